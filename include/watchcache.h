@@ -1,0 +1,540 @@
+/*
+ * watchcache.h - the public interface of libwatchcache.
+ *
+ * An embeddable, revisioned in-memory cache of key/value objects fed by a
+ * watch stream (etcd v3, a Kubernetes watch stream, or events pushed through
+ * this API), with consistent reads at the latest or at an exact past revision.
+ *
+ * Conventions used by every function below (the full text is in
+ * libwatchcache(3) and libwatchcache-threads(3)):
+ *
+ *  - Every fallible call returns a wcache_code: WCACHE_OK (0) or a positive
+ *    code; wcache_strerror() names it.  Nothing prints, exits or aborts.
+ *  - Keys and values are binary-safe: a pointer and a length.
+ *  - Ownership words: "copies" (inputs are copied before the call returns),
+ *    "borrowed" (an output that stays valid only as long as stated and must
+ *    not be modified or freed), "new" (the caller owns and must release it).
+ *  - Thread safety words: "any thread" (safe concurrently with every other
+ *    call on the same cache), "writer" (the one thread that feeds the cache;
+ *    calls marked so are serialised by the caller), "one thread at a time"
+ *    (a handle may move between threads but is never used by two at once).
+ *
+ * ABI: the enum values, the struct layouts and the function signatures of
+ * this header are stable within a major version.  Codes and parameters are
+ * only ever appended.  Structs that callers fill begin with a `size` member
+ * set to sizeof(struct) so that fields can be appended later.
+ */
+#ifndef WATCHCACHE_H
+#define WATCHCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WCACHE_VERSION_MAJOR 0
+#define WCACHE_VERSION_MINOR 1
+#define WCACHE_VERSION_PATCH 0
+#define WCACHE_VERSION_NUMBER                                                    \
+    (WCACHE_VERSION_MAJOR * 10000 + WCACHE_VERSION_MINOR * 100 + WCACHE_VERSION_PATCH)
+#define WCACHE_VERSION_STRING "0.1.0"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define WCACHE_API __attribute__((visibility("default")))
+#define WCACHE_NODISCARD __attribute__((warn_unused_result))
+#else
+#define WCACHE_API
+#define WCACHE_NODISCARD
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Add new codes last, never remove or renumber one: programs compiled against
+ * an older header compare against these numbers.
+ */
+typedef enum wcache_code {
+    WCACHE_OK = 0,
+    WCACHE_EINVAL = 1,      /* an argument is invalid (NULL handle, bad size) */
+    WCACHE_ENOMEM = 2,      /* an allocation failed; nothing was changed */
+    WCACHE_ENOTFOUND = 3,   /* no such key at the read revision */
+    WCACHE_ECOMPACTED = 4,  /* revision is below the compacted revision (HTTP 410) */
+    WCACHE_EFUTURE = 5,     /* revision is above the cache's current revision */
+    WCACHE_ETIMEDOUT = 6,   /* waited for a revision and gave up (HTTP 504) */
+    WCACHE_ENOTREADY = 7,   /* the cache is not open / not yet synced */
+    WCACHE_ESTOPPED = 8,    /* the cache or subscription was stopped */
+    WCACHE_EOVERFLOW = 9,   /* a watcher's queue overflowed; it must re-list */
+    WCACHE_EORDER = 10,     /* an event's revision is not above the current one */
+    WCACHE_ECORRUPT = 11,   /* damaged input: snapshot, token, stream message */
+    WCACHE_EVERSION = 12,   /* input of an unsupported format version */
+    WCACHE_EZSTD = 13,      /* the zstd codec failed */
+    WCACHE_EHTTP = 14,      /* an HTTP peer answered with an error status */
+    WCACHE_ECURL = 15,      /* a transfer failed below HTTP (connect, TLS, reset) */
+    WCACHE_ESYS = 16,       /* a system call failed; see wcache_cache_last_errno() */
+    WCACHE_ERECURSIVE = 17, /* called from inside one of this handle's callbacks */
+    WCACHE_EBUSY = 18,      /* resource exhausted (reader slots) or handle in use */
+    WCACHE_ESTATE = 19,     /* call not allowed in the handle's current state */
+    WCACHE_EBADTOKEN = 20,  /* a continue token is malformed, forged or mismatched */
+    WCACHE_ETOOBIG = 21,    /* a key, value or message is over its configured limit */
+    WCACHE_EEXIST = 22,     /* the key is present twice in one batch */
+    WCACHE_CODE_LAST        /* never use: one past the last code */
+} wcache_code;
+
+/*
+ * @brief Describe a status code.
+ * @return a static, NUL-terminated English string; "unknown error" for a
+ *         value that is not a wcache_code.
+ * Ownership: borrowed (static storage).  Thread safety: any thread.
+ * Since: 0.1
+ */
+WCACHE_API const char *wcache_strerror(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Runtime version, to detect a header/library mismatch.  Any thread. 0.1 */
+WCACHE_API unsigned wcache_version_number(void);
+/* Runtime version as "MAJOR.MINOR.PATCH"; static storage.  Any thread. 0.1 */
+WCACHE_API const char *wcache_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Handles                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct wcache_cache wcache_cache; /* one cache */
+typedef struct wcache_batch wcache_batch; /* a set of writes sharing one revision */
+typedef struct wcache_view wcache_view;   /* a read view pinned at one revision */
+
+/* Revision argument meaning "the latest revision the cache has applied". */
+#define WCACHE_REV_LATEST 0
+
+/* ------------------------------------------------------------------------ */
+/* Allocation and logging                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A caller-supplied allocator, used for every allocation the cache makes.
+ * alloc() returns memory aligned for any type, or NULL; free() accepts NULL.
+ * Both may be called from any thread that calls into the cache.
+ */
+typedef struct wcache_allocator {
+    uint32_t size; /* sizeof(wcache_allocator) */
+    void *(*alloc)(size_t n, void *userdata);
+    void (*free)(void *p, void *userdata);
+    void *userdata; /* passed to both callbacks */
+} wcache_allocator;
+
+typedef enum wcache_log_level {
+    WCACHE_LOG_ERROR = 0,
+    WCACHE_LOG_WARN = 1,
+    WCACHE_LOG_INFO = 2,
+    WCACHE_LOG_DEBUG = 3
+} wcache_log_level;
+
+/*
+ * Log callback.  msg is NUL-terminated and valid only during the call.
+ * It runs on the thread that made the call being logged, and must not call
+ * back into the same cache (such calls fail with WCACHE_ERECURSIVE).
+ */
+typedef void (*wcache_log_fn)(int level, const char *msg, size_t msg_len, void *userdata);
+
+/*
+ * Clock callback: monotonic nanoseconds.  Used for age-based retention;
+ * tests install their own to control time without sleeping.
+ */
+typedef int64_t (*wcache_clock_fn)(void *userdata);
+
+/* ------------------------------------------------------------------------ */
+/* Cache lifecycle and configuration                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Integer parameters, set with wcache_cache_set_param() before open. */
+typedef enum wcache_param {
+    /* Keep at least this many revisions readable below the current one
+     * (0 = no count bound).  Default 0.  Range 0 .. 2^40. */
+    WCACHE_P_RETAIN_REVISIONS = 1,
+    /* Keep revisions younger than this many seconds readable (0 = no age
+     * bound).  Default 75, the Kubernetes watch cache's event window. */
+    WCACHE_P_RETAIN_SECONDS = 2,
+    /* 1: compact automatically after ingest when a bound is exceeded;
+     * 0: only wcache_cache_compact() compacts.  Default 1. */
+    WCACHE_P_AUTO_COMPACT = 3,
+    /* Number of read views that may be open at once.  Default 1024,
+     * range 1 .. 1048576. */
+    WCACHE_P_READER_SLOTS = 4,
+    /* Largest key in bytes.  Default 65536, range 1 .. 1 MiB. */
+    WCACHE_P_MAX_KEY_BYTES = 5,
+    /* Largest value in bytes.  Default 16 MiB, range 0 .. 1 GiB. */
+    WCACHE_P_MAX_VALUE_BYTES = 6,
+    WCACHE_P_LAST /* never use */
+} wcache_param;
+
+/*
+ * @brief Create a cache handle in the configuration state.
+ * @param[out] out   receives the new handle.
+ * @param[in]  alloc allocator (copied), or NULL for malloc/free.
+ * @return WCACHE_OK, WCACHE_EINVAL (out NULL or alloc->size too small),
+ *         WCACHE_ENOMEM.
+ * Ownership: new (*out); release with wcache_cache_close().
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_cache_create(wcache_cache **out,
+                                                            const wcache_allocator *alloc);
+
+/*
+ * @brief Set an integer parameter.  Only before wcache_cache_open().
+ * @return WCACHE_OK, WCACHE_EINVAL (unknown parameter or value out of
+ *         bounds), WCACHE_ESTATE (already open).
+ * Thread safety: one thread at a time, before open.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_set_param(wcache_cache *c, wcache_param p, int64_t value);
+
+/*
+ * @brief Read an integer parameter's current value.
+ * @return WCACHE_OK, WCACHE_EINVAL.  Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_get_param(const wcache_cache *c, wcache_param p,
+                                              int64_t *value);
+
+/*
+ * @brief The inclusive bounds and default of a parameter.
+ * @return WCACHE_OK, WCACHE_EINVAL.  Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_param_bounds(wcache_param p, int64_t *lo, int64_t *hi,
+                                           int64_t *dflt);
+
+/*
+ * @brief Install a log callback (NULL to remove) and the most verbose level
+ *        passed to it.  Only before open.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE.
+ * Thread safety: one thread at a time, before open.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_set_log(wcache_cache *c, wcache_log_fn fn, int max_level,
+                                            void *userdata);
+
+/*
+ * @brief Install a monotonic clock (NULL restores CLOCK_MONOTONIC).  Only
+ *        before open.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE.
+ * Thread safety: one thread at a time, before open.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_set_clock(wcache_cache *c, wcache_clock_fn fn,
+                                              void *userdata);
+
+/*
+ * @brief Give the cache a buffer for the detail text of the writer's errors
+ *        (for example which key of a batch was refused).  buf (NULL to
+ *        remove) must hold len bytes and outlive the cache or the next call.
+ *        Written only by calls marked "writer" and by wcache_cache_open(),
+ *        always NUL-terminated; left unchanged on success.
+ * @return WCACHE_OK, WCACHE_EINVAL.
+ * Ownership: borrowed (the caller keeps buf).  Thread safety: writer.
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_set_errbuf(wcache_cache *c, char *buf, size_t len);
+
+/*
+ * @brief Finish configuration; the cache becomes readable and writable,
+ *        empty, at revision 0.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE (already open),
+ *         WCACHE_ENOMEM.
+ * Thread safety: one thread at a time.  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_cache_open(wcache_cache *c);
+
+/*
+ * @brief Free the cache and everything it holds.  Accepts NULL.  Every view
+ *        and batch of the cache must have been freed first; borrowed
+ *        pointers become invalid.
+ * Thread safety: one thread, with no other call on the cache running.
+ * Since: 0.1
+ */
+WCACHE_API void wcache_cache_close(wcache_cache *c);
+
+/*
+ * @brief The errno saved by the last call of the writer that returned
+ *        WCACHE_ESYS.  Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API int wcache_cache_last_errno(const wcache_cache *c);
+
+/* ------------------------------------------------------------------------ */
+/* Revisions, compaction, statistics                                         */
+/* ------------------------------------------------------------------------ */
+
+/* The latest revision applied (0 when empty).  Any thread.  Since: 0.1 */
+WCACHE_API int64_t wcache_cache_revision(const wcache_cache *c);
+
+/* The compacted revision: reads below it fail with WCACHE_ECOMPACTED.
+ * Any thread.  Since: 0.1 */
+WCACHE_API int64_t wcache_cache_compacted_revision(const wcache_cache *c);
+
+/*
+ * @brief Compact the history: revisions below rev stop being readable.
+ *        A rev at or below the compacted revision is a no-op.  Memory held
+ *        only by compacted revisions is freed once no open view needs it.
+ * @return WCACHE_OK, WCACHE_EINVAL (rev < 0), WCACHE_EFUTURE (rev above the
+ *         current revision), WCACHE_ESTATE (not open).
+ * Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_compact(wcache_cache *c, int64_t rev);
+
+/* Counters; size must be set to sizeof(wcache_stat) by the caller. */
+typedef struct wcache_stat {
+    uint32_t size;
+    int64_t revision;           /* latest applied revision */
+    int64_t compacted_revision; /* oldest readable revision */
+    uint64_t objects;           /* live keys at the latest revision */
+    uint64_t versions;          /* stored versions, all revisions, tombstones too */
+    uint64_t value_bytes;       /* bytes of stored values, all versions */
+    uint64_t key_bytes;         /* bytes of stored keys */
+    uint64_t events;            /* puts and deletes applied since open */
+    uint64_t history_events;    /* events inside the readable window */
+    uint64_t views_open;        /* read views currently pinned */
+    uint64_t compactions;       /* compactions run */
+} wcache_stat;
+
+/*
+ * @brief Fill *st.  Counters are read without stopping the writer, so they
+ *        may be mutually inconsistent by the events in flight.
+ * @return WCACHE_OK, WCACHE_EINVAL (st NULL or st->size too small).
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_stat(const wcache_cache *c, wcache_stat *st);
+
+/* ------------------------------------------------------------------------ */
+/* Ingest: the writer                                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * @brief Apply a put of key at revision rev.  create_revision and version
+ *        follow etcd: a put on an absent (or deleted) key creates it
+ *        (version 1, create_revision rev); otherwise version increments.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_EORDER (rev not above the current
+ *         revision), WCACHE_ETOOBIG, WCACHE_ENOMEM, WCACHE_ESTATE.
+ *         On error nothing changed.
+ * Ownership: copies key and value.  Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_ingest_put(wcache_cache *c, const void *key, size_t key_len,
+                                         const void *value, size_t value_len, int64_t rev);
+
+/*
+ * @brief Apply a delete of key at revision rev.
+ * @return WCACHE_OK, WCACHE_ENOTFOUND (no live key: nothing changed, the
+ *         revision does not advance), WCACHE_EINVAL, WCACHE_EORDER,
+ *         WCACHE_ENOMEM, WCACHE_ESTATE.  On error nothing changed.
+ * Ownership: copies key.  Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_ingest_delete(wcache_cache *c, const void *key, size_t key_len,
+                                            int64_t rev);
+
+/*
+ * @brief Advance the current revision without a change (an etcd progress
+ *        notification or a Kubernetes bookmark: "every event up to rev has
+ *        been delivered").  rev equal to the current revision is a no-op.
+ * @return WCACHE_OK, WCACHE_EORDER (rev below current), WCACHE_ESTATE.
+ * Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_ingest_progress(wcache_cache *c, int64_t rev);
+
+/*
+ * @brief Create an empty batch: a set of puts and deletes applied at one
+ *        revision, all or nothing (an etcd transaction).
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ENOMEM.
+ * Ownership: new (*out); free with wcache_batch_free() before closing c.
+ * Thread safety: any thread; the batch itself one thread at a time.
+ * Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_batch_create(wcache_cache *c,
+                                                            wcache_batch **out);
+
+/* Free a batch; accepts NULL.  One thread at a time.  Since: 0.1 */
+WCACHE_API void wcache_batch_free(wcache_batch *b);
+
+/* Empty a batch for reuse, keeping its memory.  Since: 0.1 */
+WCACHE_API void wcache_batch_clear(wcache_batch *b);
+
+/* Number of operations in the batch.  Since: 0.1 */
+WCACHE_API size_t wcache_batch_count(const wcache_batch *b);
+
+/*
+ * @brief Add a put / a delete to the batch.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ETOOBIG, WCACHE_ENOMEM.
+ * Ownership: copies key and value.  Thread safety: the batch's thread.
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_batch_put(wcache_batch *b, const void *key, size_t key_len,
+                                        const void *value, size_t value_len);
+WCACHE_API wcache_code wcache_batch_delete(wcache_batch *b, const void *key, size_t key_len);
+
+/*
+ * @brief Add an object with its stored metadata, for wcache_ingest_load()
+ *        (the result of an etcd range, or a snapshot).
+ * @return WCACHE_OK, WCACHE_EINVAL (create_rev < 1, mod_rev < create_rev,
+ *         version < 1), WCACHE_ETOOBIG, WCACHE_ENOMEM.
+ * Ownership: copies key and value.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_batch_put_meta(wcache_batch *b, const void *key, size_t key_len,
+                                             const void *value, size_t value_len,
+                                             int64_t create_rev, int64_t mod_rev,
+                                             int64_t version);
+
+/*
+ * @brief Apply every operation of b at revision rev, all or nothing.  The
+ *        batch is left as it was (clear it to reuse it).
+ * @return WCACHE_OK, WCACHE_EORDER, WCACHE_EEXIST (a key twice),
+ *         WCACHE_ENOTFOUND (delete of an absent key), WCACHE_EINVAL (empty
+ *         batch, or one holding put_meta entries), WCACHE_ENOMEM,
+ *         WCACHE_ESTATE.  On error nothing changed; the errbuf names the key.
+ * Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_ingest_batch(wcache_cache *c, const wcache_batch *b, int64_t rev);
+
+/*
+ * @brief Load the state of a source at revision rev into an empty cache
+ *        (revision 0, nothing applied), from put_meta entries.  Afterwards
+ *        the current and the compacted revision are both rev: history
+ *        before rev is not known.  Sorted input is loaded in O(n);
+ *        unsorted input is sorted first.  The entries are moved, not
+ *        copied, so that a restore of a large cache needs no second copy.
+ * @return WCACHE_OK, WCACHE_ESTATE (cache not empty), WCACHE_EINVAL (rev <
+ *         1, an entry with mod_rev > rev, or put/delete entries),
+ *         WCACHE_EEXIST, WCACHE_ENOMEM.  On error nothing changed and the
+ *         batch is as it was.
+ * Ownership: on success steals b's entries (b is left empty, reusable).
+ * Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_ingest_load(wcache_cache *c, wcache_batch *b, int64_t rev);
+
+/* ------------------------------------------------------------------------ */
+/* Reads                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* One stored object as seen at a revision.  Pointers are borrowed. */
+typedef struct wcache_kv {
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    int64_t create_revision; /* revision that created this incarnation */
+    int64_t mod_revision;    /* revision of this version */
+    int64_t version;         /* modifications since creation, 1 = created */
+} wcache_kv;
+
+/*
+ * @brief Create a read view handle (not yet pinned).
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ENOMEM.
+ * Ownership: new (*out); free with wcache_view_free() before closing c.
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_view_create(wcache_cache *c, wcache_view **out);
+
+/*
+ * @brief Pin the view at revision rev (WCACHE_REV_LATEST for the latest).
+ *        A view that is already pinned is first ended.  While pinned, the
+ *        revision stays readable through the view even if the cache is
+ *        compacted past it; a long-pinned view therefore holds memory.
+ * @return WCACHE_OK, WCACHE_ECOMPACTED (rev below the compacted revision),
+ *         WCACHE_EFUTURE (rev above the current revision: returned at once),
+ *         WCACHE_EBUSY (every reader slot in use), WCACHE_EINVAL (rev < 0),
+ *         WCACHE_ESTATE (cache not open).
+ * Thread safety: any thread; the view one thread at a time (the pin belongs
+ * to the view, not the thread: a view may be ended on another thread).
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_view_begin(wcache_view *v, int64_t rev);
+
+/* The revision the view is pinned at, or 0 when not pinned.  Since: 0.1 */
+WCACHE_API int64_t wcache_view_revision(const wcache_view *v);
+
+/*
+ * @brief Unpin the view.  Every pointer borrowed from it becomes invalid.
+ *        Ending an unpinned view is a no-op.  Since: 0.1
+ */
+WCACHE_API void wcache_view_end(wcache_view *v);
+
+/* End and free a view; accepts NULL.  Since: 0.1 */
+WCACHE_API void wcache_view_free(wcache_view *v);
+
+/*
+ * @brief Read one key at the view's revision.
+ * @return WCACHE_OK, WCACHE_ENOTFOUND, WCACHE_EINVAL, WCACHE_ESTATE (view
+ *         not pinned).
+ * Ownership: out's pointers are borrowed until wcache_view_end().
+ * Thread safety: the view's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_view_get(wcache_view *v, const void *key, size_t key_len,
+                                       wcache_kv *out);
+
+/* Options of a LIST.  size = sizeof(wcache_list_opts); zero means default. */
+typedef struct wcache_list_opts {
+    uint32_t size;
+    /* Range [start, end).  start NULL or empty: from the first key; end NULL
+     * or empty: to the last key.  Ignored when prefix_len > 0. */
+    const void *start;
+    size_t start_len;
+    const void *end;
+    size_t end_len;
+    /* Every key beginning with these bytes. */
+    const void *prefix;
+    size_t prefix_len;
+    /* A token from an earlier page (wcache_list_result.token): resume right
+     * after its key.  The view must be pinned at the token's revision (see
+     * wcache_token_revision()) and the range must be the same. */
+    const char *token;
+    size_t token_len;
+    /* 1: fill wcache_list_result.remaining (costs a scan of the rest). */
+    int count_remaining;
+} wcache_list_opts;
+
+typedef struct wcache_list_result {
+    uint32_t size;      /* sizeof(wcache_list_result), set by the caller */
+    size_t count;       /* items written */
+    int more;           /* 1: more keys follow in the range */
+    int64_t remaining;  /* keys after this page, or -1 when not counted */
+    int64_t revision;   /* the revision the page was read at */
+    const char *token;  /* when more: NUL-terminated continue token, borrowed
+                           until the next list call on the view or its end;
+                           otherwise NULL */
+    size_t token_len;
+} wcache_list_result;
+
+/*
+ * @brief List keys of a range in byte-wise key order at the view's
+ *        revision, at most cap items (cap is the page limit).
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_EBADTOKEN (corrupt token, or one
+ *         for another revision or range), WCACHE_ESTATE (view not pinned),
+ *         WCACHE_ENOMEM.
+ * Ownership: items[] pointers are borrowed until wcache_view_end().
+ * Thread safety: the view's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *opts,
+                                        wcache_kv *items, size_t cap,
+                                        wcache_list_result *res);
+
+/*
+ * @brief Count live keys of a range at the view's revision (O(range)).
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_EBADTOKEN, WCACHE_ESTATE.
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_view_count(wcache_view *v, const wcache_list_opts *opts,
+                                         uint64_t *count);
+
+/*
+ * @brief Decode the revision a continue token was issued at, to pin a view
+ *        there before resuming.
+ * @return WCACHE_OK, WCACHE_EBADTOKEN.  Thread safety: any thread.
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_token_revision(const char *token, size_t token_len,
+                                             int64_t *rev);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WATCHCACHE_H */
