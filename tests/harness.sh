@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# harness.sh - step bookkeeping for `make check` and `make check-long`.
+#
+#   harness.sh begin                 forget the results of an earlier run
+#   harness.sh step NAME CMD [ARG]...  run CMD, log it, record pass/fail
+#   harness.sh summary               print "N passed, N failed" last; exit 1
+#                                    if any step failed
+#
+# A step never stops the run: CI wants to see every failure at once.  The
+# output of a passing step goes only to its log (build/check/logs/NAME.log);
+# a failing step's log is printed, so CI output is enough to diagnose it.
+# Set CHECK_VERBOSE=1 to stream every step's output as it runs.
+set -uo pipefail
+
+DIR=${CHECK_DIR:-build/check}
+LOGS=$DIR/logs
+RESULTS=$DIR/results
+
+# Name to a file name: meta/exports -> meta_exports.
+slug() { printf '%s' "$1" | tr -c 'A-Za-z0-9_.+-' '_'; }
+
+cmd_begin() {
+    rm -rf "$DIR"
+    mkdir -p "$LOGS"
+    : >"$RESULTS"
+    date +%s >"$DIR/started"
+}
+
+cmd_step() {
+    local name=$1
+    shift
+    mkdir -p "$LOGS"
+    [ -f "$RESULTS" ] || : >"$RESULTS"
+    local log
+    log=$LOGS/$(slug "$name").log
+    local t0 t1 rc
+    t0=$(date +%s)
+    printf '%-28s ...\n' "$name"
+    if [ "${CHECK_VERBOSE:-0}" = 1 ]; then
+        "$@" 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+    else
+        "$@" >"$log" 2>&1 </dev/null
+        rc=$?
+    fi
+    t1=$(date +%s)
+    if [ "$rc" -eq 0 ]; then
+        printf '%-28s PASS  %4ss\n' "$name" $((t1 - t0))
+        printf 'PASS %s %s\n' "$name" $((t1 - t0)) >>"$RESULTS"
+    else
+        if [ "${CHECK_VERBOSE:-0}" != 1 ]; then
+            printf -- '----- %s: last 150 lines of %s -----\n' "$name" "$log"
+            tail -n 150 "$log"
+            printf -- '----- end of %s -----\n' "$name"
+        fi
+        printf '%-28s FAIL  %4ss  (exit %s, log %s)\n' "$name" $((t1 - t0)) "$rc" "$log"
+        printf 'FAIL %s %s\n' "$name" $((t1 - t0)) >>"$RESULTS"
+    fi
+    # The step's own status is recorded, not returned: make must go on.
+    return 0
+}
+
+cmd_summary() {
+    [ -f "$RESULTS" ] || : >"$RESULTS"
+    local pass fail total=""
+    pass=$(grep -c '^PASS ' "$RESULTS")
+    fail=$(grep -c '^FAIL ' "$RESULTS")
+    if [ -f "$DIR/started" ]; then
+        total=$(($(date +%s) - $(cat "$DIR/started")))
+    fi
+    if [ "$fail" -gt 0 ]; then
+        echo "failed steps:"
+        sed -n 's/^FAIL \([^ ]*\) .*/  \1/p' "$RESULTS"
+    fi
+    [ -n "$total" ] && echo "total time: ${total}s"
+    echo "$pass passed, $fail failed"
+    [ "$fail" -eq 0 ]
+}
+
+case ${1:-} in
+begin) cmd_begin ;;
+step)
+    shift
+    [ $# -ge 2 ] || { echo "usage: $0 step NAME CMD [ARG]..." >&2; exit 2; }
+    cmd_step "$@"
+    ;;
+summary) cmd_summary ;;
+*)
+    echo "usage: $0 begin | step NAME CMD [ARG]... | summary" >&2
+    exit 2
+    ;;
+esac
