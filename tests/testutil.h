@@ -1,0 +1,202 @@
+/*
+ * testutil.h - helpers shared by the black-box suites (check_api.c,
+ * check_model.c, check_threads.c, check_oom.c).
+ *
+ * Everything here is static so that each suite stays a self-contained
+ * translation unit that sees only <watchcache.h>; nothing in here knows
+ * the library's internals.
+ */
+#ifndef WCACHE_TESTUTIL_H
+#define WCACHE_TESTUTIL_H
+
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <watchcache.h>
+
+/* Assert that a call returns a given wcache_code, naming both codes. */
+#define ck_assert_wc(expr, want)                                                          \
+    do {                                                                               \
+        int got_ = (int)(expr);                                                        \
+        int want_ = (int)(want);                                                       \
+        ck_assert_msg(got_ == want_, "%s: got %d (%s), want %d (%s)", #expr, got_,      \
+                      wcache_strerror(got_), want_, wcache_strerror(want_));            \
+    } while (0)
+
+#define ck_assert_ok(expr) ck_assert_wc(expr, WCACHE_OK)
+
+/* WCACHE_LONG=1 (make check-long) scales the randomized loops up. */
+static inline int tu_long(void)
+{
+    const char *s = getenv("WCACHE_LONG");
+    return s && *s && strcmp(s, "0") != 0;
+}
+
+/* Test timeouts sized for valgrind; CK_TIMEOUT_MULTIPLIER scales them further. */
+static inline int tu_timeout(int base)
+{
+    return tu_long() ? base * 10 : base;
+}
+
+/* WCACHE_SEED replays a failing randomized run. */
+static inline uint64_t tu_seed(uint64_t dflt)
+{
+    const char *s = getenv("WCACHE_SEED");
+    if (s && *s)
+        return strtoull(s, NULL, 0);
+    return dflt;
+}
+
+/* splitmix64: tiny, seedable, and identical on every platform. */
+typedef struct tu_rng {
+    uint64_t s;
+} tu_rng;
+
+static inline uint64_t tu_next(tu_rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n); 0 when n is 0.  The modulo bias is irrelevant here. */
+static inline uint64_t tu_below(tu_rng *r, uint64_t n)
+{
+    return n ? tu_next(r) % n : 0;
+}
+
+/* Uniform in [lo, hi]. */
+static inline int64_t tu_range(tu_rng *r, int64_t lo, int64_t hi)
+{
+    return lo + (int64_t)tu_below(r, (uint64_t)(hi - lo) + 1);
+}
+
+/* Byte-wise key order with the shorter key first on a common prefix: the
+ * order etcd and the Kubernetes btree use, and the one the header promises. */
+static inline int tu_keycmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c)
+        return c;
+    return alen < blen ? -1 : alen > blen ? 1 : 0;
+}
+
+/* Render bytes for a failure message: printable ASCII as is, others \xNN. */
+static inline const char *tu_hex(const void *p, size_t n, char *buf, size_t cap)
+{
+    const unsigned char *s = p;
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 5 < cap; i++) {
+        if (s[i] >= 0x21 && s[i] < 0x7f && s[i] != '\\')
+            buf[o++] = (char)s[i];
+        else
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", s[i]);
+    }
+    buf[o < cap ? o : cap - 1] = 0;
+    return buf;
+}
+
+/*
+ * Counting and failing allocator.  Each block carries a header with a magic
+ * word so that a free of a foreign pointer or a double free is caught at
+ * once instead of corrupting the count.  fail_at is compared with the
+ * number of allocation attempts since tu_alloc_arm(): the allocation whose
+ * index equals fail_at returns NULL (once; later ones succeed), which is
+ * how jansson's chaos test walks every failure point of an operation.
+ */
+#define TU_ALLOC_MAGIC 0x77636163686521ULL
+#define TU_ALLOC_DEAD 0xdeadbeefdeadbeefULL
+
+typedef struct tu_alloc_state {
+    long attempts;  /* allocation calls since arming */
+    long fail_at;   /* attempt index to fail; -1 never */
+    int fail_all;   /* 1: every attempt from fail_at on fails */
+    long live;      /* blocks allocated and not yet freed */
+    long total;     /* successful allocations ever */
+    long failed;    /* allocations refused */
+    long bad_frees; /* frees of pointers we never handed out */
+} tu_alloc_state;
+
+typedef union tu_alloc_hdr {
+    struct {
+        uint64_t magic;
+        size_t n;
+    } h;
+    max_align_t align;
+} tu_alloc_hdr;
+
+static inline void *tu_alloc_fn(size_t n, void *ud)
+{
+    tu_alloc_state *st = ud;
+    long idx = st->attempts++;
+    if (st->fail_at >= 0 && (idx == st->fail_at || (st->fail_all && idx > st->fail_at))) {
+        st->failed++;
+        return NULL;
+    }
+    if (n > SIZE_MAX - sizeof(tu_alloc_hdr))
+        return NULL;
+    tu_alloc_hdr *h = malloc(sizeof *h + n);
+    if (!h)
+        return NULL;
+    h->h.magic = TU_ALLOC_MAGIC;
+    h->h.n = n;
+    st->live++;
+    st->total++;
+    return h + 1;
+}
+
+static inline void tu_free_fn(void *p, void *ud)
+{
+    tu_alloc_state *st = ud;
+    if (!p)
+        return;
+    tu_alloc_hdr *h = (tu_alloc_hdr *)p - 1;
+    if (h->h.magic != TU_ALLOC_MAGIC) {
+        st->bad_frees++;
+        return;
+    }
+    h->h.magic = TU_ALLOC_DEAD;
+    st->live--;
+    free(h);
+}
+
+static inline wcache_allocator tu_allocator(tu_alloc_state *st)
+{
+    wcache_allocator a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.alloc = tu_alloc_fn;
+    a.free = tu_free_fn;
+    a.userdata = st;
+    return a;
+}
+
+/* Fail the allocation at index n counted from now (-1: never). */
+static inline void tu_alloc_arm(tu_alloc_state *st, long n)
+{
+    st->attempts = 0;
+    st->fail_at = n;
+    st->fail_all = 0;
+}
+
+/* A fake monotonic clock for age-based retention: no sleeping in tests. */
+typedef struct tu_clock {
+    int64_t now_ns;
+    long calls;
+} tu_clock;
+
+static inline int64_t tu_clock_fn(void *ud)
+{
+    tu_clock *c = ud;
+    c->calls++;
+    return c->now_ns;
+}
+
+#define TU_NS_PER_S INT64_C(1000000000)
+
+#endif /* WCACHE_TESTUTIL_H */
