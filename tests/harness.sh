@@ -10,6 +10,8 @@
 # output of a passing step goes only to its log (build/check/logs/NAME.log);
 # a failing step's log is printed, so CI output is enough to diagnose it.
 # Set CHECK_VERBOSE=1 to stream every step's output as it runs.
+# A step that runs longer than STEP_TIMEOUT seconds (default 1200) is killed
+# and fails, so a hung test cannot hold CI until its global limit.
 set -uo pipefail
 
 DIR=${CHECK_DIR:-build/check}
@@ -36,13 +38,15 @@ cmd_step() {
     local t0 t1 rc
     t0=$(date +%s)
     printf '%-28s ...\n' "$name"
+    local limit=${STEP_TIMEOUT:-1200}
     if [ "${CHECK_VERBOSE:-0}" = 1 ]; then
-        "$@" 2>&1 | tee "$log"
+        timeout -k 10 "$limit" "$@" 2>&1 </dev/null | tee "$log"
         rc=${PIPESTATUS[0]}
     else
-        "$@" >"$log" 2>&1 </dev/null
+        timeout -k 10 "$limit" "$@" >"$log" 2>&1 </dev/null
         rc=$?
     fi
+    [ "$rc" -eq 124 ] && echo "harness: $name killed after ${limit}s" >>"$log"
     t1=$(date +%s)
     if [ "$rc" -eq 0 ]; then
         printf '%-28s PASS  %4ss\n' "$name" $((t1 - t0))
