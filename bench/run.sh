@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# run.sh - the core benchmark: libwatchcache (bench_core) and its Go peer
+# (peers/go-btree: google/btree with a Clone() per event) side by side in
+# the same run, over a sweep of N.  `make bench` runs this.
+#
+# Every figure is paired with the peer's figure from the same run, because
+# the machine may be shared: compare ratios, not absolute numbers across
+# runs.
+#
+# Environment:
+#   BENCH_NS     sizes to sweep (default "10000 100000 1000000")
+#   BENCH_SECS   seconds per GET and LIST measurement (default 1)
+#   BENCH_PEERS  which sides to run (default "c go")
+#   BENCH_OUT    results directory (default bench/results)
+#   CC           C compiler (default cc)
+#
+# Writes $BENCH_OUT/<stamp>.tsv (impl, metric, N, value, unit, with the
+# machine and commands in '#' lines) and $BENCH_OUT/<stamp>-cost.png, and
+# prints a table with the ratio C/Go for each metric.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+ns=${BENCH_NS:-10000 100000 1000000}
+secs=${BENCH_SECS:-1}
+peers=${BENCH_PEERS:-c go}
+out=${BENCH_OUT:-bench/results}
+build=bench/build
+stamp=$(date -u +%Y-%m-%d-%H%M)
+tsv=$out/$stamp.tsv
+png=$out/$stamp-cost.png
+mkdir -p "$build" "$out"
+
+# --- build -----------------------------------------------------------------
+make -s lib >&2
+cflags=(-std=c11 -O2 -g -Wall -Wextra)
+${CC:-cc} "${cflags[@]}" -Iinclude -Ibench -o "$build/bench_core" bench/bench_core.c \
+    lib/libwatchcache.a -Wl,--as-needed -lzstd -lcurl -ljansson -lyaml -lxxhash -lpthread -lm
+export GOPATH=/usr/share/gocode GO111MODULE=off
+export GOCACHE=${GOCACHE:-$root/$build/gocache} GOFLAGS=
+(cd bench/peers/go-btree && go build -o "$root/$build/go-btree" .)
+# Both sides must see the same objects, or the comparison means nothing.
+bench/podgen_check.sh 2000 >&2
+
+# --- run ---------------------------------------------------------------------
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+{
+    echo "# watchcache core benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "# machine: $(nproc) CPUs, $cpu, $mem; $(uname -sr)"
+    echo "# commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "# c:  $build/bench_core -t $secs N"
+    echo "# go: $build/go-btree -secs $secs N   ($(go version | cut -d' ' -f3), google/btree 1.0.0)"
+    printf 'impl\tmetric\tN\tvalue\tunit\n'
+} >"$tsv"
+
+run_one() { # impl N
+    local impl=$1 n=$2 cmd
+    case $impl in
+    c) cmd=("$build/bench_core" -t "$secs" "$n") ;;
+    go) cmd=("$build/go-btree" -secs "$secs" "$n") ;;
+    *) echo "run.sh: unknown peer $impl" >&2 && exit 2 ;;
+    esac
+    echo "# $impl N=$n start $(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$tsv"
+    echo "run.sh: $impl N=$n ..." >&2
+    "${cmd[@]}" | sed "s/^/$impl\t/" >>"$tsv"
+}
+
+for n in $ns; do
+    for impl in $peers; do
+        run_one "$impl" "$n"
+    done
+done
+
+# --- table -----------------------------------------------------------------
+table() {
+    awk -F'\t' '
+        /^#/ || $1 == "impl" { next }
+        { v[$1, $2, $3] = $4; unit[$2] = $5
+          if (!($2 in seen)) { seen[$2] = 1; order[++nm] = $2 }
+          if (!($3 in seenN)) { seenN[$3] = 1; ns[++nn] = $3 } }
+        END {
+            printf "%-20s %9s %14s %14s %8s  %s\n", "metric", "N", "C", "Go", "C/Go", "unit"
+            for (j = 1; j <= nn; j++) for (i = 1; i <= nm; i++) {
+                m = order[i]; n = ns[j]
+                c = ((("c", m, n) in v)) ? v["c", m, n] : ""
+                g = ((("go", m, n) in v)) ? v["go", m, n] : ""
+                r = (c != "" && g != "" && g + 0 != 0) ? sprintf("%.2f", c / g) : "-"
+                printf "%-20s %9s %14s %14s %8s  %s\n", m, n, c, g, r, unit[m]
+            }
+        }' "$1"
+}
+table "$tsv" | tee "$out/$stamp-table.txt"
+
+# --- plot: cost per operation against N (lower is better) ------------------
+if command -v gnuplot >/dev/null; then
+    dat=$build/plot.dat
+    awk -F'\t' '
+        /^#/ || $1 == "impl" { next }
+        $2 == "update_rate"       { u[$1, $3] = 1e9 / $4 }
+        $2 == "get_1t_view_open"  { gt[$1, $3] = 1e9 / $4 }
+        $2 == "list_old_rev"      { l[$1, $3] = $4 }
+        $2 == "rss_over_raw"      { r[$1, $3] = $4 }
+        $2 == "load_put_rate"     { p[$1, $3] = 1e9 / $4 }
+        { if (!($3 in seen)) { seen[$3] = 1; ns[++nn] = $3 } }
+        END {
+            for (j = 1; j <= nn; j++) {
+                n = ns[j]
+                printf "%s", n
+                split("c go", im, " ")
+                for (k = 1; k <= 2; k++) { i = im[k]
+                    printf " %s %s %s %s %s", (((i, n) in u) ? u[i, n] : "NaN"),
+                        (((i, n) in gt) ? gt[i, n] : "NaN"), (((i, n) in l) ? l[i, n] : "NaN"),
+                        (((i, n) in r) ? r[i, n] : "NaN"), (((i, n) in p) ? p[i, n] : "NaN") }
+                printf "\n"
+            }
+        }' "$tsv" | sort -n >"$dat"
+    gnuplot <<EOF
+set terminal pngcairo size 1200,900 noenhanced font ",10"
+set output "$png"
+set multiplot layout 2,2 title "watchcache (C) vs google/btree + Clone per event (Go): cost against N, $stamp UTC"
+set logscale x
+set grid
+set key top left
+set xlabel "N objects"
+set format x "%.0s%c"
+set title "update: ns per event (10,000 revisions kept)"
+set ylabel "ns/event"
+set logscale y
+plot "$dat" using 1:2 with linespoints lw 2 title "C watchcache", \
+     "" using 1:7 with linespoints lw 2 title "Go btree", \
+     500 with lines dt 2 title "target 2M events/s"
+set title "GET: ns per GET, 1 thread, view kept open"
+set ylabel "ns/GET"
+plot "$dat" using 1:3 with linespoints lw 2 title "C watchcache", \
+     "" using 1:8 with linespoints lw 2 title "Go btree", \
+     200 with lines dt 2 title "target 5M GET/s"
+set title "LIST: ns per item at an old revision in the window"
+set ylabel "ns/item"
+plot "$dat" using 1:4 with linespoints lw 2 title "C watchcache", \
+     "" using 1:9 with linespoints lw 2 title "Go btree", \
+     20 with lines dt 2 title "target 20 ns/item"
+set title "memory: peak RSS / raw key+value bytes"
+set ylabel "RSS / raw"
+unset logscale y
+set yrange [0:*]
+plot "$dat" using 1:5 with linespoints lw 2 title "C watchcache", \
+     "" using 1:10 with linespoints lw 2 title "Go btree", \
+     1.15 with lines dt 2 title "target 1.15"
+unset multiplot
+EOF
+    echo "run.sh: plot in $png" >&2
+fi
+echo "run.sh: results in $tsv" >&2
