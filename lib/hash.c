@@ -1,0 +1,127 @@
+/*
+ * hash.c - the key -> wci_key map used by GET and by ingest.
+ *
+ * Open addressing with linear probing over an array of atomic pointers.
+ * The writer is alone in changing it: an insert fills an empty slot with
+ * one release store (the key is fully built before), a removal stores a
+ * deletion marker.  Readers probe without locks; a probe sequence never
+ * loses a key because slots only go empty -> key -> deleted.  Growing or
+ * purging markers builds a new table and publishes it with one store; the
+ * old table is retired through reclaim.c.
+ *
+ * XXH3 (libxxhash) hashes the keys: fast on short keys, good distribution
+ * on the long shared prefixes of Kubernetes keys.
+ */
+#include "wcache_int.h"
+
+#include <string.h>
+#include <xxhash.h>
+
+uint64_t wci_hash_bytes(const void *key, size_t len)
+{
+    return XXH3_64bits(key, len);
+}
+
+static wci_htab *htab_new(const wci_alloc *al, size_t cap)
+{
+    wci_htab *t = wci_calloc(al, 1, sizeof *t + cap * sizeof(t->s[0]));
+    if (t)
+        t->mask = cap - 1;
+    return t;
+}
+
+int wci_hash_init(wci_hash *h, const wci_alloc *al, size_t expect)
+{
+    size_t cap = 64;
+    while (cap < expect * 2)
+        cap *= 2;
+    wci_htab *t = htab_new(al, cap);
+    if (!t)
+        return -1;
+    atomic_init(&h->tab, t);
+    h->used = h->live = 0;
+    return 0;
+}
+
+void wci_hash_fini(wci_hash *h, const wci_alloc *al)
+{
+    wci_free(al, atomic_load_explicit(&h->tab, memory_order_relaxed));
+    atomic_store_explicit(&h->tab, NULL, memory_order_relaxed);
+}
+
+wci_key *wci_hash_find(const wci_htab *t, const void *key, size_t len, uint64_t hv)
+{
+    for (size_t i = hv & t->mask;; i = (i + 1) & t->mask) {
+        wci_key *k = atomic_load_explicit(&t->s[i], memory_order_acquire);
+        if (!k)
+            return NULL;
+        if (k != WCI_HT_DEL && k->hash == hv && k->klen == len && !memcmp(k->key, key, len))
+            return k;
+    }
+}
+
+static void place(wci_htab *t, wci_key *k)
+{
+    size_t i = k->hash & t->mask;
+    while (atomic_load_explicit(&t->s[i], memory_order_relaxed))
+        i = (i + 1) & t->mask;
+    atomic_store_explicit(&t->s[i], k, memory_order_release);
+}
+
+/* Rebuild at a capacity fitting live + more at <= 50% load. */
+static int rebuild(wcache_cache *c, size_t more)
+{
+    wci_hash *h = &c->hash;
+    wci_htab *old = atomic_load_explicit(&h->tab, memory_order_relaxed);
+    size_t cap = 64;
+    while (cap < (h->live + more) * 2)
+        cap *= 2;
+    wci_htab *t = htab_new(&c->al, cap);
+    if (!t)
+        return -1;
+    if (wci_retire(c, old, WCI_RETIRE_RAW) != 0) {
+        wci_free(&c->al, t);
+        return -1;
+    }
+    for (size_t i = 0; i <= old->mask; i++) {
+        wci_key *k = atomic_load_explicit(&old->s[i], memory_order_relaxed);
+        if (k && k != WCI_HT_DEL)
+            place(t, k);
+    }
+    atomic_store_explicit(&h->tab, t, memory_order_release);
+    h->used = h->live;
+    return 0;
+}
+
+/* Keep used slots (keys and markers) under 75% so probes stay short. */
+int wci_hash_reserve(wcache_cache *c, size_t more)
+{
+    wci_hash *h = &c->hash;
+    wci_htab *t = atomic_load_explicit(&h->tab, memory_order_relaxed);
+    size_t cap = t->mask + 1;
+    if ((h->used + more) * 4 <= cap * 3)
+        return 0;
+    return rebuild(c, more);
+}
+
+void wci_hash_insert(wci_hash *h, wci_key *k)
+{
+    place(atomic_load_explicit(&h->tab, memory_order_relaxed), k);
+    h->used++;
+    h->live++;
+}
+
+void wci_hash_remove(wci_hash *h, wci_key *k)
+{
+    wci_htab *t = atomic_load_explicit(&h->tab, memory_order_relaxed);
+    for (size_t i = k->hash & t->mask;; i = (i + 1) & t->mask) {
+        wci_key *x = atomic_load_explicit(&t->s[i], memory_order_relaxed);
+        if (!x)
+            return;
+        if (x == k) {
+            atomic_store_explicit(&t->s[i], WCI_HT_DEL, memory_order_release);
+            h->live--;
+            return;
+        }
+    }
+}

@@ -1,0 +1,573 @@
+/*
+ * ingest.c - the writer: puts, deletes, batches, progress and bulk load.
+ *
+ * Every change is applied in two phases.  The first does everything that
+ * can fail (allocate versions and keys, reserve ring, hash and retire
+ * capacity, insert new keys into the tree and hash with no version, which
+ * readers treat as absent) and undoes it on failure.  The second cannot
+ * fail: it links each new version at the head of its chain and pushes the
+ * event, then one release store of the revision makes the whole change
+ * visible to readers at the latest revision.  So a failed call changes
+ * nothing a reader can see, and a batch is seen whole or not at all.
+ */
+#include "wcache_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- versions and keys ---- */
+
+static wci_ver *ver_new(const wci_alloc *al, const void *val, size_t vlen)
+{
+    wci_ver *v = wci_malloc(al, sizeof *v + vlen);
+    if (!v)
+        return NULL;
+    atomic_init(&v->next, NULL);
+    v->mod_rev = v->create_rev = v->version = 0;
+    v->vlen = (uint32_t)vlen;
+    v->flags = 0;
+    if (vlen)
+        memcpy(v->value, val, vlen);
+    return v;
+}
+
+static wci_ver *ver_copy(const wci_alloc *al, const wci_ver *src)
+{
+    wci_ver *v = ver_new(al, src->value, src->vlen);
+    if (v) {
+        v->create_rev = src->create_rev;
+        v->mod_rev = src->mod_rev;
+        v->version = src->version;
+        v->flags = src->flags;
+    }
+    return v;
+}
+
+static wci_key *key_new(const wci_alloc *al, const void *key, size_t klen, uint64_t hv)
+{
+    wci_key *k = wci_malloc(al, sizeof *k + klen);
+    if (!k)
+        return NULL;
+    atomic_init(&k->head, NULL);
+    k->hash = hv;
+    k->klen = (uint32_t)klen;
+    k->flags = 0;
+    memcpy(k->key, key, klen);
+    return k;
+}
+
+void wci_ver_free(wcache_cache *c, wci_ver *v)
+{
+    atomic_fetch_sub_explicit(&c->st_versions, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->st_value_bytes, v->vlen, memory_order_relaxed);
+    wci_free(&c->al, v);
+}
+
+static bool live(const wci_key *k)
+{
+    const wci_ver *h = k ? atomic_load_explicit(&k->head, memory_order_relaxed) : NULL;
+    return h && !(h->flags & WCI_VER_TOMBSTONE);
+}
+
+static wci_key *find(wcache_cache *c, const void *key, size_t klen, uint64_t hv)
+{
+    return wci_hash_find(atomic_load_explicit(&c->hash.tab, memory_order_relaxed), key, klen,
+                         hv);
+}
+
+/* ---- argument checks ---- */
+
+static wcache_code check_key(wcache_cache *c, const void *key, size_t klen)
+{
+    if (!key || klen == 0)
+        return wci_err(c, WCACHE_EINVAL, "empty key");
+    if (klen > (size_t)c->params[WCACHE_P_MAX_KEY_BYTES])
+        return wci_err(c, WCACHE_ETOOBIG, "key of %zu bytes is over the limit of %lld", klen,
+                       (long long)c->params[WCACHE_P_MAX_KEY_BYTES]);
+    return WCACHE_OK;
+}
+
+static wcache_code check_value(wcache_cache *c, const void *val, size_t vlen)
+{
+    if (!val && vlen)
+        return wci_err(c, WCACHE_EINVAL, "NULL value with length %zu", vlen);
+    if (vlen > (size_t)c->params[WCACHE_P_MAX_VALUE_BYTES])
+        return wci_err(c, WCACHE_ETOOBIG, "value of %zu bytes is over the limit of %lld", vlen,
+                       (long long)c->params[WCACHE_P_MAX_VALUE_BYTES]);
+    return WCACHE_OK;
+}
+
+static wcache_code check_rev(wcache_cache *c, int64_t rev)
+{
+    int64_t cur = atomic_load_explicit(&c->rev, memory_order_relaxed);
+    if (rev <= cur)
+        return wci_err(c, WCACHE_EORDER, "revision %lld is not above the current %lld",
+                       (long long)rev, (long long)cur);
+    return WCACHE_OK;
+}
+
+static wcache_code check_writer(wcache_cache *c)
+{
+    if (!wci_cache_ok(c))
+        return WCACHE_EINVAL;
+    if (!c->open)
+        return WCACHE_ESTATE;
+    if (atomic_load_explicit(&c->in_callback, memory_order_relaxed))
+        return WCACHE_ERECURSIVE;
+    return WCACHE_OK;
+}
+
+/* ---- the two-phase commit shared by every change ---- */
+
+typedef struct prep {
+    wci_key *k;
+    wci_ver *v; /* with flags set; revisions filled in at link time */
+    bool isnew; /* k was allocated here and is not yet in the cache */
+} prep;
+
+static void prep_free(wcache_cache *c, prep *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        wci_free(&c->al, p[i].v);
+        if (p[i].isnew)
+            wci_free(&c->al, p[i].k);
+    }
+}
+
+static int reserve_zombies(wcache_cache *c, size_t more)
+{
+    if (c->nzombies + more <= c->capzombies)
+        return 0;
+    size_t cap = c->capzombies ? c->capzombies : 16;
+    while (cap < c->nzombies + more)
+        cap *= 2;
+    wci_key **z = wci_malloc(&c->al, cap * sizeof *z);
+    if (!z)
+        return -1;
+    if (c->nzombies)
+        memcpy(z, c->zombies, c->nzombies * sizeof *z);
+    wci_free(&c->al, c->zombies);
+    c->zombies = z;
+    c->capzombies = cap;
+    return 0;
+}
+
+/* Phase one's last step: put new keys into the tree and hash, empty. */
+static int insert_new_keys(wcache_cache *c, prep *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!p[i].isnew)
+            continue;
+        if (wci_tree_insert(c, p[i].k) != 0) {
+            /* keys already inserted stay, empty and invisible */
+            for (size_t j = 0; j < i; j++) {
+                if (p[j].isnew) {
+                    c->zombies[c->nzombies++] = p[j].k;
+                    p[j].isnew = false;
+                }
+            }
+            return -1;
+        }
+        wci_hash_insert(&c->hash, p[i].k);
+        atomic_fetch_add_explicit(&c->st_key_bytes, p[i].k->klen, memory_order_relaxed);
+    }
+    return 0;
+}
+
+static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev)
+{
+    wci_ver *head = atomic_load_explicit(&k->head, memory_order_relaxed);
+    bool was_live = head && !(head->flags & WCI_VER_TOMBSTONE);
+    v->mod_rev = rev;
+    if (v->flags & WCI_VER_TOMBSTONE) {
+        v->create_rev = v->version = 0;
+    } else if (was_live) {
+        v->create_rev = head->create_rev;
+        v->version = head->version + 1;
+    } else {
+        v->create_rev = rev;
+        v->version = 1;
+    }
+    atomic_store_explicit(&v->next, head, memory_order_relaxed);
+    atomic_store_explicit(&k->head, v, memory_order_release);
+    bool now_live = !(v->flags & WCI_VER_TOMBSTONE);
+    if (now_live != was_live) {
+        if (now_live)
+            atomic_fetch_add_explicit(&c->st_objects, 1, memory_order_relaxed);
+        else
+            atomic_fetch_sub_explicit(&c->st_objects, 1, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&c->st_versions, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->st_value_bytes, v->vlen, memory_order_relaxed);
+}
+
+static void publish(wcache_cache *c, int64_t rev, int64_t now)
+{
+    atomic_store_explicit(&c->rev, rev, memory_order_release);
+    c->ingests++;
+    wci_auto_compact(c, now);
+    wci_reclaim_poll(c, 0);
+}
+
+static bool need_time(const wcache_cache *c)
+{
+    return c->params[WCACHE_P_RETAIN_SECONDS] && c->params[WCACHE_P_AUTO_COMPACT];
+}
+
+/* Apply p[0..n) at rev, all or nothing.  Takes ownership of p's memory. */
+static wcache_code commit(wcache_cache *c, prep *p, size_t n, int64_t rev)
+{
+    size_t nnew = 0;
+    for (size_t i = 0; i < n; i++)
+        nnew += p[i].isnew;
+    if (wci_ring_reserve(c, n) != 0 ||
+        (nnew && (wci_hash_reserve(c, nnew) != 0 || reserve_zombies(c, nnew) != 0)) ||
+        insert_new_keys(c, p, n) != 0) {
+        prep_free(c, p, n);
+        return wci_err(c, WCACHE_ENOMEM, "out of memory applying revision %lld",
+                       (long long)rev);
+    }
+    int64_t now = need_time(c) ? wci_now(c) : 0;
+    for (size_t i = 0; i < n; i++) {
+        link_version(c, p[i].k, p[i].v, rev);
+        wci_ring_push(c, rev, now, p[i].k, p[i].v);
+    }
+    atomic_fetch_add_explicit(&c->st_events, n, memory_order_relaxed);
+    publish(c, rev, now);
+    return WCACHE_OK;
+}
+
+/* Find key, or allocate a new (not yet inserted) one. */
+static int prep_key(wcache_cache *c, prep *p, const void *key, size_t klen, uint64_t hv)
+{
+    p->k = find(c, key, klen, hv);
+    p->isnew = p->k == NULL;
+    if (p->isnew)
+        p->k = key_new(&c->al, key, klen, hv);
+    return p->k ? 0 : -1;
+}
+
+wcache_code wcache_ingest_put(wcache_cache *c, const void *key, size_t klen, const void *val,
+                              size_t vlen, int64_t rev)
+{
+    wcache_code rc = check_writer(c);
+    if (rc == WCACHE_OK)
+        rc = check_key(c, key, klen);
+    if (rc == WCACHE_OK)
+        rc = check_value(c, val, vlen);
+    if (rc == WCACHE_OK)
+        rc = check_rev(c, rev);
+    if (rc != WCACHE_OK)
+        return rc;
+    prep p = {0};
+    p.v = ver_new(&c->al, val, vlen);
+    if (!p.v || prep_key(c, &p, key, klen, wci_hash_bytes(key, klen)) != 0) {
+        wci_free(&c->al, p.v);
+        return wci_err(c, WCACHE_ENOMEM, "out of memory for a put at %lld", (long long)rev);
+    }
+    return commit(c, &p, 1, rev);
+}
+
+wcache_code wcache_ingest_delete(wcache_cache *c, const void *key, size_t klen, int64_t rev)
+{
+    wcache_code rc = check_writer(c);
+    if (rc == WCACHE_OK)
+        rc = check_key(c, key, klen);
+    if (rc == WCACHE_OK)
+        rc = check_rev(c, rev);
+    if (rc != WCACHE_OK)
+        return rc;
+    prep p = {.k = find(c, key, klen, wci_hash_bytes(key, klen))};
+    if (!live(p.k))
+        return wci_err(c, WCACHE_ENOTFOUND, "delete at %lld of a key that is not present",
+                       (long long)rev);
+    p.v = ver_new(&c->al, NULL, 0);
+    if (!p.v)
+        return wci_err(c, WCACHE_ENOMEM, "out of memory for a delete at %lld",
+                       (long long)rev);
+    p.v->flags = WCI_VER_TOMBSTONE;
+    return commit(c, &p, 1, rev);
+}
+
+wcache_code wcache_ingest_progress(wcache_cache *c, int64_t rev)
+{
+    wcache_code rc = check_writer(c);
+    if (rc != WCACHE_OK)
+        return rc;
+    int64_t cur = atomic_load_explicit(&c->rev, memory_order_relaxed);
+    if (rev == cur)
+        return WCACHE_OK;
+    if (rev < cur)
+        return wci_err(c, WCACHE_EORDER, "progress to %lld is below the current %lld",
+                       (long long)rev, (long long)cur);
+    publish(c, rev, need_time(c) ? wci_now(c) : 0);
+    return WCACHE_OK;
+}
+
+/* ---- batches ---- */
+
+wcache_code wcache_batch_create(wcache_cache *c, wcache_batch **out)
+{
+    if (!wci_cache_ok(c) || !out)
+        return WCACHE_EINVAL;
+    wcache_batch *b = wci_calloc(&c->al, 1, sizeof *b);
+    if (!b)
+        return WCACHE_ENOMEM;
+    b->magic = WCI_BATCH_MAGIC;
+    b->c = c;
+    *out = b;
+    return WCACHE_OK;
+}
+
+static bool batch_ok(const wcache_batch *b)
+{
+    return b && b->magic == WCI_BATCH_MAGIC;
+}
+
+void wcache_batch_clear(wcache_batch *b)
+{
+    if (!batch_ok(b))
+        return;
+    for (size_t i = 0; i < b->n; i++) {
+        wci_free(&b->c->al, b->ops[i].k);
+        wci_free(&b->c->al, b->ops[i].v);
+    }
+    b->n = b->nmeta = 0;
+}
+
+void wcache_batch_free(wcache_batch *b)
+{
+    if (!batch_ok(b))
+        return;
+    wcache_batch_clear(b);
+    wci_free(&b->c->al, b->ops);
+    b->magic = 0;
+    wci_free(&b->c->al, b);
+}
+
+size_t wcache_batch_count(const wcache_batch *b)
+{
+    return batch_ok(b) ? b->n : 0;
+}
+
+static wcache_code batch_add(wcache_batch *b, uint32_t type, const void *key, size_t klen,
+                             const void *val, size_t vlen)
+{
+    wcache_cache *c = b->c;
+    wcache_code rc = check_key(c, key, klen);
+    if (rc == WCACHE_OK && type != WCI_OP_DELETE)
+        rc = check_value(c, val, vlen);
+    if (rc != WCACHE_OK)
+        return rc;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        wci_op *ops = wci_malloc(&c->al, cap * sizeof *ops);
+        if (!ops)
+            return WCACHE_ENOMEM;
+        if (b->n)
+            memcpy(ops, b->ops, b->n * sizeof *ops);
+        wci_free(&c->al, b->ops);
+        b->ops = ops;
+        b->cap = cap;
+    }
+    wci_op op = {type, key_new(&c->al, key, klen, wci_hash_bytes(key, klen)), NULL};
+    if (op.k && type != WCI_OP_DELETE)
+        op.v = ver_new(&c->al, val, vlen);
+    if (!op.k || (type != WCI_OP_DELETE && !op.v)) {
+        wci_free(&c->al, op.k);
+        return WCACHE_ENOMEM;
+    }
+    b->ops[b->n++] = op;
+    b->nmeta += type == WCI_OP_META;
+    return WCACHE_OK;
+}
+
+wcache_code wcache_batch_put(wcache_batch *b, const void *key, size_t klen, const void *val,
+                             size_t vlen)
+{
+    if (!batch_ok(b))
+        return WCACHE_EINVAL;
+    return batch_add(b, WCI_OP_PUT, key, klen, val, vlen);
+}
+
+wcache_code wcache_batch_delete(wcache_batch *b, const void *key, size_t klen)
+{
+    if (!batch_ok(b))
+        return WCACHE_EINVAL;
+    return batch_add(b, WCI_OP_DELETE, key, klen, NULL, 0);
+}
+
+wcache_code wcache_batch_put_meta(wcache_batch *b, const void *key, size_t klen,
+                                  const void *val, size_t vlen, int64_t create_rev,
+                                  int64_t mod_rev, int64_t version)
+{
+    if (!batch_ok(b) || create_rev < 1 || mod_rev < create_rev || version < 1)
+        return WCACHE_EINVAL;
+    wcache_code rc = batch_add(b, WCI_OP_META, key, klen, val, vlen);
+    if (rc == WCACHE_OK) {
+        wci_ver *v = b->ops[b->n - 1].v;
+        v->create_rev = create_rev;
+        v->mod_rev = mod_rev;
+        v->version = version;
+    }
+    return rc;
+}
+
+/* Order op pointers by key so duplicates sit side by side. */
+static int cmp_ops(const void *a, const void *b)
+{
+    const wci_key *x = (*(const wci_op *const *)a)->k, *y = (*(const wci_op *const *)b)->k;
+    return wci_keycmp(x->key, x->klen, y->key, y->klen);
+}
+
+/* Sorted pointers to b's ops, or NULL (ENOMEM).  *dup: a repeated op. */
+static const wci_op **sorted_ops(wcache_cache *c, const wcache_batch *b, const wci_op **dup)
+{
+    const wci_op **s = wci_malloc(&c->al, b->n * sizeof *s);
+    if (!s)
+        return NULL;
+    bool sorted = true;
+    for (size_t i = 0; i < b->n; i++) {
+        s[i] = &b->ops[i];
+        if (i && cmp_ops(&s[i - 1], &s[i]) >= 0)
+            sorted = false;
+    }
+    if (!sorted)
+        qsort(s, b->n, sizeof *s, cmp_ops);
+    *dup = NULL;
+    for (size_t i = 1; i < b->n && !*dup; i++)
+        if (cmp_ops(&s[i - 1], &s[i]) == 0)
+            *dup = s[i];
+    return s;
+}
+
+static wcache_code dup_err(wcache_cache *c, const wci_op *d)
+{
+    return wci_err(c, WCACHE_EEXIST, "key %.*s appears twice in the batch",
+                   (int)(d->k->klen > 200 ? 200 : d->k->klen), d->k->key);
+}
+
+/* Phase one of a batch: look every key up and allocate its version. */
+static wcache_code prep_batch(wcache_cache *c, const wcache_batch *b, prep *p)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        const wci_op *op = &b->ops[i];
+        p[i].k = find(c, op->k->key, op->k->klen, op->k->hash);
+        if (op->type == WCI_OP_DELETE && !live(p[i].k)) {
+            prep_free(c, p, i);
+            return wci_err(c, WCACHE_ENOTFOUND, "batch deletes absent key %.*s",
+                           (int)(op->k->klen > 200 ? 200 : op->k->klen), op->k->key);
+        }
+        p[i].isnew = p[i].k == NULL;
+        if (p[i].isnew)
+            p[i].k = key_new(&c->al, op->k->key, op->k->klen, op->k->hash);
+        p[i].v = op->v ? ver_copy(&c->al, op->v) : ver_new(&c->al, NULL, 0);
+        if (p[i].v && op->type == WCI_OP_DELETE)
+            p[i].v->flags = WCI_VER_TOMBSTONE;
+        if (!p[i].k || !p[i].v) {
+            prep_free(c, p, i + 1);
+            return wci_err(c, WCACHE_ENOMEM, "out of memory preparing a batch");
+        }
+    }
+    return WCACHE_OK;
+}
+
+wcache_code wcache_ingest_batch(wcache_cache *c, const wcache_batch *b, int64_t rev)
+{
+    wcache_code rc = check_writer(c);
+    if (rc != WCACHE_OK)
+        return rc;
+    if (!batch_ok(b) || b->c != c || b->n == 0 || b->nmeta)
+        return wci_err(c, WCACHE_EINVAL, "batch is empty, foreign or holds put_meta entries");
+    if ((rc = check_rev(c, rev)) != WCACHE_OK)
+        return rc;
+    const wci_op *dup;
+    const wci_op **s = sorted_ops(c, b, &dup);
+    if (!s)
+        return wci_err(c, WCACHE_ENOMEM, "out of memory checking a batch");
+    wci_free(&c->al, s);
+    if (dup)
+        return dup_err(c, dup);
+    prep *p = wci_calloc(&c->al, b->n, sizeof *p);
+    if (!p)
+        return wci_err(c, WCACHE_ENOMEM, "out of memory preparing a batch");
+    rc = prep_batch(c, b, p);
+    if (rc == WCACHE_OK)
+        rc = commit(c, p, b->n, rev);
+    wci_free(&c->al, p);
+    return rc;
+}
+
+/* ---- bulk load ---- */
+
+static wcache_code check_load(wcache_cache *c, const wcache_batch *b, int64_t rev)
+{
+    if (!batch_ok(b) || b->c != c || rev < 1 || b->nmeta != b->n)
+        return wci_err(c, WCACHE_EINVAL, "load needs put_meta entries and a revision >= 1");
+    if (atomic_load_explicit(&c->rev, memory_order_relaxed) != 0 || c->tree.nkeys ||
+        c->nzombies)
+        return wci_err(c, WCACHE_ESTATE, "load needs an empty cache");
+    for (size_t i = 0; i < b->n; i++)
+        if (b->ops[i].v->mod_rev > rev)
+            return wci_err(c, WCACHE_EINVAL, "an entry's mod_revision %lld is above %lld",
+                           (long long)b->ops[i].v->mod_rev, (long long)rev);
+    return WCACHE_OK;
+}
+
+/* Take the batch's keys and versions into the (empty) cache. */
+static wcache_code load_sorted(wcache_cache *c, wcache_batch *b, const wci_op **s, int64_t rev)
+{
+    wci_key **keys = wci_malloc(&c->al, b->n * sizeof *keys);
+    if (!keys || wci_hash_reserve(c, b->n) != 0) {
+        wci_free(&c->al, keys);
+        return wci_err(c, WCACHE_ENOMEM, "out of memory loading %zu objects", b->n);
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        keys[i] = s[i]->k;
+        atomic_store_explicit(&keys[i]->head, s[i]->v, memory_order_relaxed);
+    }
+    if (wci_tree_build(c, keys, b->n) != 0) {
+        for (size_t i = 0; i < b->n; i++)
+            atomic_store_explicit(&keys[i]->head, NULL, memory_order_relaxed);
+        wci_free(&c->al, keys);
+        return wci_err(c, WCACHE_ENOMEM, "out of memory building the index");
+    }
+    uint64_t kb = 0, vb = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        wci_hash_insert(&c->hash, keys[i]);
+        kb += keys[i]->klen;
+        vb += s[i]->v->vlen;
+    }
+    wci_free(&c->al, keys);
+    atomic_store_explicit(&c->st_objects, b->n, memory_order_relaxed);
+    atomic_store_explicit(&c->st_versions, b->n, memory_order_relaxed);
+    atomic_store_explicit(&c->st_key_bytes, kb, memory_order_relaxed);
+    atomic_store_explicit(&c->st_value_bytes, vb, memory_order_relaxed);
+    atomic_store_explicit(&c->compact_rev, rev, memory_order_seq_cst);
+    c->phys_rev = rev;
+    b->n = b->nmeta = 0; /* the cache owns the entries now */
+    atomic_store_explicit(&c->rev, rev, memory_order_release);
+    return WCACHE_OK;
+}
+
+wcache_code wcache_ingest_load(wcache_cache *c, wcache_batch *b, int64_t rev)
+{
+    wcache_code rc = check_writer(c);
+    if (rc == WCACHE_OK)
+        rc = check_load(c, b, rev);
+    if (rc != WCACHE_OK || b->n == 0) {
+        if (rc == WCACHE_OK) { /* an empty source is a valid state */
+            atomic_store_explicit(&c->compact_rev, rev, memory_order_seq_cst);
+            c->phys_rev = rev;
+            atomic_store_explicit(&c->rev, rev, memory_order_release);
+        }
+        return rc;
+    }
+    const wci_op *dup;
+    const wci_op **s = sorted_ops(c, b, &dup);
+    if (!s)
+        return wci_err(c, WCACHE_ENOMEM, "out of memory sorting %zu objects", b->n);
+    rc = dup ? dup_err(c, dup) : load_sorted(c, b, s, rev);
+    wci_free(&c->al, s);
+    return rc;
+}

@@ -1,0 +1,290 @@
+/*
+ * read.c - read views: GET, LIST and COUNT at one pinned revision.
+ *
+ * A view pins its revision and an epoch in a reader slot (reclaim.c) and
+ * then reads without locks.  Every answer is computed from version chains
+ * alone: the first version with mod_rev <= the view's revision is the one
+ * it sees, a tombstone or no version means absent.  Because the writer
+ * publishes the revision only after linking every version of it, a view
+ * sees each revision whole.
+ */
+#include "wcache_int.h"
+
+#include <string.h>
+
+wcache_code wcache_view_create(wcache_cache *c, wcache_view **out)
+{
+    if (!wci_cache_ok(c) || !out)
+        return WCACHE_EINVAL;
+    wcache_view *v = wci_calloc(&c->al, 1, sizeof *v);
+    if (!v)
+        return WCACHE_ENOMEM;
+    v->magic = WCI_VIEW_MAGIC;
+    v->c = c;
+    *out = v;
+    return WCACHE_OK;
+}
+
+static bool view_ok(const wcache_view *v)
+{
+    return v && v->magic == WCI_VIEW_MAGIC;
+}
+
+void wcache_view_end(wcache_view *v)
+{
+    if (!view_ok(v) || !v->slot)
+        return;
+    wci_slot_release(v->slot);
+    v->slot = NULL;
+    v->rev = 0;
+}
+
+void wcache_view_free(wcache_view *v)
+{
+    if (!view_ok(v))
+        return;
+    wcache_view_end(v);
+    wci_free(&v->c->al, v->tok);
+    wci_free(&v->c->al, v->scratch);
+    v->magic = 0;
+    wci_free(&v->c->al, v);
+}
+
+/* Pin rev (0: latest).  The compacted revision is read after the pin, so
+ * either compaction sees this view or this view sees the compaction. */
+static wcache_code pin(wcache_view *v, int64_t rev)
+{
+    wcache_cache *c = v->c;
+    for (;;) {
+        int64_t r = rev;
+        int64_t cur = atomic_load_explicit(&c->rev, memory_order_acquire);
+        if (rev == WCACHE_REV_LATEST)
+            r = cur;
+        else if (rev > cur)
+            return WCACHE_EFUTURE;
+        wci_slot_pin(v->slot, atomic_load_explicit(&c->rc.epoch, memory_order_acquire), r);
+        int64_t cr = atomic_load_explicit(&c->compact_rev, memory_order_seq_cst);
+        if (r >= cr) {
+            v->rev = r;
+            return WCACHE_OK;
+        }
+        if (rev != WCACHE_REV_LATEST)
+            return WCACHE_ECOMPACTED;
+        /* the writer compacted past the latest we saw: look again */
+    }
+}
+
+wcache_code wcache_view_begin(wcache_view *v, int64_t rev)
+{
+    if (!view_ok(v) || rev < 0)
+        return WCACHE_EINVAL;
+    wcache_view_end(v);
+    if (!v->c->open)
+        return WCACHE_ESTATE;
+    v->slot = wci_slot_claim(&v->c->rc);
+    if (!v->slot)
+        return WCACHE_EBUSY;
+    wcache_code rc = pin(v, rev);
+    if (rc != WCACHE_OK) {
+        wci_slot_release(v->slot);
+        v->slot = NULL;
+    }
+    return rc;
+}
+
+int64_t wcache_view_revision(const wcache_view *v)
+{
+    return view_ok(v) && v->slot ? v->rev : 0;
+}
+
+static const wci_ver *visible(const wci_key *k, int64_t rev)
+{
+    const wci_ver *w = atomic_load_explicit(&((wci_key *)k)->head, memory_order_acquire);
+    while (w && w->mod_rev > rev)
+        w = atomic_load_explicit(&((wci_ver *)w)->next, memory_order_acquire);
+    if (!w || (w->flags & WCI_VER_TOMBSTONE))
+        return NULL;
+    return w;
+}
+
+static void fill(wcache_kv *out, const wci_key *k, const wci_ver *w)
+{
+    out->key = k->key;
+    out->key_len = k->klen;
+    out->value = w->value;
+    out->value_len = w->vlen;
+    out->create_revision = w->create_rev;
+    out->mod_revision = w->mod_rev;
+    out->version = w->version;
+}
+
+wcache_code wcache_view_get(wcache_view *v, const void *key, size_t klen, wcache_kv *out)
+{
+    if (!view_ok(v) || !out || (!key && klen))
+        return WCACHE_EINVAL;
+    if (!v->slot)
+        return WCACHE_ESTATE;
+    const wci_htab *t = atomic_load_explicit(&v->c->hash.tab, memory_order_acquire);
+    const wci_key *k = wci_hash_find(t, key, klen, wci_hash_bytes(key, klen));
+    const wci_ver *w = k ? visible(k, v->rev) : NULL;
+    if (!w)
+        return WCACHE_ENOTFOUND;
+    fill(out, k, w);
+    return WCACHE_OK;
+}
+
+/* ---- ranges ---- */
+
+typedef struct range {
+    const char *lo;
+    size_t lolen;
+    const char *hi; /* exclusive; NULL: unbounded */
+    size_t hilen;
+    const char *prefix;
+    size_t plen;
+} range;
+
+static wcache_code get_range(const wcache_list_opts *o, range *r)
+{
+    memset(r, 0, sizeof *r);
+    if (!o)
+        return WCACHE_OK;
+    if (o->size < sizeof *o || (!o->prefix && o->prefix_len) || (!o->start && o->start_len) ||
+        (!o->end && o->end_len) || (!o->token && o->token_len))
+        return WCACHE_EINVAL;
+    if (o->prefix_len) {
+        r->prefix = o->prefix;
+        r->plen = o->prefix_len;
+        r->lo = o->prefix;
+        r->lolen = o->prefix_len;
+        return WCACHE_OK;
+    }
+    r->lo = o->start;
+    r->lolen = o->start_len;
+    if (o->end_len) {
+        r->hi = o->end;
+        r->hilen = o->end_len;
+    }
+    return WCACHE_OK;
+}
+
+static bool in_range(const range *r, const wci_key *k)
+{
+    if (r->prefix)
+        return k->klen >= r->plen && !memcmp(k->key, r->prefix, r->plen);
+    return !r->hi || wci_keycmp(k->key, k->klen, r->hi, r->hilen) < 0;
+}
+
+/* Iterator positioned at the range start, or just after a token's key. */
+static wcache_code start(wcache_view *v, const wcache_list_opts *o, const range *r,
+                         wci_iter *it)
+{
+    if (!o || !o->token_len) {
+        wci_tree_seek(&v->c->tree, it, r->lo, r->lolen);
+        return WCACHE_OK;
+    }
+    int64_t rev;
+    uint64_t rh;
+    const char *key;
+    size_t klen;
+    wcache_code rc = wci_token_decode(v, o->token, o->token_len, &rev, &rh, &key, &klen);
+    if (rc != WCACHE_OK)
+        return rc;
+    if (rev != v->rev || rh != wci_range_hash(o))
+        return WCACHE_EBADTOKEN;
+    if (wci_keycmp(key, klen, r->lo, r->lolen) < 0)
+        return WCACHE_EBADTOKEN; /* a key before the range: not ours */
+    wci_tree_seek(&v->c->tree, it, key, klen);
+    /* resume strictly after the token's key */
+    wci_iter peek = *it;
+    const wci_key *k = wci_iter_next(&peek);
+    if (k && wci_keycmp(k->key, k->klen, key, klen) == 0)
+        *it = peek;
+    return WCACHE_OK;
+}
+
+/* The next key in range visible at the view's revision. */
+static const wci_key *next_visible(wcache_view *v, const range *r, wci_iter *it,
+                                   const wci_ver **w)
+{
+    const wci_key *k;
+    while ((k = wci_iter_next(it)) != NULL) {
+        if (!in_range(r, k))
+            return NULL;
+        if ((*w = visible(k, v->rev)) != NULL)
+            return k;
+    }
+    return NULL;
+}
+
+static int64_t count_rest(wcache_view *v, const range *r, wci_iter *it)
+{
+    int64_t n = 0;
+    const wci_ver *w;
+    while (next_visible(v, r, it, &w))
+        n++;
+    return n;
+}
+
+wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *o, wcache_kv *items,
+                             size_t cap, wcache_list_result *res)
+{
+    if (!view_ok(v) || !items || !cap || !res || res->size < sizeof *res)
+        return WCACHE_EINVAL;
+    if (!v->slot)
+        return WCACHE_ESTATE;
+    range r;
+    wci_iter it;
+    wcache_code rc = get_range(o, &r);
+    if (rc == WCACHE_OK)
+        rc = start(v, o, &r, &it);
+    if (rc != WCACHE_OK)
+        return rc;
+    size_t n = 0;
+    const wci_key *k, *last = NULL;
+    const wci_ver *w;
+    while (n < cap && (k = next_visible(v, &r, &it, &w)) != NULL) {
+        fill(&items[n++], k, w);
+        last = k;
+    }
+    res->count = n;
+    res->revision = v->rev;
+    res->more = 0;
+    res->remaining = -1;
+    res->token = NULL;
+    res->token_len = 0;
+    if (n < cap) {
+        res->remaining = 0;
+        return WCACHE_OK;
+    }
+    wci_iter probe = it;
+    if (!next_visible(v, &r, &probe, &w)) {
+        res->remaining = 0;
+        return WCACHE_OK;
+    }
+    res->more = 1;
+    if (o && o->count_remaining)
+        res->remaining = count_rest(v, &r, &it);
+    if ((rc = wci_token_encode(v, wci_range_hash(o), last)) != WCACHE_OK)
+        return rc;
+    res->token = v->tok;
+    res->token_len = strlen(v->tok);
+    return WCACHE_OK;
+}
+
+wcache_code wcache_view_count(wcache_view *v, const wcache_list_opts *o, uint64_t *count)
+{
+    if (!view_ok(v) || !count)
+        return WCACHE_EINVAL;
+    if (!v->slot)
+        return WCACHE_ESTATE;
+    range r;
+    wci_iter it;
+    wcache_code rc = get_range(o, &r);
+    if (rc == WCACHE_OK)
+        rc = start(v, o, &r, &it);
+    if (rc != WCACHE_OK)
+        return rc;
+    *count = (uint64_t)count_rest(v, &r, &it);
+    return WCACHE_OK;
+}

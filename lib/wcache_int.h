@@ -1,0 +1,271 @@
+/*
+ * wcache_int.h - structures shared inside lib/ (never installed).
+ *
+ * The data model is etcd's: each key has a chain of versions, newest first,
+ * each stamped with the revision that wrote it.  A reader pinned at
+ * revision R walks the chain to the first version with mod_rev <= R.  A
+ * value is stored once, inline in its version, however many revisions see
+ * it.  Keys are found by a hash table (GET, ingest) and ordered by a
+ * copy-on-write B+tree (LIST).  Neither structure is versioned: only the
+ * chains are, so the writer can publish a new version with one atomic store.
+ *
+ * Concurrency: one writer, any number of readers, no locks on either path.
+ * Readers pin an epoch (for memory of tree nodes, hash tables and removed
+ * keys, freed by epoch-based reclamation) and a revision (which bounds how
+ * far chains may be truncated) in a reader slot owned by their view; see
+ * reclaim.c.
+ */
+#ifndef WCACHE_INT_H
+#define WCACHE_INT_H
+
+#include "alloc.h"
+#include "watchcache.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define WCI_CACHE_MAGIC 0x77636163u /* "wcac" */
+#define WCI_VIEW_MAGIC 0x77637677u
+#define WCI_BATCH_MAGIC 0x77636274u
+
+/* One version of a key.  Immutable once published, except `next`, which
+ * the writer clears when it truncates history below this version. */
+typedef struct wci_ver {
+    struct wci_ver *_Atomic next; /* older version, or NULL */
+    int64_t mod_rev;
+    int64_t create_rev; /* 0 for a tombstone */
+    int64_t version;    /* 0 for a tombstone */
+    uint32_t vlen;
+    uint32_t flags;
+    char value[];
+} wci_ver;
+
+#define WCI_VER_TOMBSTONE 1u
+
+/* A key.  Lives while it is in the tree; removed keys are retired. */
+typedef struct wci_key {
+    wci_ver *_Atomic head; /* newest version, or NULL: invisible */
+    uint64_t hash;
+    uint32_t klen;
+    uint32_t flags;
+    char key[];
+} wci_key;
+
+#define WCI_KEY_REMOVED 1u
+
+/* ---- reclaim.c: reader slots and epoch-based reclamation ---- */
+
+typedef struct wci_slot {
+    _Atomic uint64_t epoch; /* 0 = free; WCI_SLOT_CLAIMED = taken, not pinned */
+    _Atomic int64_t rev;    /* pinned revision; INT64_MAX = none */
+    char pad[48];
+} wci_slot;
+
+#define WCI_SLOT_CLAIMED UINT64_MAX
+
+typedef enum { WCI_RETIRE_RAW, WCI_RETIRE_KEY } wci_retire_kind;
+
+typedef struct wci_retired {
+    void *p;
+    uint64_t epoch;
+    uint32_t kind;
+} wci_retired;
+
+typedef struct wci_reclaim {
+    wci_slot *slots;
+    uint32_t nslots;
+    _Atomic uint32_t hwm;  /* slots[0..hwm) may be in use */
+    _Atomic uint32_t hint; /* where the next claim starts looking */
+    _Atomic uint64_t epoch;
+    wci_retired *ret; /* writer only */
+    size_t nret, capret;
+} wci_reclaim;
+
+/* ---- hash.c: key -> wci_key, open addressing, lock-free readers ---- */
+
+typedef struct wci_htab {
+    size_t mask;           /* capacity - 1 */
+    wci_key *_Atomic s[];  /* NULL empty, WCI_HT_DEL deleted */
+} wci_htab;
+
+#define WCI_HT_DEL ((wci_key *)(uintptr_t)1)
+
+typedef struct wci_hash {
+    wci_htab *_Atomic tab;
+    size_t used; /* live + deleted slots (writer only) */
+    size_t live;
+} wci_hash;
+
+/* ---- tree.c: copy-on-write B+tree of wci_key, byte-wise order ---- */
+
+#define WCI_LEAF_MAX 64
+#define WCI_INNER_MAX 64
+#define WCI_TREE_DEPTH_MAX 16
+
+typedef struct wci_node wci_node;
+
+typedef struct wci_tree {
+    wci_node *_Atomic root;
+    size_t nkeys;
+} wci_tree;
+
+/* A position for ordered iteration (reader side). */
+typedef struct wci_iter {
+    const wci_node *stack[WCI_TREE_DEPTH_MAX];
+    uint16_t idx[WCI_TREE_DEPTH_MAX];
+    int depth; /* -1 when exhausted */
+} wci_iter;
+
+/* ---- history: the ring of applied events, oldest first ---- */
+
+typedef struct wci_event {
+    int64_t rev;
+    int64_t time_ns;
+    wci_key *key;
+    wci_ver *ver; /* the version this event wrote (tombstone for delete) */
+} wci_event;
+
+typedef struct wci_ring {
+    wci_event *ev;
+    size_t mask;
+    uint64_t head, tail; /* [head, tail) live */
+} wci_ring;
+
+/* ---- the cache ---- */
+
+struct wcache_cache {
+    uint32_t magic;
+    int open;
+    wci_alloc al;
+    int64_t params[WCACHE_P_LAST];
+    wcache_log_fn log_fn;
+    int log_level;
+    void *log_ud;
+    wcache_clock_fn clock_fn;
+    void *clock_ud;
+    char *errbuf;
+    size_t errlen;
+    int last_errno;
+    _Atomic int in_callback;
+
+    _Atomic int64_t rev;          /* latest applied revision */
+    _Atomic int64_t compact_rev;  /* logical: reads below fail */
+    int64_t phys_rev;             /* chains truncated up to here (writer) */
+    uint64_t age_pos;             /* ring position known older than the age bound */
+    int64_t age_rev;
+    uint64_t ingests;             /* calls that applied something (writer) */
+
+    wci_hash hash;
+    wci_tree tree;
+    wci_ring ring;
+    wci_reclaim rc;
+    wci_key **zombies; /* empty keys left by a failed batch (writer) */
+    size_t nzombies, capzombies;
+
+    /* statistics; written by the writer only, read by anyone */
+    _Atomic uint64_t st_objects, st_versions, st_value_bytes, st_key_bytes;
+    _Atomic uint64_t st_events, st_compactions, st_history;
+};
+
+struct wcache_view {
+    uint32_t magic;
+    wcache_cache *c;
+    wci_slot *slot; /* NULL when not pinned */
+    int64_t rev;
+    char *tok;      /* last continue token */
+    size_t tokcap;
+    char *scratch;  /* a decoded incoming token */
+    size_t scratchcap;
+};
+
+typedef struct wci_op {
+    uint32_t type; /* WCI_OP_* */
+    wci_key *k;    /* key bytes (head unused) */
+    wci_ver *v;    /* value and metadata; NULL for a delete */
+} wci_op;
+
+enum { WCI_OP_PUT = 1, WCI_OP_DELETE = 2, WCI_OP_META = 3 };
+
+struct wcache_batch {
+    uint32_t magic;
+    wcache_cache *c;
+    wci_op *ops;
+    size_t n, cap;
+    size_t nmeta; /* how many ops are WCI_OP_META */
+};
+
+/* ---- cross-file internals ---- */
+
+/* log.c */
+void wci_log(wcache_cache *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Record detail text in the errbuf (and log at WARN), return code. */
+wcache_code wci_err(wcache_cache *c, wcache_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int64_t wci_now(wcache_cache *c);
+
+/* reclaim.c */
+int wci_reclaim_init(wci_reclaim *r, const wci_alloc *al, uint32_t nslots);
+void wci_reclaim_fini(wcache_cache *c);
+wci_slot *wci_slot_claim(wci_reclaim *r);
+void wci_slot_release(wci_slot *s);
+void wci_slot_pin(wci_slot *s, uint64_t epoch, int64_t rev);
+/* Retire p for freeing once no reader can hold it.  On ENOMEM the retire
+ * list cannot grow: waits for readers is not an option, so it returns -1
+ * and the caller keeps p reachable (it tries again later). */
+int wci_retire(wcache_cache *c, void *p, wci_retire_kind kind);
+/* Make room for n retirements so that the next n cannot fail. */
+int wci_retire_reserve(wcache_cache *c, size_t n);
+void wci_reclaim_poll(wcache_cache *c, int force);
+uint64_t wci_views_open(wci_reclaim *r);
+/* Smallest revision pinned by any view, or INT64_MAX. */
+int64_t wci_min_pinned_rev(wci_reclaim *r);
+void wci_free_key(wcache_cache *c, wci_key *k);
+
+/* hash.c */
+int wci_hash_init(wci_hash *h, const wci_alloc *al, size_t expect);
+void wci_hash_fini(wci_hash *h, const wci_alloc *al);
+uint64_t wci_hash_bytes(const void *key, size_t len);
+wci_key *wci_hash_find(const wci_htab *t, const void *key, size_t len, uint64_t hv);
+/* Make room for `more` inserts without allocating later; may retire the
+ * old table.  0 or -1 (ENOMEM, nothing changed). */
+int wci_hash_reserve(wcache_cache *c, size_t more);
+void wci_hash_insert(wci_hash *h, wci_key *k); /* after reserve */
+void wci_hash_remove(wci_hash *h, wci_key *k);
+
+/* tree.c */
+void wci_tree_init(wci_tree *t);
+void wci_tree_fini(wcache_cache *c, wci_tree *t);
+int wci_tree_insert(wcache_cache *c, wci_key *k); /* 0, -1 ENOMEM */
+int wci_tree_remove(wcache_cache *c, wci_key *k); /* 0, -1 ENOMEM */
+/* Build from keys sorted strictly ascending, into an empty tree. */
+int wci_tree_build(wcache_cache *c, wci_key **keys, size_t n);
+/* Position at the first key >= (key,len) (len 0 and key NULL: first). */
+void wci_tree_seek(const wci_tree *t, wci_iter *it, const void *key, size_t len);
+/* The key at the position and advance; NULL at the end. */
+wci_key *wci_iter_next(wci_iter *it);
+
+/* history / compaction (compact.c) */
+int wci_ring_reserve(wcache_cache *c, size_t more);
+void wci_ring_push(wcache_cache *c, int64_t rev, int64_t now, wci_key *k, wci_ver *v);
+void wci_auto_compact(wcache_cache *c, int64_t now);
+void wci_compact_phys(wcache_cache *c);
+
+/* ingest.c */
+void wci_ver_free(wcache_cache *c, wci_ver *v);
+
+/* token.c */
+uint64_t wci_range_hash(const wcache_list_opts *o);
+wcache_code wci_token_encode(wcache_view *v, uint64_t rh, const wci_key *last);
+wcache_code wci_token_decode(wcache_view *v, const char *tok, size_t len, int64_t *rev,
+                             uint64_t *rh, const char **key, size_t *klen);
+
+int wci_keycmp(const void *a, size_t alen, const void *b, size_t blen);
+
+static inline bool wci_cache_ok(const wcache_cache *c)
+{
+    return c && c->magic == WCI_CACHE_MAGIC;
+}
+
+#endif
