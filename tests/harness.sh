@@ -3,6 +3,8 @@
 #
 #   harness.sh begin                 forget the results of an earlier run
 #   harness.sh step NAME CMD [ARG]...  run CMD, log it, record pass/fail
+#   harness.sh exec SCRIPT [ARG]...  run SCRIPT by its #! line, or with bash
+#                                    when it is not executable
 #   harness.sh summary               print "N passed, N failed" last; exit 1
 #                                    if any step failed
 #
@@ -37,7 +39,7 @@ cmd_step() {
     log=$LOGS/$(slug "$name").log
     local t0 t1 rc
     t0=$(date +%s)
-    printf '%-28s ...\n' "$name"
+    [ -t 1 ] && printf '%-28s ...\n' "$name"
     local limit=${STEP_TIMEOUT:-1200}
     if [ "${CHECK_VERBOSE:-0}" = 1 ]; then
         timeout -k 10 "$limit" "$@" 2>&1 </dev/null | tee "$log"
@@ -89,8 +91,12 @@ step)
     cmd_step "$@"
     ;;
 summary) cmd_summary ;;
+exec)
+    shift
+    if [ -x "$1" ]; then exec "$@"; else exec bash "$@"; fi
+    ;;
 *)
-    echo "usage: $0 begin | step NAME CMD [ARG]... | summary" >&2
+    echo "usage: $0 begin | step NAME CMD [ARG]... | exec SCRIPT [ARG]... | summary" >&2
     exit 2
     ;;
 esac
