@@ -1,0 +1,832 @@
+/*
+ * check_model.c - model-based randomized test of the core cache.
+ *
+ * A deliberately naive reference model (every version of every key kept in
+ * an array, looked up by binary search on the revision) is driven by the
+ * same random stream of puts, deletes, batches (some built to fail),
+ * progress notifications, compactions, long-held views and paused
+ * paginations as the library.  At intervals every read the library offers
+ * is compared with the model at random revisions inside the readable window,
+ * and reads outside it must fail with ECOMPACTED / EFUTURE.
+ *
+ * The key space is small (200 keys of 1-4 bytes over an alphabet with NUL,
+ * 0x7f, 0x80 and 0xff) so that re-creations, deletes of absent keys, shared
+ * prefixes and byte-order corner cases are frequent.
+ *
+ * A failure prints the seed and step; WCACHE_SEED=<seed> replays the run.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <watchcache.h>
+
+#include "testutil.h"
+
+#define NK 200
+#define KMAX 4
+#define MAX_HELD 4
+#define MAX_PENDING 4
+
+typedef struct mver {
+    int64_t rev, create, ver;
+    int deleted;
+    unsigned char *val;
+    size_t vlen;
+} mver;
+
+typedef struct mkey {
+    unsigned char k[KMAX];
+    size_t klen;
+    mver *v;
+    size_t n, cap;
+} mkey;
+
+/* A LIST range: everything, a prefix, or [start, end) (empty = open). */
+typedef struct mrange {
+    int kind; /* 0 all, 1 prefix, 2 range */
+    unsigned char a[KMAX + 1], b[KMAX + 1];
+    size_t alen, blen;
+} mrange;
+
+typedef struct pending {
+    char *tok;
+    int64_t rev;
+    mrange rg;
+    size_t consumed;
+    size_t cap;
+} pending;
+
+typedef struct held {
+    wcache_view *w;
+    int64_t rev;
+} held;
+
+/* The whole run's state; one per test, reset in model_setup. */
+static struct {
+    mkey keys[NK];
+    int64_t cur, comp;
+    uint64_t seed;
+    long step;
+    tu_rng rng;
+    wcache_cache *c;
+    wcache_view *w; /* scratch view for checks */
+    held held[MAX_HELD];
+    pending pend[MAX_PENDING];
+    int auto_keep; /* RETAIN_REVISIONS under auto compaction, 0 = off */
+    int loaded;    /* the run started with wcache_ingest_load() */
+    long n_ok_puts, n_ok_dels, n_batches, n_fail_batches, n_verifies, n_compacts;
+} M;
+
+#define MCHECK(cond, ...)                                                                 \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            char msg_[512];                                                            \
+            snprintf(msg_, sizeof msg_, __VA_ARGS__);                                  \
+            ck_abort_msg("seed %llu step %ld (replay with WCACHE_SEED=%llu): %s",       \
+                         (unsigned long long)M.seed, M.step, (unsigned long long)M.seed, \
+                         msg_);                                                        \
+        }                                                                              \
+    } while (0)
+
+#define MRC(expr, want)                                                                   \
+    do {                                                                               \
+        int g_ = (int)(expr), w_ = (int)(want);                                        \
+        MCHECK(g_ == w_, "%s = %s, want %s", #expr, wcache_strerror(g_),               \
+               wcache_strerror(w_));                                                   \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* The model                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static int key_order(const void *a, const void *b)
+{
+    const mkey *x = a, *y = b;
+    return tu_keycmp(x->k, x->klen, y->k, y->klen);
+}
+
+/* 200 distinct keys, sorted, so that key index order is the LIST order. */
+static void make_keys(void)
+{
+    static const unsigned char alpha[] = {0x00, 0x01, 'a', 'b', 0x7f, 0x80, 0xfe, 0xff};
+    int n = 0;
+    while (n < NK) {
+        mkey k;
+        memset(&k, 0, sizeof k);
+        k.klen = 1 + tu_below(&M.rng, KMAX);
+        for (size_t i = 0; i < k.klen; i++)
+            k.k[i] = alpha[tu_below(&M.rng, sizeof alpha)];
+        int dup = 0;
+        for (int j = 0; j < n && !dup; j++)
+            dup = tu_keycmp(k.k, k.klen, M.keys[j].k, M.keys[j].klen) == 0;
+        if (!dup)
+            M.keys[n++] = k;
+    }
+    qsort(M.keys, NK, sizeof M.keys[0], key_order);
+}
+
+/* The version of key i visible at rev; NULL when absent. */
+static const mver *m_at(int i, int64_t rev)
+{
+    const mkey *k = &M.keys[i];
+    size_t lo = 0, hi = k->n; /* first entry with rev > target */
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (k->v[mid].rev <= rev)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0 || k->v[lo - 1].deleted)
+        return NULL;
+    return &k->v[lo - 1];
+}
+
+static int m_live(int i)
+{
+    return m_at(i, INT64_MAX) != NULL;
+}
+
+static mver *m_append(int i, int64_t rev)
+{
+    mkey *k = &M.keys[i];
+    if (k->n == k->cap) {
+        k->cap = k->cap ? k->cap * 2 : 8;
+        k->v = realloc(k->v, k->cap * sizeof *k->v);
+        ck_assert_ptr_nonnull(k->v);
+    }
+    mver *v = &k->v[k->n++];
+    memset(v, 0, sizeof *v);
+    v->rev = rev;
+    return v;
+}
+
+static void m_put(int i, const unsigned char *val, size_t vlen, int64_t rev)
+{
+    const mver *prev = m_at(i, INT64_MAX);
+    int64_t create = prev ? prev->create : rev;
+    int64_t ver = prev ? prev->ver + 1 : 1;
+    mver *v = m_append(i, rev);
+    v->create = create;
+    v->ver = ver;
+    v->val = malloc(vlen ? vlen : 1);
+    memcpy(v->val, val, vlen);
+    v->vlen = vlen;
+}
+
+static void m_del(int i, int64_t rev)
+{
+    m_append(i, rev)->deleted = 1;
+}
+
+static int in_range(const mrange *r, int i)
+{
+    const mkey *k = &M.keys[i];
+    switch (r->kind) {
+    case 1:
+        return k->klen >= r->alen && memcmp(k->k, r->a, r->alen) == 0;
+    case 2:
+        if (r->alen && tu_keycmp(k->k, k->klen, r->a, r->alen) < 0)
+            return 0;
+        if (r->blen && tu_keycmp(k->k, k->klen, r->b, r->blen) >= 0)
+            return 0;
+        return 1;
+    default:
+        return 1;
+    }
+}
+
+/* Key indexes live at rev inside r, in order; returns how many. */
+static size_t m_list(const mrange *r, int64_t rev, int *out)
+{
+    size_t n = 0;
+    for (int i = 0; i < NK; i++)
+        if (in_range(r, i) && m_at(i, rev))
+            out[n++] = i;
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Comparing the library with the model                                      */
+/* ------------------------------------------------------------------------ */
+
+static void expect_kv(const wcache_kv *kv, int i, int64_t rev, const char *what)
+{
+    char b1[64], b2[64];
+    const mkey *k = &M.keys[i];
+    const mver *v = m_at(i, rev);
+    MCHECK(v != NULL, "%s@%lld: model has no %s", what, (long long)rev,
+           tu_hex(k->k, k->klen, b1, sizeof b1));
+    MCHECK(kv->key_len == k->klen && memcmp(kv->key, k->k, k->klen) == 0,
+           "%s@%lld: key %s, want %s", what, (long long)rev,
+           tu_hex(kv->key, kv->key_len, b1, sizeof b1), tu_hex(k->k, k->klen, b2, sizeof b2));
+    MCHECK(kv->value_len == v->vlen && (v->vlen == 0 || memcmp(kv->value, v->val, v->vlen) == 0),
+           "%s@%lld key %s: value %s, want %s", what, (long long)rev,
+           tu_hex(k->k, k->klen, b1, sizeof b1),
+           tu_hex(kv->value, kv->value_len, b2, sizeof b2), "(model value)");
+    MCHECK(kv->create_revision == v->create && kv->mod_revision == v->rev &&
+               kv->version == v->ver,
+           "%s@%lld key %s: create/mod/version %lld/%lld/%lld, want %lld/%lld/%lld", what,
+           (long long)rev, tu_hex(k->k, k->klen, b1, sizeof b1),
+           (long long)kv->create_revision, (long long)kv->mod_revision,
+           (long long)kv->version, (long long)v->create, (long long)v->rev,
+           (long long)v->ver);
+}
+
+static wcache_list_opts opts_for(const mrange *r)
+{
+    wcache_list_opts o;
+    memset(&o, 0, sizeof o);
+    o.size = sizeof o;
+    if (r->kind == 1) {
+        o.prefix = r->a;
+        o.prefix_len = r->alen;
+    } else if (r->kind == 2) {
+        o.start = r->alen ? r->a : NULL;
+        o.start_len = r->alen;
+        o.end = r->blen ? r->b : NULL;
+        o.end_len = r->blen;
+    }
+    return o;
+}
+
+static void random_bytes(unsigned char *p, size_t *len, size_t max)
+{
+    static const unsigned char alpha[] = {0x00, 0x01, 'a', 'b', 0x7f, 0x80, 0xfe, 0xff};
+    *len = tu_below(&M.rng, max + 1);
+    for (size_t i = 0; i < *len; i++)
+        p[i] = tu_below(&M.rng, 4) ? alpha[tu_below(&M.rng, sizeof alpha)]
+                                   : (unsigned char)tu_below(&M.rng, 256);
+}
+
+static void random_range(mrange *r)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = (int)tu_below(&M.rng, 3);
+    if (r->kind == 1) {
+        if (tu_below(&M.rng, 2)) { /* the prefix of a real key: never empty */
+            const mkey *k = &M.keys[tu_below(&M.rng, NK)];
+            r->alen = 1 + tu_below(&M.rng, k->klen);
+            memcpy(r->a, k->k, r->alen);
+        } else {
+            do
+                random_bytes(r->a, &r->alen, 2);
+            while (r->alen == 0);
+        }
+    } else if (r->kind == 2) {
+        random_bytes(r->a, &r->alen, KMAX);
+        random_bytes(r->b, &r->blen, KMAX);
+    }
+}
+
+/* One LIST of the whole range at the view's revision, in one page. */
+static void check_full_list(wcache_view *w, const mrange *r, int64_t rev)
+{
+    static wcache_kv items[NK + 1];
+    static int want[NK];
+    size_t n = m_list(r, rev, want);
+    wcache_list_opts o = opts_for(r);
+    wcache_list_result res = {.size = sizeof res};
+    MRC(wcache_view_list(w, &o, items, NK + 1, &res), WCACHE_OK);
+    MCHECK(res.count == n, "list@%lld (kind %d): %zu items, model %zu", (long long)rev,
+           r->kind, res.count, n);
+    MCHECK(res.more == 0 && res.token == NULL, "list@%lld: more with a page of %d", (long long)rev,
+           NK + 1);
+    MCHECK(res.revision == rev, "list revision %lld, want %lld", (long long)res.revision,
+           (long long)rev);
+    for (size_t j = 0; j < n; j++)
+        expect_kv(&items[j], want[j], rev, "list");
+    uint64_t cnt = UINT64_MAX;
+    MRC(wcache_view_count(w, &o, &cnt), WCACHE_OK);
+    MCHECK(cnt == n, "count@%lld = %llu, model %zu", (long long)rev, (unsigned long long)cnt, n);
+}
+
+/*
+ * Page through r at the view's revision from token tok (NULL: the start),
+ * having already seen `consumed` items, and compare with the model.
+ * Stops after max_pages pages (0: run to the end); returns the token to
+ * resume from (malloc'ed) or NULL at the end.
+ */
+static char *check_pages(wcache_view *w, const mrange *r, int64_t rev, char *tok,
+                         size_t *consumed, size_t cap, int max_pages)
+{
+    static wcache_kv items[32];
+    static int want[NK];
+    size_t n = m_list(r, rev, want);
+    wcache_list_opts o = opts_for(r);
+    for (int page = 0; max_pages == 0 || page < max_pages; page++) {
+        wcache_list_result res = {.size = sizeof res};
+        o.token = tok;
+        o.token_len = tok ? strlen(tok) : 0;
+        o.count_remaining = (int)tu_below(&M.rng, 2);
+        MRC(wcache_view_list(w, &o, items, cap, &res), WCACHE_OK);
+        free(tok);
+        tok = NULL;
+        size_t left = n - *consumed;
+        size_t expect = left < cap ? left : cap;
+        MCHECK(res.count == expect, "page@%lld after %zu: %zu items, model %zu (cap %zu)",
+               (long long)rev, *consumed, res.count, expect, cap);
+        MCHECK(res.revision == rev, "page revision %lld, want %lld", (long long)res.revision,
+               (long long)rev);
+        for (size_t j = 0; j < res.count; j++)
+            expect_kv(&items[j], want[*consumed + j], rev, "page");
+        *consumed += res.count;
+        MCHECK(res.more == (*consumed < n), "page@%lld: more=%d with %zu of %zu", (long long)rev,
+               res.more, *consumed, n);
+        if (o.count_remaining)
+            MCHECK(res.remaining == (int64_t)(n - *consumed), "remaining %lld, model %zu",
+                   (long long)res.remaining, n - *consumed);
+        else
+            MCHECK(res.remaining == -1, "remaining %lld without count_remaining",
+                   (long long)res.remaining);
+        if (!res.more) {
+            MCHECK(res.token == NULL, "token on the last page");
+            return NULL;
+        }
+        MCHECK(res.token && res.token_len == strlen(res.token), "bad token on a full page");
+        int64_t trev = -1;
+        MRC(wcache_token_revision(res.token, res.token_len, &trev), WCACHE_OK);
+        MCHECK(trev == rev, "token revision %lld, view %lld", (long long)trev, (long long)rev);
+        tok = strdup(res.token);
+    }
+    return tok;
+}
+
+/* Everything readable through a view already pinned at rev. */
+static void check_view(wcache_view *w, int64_t rev, int thorough)
+{
+    MCHECK(wcache_view_revision(w) == rev, "view at %lld, want %lld",
+           (long long)wcache_view_revision(w), (long long)rev);
+    int step = thorough ? 1 : 7;
+    for (int i = (int)tu_below(&M.rng, (uint64_t)step); i < NK; i += step) {
+        wcache_kv kv;
+        int rc = wcache_view_get(w, M.keys[i].k, M.keys[i].klen, &kv);
+        if (m_at(i, rev)) {
+            MRC(rc, WCACHE_OK);
+            expect_kv(&kv, i, rev, "get");
+        } else {
+            char b[64];
+            MCHECK(rc == WCACHE_ENOTFOUND, "get %s@%lld = %s, model: absent",
+                   tu_hex(M.keys[i].k, M.keys[i].klen, b, sizeof b), (long long)rev,
+                   wcache_strerror(rc));
+        }
+    }
+    mrange all = {0};
+    check_full_list(w, &all, rev);
+    mrange r;
+    random_range(&r);
+    check_full_list(w, &r, rev);
+    size_t consumed = 0;
+    char *t = check_pages(w, &r, rev, NULL, &consumed, 1 + tu_below(&M.rng, 24), 0);
+    MCHECK(t == NULL, "paging did not finish");
+}
+
+static int64_t rand_rev_in_window(void)
+{
+    /* Bias to the edges, where off-by-one bugs live. */
+    switch (tu_below(&M.rng, 4)) {
+    case 0:
+        return M.comp;
+    case 1:
+        return M.cur;
+    default:
+        return tu_range(&M.rng, M.comp, M.cur);
+    }
+}
+
+static void verify(int thorough)
+{
+    M.n_verifies++;
+    for (int k = 0; k < 2; k++) {
+        int64_t rev = rand_rev_in_window();
+        MRC(wcache_view_begin(M.w, rev), WCACHE_OK);
+        check_view(M.w, rev, thorough);
+        wcache_view_end(M.w);
+    }
+    MRC(wcache_view_begin(M.w, WCACHE_REV_LATEST), WCACHE_OK);
+    check_view(M.w, M.cur, 0);
+    if (M.comp > 0) {
+        MRC(wcache_view_begin(M.w, M.comp - 1), WCACHE_ECOMPACTED);
+        if (M.comp > 1) /* revision 0 means "latest", so start at 1 */
+            MRC(wcache_view_begin(M.w, tu_range(&M.rng, 1, M.comp - 1)), WCACHE_ECOMPACTED);
+    }
+    MRC(wcache_view_begin(M.w, M.cur + 1), WCACHE_EFUTURE);
+    MRC(wcache_view_begin(M.w, M.cur + 1 + (int64_t)tu_below(&M.rng, 1000)), WCACHE_EFUTURE);
+    MCHECK(wcache_view_revision(M.w) == 0, "refused begin left the view pinned");
+
+    wcache_stat st = {.size = sizeof st};
+    MRC(wcache_cache_stat(M.c, &st), WCACHE_OK);
+    uint64_t live = 0;
+    for (int i = 0; i < NK; i++)
+        live += (uint64_t)m_live(i);
+    MCHECK(st.revision == M.cur && st.compacted_revision == M.comp,
+           "stat revision %lld/%lld, model %lld/%lld", (long long)st.revision,
+           (long long)st.compacted_revision, (long long)M.cur, (long long)M.comp);
+    MCHECK(st.objects == live, "stat objects %llu, model %llu", (unsigned long long)st.objects,
+           (unsigned long long)live);
+    /* Whether a load counts as events is not specified: skip after a load. */
+    if (!M.loaded)
+        MCHECK(st.events == (uint64_t)(M.n_ok_puts + M.n_ok_dels),
+               "stat events %llu, model %ld", (unsigned long long)st.events,
+               M.n_ok_puts + M.n_ok_dels);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The random operations                                                     */
+/* ------------------------------------------------------------------------ */
+
+static int64_t next_rev(void)
+{
+    /* Gaps are normal: a cache for one resource sees a shared counter. */
+    return M.cur + (tu_below(&M.rng, 4) ? 1 : 1 + (int64_t)tu_below(&M.rng, 5));
+}
+
+/* Observe an auto compaction, checking the retention bound. */
+static void after_ingest(void)
+{
+    int64_t c = wcache_cache_compacted_revision(M.c);
+    MCHECK(wcache_cache_revision(M.c) == M.cur, "revision %lld, model %lld",
+           (long long)wcache_cache_revision(M.c), (long long)M.cur);
+    if (M.auto_keep) {
+        int64_t bound = M.cur - M.auto_keep > 0 ? M.cur - M.auto_keep : 0;
+        MCHECK(c >= M.comp && c <= (bound > M.comp ? bound : M.comp),
+               "auto compaction to %lld (was %lld, current %lld, keep %d)", (long long)c,
+               (long long)M.comp, (long long)M.cur, M.auto_keep);
+        M.comp = c;
+    } else {
+        MCHECK(c == M.comp, "compacted revision moved to %lld without a compaction",
+               (long long)c);
+    }
+}
+
+static void op_put(void)
+{
+    int i = (int)tu_below(&M.rng, NK);
+    unsigned char val[16];
+    size_t vlen;
+    random_bytes(val, &vlen, sizeof val);
+    if (tu_below(&M.rng, 20) == 0) { /* out of order */
+        int64_t bad = M.cur - (int64_t)tu_below(&M.rng, 3);
+        bad = bad < 0 ? 0 : bad; /* negative revisions may be EINVAL instead */
+        MRC(wcache_ingest_put(M.c, M.keys[i].k, M.keys[i].klen, val, vlen, bad), WCACHE_EORDER);
+        after_ingest();
+        return;
+    }
+    int64_t rev = next_rev();
+    MRC(wcache_ingest_put(M.c, M.keys[i].k, M.keys[i].klen, val, vlen, rev), WCACHE_OK);
+    m_put(i, val, vlen, rev);
+    M.cur = rev;
+    M.n_ok_puts++;
+    after_ingest();
+}
+
+static void op_delete(void)
+{
+    int i = (int)tu_below(&M.rng, NK);
+    int64_t rev = next_rev();
+    if (m_live(i)) {
+        if (tu_below(&M.rng, 20) == 0) {
+            MRC(wcache_ingest_delete(M.c, M.keys[i].k, M.keys[i].klen, M.cur), WCACHE_EORDER);
+        } else {
+            MRC(wcache_ingest_delete(M.c, M.keys[i].k, M.keys[i].klen, rev), WCACHE_OK);
+            m_del(i, rev);
+            M.cur = rev;
+            M.n_ok_dels++;
+        }
+    } else {
+        MRC(wcache_ingest_delete(M.c, M.keys[i].k, M.keys[i].klen, rev), WCACHE_ENOTFOUND);
+    }
+    after_ingest();
+}
+
+/*
+ * A batch of distinct keys; with fault != 0 one flaw is planted:
+ * 1 a key twice (EEXIST), 2 a delete of an absent key (ENOTFOUND),
+ * 3 a revision not above the current one (EORDER).
+ */
+static void op_batch(wcache_batch *b, int fault)
+{
+    int idx[8], ops[8];
+    unsigned char vals[8][16];
+    size_t vlens[8];
+    int n = 1 + (int)tu_below(&M.rng, 8);
+    for (int j = 0; j < n; j++) {
+        int i, dup;
+        do {
+            i = (int)tu_below(&M.rng, NK);
+            dup = 0;
+            for (int q = 0; q < j; q++)
+                dup |= idx[q] == i;
+        } while (dup);
+        idx[j] = i;
+        ops[j] = m_live(i) && tu_below(&M.rng, 3) == 0; /* 1 = delete */
+        random_bytes(vals[j], &vlens[j], 16);
+    }
+    wcache_batch_clear(b);
+    for (int j = 0; j < n; j++) {
+        const mkey *k = &M.keys[idx[j]];
+        if (ops[j])
+            MRC(wcache_batch_delete(b, k->k, k->klen), WCACHE_OK);
+        else
+            MRC(wcache_batch_put(b, k->k, k->klen, vals[j], vlens[j]), WCACHE_OK);
+    }
+    int64_t rev = next_rev();
+    wcache_code want = WCACHE_OK;
+    if (fault == 1) {
+        const mkey *k = &M.keys[idx[tu_below(&M.rng, (uint64_t)n)]];
+        MRC(wcache_batch_put(b, k->k, k->klen, "dup", 3), WCACHE_OK);
+        want = WCACHE_EEXIST;
+    } else if (fault == 2) {
+        int i, used;
+        do {
+            i = (int)tu_below(&M.rng, NK);
+            used = m_live(i);
+            for (int q = 0; q < n; q++)
+                used |= idx[q] == i;
+        } while (used);
+        MRC(wcache_batch_delete(b, M.keys[i].k, M.keys[i].klen), WCACHE_OK);
+        want = WCACHE_ENOTFOUND;
+    } else if (fault == 3) {
+        rev = M.cur - (int64_t)tu_below(&M.rng, 2);
+        rev = rev < 0 ? 0 : rev;
+        want = WCACHE_EORDER;
+    }
+    size_t cnt = wcache_batch_count(b);
+    MRC(wcache_ingest_batch(M.c, b, rev), want);
+    MCHECK(wcache_batch_count(b) == cnt, "ingest changed the batch count");
+    if (want == WCACHE_OK) {
+        for (int j = 0; j < n; j++) {
+            if (ops[j])
+                m_del(idx[j], rev);
+            else
+                m_put(idx[j], vals[j], vlens[j], rev);
+            if (ops[j])
+                M.n_ok_dels++;
+            else
+                M.n_ok_puts++;
+        }
+        M.cur = rev;
+        M.n_batches++;
+    } else {
+        M.n_fail_batches++;
+    }
+    after_ingest();
+}
+
+static void op_progress(void)
+{
+    if (M.cur > 0 && tu_below(&M.rng, 8) == 0) {
+        int64_t bad = M.cur - 1 - (int64_t)tu_below(&M.rng, 3);
+        MRC(wcache_ingest_progress(M.c, bad < 0 ? 0 : bad), WCACHE_EORDER);
+        after_ingest();
+        return;
+    }
+    int64_t rev = M.cur + (int64_t)tu_below(&M.rng, 4); /* equal is a no-op */
+    MRC(wcache_ingest_progress(M.c, rev), WCACHE_OK);
+    M.cur = rev;
+    after_ingest();
+}
+
+static void op_compact(void)
+{
+    switch (tu_below(&M.rng, 6)) {
+    case 0:
+        MRC(wcache_cache_compact(M.c, M.cur + 1 + (int64_t)tu_below(&M.rng, 5)), WCACHE_EFUTURE);
+        break;
+    case 1: /* at or below: a no-op */
+        MRC(wcache_cache_compact(M.c, tu_range(&M.rng, 0, M.comp)), WCACHE_OK);
+        break;
+    default: {
+        /* Mostly small steps so the window stays wide enough to test. */
+        int64_t lo = M.comp, hi = M.cur;
+        int64_t target = tu_below(&M.rng, 4) ? tu_range(&M.rng, lo, lo + (hi - lo) / 3)
+                                             : tu_range(&M.rng, lo, hi);
+        MRC(wcache_cache_compact(M.c, target), WCACHE_OK);
+        if (target > M.comp)
+            M.comp = target;
+        M.n_compacts++;
+    }
+    }
+    MCHECK(wcache_cache_compacted_revision(M.c) == M.comp, "compacted %lld, model %lld",
+           (long long)wcache_cache_compacted_revision(M.c), (long long)M.comp);
+}
+
+/* Pin a view and keep it across later writes and compactions. */
+static void op_hold(void)
+{
+    int s = (int)tu_below(&M.rng, MAX_HELD);
+    held *h = &M.held[s];
+    if (h->rev) {
+        /* Whatever was compacted meanwhile, the view still reads h->rev. */
+        check_view(h->w, h->rev, 0);
+        wcache_view_end(h->w);
+        h->rev = 0;
+        return;
+    }
+    int64_t rev = rand_rev_in_window();
+    if (rev == 0)
+        return; /* view_revision() cannot tell "pinned at 0" from unpinned */
+    MRC(wcache_view_begin(h->w, rev), WCACHE_OK);
+    h->rev = rev;
+}
+
+/* Start a pagination, or resume one started steps ago. */
+static void op_paginate(void)
+{
+    pending *p = &M.pend[tu_below(&M.rng, MAX_PENDING)];
+    if (!p->tok) {
+        memset(p, 0, sizeof *p);
+        p->rev = rand_rev_in_window();
+        random_range(&p->rg);
+        p->cap = 1 + tu_below(&M.rng, 6);
+        MRC(wcache_view_begin(M.w, p->rev), WCACHE_OK);
+        p->tok = check_pages(M.w, &p->rg, p->rev, NULL, &p->consumed, p->cap, 1);
+        wcache_view_end(M.w);
+        return;
+    }
+    int64_t trev = -1;
+    MRC(wcache_token_revision(p->tok, strlen(p->tok), &trev), WCACHE_OK);
+    MCHECK(trev == p->rev, "token revision %lld, issued at %lld", (long long)trev,
+           (long long)p->rev);
+    if (trev < M.comp) {
+        MRC(wcache_view_begin(M.w, trev), WCACHE_ECOMPACTED);
+        free(p->tok);
+        p->tok = NULL;
+        return;
+    }
+    MRC(wcache_view_begin(M.w, trev), WCACHE_OK);
+    p->tok = check_pages(M.w, &p->rg, p->rev, p->tok, &p->consumed, p->cap,
+                         (int)tu_below(&M.rng, 3));
+    wcache_view_end(M.w);
+}
+
+static void model_run(int variant)
+{
+    memset(&M, 0, sizeof M);
+    M.seed = tu_seed(0x5eed0000ULL + (uint64_t)variant);
+    M.rng.s = M.seed;
+    make_keys();
+    M.auto_keep = variant == 1 ? 50 : 0;
+
+    ck_assert_ok(wcache_cache_create(&M.c, NULL));
+    if (M.auto_keep) {
+        ck_assert_ok(wcache_cache_set_param(M.c, WCACHE_P_RETAIN_REVISIONS, M.auto_keep));
+        ck_assert_ok(wcache_cache_set_param(M.c, WCACHE_P_RETAIN_SECONDS, 0));
+    } else {
+        ck_assert_ok(wcache_cache_set_param(M.c, WCACHE_P_AUTO_COMPACT, 0));
+    }
+    ck_assert_ok(wcache_cache_open(M.c));
+    ck_assert_ok(wcache_view_create(M.c, &M.w));
+    for (int i = 0; i < MAX_HELD; i++)
+        ck_assert_ok(wcache_view_create(M.c, &M.held[i].w));
+    wcache_batch *b = NULL;
+    ck_assert_ok(wcache_batch_create(M.c, &b));
+
+    long steps = tu_long() ? 200000 : 20000;
+    for (M.step = 0; M.step < steps; M.step++) {
+        unsigned r = (unsigned)tu_below(&M.rng, 100);
+        if (r < 35)
+            op_put();
+        else if (r < 50)
+            op_delete();
+        else if (r < 68)
+            op_batch(b, 0);
+        else if (r < 74)
+            op_batch(b, 1 + (int)tu_below(&M.rng, 3));
+        else if (r < 80)
+            op_progress();
+        else if (r < 84)
+            op_compact();
+        else if (r < 88)
+            op_hold();
+        else if (r < 92)
+            op_paginate();
+        /* else: a step without a write, so revisions sit still a while */
+        if (M.step % 97 == 0)
+            verify(M.step % (97 * 16) == 0);
+    }
+    verify(1);
+    for (int i = 0; i < MAX_HELD; i++) {
+        if (M.held[i].rev)
+            check_view(M.held[i].w, M.held[i].rev, 1);
+        wcache_view_free(M.held[i].w);
+    }
+    for (int i = 0; i < MAX_PENDING; i++)
+        free(M.pend[i].tok);
+    wcache_view_free(M.w);
+    wcache_batch_free(b);
+    wcache_cache_close(M.c);
+    /* The run must have exercised what it claims to. */
+    ck_assert_int_gt(M.n_ok_dels, steps / 20);
+    ck_assert_int_gt(M.n_fail_batches, steps / 50);
+    ck_assert_int_gt(M.n_verifies, steps / 100);
+    if (!M.auto_keep)
+        ck_assert_int_gt(M.n_compacts, steps / 100);
+    ck_assert_int_gt(M.comp, 0);
+    for (int i = 0; i < NK; i++) {
+        for (size_t j = 0; j < M.keys[i].n; j++)
+            free(M.keys[i].v[j].val);
+        free(M.keys[i].v);
+    }
+}
+
+START_TEST(test_model_random)
+{
+    model_run(_i);
+}
+END_TEST
+
+/*
+ * The model over a loaded start: load a random state at revision R, then
+ * run writes on top; the loaded metadata must carry over exactly.
+ */
+START_TEST(test_model_after_load)
+{
+    memset(&M, 0, sizeof M);
+    M.seed = tu_seed(0x10adULL);
+    M.rng.s = M.seed;
+    make_keys();
+    ck_assert_ok(wcache_cache_create(&M.c, NULL));
+    ck_assert_ok(wcache_cache_set_param(M.c, WCACHE_P_AUTO_COMPACT, 0));
+    ck_assert_ok(wcache_cache_open(M.c));
+    wcache_batch *b = NULL;
+    ck_assert_ok(wcache_batch_create(M.c, &b));
+    int64_t R = 5000;
+    /* Add in reverse order half the time: unsorted input. */
+    int rev_order = (int)tu_below(&M.rng, 2);
+    for (int q = 0; q < NK; q++) {
+        int i = rev_order ? NK - 1 - q : q;
+        if (tu_below(&M.rng, 3) == 0)
+            continue;
+        int64_t mod = tu_range(&M.rng, 1, R);
+        int64_t create = tu_range(&M.rng, 1, mod);
+        int64_t ver = 1 + (mod - create) / 7;
+        unsigned char val[16];
+        size_t vlen;
+        random_bytes(val, &vlen, sizeof val);
+        MRC(wcache_batch_put_meta(b, M.keys[i].k, M.keys[i].klen, val, vlen, create, mod, ver),
+            WCACHE_OK);
+        /* The model only knows this version; it was stored at mod. */
+        mver *v = m_append(i, mod);
+        v->create = create;
+        v->ver = ver;
+        v->val = malloc(vlen ? vlen : 1);
+        memcpy(v->val, val, vlen);
+        v->vlen = vlen;
+    }
+    MRC(wcache_ingest_load(M.c, b, R), WCACHE_OK);
+    M.cur = M.comp = R;
+    M.loaded = 1;
+    ck_assert_ok(wcache_view_create(M.c, &M.w));
+    for (int i = 0; i < MAX_HELD; i++)
+        ck_assert_ok(wcache_view_create(M.c, &M.held[i].w));
+    verify(1);
+    long steps = tu_long() ? 50000 : 5000;
+    for (M.step = 0; M.step < steps; M.step++) {
+        unsigned r = (unsigned)tu_below(&M.rng, 100);
+        if (r < 40)
+            op_put();
+        else if (r < 60)
+            op_delete();
+        else if (r < 80)
+            op_batch(b, tu_below(&M.rng, 5) ? 0 : 1 + (int)tu_below(&M.rng, 3));
+        else if (r < 85)
+            op_compact();
+        else if (r < 90)
+            op_paginate();
+        else if (r < 95)
+            op_hold();
+        if (M.step % 97 == 0)
+            verify(0);
+    }
+    verify(1);
+    for (int i = 0; i < MAX_HELD; i++)
+        wcache_view_free(M.held[i].w);
+    for (int i = 0; i < MAX_PENDING; i++)
+        free(M.pend[i].tok);
+    wcache_view_free(M.w);
+    wcache_batch_free(b);
+    wcache_cache_close(M.c);
+    for (int i = 0; i < NK; i++) {
+        for (size_t j = 0; j < M.keys[i].n; j++)
+            free(M.keys[i].v[j].val);
+        free(M.keys[i].v);
+    }
+}
+END_TEST
+
+Suite *model_suite(void)
+{
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("random");
+    /* 0: explicit compaction only; 1: automatic, RETAIN_REVISIONS = 50. */
+    tcase_add_loop_test(tc, test_model_random, 0, 2);
+    tcase_add_test(tc, test_model_after_load);
+    tcase_set_timeout(tc, tu_timeout(300));
+    suite_add_tcase(s, tc);
+    return s;
+}
