@@ -5,7 +5,7 @@
  * Usage: bench_core [-u UPDATES] [-t SECONDS] [-s SEED] [N]
  *   N        objects (default 1000000)
  *   UPDATES  update events (default max(N, 50000))
- *   SECONDS  duration of each GET and LIST measurement (default 1)
+ *   SECONDS  duration of each GET and LIST measurement, best of 3 (default 0.5)
  *
  * Output: one line per metric on stdout, "metric<TAB>N<TAB>value<TAB>unit";
  * bench/peers/go-btree prints the same metrics, so bench/run.sh can put
@@ -40,6 +40,7 @@
 #define CHUNK 1024
 #define SEED_WORKLOAD 0x5eed0f10adull /* the key sequence; same as the Go peer */
 #define GET_BATCH 4096
+#define REPEATS 3 /* GET and LIST measurements keep the best of this many */
 
 static uint64_t n_objects;
 
@@ -304,6 +305,30 @@ static double get_bench(wcache_cache *c, const keyset *ks, unsigned threads, int
     return (double)total / t0;
 }
 
+/* Best of REPEATS: the machine may be shared, and interference only ever
+ * makes a run slower. */
+static double best_get(wcache_cache *c, const keyset *ks, unsigned threads, int pinned,
+                       double secs)
+{
+    double best = 0;
+    for (int k = 0; k < REPEATS; k++) {
+        double r = get_bench(c, ks, threads, pinned, secs);
+        best = r > best ? r : best;
+    }
+    return best;
+}
+
+static double best_list(wcache_cache *c, int64_t rev, wcache_kv *items, size_t cap,
+                        double secs)
+{
+    double best = 0;
+    for (int k = 0; k < REPEATS; k++) {
+        double r = list_bench(c, rev, items, cap, secs);
+        best = k == 0 || r < best ? r : best;
+    }
+    return best;
+}
+
 static const keyset *sort_ks; /* qsort has no context argument */
 
 static int key_cmp(const void *a, const void *b)
@@ -371,7 +396,7 @@ static uint64_t parse_u64(const char *s, const char *what)
 int main(int argc, char **argv)
 {
     uint64_t seed = 42, u = 0;
-    double secs = 1.0, rss, raw = 0;
+    double secs = 0.5, rss, raw = 0;
     podgen g;
     chunk ch;
     keyset ks;
@@ -422,15 +447,15 @@ int main(int argc, char **argv)
     metric("rss_over_raw", rss / raw, "ratio");
 
     keyset_make(&ks, &g, n_objects);
-    metric("get_1t_view_open", get_bench(c, &ks, 1, 1, secs), "gets/s");
-    metric("get_1t_view_per_get", get_bench(c, &ks, 1, 0, secs), "gets/s");
-    metric("get_2t_view_open", get_bench(c, &ks, 2, 1, secs), "gets/s");
-    metric("get_2t_view_per_get", get_bench(c, &ks, 2, 0, secs), "gets/s");
+    metric("get_1t_view_open", best_get(c, &ks, 1, 1, secs), "gets/s");
+    metric("get_1t_view_per_get", best_get(c, &ks, 1, 0, secs), "gets/s");
+    metric("get_2t_view_open", best_get(c, &ks, 2, 1, secs), "gets/s");
+    metric("get_2t_view_per_get", best_get(c, &ks, 2, 0, secs), "gets/s");
 
-    metric("list_latest", list_bench(c, WCACHE_REV_LATEST, items, n_objects + 1, secs),
+    metric("list_latest", best_list(c, WCACHE_REV_LATEST, items, n_objects + 1, secs),
            "ns/item");
     metric("list_old_rev",
-           list_bench(c, wcache_cache_revision(c) - RETAIN / 2, items, n_objects + 1, secs),
+           best_list(c, wcache_cache_revision(c) - RETAIN / 2, items, n_objects + 1, secs),
            "ns/item");
     free(items);
     wcache_cache_close(c);

@@ -9,7 +9,7 @@
 #
 # Environment:
 #   BENCH_NS     sizes to sweep (default "10000 100000 1000000")
-#   BENCH_SECS   seconds per GET and LIST measurement (default 1)
+#   BENCH_SECS   seconds per GET and LIST measurement, best of 3 (default 0.5)
 #   BENCH_PEERS  which sides to run (default "c go")
 #   BENCH_OUT    results directory (default bench/results)
 #   CC           C compiler (default cc)
@@ -22,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ns=${BENCH_NS:-10000 100000 1000000}
-secs=${BENCH_SECS:-1}
+secs=${BENCH_SECS:-0.5}
 peers=${BENCH_PEERS:-c go}
 out=${BENCH_OUT:-bench/results}
 build=bench/build
