@@ -241,10 +241,12 @@ $(B)/obj/tests/wb_%.o: tests/wb_%.c $(CONFIG_MK)
 PUB_OBJS := $(patsubst %.c,$(B)/obj/%.o,$(PUB_SRCS) $(UTIL_SRCS))
 WB_OBJS := $(patsubst %.c,$(B)/obj/%.o,$(WB_SRCS) $(UTIL_SRCS))
 
+# Tests may call the dependencies themselves (checksums, zstd frames), so
+# they link them too; --as-needed drops the unused ones.
 $(CHECK_PUBLIC): $(B)/obj/tests/check_main_public.o $(PUB_OBJS) $(SHARED) $(SHARED_LINKS)
 	@mkdir -p $(@D)
 	$(VCC) $(BASE_CFLAGS) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) -L$(LIBOUT) -lwatchcache \
-	    -Wl,-rpath,$(CURDIR)/$(LIBOUT) $(CHECK_LIBS) $(SYS_LIBS)
+	    -Wl,-rpath,$(CURDIR)/$(LIBOUT) $(DEP_LIBS) $(CHECK_LIBS) $(SYS_LIBS)
 
 $(BINOUT)/tests/check_internal: $(B)/obj/tests/check_main_internal.o $(WB_OBJS) $(STATIC)
 	@mkdir -p $(@D)
@@ -265,16 +267,17 @@ RUN_ENV_tsan := WCACHE_TSAN=1 CK_TIMEOUT_MULTIPLIER=8 $(if $(TSAN_SUITE),CK_RUN_
 # Set TSAN_SUITE=threads to restrict the TSan pass to the concurrency suite.
 TSAN_SUITE ?=
 
+# Every runner runs even when an earlier one failed.
 run-unit: tests
-	@set -e; for t in $(CHECK_PUBLIC) $(CHECK_INTERNAL); do \
-	    echo "== $$t ($(VARIANT))"; env $(RUN_ENV_$(VARIANT)) ./$$t; done
+	@rc=0; for t in $(CHECK_PUBLIC) $(CHECK_INTERNAL); do \
+	    echo "== $$t ($(VARIANT))"; env $(RUN_ENV_$(VARIANT)) ./$$t || rc=1; done; exit $$rc
 
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full \
     --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-origins=yes
 check-valgrind-run: tests
-	@set -e; for t in $(CHECK_PUBLIC) $(CHECK_INTERNAL); do \
+	@rc=0; for t in $(CHECK_PUBLIC) $(CHECK_INTERNAL); do \
 	    echo "== valgrind $$t"; \
-	    env CK_FORK=no WCACHE_VALGRIND=1 $(VALGRIND) ./$$t; done
+	    env CK_FORK=no WCACHE_VALGRIND=1 $(VALGRIND) ./$$t || rc=1; done; exit $$rc
 .PHONY: check-valgrind-run
 
 # --- fuzzing -------------------------------------------------------------------
@@ -311,31 +314,33 @@ fuzz-run-%: fuzz-bins
 # one CLI test, one fuzz target.
 HARNESS := tests/harness.sh
 STEP = @$(HARNESS) step
-SUBMAKE := $(MAKE) --no-print-directory
+# $(MAKE) is written out on each line: make hands its jobserver only to
+# lines that name $(MAKE) directly.
+MFLAGS_SUB := --no-print-directory
 
 check:
 	@$(HARNESS) begin
 	$(STEP) tools-present tools/bootstrap-deps.sh check
-	$(STEP) build $(SUBMAKE) all tests
-	$(STEP) unit $(SUBMAKE) run-unit
-	$(STEP) asan+ubsan $(SUBMAKE) VARIANT=asan run-unit
-	$(STEP) tsan $(SUBMAKE) VARIANT=tsan run-unit
-	$(STEP) valgrind $(SUBMAKE) check-valgrind-run
+	$(STEP) build $(MAKE) $(MFLAGS_SUB) all tests
+	$(STEP) unit $(MAKE) $(MFLAGS_SUB) run-unit
+	$(STEP) asan+ubsan $(MAKE) $(MFLAGS_SUB) VARIANT=asan run-unit
+	$(STEP) tsan $(MAKE) $(MFLAGS_SUB) VARIANT=tsan run-unit
+	$(STEP) valgrind $(MAKE) $(MFLAGS_SUB) check-valgrind-run
 	@for t in $(sort $(wildcard tests/meta/*.sh)); do \
 	    $(HARNESS) step meta/$$(basename $$t .sh) $(HARNESS) exec $$t; done
 	@for t in $(sort $(wildcard tests/cli/*.sh)); do \
 	    $(HARNESS) step cli/$$(basename $$t .sh) \
 	        env PATH="$(CURDIR)/tools:$$PATH" $(HARNESS) exec $$t; done
 	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
-	    $(HARNESS) step fuzz/$$n $(SUBMAKE) fuzz-run-$$n; done
+	    $(HARNESS) step fuzz/$$n $(MAKE) $(MFLAGS_SUB) fuzz-run-$$n; done
 	@$(HARNESS) summary
 
 # Single passes, for working on one area (no summary bookkeeping).
 check-unit: run-unit
 check-asan:
-	@$(SUBMAKE) VARIANT=asan run-unit
+	@$(MAKE) $(MFLAGS_SUB) VARIANT=asan run-unit
 check-tsan:
-	@$(SUBMAKE) VARIANT=tsan run-unit
+	@$(MAKE) $(MFLAGS_SUB) VARIANT=tsan run-unit
 check-valgrind: check-valgrind-run
 check-meta: all tests
 	@set -e; for t in $(sort $(wildcard tests/meta/*.sh)); do echo "== $$t"; \
@@ -344,18 +349,18 @@ check-cli: all
 	@set -e; for t in $(sort $(wildcard tests/cli/*.sh)); do echo "== $$t"; \
 	    PATH="$(CURDIR)/tools:$$PATH" $(HARNESS) exec $$t; done
 check-fuzz:
-	@set -e; for f in $(FUZZ_SRCS); do $(SUBMAKE) fuzz-run-$$(basename $$f .c); done
+	@set -e; for f in $(FUZZ_SRCS); do $(MAKE) $(MFLAGS_SUB) fuzz-run-$$(basename $$f .c); done
 
 # Longer tiers: ten minutes per fuzz target and the stress suites at their
 # large sizes (plain and under TSan).
 LONG_FUZZ_TIME ?= 600
 check-long:
 	@$(HARNESS) begin
-	$(STEP) build $(SUBMAKE) all tests
-	$(STEP) unit-long env WCACHE_LONG=1 $(SUBMAKE) run-unit
-	$(STEP) tsan-long env WCACHE_LONG=1 $(SUBMAKE) VARIANT=tsan run-unit
+	$(STEP) build $(MAKE) $(MFLAGS_SUB) all tests
+	$(STEP) unit-long env WCACHE_LONG=1 $(MAKE) $(MFLAGS_SUB) run-unit
+	$(STEP) tsan-long env WCACHE_LONG=1 $(MAKE) $(MFLAGS_SUB) VARIANT=tsan run-unit
 	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
-	    $(HARNESS) step fuzz-long/$$n $(SUBMAKE) FUZZ_TIME=$(LONG_FUZZ_TIME) fuzz-run-$$n; done
+	    $(HARNESS) step fuzz-long/$$n $(MAKE) $(MFLAGS_SUB) FUZZ_TIME=$(LONG_FUZZ_TIME) fuzz-run-$$n; done
 	@$(HARNESS) summary
 
 STYLE_FILES = $(sort $(wildcard lib/*.c lib/*.h tools/*.c tools/*.h tests/*.c tests/*.h \

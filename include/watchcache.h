@@ -533,6 +533,232 @@ WCACHE_API wcache_code wcache_view_count(wcache_view *v, const wcache_list_opts 
 WCACHE_API wcache_code wcache_token_revision(const char *token, size_t token_len,
                                              int64_t *rev);
 
+/* ------------------------------------------------------------------------ */
+/* Snapshots                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A snapshot is the state of a cache at one revision S, in a file of the
+ * wcsnap(5) format: a header, blocks of key-ordered records each compressed
+ * with zstd and checksummed on its own, and a trailer with counts and a
+ * checksum of the whole file.  Writing reads through a view pinned at S, so
+ * ingest and reads go on meanwhile; restoring verifies the whole file before
+ * it changes the cache.  The full text is in wcache_snapshot(3).
+ */
+
+typedef struct wcache_snapshot wcache_snapshot; /* a snapshot open for reading */
+
+/* The format version this library writes; it reads every 1.x file. */
+#define WCACHE_SNAP_FORMAT_MAJOR 1
+#define WCACHE_SNAP_FORMAT_MINOR 0
+/* Longest source identity, in bytes. */
+#define WCACHE_SNAP_MAX_SOURCE_ID 4096
+
+/* Points of a write reported to the progress callback, in this order. */
+typedef enum wcache_snap_step {
+    WCACHE_SNAP_STEP_BEGIN = 1,    /* view pinned; temporary file created */
+    WCACHE_SNAP_STEP_WRITE = 2,    /* before each write of output bytes */
+    WCACHE_SNAP_STEP_SYNC = 3,     /* before the file's fsync */
+    WCACHE_SNAP_STEP_RENAME = 4,   /* before the rename to the final name */
+    WCACHE_SNAP_STEP_SYNC_DIR = 5, /* before the directory's fsync */
+    WCACHE_SNAP_STEP_DONE = 6      /* written; the return value is ignored */
+} wcache_snap_step;
+
+/*
+ * Progress callback of a write.  bytes: output bytes written so far;
+ * objects / objects_total: records encoded so far / in the snapshot.
+ * Return 0 to go on; anything else stops the write at that point as a crash
+ * would (the temporary file is removed; a stop at SYNC_DIR leaves the new,
+ * complete snapshot in place) and the write returns WCACHE_ESTOPPED.
+ * Runs on the thread that called the write; must not use the snapshot
+ * functions on the same cache.
+ */
+typedef int (*wcache_snap_progress_fn)(int step, uint64_t bytes, uint64_t objects,
+                                       uint64_t objects_total, void *userdata);
+
+/*
+ * Output callback of wcache_snapshot_write_to(): take len bytes (the file,
+ * in order).  Return WCACHE_OK, or the code the write then fails with.
+ */
+typedef int (*wcache_snap_sink_fn)(const void *buf, size_t len, void *userdata);
+
+/* Options of a write.  size = sizeof(wcache_snapshot_write_opts); zero
+ * means default for every other field. */
+typedef struct wcache_snapshot_write_opts {
+    uint32_t size;
+    int64_t revision;       /* revision S to write; WCACHE_REV_LATEST: latest */
+    int level;              /* zstd level, 1 .. 19; 0: 1 */
+    int workers;            /* compression threads beside the caller, 0 .. 64;
+                               0: compress on the calling thread */
+    uint32_t block_bytes;   /* target uncompressed bytes of a block,
+                               4 KiB .. 64 MiB; 0: 1 MiB */
+    const void *source_id;  /* identity of the source (etcd cluster id and key
+                               range, or a stream's name); binary-safe */
+    size_t source_id_len;   /* 0 .. WCACHE_SNAP_MAX_SOURCE_ID */
+    int64_t compacted_revision; /* the source's compaction revision when known,
+                                   0 .. S; 0: unknown */
+    int64_t created_unix_ns;    /* creation time; 0: now (set it for
+                                   reproducible files) */
+    wcache_snap_progress_fn progress; /* NULL: none */
+    void *userdata;                   /* passed to progress */
+    char *errbuf;       /* NULL, or errbuf_len bytes for the detail text of */
+    size_t errbuf_len;  /* an error, always NUL-terminated */
+} wcache_snapshot_write_opts;
+
+/* Options of a read or restore.  size = sizeof(wcache_snapshot_read_opts);
+ * zero means default. */
+typedef struct wcache_snapshot_read_opts {
+    uint32_t size;
+    /* Refuse a block that decompresses to more bytes (WCACHE_ETOOBIG), the
+     * guard against decompression bombs.  0: 64 MiB; at most 2 GiB - 1. */
+    uint32_t max_block_bytes;
+    /* Restore only: refuse a snapshot of another source (WCACHE_EINVAL).
+     * NULL: any source. */
+    const void *expect_source_id;
+    size_t expect_source_id_len;
+    const wcache_allocator *alloc; /* NULL: malloc/free */
+    char *errbuf;      /* as in wcache_snapshot_write_opts */
+    size_t errbuf_len;
+} wcache_snapshot_read_opts;
+
+/* What a snapshot holds.  size = sizeof(wcache_snapshot_info), set by the
+ * caller.  Counts from the trailer are 0 until they are known. */
+typedef struct wcache_snapshot_info {
+    uint32_t size;
+    uint32_t format_major;      /* format version of the file */
+    uint32_t format_minor;
+    uint32_t flags;             /* header flags; 0 in format 1.0 */
+    int64_t revision;           /* S: the revision of the state held */
+    int64_t compacted_revision; /* the source's compaction revision, 0: unknown */
+    uint64_t objects;           /* records */
+    int64_t created_unix_ns;    /* when it was written */
+    const void *source_id;      /* borrowed: valid while the snapshot is open
+                                   (for a write: the opts' pointer) */
+    size_t source_id_len;
+    uint64_t blocks;            /* compressed blocks */
+    uint64_t kv_bytes;          /* bytes of keys and values */
+    uint64_t raw_bytes;         /* uncompressed bytes of all blocks */
+    uint64_t file_bytes;        /* size of the file */
+} wcache_snapshot_info;
+
+/*
+ * @brief Write the state of c at one revision to path, atomically: a
+ *        temporary file in the same directory, fsync, rename over path,
+ *        fsync of the directory.  A failure or crash at any point leaves a
+ *        previous file at path intact; a leftover temporary file is named
+ *        ".NAME.tmp.XXXXXX" and never taken for a snapshot.  Memory stays
+ *        bounded by (workers + 2) blocks whatever the cache size.
+ * @param[out] info  NULL, or filled with what was written.
+ * @return WCACHE_OK, WCACHE_EINVAL (bad option), WCACHE_ECOMPACTED,
+ *         WCACHE_EFUTURE, WCACHE_EBUSY (no reader slot), WCACHE_ESTATE
+ *         (cache not open), WCACHE_ESYS (the errbuf names the call and the
+ *         errno), WCACHE_EZSTD, WCACHE_ESTOPPED (the progress callback
+ *         stopped it), WCACHE_ENOMEM.
+ * Ownership: copies nothing it keeps.  Thread safety: any thread (a reader
+ * of c; ingest goes on).  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_write(wcache_cache *c, const char *path,
+                                             const wcache_snapshot_write_opts *opts,
+                                             wcache_snapshot_info *info);
+
+/*
+ * @brief Write the snapshot as a stream of bytes to sink (an upload, a
+ *        pipe), with the same options and bounded memory.  The
+ *        progress steps are BEGIN, WRITE and DONE.
+ * @return as wcache_snapshot_write(), or the code sink returned.
+ * Thread safety: any thread; sink runs on the calling thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_write_to(wcache_cache *c, wcache_snap_sink_fn sink,
+                                                void *sink_userdata,
+                                                const wcache_snapshot_write_opts *opts,
+                                                wcache_snapshot_info *info);
+
+/*
+ * @brief Keep the newest keep snapshots in dir whose names begin with
+ *        name_prefix (NULL: any) and end in ".wcsnap", and remove the older
+ *        ones (newest: highest revision, then latest creation time).  Files
+ *        whose header does not read are left alone, as are temporary files.
+ * @param[out] removed  NULL, or the number of files removed.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESYS, WCACHE_ENOMEM.
+ * Thread safety: any thread; not concurrently with itself on the same dir.
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_prune(const char *dir, const char *name_prefix,
+                                             size_t keep, size_t *removed);
+
+/*
+ * @brief Open a snapshot file for reading; reads and checks its header and
+ *        trailer (magic, version, checksums of both, sizes).
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESYS, WCACHE_ECORRUPT (damaged,
+ *         truncated, not a snapshot), WCACHE_EVERSION (a format this
+ *         library cannot read), WCACHE_ENOMEM.  The errbuf says why.
+ * Ownership: new (*out); release with wcache_snapshot_close().
+ * Thread safety: any thread; the handle one thread at a time.  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_snapshot_open(wcache_snapshot **out,
+                                                             const char *path,
+                                                             const wcache_snapshot_read_opts *opts);
+
+/*
+ * @brief Open a snapshot held in memory (buf must outlive the handle).
+ * @return as wcache_snapshot_open(), without WCACHE_ESYS.
+ * Ownership: new (*out); borrows buf.  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_snapshot_open_mem(
+    wcache_snapshot **out, const void *buf, size_t len, const wcache_snapshot_read_opts *opts);
+
+/*
+ * @brief Fill *info from the header and trailer.
+ * @return WCACHE_OK, WCACHE_EINVAL (NULL, or info->size too small).
+ * Ownership: info->source_id is borrowed until wcache_snapshot_close().
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_get_info(const wcache_snapshot *s,
+                                                wcache_snapshot_info *info);
+
+/*
+ * @brief Read the next record, in byte-wise key order.  Each block's
+ *        checksum, size bound and records are checked before the first of
+ *        its records is returned; the file checksum and the trailer's
+ *        counts are checked before the end is reported.
+ * @return WCACHE_OK (*out filled), WCACHE_ENOTFOUND (the end: every record
+ *         was read and the whole file is sound), WCACHE_ECORRUPT,
+ *         WCACHE_ETOOBIG (a block over max_block_bytes), WCACHE_EZSTD,
+ *         WCACHE_ESYS, WCACHE_ENOMEM.  After an error every later call
+ *         returns the same code.
+ * Ownership: out's pointers are borrowed until the next call or close.
+ * Thread safety: the handle's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_next(wcache_snapshot *s, wcache_kv *out);
+
+/*
+ * @brief Read the rest of the snapshot and check every checksum and
+ *        invariant (keys strictly ascending, 1 <= create_revision <=
+ *        mod_revision <= S, version >= 1, counts).
+ * @return WCACHE_OK (sound), or an error of wcache_snapshot_next().
+ * Thread safety: the handle's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_verify(wcache_snapshot *s);
+
+/* Close a snapshot handle; accepts NULL.  Since: 0.1 */
+WCACHE_API void wcache_snapshot_close(wcache_snapshot *s);
+
+/*
+ * @brief Restore the snapshot at path into c, which must be open and empty
+ *        (revision 0): verify all of it, then load it in bulk.  Afterwards
+ *        c's current and compacted revision are S and the source resumes
+ *        from S + 1.  On any error c is unchanged.
+ * @param[out] info  NULL, or what the snapshot held.
+ * @return WCACHE_OK, the errors of wcache_snapshot_open() and
+ *         wcache_snapshot_next(), WCACHE_EINVAL (a source identity other
+ *         than opts->expect_source_id), WCACHE_ESTATE (c not open or not
+ *         empty).
+ * Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_restore(wcache_cache *c, const char *path,
+                                               const wcache_snapshot_read_opts *opts,
+                                               wcache_snapshot_info *info);
+
 #ifdef __cplusplus
 }
 #endif
