@@ -505,7 +505,11 @@ typedef struct wcache_list_result {
 
 /*
  * @brief List keys of a range in byte-wise key order at the view's
- *        revision, at most cap items (cap is the page limit).
+ *        revision, at most cap items (cap is the page limit, >= 1).
+ *        opts NULL lists every key.  `more` is exact: it is 1 only when a
+ *        further key exists in the range at this revision, so the last
+ *        page never comes with a token.  `remaining` is 0 on the last page
+ *        and otherwise -1 unless count_remaining asked for it.
  * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_EBADTOKEN (corrupt token, or one
  *         for another revision or range), WCACHE_ESTATE (view not pinned),
  *         WCACHE_ENOMEM.

@@ -124,8 +124,6 @@ wcache_code wcache_cache_set_errbuf(wcache_cache *c, char *buf, size_t len)
         return WCACHE_EINVAL;
     c->errbuf = buf;
     c->errlen = buf ? len : 0;
-    if (buf)
-        buf[0] = 0;
     return WCACHE_OK;
 }
 
