@@ -1,0 +1,294 @@
+/*
+ * snap_file.c - file descriptors for snapshots: whole reads and writes that
+ * survive EINTR and short counts, and wcache_snapshot_prune().
+ *
+ * The atomic write itself lives in snapshot.c beside the writer, because its
+ * crash points are steps of the write.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "snapshot.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int wci_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int wci_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+    errno = 0;
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1; /* n == 0: the file shrank under us; errno stays 0 */
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Atomic write to a local file                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct file_out {
+    int fd;
+    char *tmp, *dir;
+    const char *path;
+    char *eb;
+    size_t el;
+    wcache_snap_progress_fn progress;
+    void *ud;
+    uint64_t bytes, objects;
+} file_out;
+
+static int sys_err(file_out *f, const char *what, const char *name)
+{
+    return wci_snap_err(f->eb, f->el, WCACHE_ESYS, "%s %s: %s", what, name, strerror(errno));
+}
+
+static int file_sink(const void *buf, size_t len, void *ud)
+{
+    file_out *f = ud;
+    return wci_write_all(f->fd, buf, len) ? sys_err(f, "write", f->tmp) : WCACHE_OK;
+}
+
+/* ".NAME.tmp.XXXXXX" beside path: same file system, so rename is atomic;
+ * the leading dot and the suffix keep it from ever matching "*.wcsnap". */
+static int make_temp(file_out *f)
+{
+    const char *slash = strrchr(f->path, '/');
+    size_t dl = slash ? (size_t)(slash - f->path) : 0;
+    const char *base = slash ? slash + 1 : f->path;
+    if (!*base)
+        return wci_snap_err(f->eb, f->el, WCACHE_EINVAL, "%s: no file name", f->path);
+    f->dir = wci_memdup(&wci_libc_alloc, slash ? f->path : ".", slash ? (dl ? dl : 1) : 1);
+    size_t tl = dl + strlen(base) + 16;
+    f->tmp = wci_malloc(&wci_libc_alloc, tl);
+    if (!f->dir || !f->tmp)
+        return WCACHE_ENOMEM;
+    snprintf(f->tmp, tl, "%.*s%s.%s.tmp.XXXXXX", (int)dl, f->path, slash ? "/" : "", base);
+    f->fd = mkstemp(f->tmp);
+    if (f->fd < 0) {
+        int rc = sys_err(f, "create", f->tmp);
+        wci_free(&wci_libc_alloc, f->tmp);
+        f->tmp = NULL; /* nothing was created */
+        return rc;
+    }
+    return WCACHE_OK;
+}
+
+static int step_ok(file_out *f, int st)
+{
+    if (f->progress && f->progress(st, f->bytes, f->objects, f->objects, f->ud) != 0)
+        return wci_snap_err(f->eb, f->el, WCACHE_ESTOPPED,
+                            "stopped by the progress callback at step %d", st);
+    return WCACHE_OK;
+}
+
+static int sync_dir(file_out *f)
+{
+    int rc = step_ok(f, WCACHE_SNAP_STEP_SYNC_DIR);
+    if (rc)
+        return rc;
+    int dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return sys_err(f, "open directory", f->dir);
+    rc = fsync(dfd) != 0 ? sys_err(f, "fsync directory", f->dir) : WCACHE_OK;
+    close(dfd);
+    return rc;
+}
+
+/* Make the complete temp file durable, then give it the final name. */
+static int commit(file_out *f)
+{
+    int rc = step_ok(f, WCACHE_SNAP_STEP_SYNC);
+    if (!rc && fsync(f->fd) != 0)
+        rc = sys_err(f, "fsync", f->tmp);
+    int fd = f->fd;
+    f->fd = -1;
+    if (close(fd) != 0 && !rc)
+        rc = sys_err(f, "close", f->tmp);
+    if (!rc)
+        rc = step_ok(f, WCACHE_SNAP_STEP_RENAME);
+    if (!rc && rename(f->tmp, f->path) != 0)
+        rc = sys_err(f, "rename to", f->path);
+    if (rc)
+        return rc;
+    wci_free(&wci_libc_alloc, f->tmp);
+    f->tmp = NULL; /* renamed: nothing left to clean up */
+    return sync_dir(f);
+}
+
+wcache_code wcache_snapshot_write(wcache_cache *c, const char *path,
+                                  const wcache_snapshot_write_opts *o,
+                                  wcache_snapshot_info *info)
+{
+    file_out f = {.fd = -1, .path = path};
+    wcache_snapshot_info li = {.size = sizeof li};
+    if (!c || !path)
+        return WCACHE_EINVAL;
+    if (!wci_snap_opts_ok(o))
+        return o && o->size >= sizeof *o
+                   ? wci_snap_err(o->errbuf, o->errbuf_len, WCACHE_EINVAL,
+                                  "bad wcache_snapshot_write_opts")
+                   : WCACHE_EINVAL;
+    if (o) {
+        f.eb = o->errbuf;
+        f.el = o->errbuf_len;
+        f.progress = o->progress;
+        f.ud = o->userdata;
+    }
+    int rc = make_temp(&f);
+    if (!rc)
+        rc = wci_snap_write_core(c, file_sink, &f, o, &li, &f.bytes);
+    f.objects = li.objects;
+    if (!rc)
+        rc = commit(&f);
+    if (f.fd >= 0)
+        close(f.fd);
+    if (f.tmp)
+        unlink(f.tmp);
+    if (!rc) {
+        step_ok(&f, WCACHE_SNAP_STEP_DONE);
+        if (info && info->size >= sizeof *info)
+            *info = li;
+    }
+    wci_free(&wci_libc_alloc, f.tmp);
+    wci_free(&wci_libc_alloc, f.dir);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Prune                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct snap_ent {
+    char *name;
+    int64_t rev, created;
+} snap_ent;
+
+static int is_candidate(const char *name, const char *prefix)
+{
+    size_t n = strlen(name), sfx = strlen(".wcsnap");
+    if (name[0] == '.' || n <= sfx || strcmp(name + n - sfx, ".wcsnap") != 0)
+        return 0;
+    return !prefix || strncmp(name, prefix, strlen(prefix)) == 0;
+}
+
+/* Newest first. */
+static int ent_cmp(const void *a, const void *b)
+{
+    const snap_ent *x = a, *y = b;
+    if (x->rev != y->rev)
+        return x->rev < y->rev ? 1 : -1;
+    if (x->created != y->created)
+        return x->created < y->created ? 1 : -1;
+    return strcmp(x->name, y->name);
+}
+
+static int read_ent(int dfd, const char *name, snap_ent *e)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    unsigned char hdr[WCI_SNAP_HDR_FIXED];
+    int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+             wci_pread_all(fd, hdr, sizeof hdr, 0) == 0;
+    close(fd);
+    wci_snap_hdr h;
+    /* Only the fixed header is read: sorting needs no more, and a damaged
+     * body is no reason to keep an old file. */
+    if (!ok || wci_snap_hdr_fixed(hdr, &h, NULL, 0) != WCACHE_OK)
+        return -1;
+    e->rev = (int64_t)wci_get64(hdr + 24);
+    e->created = (int64_t)wci_get64(hdr + 48);
+    return 0;
+}
+
+static int add_ent(snap_ent **v, size_t *n, size_t *cap, const char *name, snap_ent *e)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        snap_ent *nv = wci_calloc(&wci_libc_alloc, nc, sizeof *nv);
+        if (!nv)
+            return WCACHE_ENOMEM;
+        if (*n)
+            memcpy(nv, *v, *n * sizeof *nv);
+        wci_free(&wci_libc_alloc, *v);
+        *v = nv;
+        *cap = nc;
+    }
+    e->name = wci_memdup(&wci_libc_alloc, name, strlen(name));
+    if (!e->name)
+        return WCACHE_ENOMEM;
+    (*v)[(*n)++] = *e;
+    return WCACHE_OK;
+}
+
+static int scan_dir(DIR *d, const char *prefix, snap_ent **v, size_t *n)
+{
+    size_t cap = 0;
+    struct dirent *de;
+    int rc = WCACHE_OK;
+    while (!rc && (de = readdir(d)) != NULL) {
+        snap_ent e;
+        if (is_candidate(de->d_name, prefix) && read_ent(dirfd(d), de->d_name, &e) == 0)
+            rc = add_ent(v, n, &cap, de->d_name, &e);
+    }
+    return rc;
+}
+
+wcache_code wcache_snapshot_prune(const char *dir, const char *name_prefix, size_t keep,
+                                  size_t *removed)
+{
+    if (!dir)
+        return WCACHE_EINVAL;
+    if (removed)
+        *removed = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return WCACHE_ESYS;
+    snap_ent *v = NULL;
+    size_t n = 0;
+    int rc = scan_dir(d, name_prefix, &v, &n);
+    if (!rc && n > keep) {
+        qsort(v, n, sizeof *v, ent_cmp);
+        for (size_t i = keep; i < n && !rc; i++) {
+            if (unlinkat(dirfd(d), v[i].name, 0) != 0 && errno != ENOENT)
+                rc = WCACHE_ESYS;
+            else if (removed)
+                (*removed)++;
+        }
+        if (!rc && fsync(dirfd(d)) != 0)
+            rc = WCACHE_ESYS;
+    }
+    for (size_t i = 0; i < n; i++)
+        wci_free(&wci_libc_alloc, v[i].name);
+    wci_free(&wci_libc_alloc, v);
+    closedir(d);
+    return rc;
+}

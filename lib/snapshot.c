@@ -1,0 +1,605 @@
+/*
+ * snapshot.c - writing a cache to a wcsnap(5) stream, atomically to a file,
+ * and restoring one.
+ *
+ * The writer reads through a view pinned at S with paged LISTs, so it never
+ * blocks ingest, and it holds at most nslots blocks (the one being filled,
+ * the ones being compressed, the one being written): memory is bounded by
+ * the block size, not the cache size.  Blocks are numbered when they are
+ * filled and written strictly in that order, whichever worker finishes
+ * first.  The header needs the object count up front (a sink may not seek),
+ * so the writer counts the view first; the count is of the same pinned
+ * revision, so it cannot disagree with the records.
+ *
+ * Restore decodes and validates the whole file into a batch before it
+ * touches the cache, then hands the key-ordered batch to
+ * wcache_ingest_load(), which loads sorted input in O(n).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "snapshot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ZSTD_STATIC_LINKING_ONLY
+#include <zstd.h>
+
+#define LIST_PAGE 512
+
+enum { SLOT_FREE, SLOT_QUEUED, SLOT_BUSY, SLOT_DONE };
+
+typedef struct slot {
+    unsigned char *raw, *comp;
+    size_t raw_len, raw_cap, comp_len, comp_cap;
+    uint32_t nrec;
+    uint64_t seq;
+    int state, rc;
+} slot;
+
+typedef struct writer {
+    wcache_cache *c;
+    wcache_view *v;
+    wci_alloc a;
+    int level, workers, nslots;
+    uint32_t block_bytes;
+    wcache_snap_progress_fn progress;
+    void *ud;
+    char *eb;
+    size_t el;
+    wcache_snap_sink_fn sink;
+    void *sink_ud;
+    wci_xxh fh;
+    wci_snap_hdr hdr;
+    uint64_t bytes, objects, total, kv_bytes, raw_bytes, seq_next, seq_emit;
+    slot *slots, *cur;
+    ZSTD_CCtx *cctx; /* the caller's own, when workers == 0 */
+    pthread_t *threads;
+    int nthreads, stop;
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+} writer;
+
+static void *zalloc(void *opaque, size_t n)
+{
+    return wci_malloc(opaque, n);
+}
+
+static void zfree(void *opaque, void *p)
+{
+    wci_free(opaque, p);
+}
+
+static ZSTD_CCtx *new_cctx(writer *w)
+{
+    ZSTD_customMem cm = {zalloc, zfree, &w->a};
+    ZSTD_CCtx *z = ZSTD_createCCtx_advanced(cm);
+    if (z && ZSTD_isError(ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, w->level))) {
+        ZSTD_freeCCtx(z);
+        z = NULL;
+    }
+    return z;
+}
+
+static int step(writer *w, int st)
+{
+    if (w->progress && w->progress(st, w->bytes, w->objects, w->total, w->ud) != 0)
+        return wci_snap_err(w->eb, w->el, WCACHE_ESTOPPED,
+                            "stopped by the progress callback at step %d after %llu bytes", st,
+                            (unsigned long long)w->bytes);
+    return WCACHE_OK;
+}
+
+/* Every output byte passes here: progress/crash point, sink, file hash. */
+static int emit(writer *w, const void *buf, size_t len, int hashed)
+{
+    int rc = step(w, WCACHE_SNAP_STEP_WRITE);
+    if (rc)
+        return rc;
+    rc = w->sink(buf, len, w->sink_ud);
+    if (rc)
+        return rc > 0 && rc < WCACHE_CODE_LAST ? rc : WCACHE_ESYS;
+    if (hashed)
+        XXH3_64bits_update(w->fh.st, buf, len);
+    w->bytes += len;
+    return WCACHE_OK;
+}
+
+static int compress_slot(ZSTD_CCtx *z, const wci_alloc *a, slot *s)
+{
+    size_t bound = ZSTD_compressBound(s->raw_len);
+    if (bound > s->comp_cap) {
+        wci_free(a, s->comp);
+        s->comp = wci_malloc(a, bound);
+        s->comp_cap = s->comp ? bound : 0;
+        if (!s->comp)
+            return WCACHE_ENOMEM;
+    }
+    size_t r = ZSTD_compress2(z, s->comp, s->comp_cap, s->raw, s->raw_len);
+    if (ZSTD_isError(r))
+        return WCACHE_EZSTD;
+    s->comp_len = r;
+    return WCACHE_OK;
+}
+
+static int emit_slot(writer *w, slot *s)
+{
+    unsigned char f[WCI_SNAP_FRAME];
+    if (s->rc)
+        return wci_snap_err(w->eb, w->el, s->rc, "compressing block %llu: %s",
+                            (unsigned long long)s->seq, wcache_strerror(s->rc));
+    wci_snap_frame_encode(f, s->nrec, s->seq, s->comp, (uint32_t)s->comp_len,
+                          (uint32_t)s->raw_len);
+    int rc = emit(w, f, sizeof f, 1);
+    if (!rc)
+        rc = emit(w, s->comp, s->comp_len, 1);
+    w->raw_bytes += s->raw_len;
+    w->seq_emit++;
+    s->state = SLOT_FREE;
+    s->raw_len = 0;
+    s->nrec = 0;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Compression workers                                                      */
+/* ------------------------------------------------------------------------ */
+
+static slot *next_queued(writer *w)
+{
+    slot *best = NULL;
+    for (int i = 0; i < w->nslots; i++)
+        if (w->slots[i].state == SLOT_QUEUED && (!best || w->slots[i].seq < best->seq))
+            best = &w->slots[i];
+    return best;
+}
+
+static void *worker_main(void *arg)
+{
+    writer *w = arg;
+    ZSTD_CCtx *z = new_cctx(w);
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        slot *s;
+        while (!w->stop && (s = next_queued(w)) == NULL)
+            pthread_cond_wait(&w->work, &w->mu);
+        if (w->stop)
+            break;
+        s->state = SLOT_BUSY;
+        pthread_mutex_unlock(&w->mu);
+        int rc = z ? compress_slot(z, &w->a, s) : WCACHE_ENOMEM;
+        pthread_mutex_lock(&w->mu);
+        s->rc = rc;
+        s->state = SLOT_DONE;
+        pthread_cond_broadcast(&w->done);
+    }
+    pthread_mutex_unlock(&w->mu);
+    ZSTD_freeCCtx(z);
+    return NULL;
+}
+
+static int start_workers(writer *w)
+{
+    if (pthread_mutex_init(&w->mu, NULL) != 0)
+        return WCACHE_ESYS;
+    pthread_cond_init(&w->work, NULL);
+    pthread_cond_init(&w->done, NULL);
+    w->threads = wci_calloc(&w->a, (size_t)w->workers, sizeof *w->threads);
+    if (!w->threads)
+        return WCACHE_ENOMEM;
+    for (; w->nthreads < w->workers; w->nthreads++)
+        if (pthread_create(&w->threads[w->nthreads], NULL, worker_main, w) != 0)
+            return wci_snap_err(w->eb, w->el, WCACHE_ESYS, "pthread_create failed");
+    return WCACHE_OK;
+}
+
+static void stop_workers(writer *w)
+{
+    if (!w->threads)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_broadcast(&w->work);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < w->nthreads; i++)
+        pthread_join(w->threads[i], NULL);
+    wci_free(&w->a, w->threads);
+    w->threads = NULL;
+    pthread_cond_destroy(&w->work);
+    pthread_cond_destroy(&w->done);
+    pthread_mutex_destroy(&w->mu);
+}
+
+static int wait_emit(writer *w, slot *s)
+{
+    pthread_mutex_lock(&w->mu);
+    while (s->state != SLOT_DONE)
+        pthread_cond_wait(&w->done, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    return emit_slot(w, s);
+}
+
+/* Hand the filled slot on, then make the next one current. */
+static int submit(writer *w)
+{
+    slot *s = w->cur;
+    if (s->nrec == 0)
+        return WCACHE_OK;
+    s->seq = w->seq_next++;
+    if (!w->workers) {
+        s->rc = compress_slot(w->cctx, &w->a, s);
+        return emit_slot(w, s);
+    }
+    pthread_mutex_lock(&w->mu);
+    s->state = SLOT_QUEUED;
+    pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->mu);
+    w->cur = &w->slots[w->seq_next % (uint64_t)w->nslots];
+    /* Slots are reused in block order, so the one reused is the oldest. */
+    return w->cur->state == SLOT_FREE ? WCACHE_OK : wait_emit(w, w->cur);
+}
+
+static int drain(writer *w)
+{
+    int rc = submit(w);
+    while (!rc && w->seq_emit < w->seq_next)
+        rc = wait_emit(w, &w->slots[w->seq_emit % (uint64_t)w->nslots]);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Records                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int reserve(writer *w, slot *s, size_t need)
+{
+    if (need <= s->raw_cap)
+        return WCACHE_OK;
+    size_t cap = need > w->block_bytes ? need : w->block_bytes;
+    unsigned char *p = wci_malloc(&w->a, cap);
+    if (!p)
+        return WCACHE_ENOMEM;
+    if (s->raw_len)
+        memcpy(p, s->raw, s->raw_len);
+    wci_free(&w->a, s->raw);
+    s->raw = p;
+    s->raw_cap = cap;
+    return WCACHE_OK;
+}
+
+static int add_record(writer *w, const wcache_kv *kv)
+{
+    if (kv->key_len > UINT32_MAX || kv->value_len >= UINT32_MAX)
+        return wci_snap_err(w->eb, w->el, WCACHE_ETOOBIG, "object too large for format 1");
+    size_t rec = WCI_SNAP_REC + kv->key_len + kv->value_len;
+    int rc = WCACHE_OK;
+    if (w->cur->raw_len && w->cur->raw_len + rec > w->block_bytes)
+        rc = submit(w);
+    if (!rc)
+        rc = reserve(w, w->cur, w->cur->raw_len + rec);
+    if (rc)
+        return rc;
+    w->cur->raw_len += wci_snap_rec_encode(w->cur->raw + w->cur->raw_len, kv);
+    w->cur->nrec++;
+    w->objects++;
+    w->kv_bytes += kv->key_len + kv->value_len;
+    return WCACHE_OK;
+}
+
+static int copy_token(writer *w, char **tok, size_t *cap, const wcache_list_result *r)
+{
+    if (r->token_len + 1 > *cap) {
+        wci_free(&w->a, *tok);
+        *cap = r->token_len + 64;
+        *tok = wci_malloc(&w->a, *cap);
+        if (!*tok)
+            return WCACHE_ENOMEM;
+    }
+    memcpy(*tok, r->token, r->token_len);
+    (*tok)[r->token_len] = 0;
+    return WCACHE_OK;
+}
+
+static int list_all(writer *w, wcache_kv *items)
+{
+    wcache_list_opts lo = {.size = sizeof lo};
+    wcache_list_result res = {.size = sizeof res};
+    char *tok = NULL;
+    size_t tcap = 0;
+    int rc;
+    for (;;) {
+        rc = wcache_view_list(w->v, &lo, items, LIST_PAGE, &res);
+        for (size_t i = 0; !rc && i < res.count; i++)
+            rc = add_record(w, &items[i]);
+        if (rc || !res.more)
+            break;
+        /* The result's token is borrowed only until the next list call. */
+        rc = copy_token(w, &tok, &tcap, &res);
+        if (rc)
+            break;
+        lo.token = tok;
+        lo.token_len = res.token_len;
+    }
+    wci_free(&w->a, tok);
+    if (rc)
+        wci_snap_err(w->eb, w->el, rc, "listing the view at %lld: %s",
+                     (long long)w->hdr.revision, wcache_strerror(rc));
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The stream: header, blocks, trailer                                      */
+/* ------------------------------------------------------------------------ */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int wci_snap_opts_ok(const wcache_snapshot_write_opts *o)
+{
+    return !o || (o->size >= sizeof *o && o->level >= 0 && o->level <= 19 &&
+                  o->workers >= 0 && o->workers <= 64 &&
+                  (!o->block_bytes || (o->block_bytes >= 4096 && o->block_bytes <= (64u << 20))) &&
+                  o->source_id_len <= WCACHE_SNAP_MAX_SOURCE_ID &&
+                  (o->source_id || !o->source_id_len) && o->revision >= 0 &&
+                  o->compacted_revision >= 0);
+}
+
+static int check_opts(writer *w, const wcache_snapshot_write_opts *o)
+{
+    w->level = 1;
+    w->block_bytes = WCI_SNAP_DEFAULT_BLOCK;
+    if (!o)
+        return WCACHE_OK;
+    w->eb = o->errbuf;
+    w->el = o->errbuf_len;
+    if (!wci_snap_opts_ok(o))
+        return wci_snap_err(w->eb, w->el, WCACHE_EINVAL, "bad wcache_snapshot_write_opts");
+    w->level = o->level ? o->level : 1;
+    w->workers = o->workers;
+    if (o->block_bytes)
+        w->block_bytes = o->block_bytes;
+    w->progress = o->progress;
+    w->ud = o->userdata;
+    return WCACHE_OK;
+}
+
+static int pin(writer *w, const wcache_snapshot_write_opts *o)
+{
+    int rc = wcache_view_create(w->c, &w->v);
+    if (!rc)
+        rc = wcache_view_begin(w->v, o ? o->revision : WCACHE_REV_LATEST);
+    wcache_list_opts all = {.size = sizeof all};
+    if (!rc)
+        rc = wcache_view_count(w->v, &all, &w->total);
+    if (rc)
+        return wci_snap_err(w->eb, w->el, rc, "pinning a view: %s", wcache_strerror(rc));
+    w->hdr = (wci_snap_hdr){.major = WCACHE_SNAP_FORMAT_MAJOR,
+                            .minor = WCACHE_SNAP_FORMAT_MINOR,
+                            .revision = wcache_view_revision(w->v),
+                            .objects = w->total,
+                            .block_bytes = w->block_bytes,
+                            .created_ns = now_ns()};
+    if (o) {
+        w->hdr.compacted = o->compacted_revision;
+        w->hdr.source_id = o->source_id;
+        w->hdr.source_id_len = (uint32_t)o->source_id_len;
+        if (o->created_unix_ns)
+            w->hdr.created_ns = o->created_unix_ns;
+    }
+    if (w->hdr.compacted > w->hdr.revision)
+        return wci_snap_err(w->eb, w->el, WCACHE_EINVAL, "compacted_revision above S");
+    return WCACHE_OK;
+}
+
+static int setup(writer *w)
+{
+    w->nslots = w->workers ? w->workers + 2 : 1;
+    w->slots = wci_calloc(&w->a, (size_t)w->nslots, sizeof *w->slots);
+    if (!w->slots || wci_xxh_init(&w->fh, &w->a) != WCACHE_OK)
+        return WCACHE_ENOMEM;
+    w->cur = &w->slots[0];
+    if (w->workers)
+        return start_workers(w);
+    w->cctx = new_cctx(w);
+    return w->cctx ? WCACHE_OK : WCACHE_ENOMEM;
+}
+
+static void teardown(writer *w)
+{
+    stop_workers(w);
+    ZSTD_freeCCtx(w->cctx);
+    for (int i = 0; w->slots && i < w->nslots; i++) {
+        wci_free(&w->a, w->slots[i].raw);
+        wci_free(&w->a, w->slots[i].comp);
+    }
+    wci_free(&w->a, w->slots);
+    wci_xxh_free(&w->fh, &w->a);
+    wcache_view_free(w->v);
+}
+
+static int emit_header(writer *w)
+{
+    size_t n = wci_snap_hdr_len(w->hdr.source_id_len);
+    unsigned char *h = wci_malloc(&w->a, n);
+    if (!h)
+        return WCACHE_ENOMEM;
+    wci_snap_hdr_encode(h, &w->hdr);
+    int rc = emit(w, h, n, 1);
+    wci_free(&w->a, h);
+    return rc;
+}
+
+static int emit_trailer(writer *w)
+{
+    unsigned char t[WCI_SNAP_TRAILER];
+    wci_snap_trailer tr = {w->seq_emit, w->objects, w->kv_bytes, w->raw_bytes, 0};
+    if (w->objects != w->total)
+        return wci_snap_err(w->eb, w->el, WCACHE_ECORRUPT,
+                            "view listed %llu objects but counted %llu",
+                            (unsigned long long)w->objects, (unsigned long long)w->total);
+    wci_snap_trailer_encode(t, &tr);
+    XXH3_64bits_update(w->fh.st, t, 48);
+    wci_put64(t + 48, XXH3_64bits_digest(w->fh.st));
+    return emit(w, t, sizeof t, 0);
+}
+
+static void fill_info(const writer *w, wcache_snapshot_info *info)
+{
+    if (!info || info->size < sizeof *info)
+        return;
+    uint32_t size = info->size;
+    memset(info, 0, sizeof *info);
+    *info = (wcache_snapshot_info){
+        .size = size, .format_major = w->hdr.major, .format_minor = w->hdr.minor,
+        .revision = w->hdr.revision, .compacted_revision = w->hdr.compacted,
+        .objects = w->objects, .created_unix_ns = w->hdr.created_ns,
+        .source_id = w->hdr.source_id, .source_id_len = w->hdr.source_id_len,
+        .blocks = w->seq_emit, .kv_bytes = w->kv_bytes, .raw_bytes = w->raw_bytes,
+        .file_bytes = w->bytes};
+}
+
+static int write_stream(writer *w, const wcache_snapshot_write_opts *o)
+{
+    wcache_kv *items = wci_calloc(&w->a, LIST_PAGE, sizeof *items);
+    int rc = items ? WCACHE_OK : WCACHE_ENOMEM;
+    if (!rc)
+        rc = pin(w, o);
+    if (!rc)
+        rc = setup(w);
+    if (!rc)
+        rc = step(w, WCACHE_SNAP_STEP_BEGIN);
+    if (!rc)
+        rc = emit_header(w);
+    if (!rc)
+        rc = list_all(w, items);
+    if (!rc)
+        rc = drain(w);
+    if (!rc)
+        rc = emit_trailer(w);
+    wci_free(&w->a, items);
+    if (rc == WCACHE_ENOMEM)
+        wci_snap_err(w->eb, w->el, rc, "out of memory");
+    return rc;
+}
+
+int wci_snap_write_core(wcache_cache *c, wcache_snap_sink_fn sink, void *sink_userdata,
+                        const wcache_snapshot_write_opts *o, wcache_snapshot_info *info,
+                        uint64_t *bytes)
+{
+    /* The public API does not hand out the cache's allocator; the
+     * writer's few bounded buffers come from libc. */
+    writer w = {.c = c, .a = wci_libc_alloc, .sink = sink, .sink_ud = sink_userdata};
+    int rc = check_opts(&w, o);
+    if (!rc)
+        rc = write_stream(&w, o);
+    if (!rc)
+        fill_info(&w, info);
+    *bytes = w.bytes;
+    teardown(&w);
+    return rc;
+}
+
+wcache_code wcache_snapshot_write_to(wcache_cache *c, wcache_snap_sink_fn sink,
+                                     void *sink_userdata, const wcache_snapshot_write_opts *o,
+                                     wcache_snapshot_info *info)
+{
+    uint64_t bytes = 0;
+    if (!c || !sink)
+        return WCACHE_EINVAL;
+    int rc = wci_snap_write_core(c, sink, sink_userdata, o, info, &bytes);
+    if (!rc && o && o->size >= sizeof *o && o->progress)
+        o->progress(WCACHE_SNAP_STEP_DONE, bytes, 0, 0, o->userdata);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Restore                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int check_source(const wcache_snapshot_info *in, const wcache_snapshot_read_opts *o)
+{
+    if (!o || !o->expect_source_id)
+        return WCACHE_OK;
+    if (in->source_id_len == o->expect_source_id_len &&
+        memcmp(in->source_id, o->expect_source_id, in->source_id_len) == 0)
+        return WCACHE_OK;
+    return wci_snap_err(o->errbuf, o->errbuf_len, WCACHE_EINVAL,
+                        "snapshot of source \"%.*s\", not the expected \"%.*s\"",
+                        (int)(in->source_id_len > 200 ? 200 : in->source_id_len),
+                        (const char *)in->source_id,
+                        (int)(o->expect_source_id_len > 200 ? 200 : o->expect_source_id_len),
+                        (const char *)o->expect_source_id);
+}
+
+/* Decode and verify every record into b; nothing touches the cache. */
+static int read_all(wcache_snapshot *s, wcache_batch *b)
+{
+    wcache_kv kv;
+    int rc;
+    while ((rc = wcache_snapshot_next(s, &kv)) == WCACHE_OK) {
+        rc = wcache_batch_put_meta(b, kv.key, kv.key_len, kv.value, kv.value_len,
+                                   kv.create_revision, kv.mod_revision, kv.version);
+        if (rc)
+            return rc;
+    }
+    return rc == WCACHE_ENOTFOUND ? WCACHE_OK : rc;
+}
+
+static int load(wcache_cache *c, wcache_batch *b, int64_t rev)
+{
+    if (rev == 0)
+        return WCACHE_OK; /* a snapshot of a cache that never saw an event */
+    int rc = wcache_ingest_load(c, b, rev);
+    if (rc == WCACHE_EINVAL && wcache_batch_count(b) == 0) {
+        /* An empty state at rev > 0 (everything deleted). */
+        rc = wcache_ingest_progress(c, rev);
+        if (!rc)
+            rc = wcache_cache_compact(c, rev);
+    }
+    return rc;
+}
+
+wcache_code wcache_snapshot_restore(wcache_cache *c, const char *path,
+                                    const wcache_snapshot_read_opts *o,
+                                    wcache_snapshot_info *info)
+{
+    wcache_snapshot *s = NULL;
+    wcache_batch *b = NULL;
+    wcache_snapshot_info in = {.size = sizeof in};
+    char *eb = o && o->size >= sizeof *o ? o->errbuf : NULL;
+    size_t el = eb ? o->errbuf_len : 0;
+    if (!c || !path)
+        return WCACHE_EINVAL;
+    if (wcache_cache_revision(c) != 0)
+        return wci_snap_err(eb, el, WCACHE_ESTATE, "restore needs an empty cache");
+    int rc = wcache_snapshot_open(&s, path, o);
+    if (!rc)
+        rc = wcache_snapshot_get_info(s, &in);
+    if (!rc)
+        rc = check_source(&in, o);
+    if (!rc)
+        rc = wcache_batch_create(c, &b);
+    if (!rc)
+        rc = read_all(s, b);
+    if (!rc)
+        rc = load(c, b, in.revision);
+    if (rc && rc != WCACHE_ECORRUPT && rc != WCACHE_EVERSION && rc != WCACHE_EZSTD &&
+        rc != WCACHE_ETOOBIG && rc != WCACHE_ESYS && rc != WCACHE_EINVAL && eb && !*eb)
+        wci_snap_err(eb, el, rc, "restoring %s: %s", path, wcache_strerror(rc));
+    if (!rc && info && info->size >= sizeof *info) {
+        *info = in;
+        info->source_id = NULL; /* it pointed into the closed handle */
+        info->source_id_len = 0;
+    }
+    wcache_batch_free(b);
+    wcache_snapshot_close(s);
+    return rc;
+}

@@ -1,0 +1,96 @@
+/*
+ * snapshot.h - private interface between the snapshot files of lib/.
+ *
+ * snap_codec.c owns the wcsnap(5) byte layout (header, block frames,
+ * records, trailer) and the reader; snapshot.c the writer and restore;
+ * snap_file.c the file descriptors: atomic writes, positioned reads, prune.
+ * Every multi-byte field is little-endian whatever the host.
+ */
+#ifndef WCI_SNAPSHOT_H
+#define WCI_SNAPSHOT_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "alloc.h"
+#include "watchcache.h"
+
+#define WCI_SNAP_HDR_FIXED 64  /* header bytes before the source identity */
+#define WCI_SNAP_HDR_MAX (1u << 20)
+#define WCI_SNAP_FRAME 32      /* block frame header */
+#define WCI_SNAP_TRAILER 64
+#define WCI_SNAP_REC 32        /* record header before key and value */
+#define WCI_SNAP_BLOCK_DATA 1u
+#define WCI_SNAP_BLOCK_TRAILER 2u
+#define WCI_SNAP_BLOCK_SKIPPABLE 0x80000000u /* minor versions may add these */
+#define WCI_SNAP_FLAGS_REQUIRED 0x0000ffffu  /* unknown ones: EVERSION */
+#define WCI_SNAP_DEFAULT_MAX_BLOCK (64u << 20)
+#define WCI_SNAP_DEFAULT_BLOCK (1u << 20)
+
+extern const unsigned char wci_snap_magic[8];
+extern const unsigned char wci_snap_end_magic[8];
+
+/* The decoded header: what wcache_snapshot_info reports from it. */
+typedef struct wci_snap_hdr {
+    uint32_t major, minor, flags, header_len, block_bytes;
+    int64_t revision, compacted, created_ns;
+    uint64_t objects;
+    const unsigned char *source_id; /* points into the encoded header */
+    uint32_t source_id_len;
+} wci_snap_hdr;
+
+typedef struct wci_snap_trailer {
+    uint64_t blocks, objects, kv_bytes, raw_bytes, file_hash;
+} wci_snap_trailer;
+
+/* Error detail: formats into buf (may be NULL) and returns code. */
+int wci_snap_err(char *buf, size_t len, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+void wci_put32(unsigned char *p, uint32_t v);
+void wci_put64(unsigned char *p, uint64_t v);
+uint32_t wci_get32(const unsigned char *p);
+uint64_t wci_get64(const unsigned char *p);
+
+/* Encode a header into out (wci_snap_hdr_len(id_len) bytes). */
+size_t wci_snap_hdr_len(size_t source_id_len);
+void wci_snap_hdr_encode(unsigned char *out, const wci_snap_hdr *h);
+/* Decode the fixed part; the caller then reads header_len bytes in all. */
+int wci_snap_hdr_fixed(const unsigned char *p, wci_snap_hdr *h, char *eb, size_t el);
+int wci_snap_hdr_check(const unsigned char *p, wci_snap_hdr *h, char *eb, size_t el);
+
+void wci_snap_trailer_encode(unsigned char *out, const wci_snap_trailer *t);
+int wci_snap_trailer_decode(const unsigned char *p, wci_snap_trailer *t, char *eb, size_t el);
+
+/* Frame header of a block of nrec records, checksum over frame + payload. */
+void wci_snap_frame_encode(unsigned char *out, uint32_t nrec, uint64_t seq,
+                           const void *payload, uint32_t csize, uint32_t rsize);
+
+/* Append one record to raw (which has room: WCI_SNAP_REC + klen + vlen). */
+size_t wci_snap_rec_encode(unsigned char *raw, const wcache_kv *kv);
+
+/* A 64-byte aligned XXH3 state inside memory from a wci_alloc. */
+typedef struct wci_xxh {
+    void *mem;
+    XXH3_state_t *st;
+} wci_xxh;
+int wci_xxh_init(wci_xxh *x, const wci_alloc *a);
+void wci_xxh_free(wci_xxh *x, const wci_alloc *a);
+
+/* snapshot.c: the stream writer; *bytes gets the count written even on error. */
+int wci_snap_write_core(wcache_cache *c, wcache_snap_sink_fn sink, void *sink_userdata,
+                        const wcache_snapshot_write_opts *o, wcache_snapshot_info *info,
+                        uint64_t *bytes);
+
+/* 1 when o (NULL allowed) is a valid set of write options. */
+int wci_snap_opts_ok(const wcache_snapshot_write_opts *o);
+
+/* snap_file.c */
+int wci_write_all(int fd, const void *buf, size_t len);
+int wci_pread_all(int fd, void *buf, size_t len, uint64_t off);
+int wci_read_all(int fd, void *buf, size_t len, size_t *got);
+
+#endif

@@ -1,0 +1,823 @@
+/*
+ * check_snapshot.c - black-box tests of snapshots (wcache_snapshot(3)):
+ * round trips, crash points of the atomic write, every kind of damage the
+ * reader must refuse with the cache left untouched, the golden file.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Header-only use: the runner links libwatchcache alone. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <watchcache.h>
+
+#define FIXED_NS 1700000000000000000LL
+
+static char dir[256];
+static char path[300];
+static char errbuf[256];
+
+static void mkdir_tmp(void)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/wcsnap-test-XXXXXX", t && *t ? t : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/a.wcsnap", dir);
+    errbuf[0] = 0;
+}
+
+static void rm_tmp(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char p[600];
+    while (d && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+static wcache_cache *new_cache(void)
+{
+    wcache_cache *c = NULL;
+    ck_assert_int_eq(wcache_cache_create(&c, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_cache_set_param(c, WCACHE_P_AUTO_COMPACT, 0), WCACHE_OK);
+    ck_assert_int_eq(wcache_cache_open(c), WCACHE_OK);
+    return c;
+}
+
+/* n pod-like keys, some updated twice and some deleted, plus binary ones. */
+static void fill(wcache_cache *c, int n, int64_t *rev)
+{
+    char k[64], v[256];
+    for (int i = 0; i < n; i++) {
+        int kl = snprintf(k, sizeof k, "/registry/pods/ns%d/pod-%05d", i % 7, i);
+        int vl = snprintf(v, sizeof v, "{\"name\":\"pod-%05d\",\"gen\":1,\"pad\":\"%0*d\"}", i,
+                          i % 120, 0);
+        ck_assert_int_eq(wcache_ingest_put(c, k, (size_t)kl, v, (size_t)vl, ++*rev), WCACHE_OK);
+        if (i % 5 == 0)
+            ck_assert_int_eq(wcache_ingest_put(c, k, (size_t)kl, "v2", 2, ++*rev), WCACHE_OK);
+        if (i % 11 == 3)
+            ck_assert_int_eq(wcache_ingest_delete(c, k, (size_t)kl, ++*rev), WCACHE_OK);
+    }
+    static const unsigned char bk[] = {0x00, 0xff, 0x80, 'x', 0x00};
+    static const unsigned char bv[] = {0xc3, 0x28, 0x00, 0xfe};
+    ck_assert_int_eq(wcache_ingest_put(c, bk, sizeof bk, bv, sizeof bv, ++*rev), WCACHE_OK);
+    ck_assert_int_eq(wcache_ingest_put(c, "\xff\xff", 2, "", 0, ++*rev), WCACHE_OK);
+}
+
+static int kv_eq(const wcache_kv *a, const wcache_kv *b)
+{
+    return a->key_len == b->key_len && a->value_len == b->value_len &&
+           memcmp(a->key, b->key, a->key_len) == 0 &&
+           (a->value_len == 0 || memcmp(a->value, b->value, a->value_len) == 0) &&
+           a->create_revision == b->create_revision && a->mod_revision == b->mod_revision &&
+           a->version == b->version;
+}
+
+/* Every LIST item and every GET of b at rb equals a's at ra, page by page. */
+static void compare(wcache_cache *a, int64_t ra, wcache_cache *b, int64_t rb)
+{
+    wcache_view *va, *vb;
+    ck_assert_int_eq(wcache_view_create(a, &va), WCACHE_OK);
+    ck_assert_int_eq(wcache_view_create(b, &vb), WCACHE_OK);
+    ck_assert_int_eq(wcache_view_begin(va, ra), WCACHE_OK);
+    ck_assert_int_eq(wcache_view_begin(vb, rb), WCACHE_OK);
+    wcache_list_opts lo = {.size = sizeof lo};
+    wcache_kv ia[1000], g;
+    wcache_list_result ra_ = {.size = sizeof ra_}, rb_ = {.size = sizeof rb_};
+    ck_assert_int_eq(wcache_view_list(va, &lo, ia, 1000, &ra_), WCACHE_OK);
+    ck_assert_int_eq(ra_.more, 0);
+    uint64_t nb = 0;
+    ck_assert_int_eq(wcache_view_count(vb, &lo, &nb), WCACHE_OK);
+    ck_assert_uint_eq(nb, ra_.count);
+    for (size_t i = 0; i < ra_.count; i++) {
+        ck_assert_int_eq(wcache_view_get(vb, ia[i].key, ia[i].key_len, &g), WCACHE_OK);
+        ck_assert(kv_eq(&ia[i], &g));
+    }
+    wcache_kv ib[1000];
+    ck_assert_int_eq(wcache_view_list(vb, &lo, ib, 1000, &rb_), WCACHE_OK);
+    ck_assert_uint_eq(rb_.count, ra_.count);
+    for (size_t i = 0; i < rb_.count; i++)
+        ck_assert(kv_eq(&ia[i], &ib[i]));
+    wcache_view_free(va);
+    wcache_view_free(vb);
+}
+
+static wcache_snapshot_write_opts wopts(void)
+{
+    wcache_snapshot_write_opts o = {.size = sizeof o};
+    o.source_id = "etcd:cluster-1:/registry/";
+    o.source_id_len = strlen(o.source_id);
+    o.created_unix_ns = FIXED_NS;
+    o.errbuf = errbuf;
+    o.errbuf_len = sizeof errbuf;
+    return o;
+}
+
+static wcache_snapshot_read_opts ropts(void)
+{
+    wcache_snapshot_read_opts o = {.size = sizeof o};
+    o.errbuf = errbuf;
+    o.errbuf_len = sizeof errbuf;
+    return o;
+}
+
+static void roundtrip(int n, wcache_snapshot_write_opts *o)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache(), *b = new_cache();
+    fill(a, n, &rev);
+    wcache_snapshot_info wi = {.size = sizeof wi}, ri = {.size = sizeof ri};
+    ck_assert_msg(wcache_snapshot_write(a, path, o, &wi) == WCACHE_OK, "%s", errbuf);
+    ck_assert_int_eq(wi.revision, rev);
+    wcache_snapshot_read_opts r = ropts();
+    ck_assert_msg(wcache_snapshot_restore(b, path, &r, &ri) == WCACHE_OK, "%s", errbuf);
+    ck_assert_int_eq(ri.revision, rev);
+    ck_assert_uint_eq(ri.objects, wi.objects);
+    ck_assert_int_eq(wcache_cache_revision(b), rev);
+    ck_assert_int_eq(wcache_cache_compacted_revision(b), rev);
+    compare(a, rev, b, rev);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+}
+
+START_TEST(rt_basic)
+{
+    wcache_snapshot_write_opts o = wopts();
+    roundtrip(500, &o);
+}
+END_TEST
+
+START_TEST(rt_small_blocks_workers)
+{
+    wcache_snapshot_write_opts o = wopts();
+    o.block_bytes = 4096;
+    o.workers = 2;
+    o.level = 3;
+    roundtrip(700, &o);
+}
+END_TEST
+
+/* Records larger than a block travel alone in an oversized block. */
+START_TEST(rt_big_values)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache(), *b = new_cache();
+    size_t big = 300000;
+    char *v = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        v[i] = (char)(i * 7919 % 251);
+    ck_assert_int_eq(wcache_ingest_put(a, "big1", 4, v, big, ++rev), WCACHE_OK);
+    ck_assert_int_eq(wcache_ingest_put(a, "big2", 4, v, big / 2, ++rev), WCACHE_OK);
+    ck_assert_int_eq(wcache_ingest_put(a, "small", 5, "s", 1, ++rev), WCACHE_OK);
+    wcache_snapshot_write_opts o = wopts();
+    o.block_bytes = 4096;
+    ck_assert_int_eq(wcache_snapshot_write(a, path, &o, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, NULL), WCACHE_OK);
+    compare(a, rev, b, rev);
+    free(v);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+}
+END_TEST
+
+START_TEST(rt_empty)
+{
+    wcache_cache *a = new_cache(), *b = new_cache();
+    wcache_snapshot_info ri = {.size = sizeof ri};
+    ck_assert_int_eq(wcache_snapshot_write(a, path, NULL, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, &ri), WCACHE_OK);
+    ck_assert_int_eq(ri.revision, 0);
+    ck_assert_uint_eq(ri.objects, 0);
+    ck_assert_int_eq(wcache_cache_revision(b), 0);
+    wcache_cache_close(b);
+    /* Everything deleted: empty, but at a revision. */
+    ck_assert_int_eq(wcache_ingest_put(a, "k", 1, "v", 1, 5), WCACHE_OK);
+    ck_assert_int_eq(wcache_ingest_delete(a, "k", 1, 6), WCACHE_OK);
+    b = new_cache();
+    ck_assert_int_eq(wcache_snapshot_write(a, path, NULL, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, &ri), WCACHE_OK);
+    ck_assert_int_eq(ri.revision, 6);
+    ck_assert_int_eq(wcache_cache_revision(b), 6);
+    compare(a, 6, b, 6);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+}
+END_TEST
+
+/* The writer reads one revision while ingest goes on (here: from inside
+ * its own progress callback, which runs between blocks). */
+static int ingest_during(int st, uint64_t bytes, uint64_t objs, uint64_t total, void *ud)
+{
+    (void)bytes, (void)objs, (void)total;
+    wcache_cache *c = ud;
+    if (st != WCACHE_SNAP_STEP_WRITE)
+        return 0;
+    int64_t r = wcache_cache_revision(c) + 1;
+    char k[32];
+    int kl = snprintf(k, sizeof k, "/registry/pods/ns0/pod-%05d", (int)(r % 300));
+    return wcache_ingest_put(c, k, (size_t)kl, "late", 4, r) != WCACHE_OK;
+}
+
+START_TEST(rt_ingest_goes_on)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache(), *b = new_cache();
+    fill(a, 400, &rev);
+    wcache_snapshot_write_opts o = wopts();
+    o.block_bytes = 4096;
+    o.progress = ingest_during;
+    o.userdata = a;
+    wcache_snapshot_info wi = {.size = sizeof wi};
+    ck_assert_msg(wcache_snapshot_write(a, path, &o, &wi) == WCACHE_OK, "%s", errbuf);
+    ck_assert_int_eq(wi.revision, rev);
+    ck_assert_int_gt(wcache_cache_revision(a), rev);
+    ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, NULL), WCACHE_OK);
+    compare(a, rev, b, rev);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+}
+END_TEST
+
+/* Same state, same options: the same bytes, with or without workers. */
+typedef struct membuf {
+    unsigned char *p;
+    size_t n, cap;
+} membuf;
+
+static int mem_sink(const void *buf, size_t len, void *ud)
+{
+    membuf *m = ud;
+    if (m->n + len > m->cap) {
+        m->cap = (m->n + len) * 2;
+        m->p = realloc(m->p, m->cap);
+    }
+    memcpy(m->p + m->n, buf, len);
+    m->n += len;
+    return WCACHE_OK;
+}
+
+static membuf snap_bytes(wcache_cache *c, int workers)
+{
+    membuf m = {0};
+    wcache_snapshot_write_opts o = wopts();
+    o.block_bytes = 4096;
+    o.workers = workers;
+    ck_assert_int_eq(wcache_snapshot_write_to(c, mem_sink, &m, &o, NULL), WCACHE_OK);
+    return m;
+}
+
+START_TEST(deterministic_workers)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache();
+    fill(a, 600, &rev);
+    membuf m0 = snap_bytes(a, 0), m3 = snap_bytes(a, 3);
+    ck_assert_uint_eq(m0.n, m3.n);
+    ck_assert(memcmp(m0.p, m3.p, m0.n) == 0);
+    wcache_snapshot *s;
+    ck_assert_int_eq(wcache_snapshot_open_mem(&s, m0.p, m0.n, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_verify(s), WCACHE_OK);
+    wcache_snapshot_close(s);
+    free(m0.p);
+    free(m3.p);
+    wcache_cache_close(a);
+}
+END_TEST
+
+START_TEST(iterate_in_order)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache();
+    fill(a, 300, &rev);
+    ck_assert_int_eq(wcache_snapshot_write(a, path, NULL, NULL), WCACHE_OK);
+    wcache_snapshot *s;
+    wcache_snapshot_info in = {.size = sizeof in};
+    ck_assert_int_eq(wcache_snapshot_open(&s, path, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_get_info(s, &in), WCACHE_OK);
+    ck_assert_uint_eq(in.format_major, WCACHE_SNAP_FORMAT_MAJOR);
+    wcache_kv kv;
+    uint64_t n = 0;
+    int rc;
+    while ((rc = wcache_snapshot_next(s, &kv)) == WCACHE_OK)
+        n++;
+    ck_assert_int_eq(rc, WCACHE_ENOTFOUND);
+    ck_assert_int_eq(wcache_snapshot_next(s, &kv), WCACHE_ENOTFOUND);
+    ck_assert_uint_eq(n, in.objects);
+    wcache_snapshot_close(s);
+    wcache_cache_close(a);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Crash points                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct crash {
+    int at, calls, last_step, hard;
+} crash;
+
+static int crash_cb(int st, uint64_t bytes, uint64_t objs, uint64_t total, void *ud)
+{
+    (void)bytes, (void)objs, (void)total;
+    crash *k = ud;
+    k->last_step = st;
+    if (st == WCACHE_SNAP_STEP_DONE || k->calls++ != k->at)
+        return 0;
+    if (k->hard)
+        _exit(0); /* a real crash: nothing cleans up */
+    return 1;
+}
+
+static int count_temps(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(d)) != NULL)
+        n += strstr(de->d_name, ".tmp.") != NULL;
+    closedir(d);
+    return n;
+}
+
+/* The file at path holds exactly the state of c at rev. */
+static void assert_holds(wcache_cache *c, int64_t rev)
+{
+    wcache_cache *b = new_cache();
+    ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_cache_revision(b), rev);
+    compare(c, rev, b, rev);
+    wcache_cache_close(b);
+}
+
+static void crash_at(wcache_cache *old, int64_t old_rev, wcache_cache *c, int64_t rev,
+                     int at, int hard, int *steps_seen)
+{
+    crash k = {.at = at, .hard = hard};
+    wcache_snapshot_write_opts o = wopts();
+    o.block_bytes = 4096;
+    o.progress = crash_cb;
+    o.userdata = &k;
+    int rc;
+    if (hard) {
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(wcache_snapshot_write(c, path, &o, NULL) == WCACHE_OK ? 0 : 3);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        rc = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+        ck_assert_int_eq(rc, 0);
+    } else {
+        rc = wcache_snapshot_write(c, path, &o, NULL);
+        *steps_seen = k.calls;
+        if (k.calls <= at) {
+            ck_assert_int_eq(rc, WCACHE_OK);
+            return;
+        }
+        ck_assert_int_eq(rc, WCACHE_ESTOPPED);
+        ck_assert_int_eq(count_temps(), 0);
+    }
+    /* Stopped before the rename: the old file; after it: the new one. */
+    if (!hard && k.last_step == WCACHE_SNAP_STEP_SYNC_DIR)
+        assert_holds(c, rev);
+    else if (!hard)
+        assert_holds(old, old_rev);
+    else {
+        wcache_cache *b = new_cache();
+        ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, NULL), WCACHE_OK);
+        int64_t r = wcache_cache_revision(b);
+        ck_assert(r == old_rev || r == rev);
+        compare(r == rev ? c : old, r, b, r);
+        wcache_cache_close(b);
+        /* A leftover temp file is no snapshot to prune or to restore. */
+        size_t removed = 9;
+        ck_assert_int_eq(wcache_snapshot_prune(dir, NULL, 1, &removed), WCACHE_OK);
+        ck_assert_uint_eq(removed, 0);
+        rm_tmp();
+        ck_assert_int_eq(mkdir(dir, 0700), 0);
+    }
+}
+
+static void crash_points(int hard)
+{
+    int64_t r1 = 0, r2;
+    wcache_cache *old = new_cache();
+    fill(old, 50, &r1);
+    wcache_cache *c = new_cache();
+    r2 = 0;
+    fill(c, 300, &r2);
+    int total = 0;
+    for (int at = 0;; at++) {
+        if (hard || at == 0) {
+            /* Put the previous snapshot back for every run. */
+            ck_assert_int_eq(wcache_snapshot_write(old, path, NULL, NULL), WCACHE_OK);
+        }
+        int seen = 0;
+        crash_at(old, r1, c, r2, at, hard, &seen);
+        if (!hard && seen <= at) {
+            total = at;
+            break;
+        }
+        if (!hard)
+            ck_assert_int_eq(wcache_snapshot_write(old, path, NULL, NULL), WCACHE_OK);
+        if (hard && at > 60)
+            break;
+    }
+    ck_assert(hard || total > 10);
+    wcache_cache_close(old);
+    wcache_cache_close(c);
+}
+
+START_TEST(crash_soft_every_step)
+{
+    crash_points(0);
+}
+END_TEST
+
+START_TEST(crash_hard_fork)
+{
+    crash_points(1);
+}
+END_TEST
+
+START_TEST(write_errors)
+{
+    wcache_cache *c = new_cache();
+    wcache_snapshot_write_opts o = wopts();
+    snprintf(path, sizeof path, "%s/no/such/dir/x.wcsnap", dir);
+    ck_assert_int_eq(wcache_snapshot_write(c, path, &o, NULL), WCACHE_ESYS);
+    ck_assert_ptr_nonnull(strstr(errbuf, "no/such"));
+    o.level = 99;
+    ck_assert_int_eq(wcache_snapshot_write(c, path, &o, NULL), WCACHE_EINVAL);
+    o = wopts();
+    o.revision = 5;
+    snprintf(path, sizeof path, "%s/a.wcsnap", dir);
+    ck_assert_int_eq(wcache_snapshot_write(c, path, &o, NULL), WCACHE_EFUTURE);
+    ck_assert_int_eq(count_temps(), 0);
+    wcache_cache_close(c);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Damage                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static membuf good;
+
+static void good_setup(void)
+{
+    int64_t rev = 0;
+    mkdir_tmp();
+    wcache_cache *a = new_cache();
+    fill(a, 120, &rev);
+    good = snap_bytes(a, 0);
+    wcache_cache_close(a);
+}
+
+static void good_teardown(void)
+{
+    free(good.p);
+    memset(&good, 0, sizeof good);
+    rm_tmp();
+}
+
+static int read_mem(const void *p, size_t n, wcache_snapshot_read_opts *o)
+{
+    wcache_snapshot *s;
+    int rc = wcache_snapshot_open_mem(&s, p, n, o);
+    if (rc)
+        return rc;
+    rc = wcache_snapshot_verify(s);
+    wcache_snapshot_close(s);
+    return rc;
+}
+
+/* Restore of damaged bytes: the given error, and the cache left as it was. */
+static void restore_fails(const void *p, size_t n, int code)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_uint_eq(fwrite(p, 1, n, f), n);
+    fclose(f);
+    wcache_cache *c = new_cache();
+    wcache_snapshot_read_opts o = ropts();
+    errbuf[0] = 0;
+    ck_assert_int_eq(wcache_snapshot_restore(c, path, &o, NULL), code);
+    ck_assert_msg(errbuf[0] != 0, "no message for %s", wcache_strerror(code));
+    ck_assert_int_eq(wcache_cache_revision(c), 0);
+    wcache_stat st = {.size = sizeof st};
+    ck_assert_int_eq(wcache_cache_stat(c, &st), WCACHE_OK);
+    ck_assert_uint_eq(st.objects, 0);
+    wcache_cache_close(c);
+}
+
+START_TEST(damage_truncated)
+{
+    ck_assert_int_eq(read_mem(good.p, good.n, NULL), WCACHE_OK);
+    for (size_t n = 0; n < good.n; n++)
+        ck_assert_int_eq(read_mem(good.p, n, NULL), WCACHE_ECORRUPT);
+    restore_fails(good.p, good.n - 1, WCACHE_ECORRUPT);
+    restore_fails(good.p, good.n / 2, WCACHE_ECORRUPT);
+}
+END_TEST
+
+START_TEST(damage_bit_flips)
+{
+    unsigned char *p = malloc(good.n);
+    for (size_t i = 0; i < good.n; i++) {
+        for (int bit = 0; bit < 8; bit += 3) {
+            memcpy(p, good.p, good.n);
+            p[i] ^= (unsigned char)(1u << bit);
+            int rc = read_mem(p, good.n, NULL);
+            ck_assert_msg(rc == WCACHE_ECORRUPT || rc == WCACHE_EVERSION || rc == WCACHE_EZSTD ||
+                              rc == WCACHE_ETOOBIG,
+                          "flip at %zu bit %d: %s", i, bit, wcache_strerror(rc));
+        }
+    }
+    memcpy(p, good.p, good.n);
+    p[good.n / 2] ^= 0x10;
+    restore_fails(p, good.n, WCACHE_ECORRUPT);
+    free(p);
+}
+END_TEST
+
+static void rehash_header(unsigned char *p)
+{
+    uint32_t hl = (uint32_t)p[16] | (uint32_t)p[17] << 8 | (uint32_t)p[18] << 16;
+    XXH64_hash_t h = XXH3_64bits(p, hl - 8);
+    for (int i = 0; i < 8; i++)
+        p[hl - 8 + i] = (unsigned char)(h >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Recompute the trailer's own and the whole-file checksums. */
+static void rehash_trailer(unsigned char *p, size_t n)
+{
+    unsigned char *t = p + n - 64;
+    put64(t + 40, XXH3_64bits(t, 40));
+    put64(t + 48, XXH3_64bits(p, n - 16));
+}
+
+START_TEST(damage_magic_and_versions)
+{
+    unsigned char *p = malloc(good.n);
+    memcpy(p, good.p, good.n);
+    p[1] = 'X';
+    ck_assert_int_eq(read_mem(p, good.n, NULL), WCACHE_ECORRUPT);
+    restore_fails(p, good.n, WCACHE_ECORRUPT);
+    memcpy(p, good.p, good.n);
+    p[8] = 2; /* a future major version */
+    ck_assert_int_eq(read_mem(p, good.n, NULL), WCACHE_EVERSION);
+    restore_fails(p, good.n, WCACHE_EVERSION);
+    /* A future minor version is read, ignoring what it does not know... */
+    memcpy(p, good.p, good.n);
+    p[10] = 7;
+    p[14] = 0x5a; /* an optional flag */
+    rehash_header(p);
+    rehash_trailer(p, good.n);
+    ck_assert_int_eq(read_mem(p, good.n, NULL), WCACHE_OK);
+    /* ...unless it sets a flag that must be understood. */
+    p[12] = 0x01;
+    rehash_header(p);
+    rehash_trailer(p, good.n);
+    ck_assert_int_eq(read_mem(p, good.n, NULL), WCACHE_EVERSION);
+    restore_fails(p, good.n, WCACHE_EVERSION);
+    free(p);
+}
+END_TEST
+
+START_TEST(damage_counts)
+{
+    unsigned char *p = malloc(good.n);
+    memcpy(p, good.p, good.n);
+    p[40] ^= 1; /* header object count */
+    rehash_header(p);
+    rehash_trailer(p, good.n);
+    ck_assert_int_eq(read_mem(p, good.n, NULL), WCACHE_ECORRUPT);
+    restore_fails(p, good.n, WCACHE_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(errbuf, "count"));
+    memcpy(p, good.p, good.n);
+    p[good.n - 64 + 24] ^= 1; /* trailer kv byte count */
+    rehash_trailer(p, good.n);
+    ck_assert_int_eq(read_mem(p, good.n, NULL), WCACHE_ECORRUPT);
+    restore_fails(p, good.n, WCACHE_ECORRUPT);
+    ck_assert_ptr_nonnull(strstr(errbuf, "count"));
+    free(p);
+}
+END_TEST
+
+/* Recompute the checksum of the block whose frame is at p + off. */
+static void rehash_block(unsigned char *p, size_t off)
+{
+    uint32_t cs = (uint32_t)p[off + 16] | (uint32_t)p[off + 17] << 8 |
+                  (uint32_t)p[off + 18] << 16 | (uint32_t)p[off + 19] << 24;
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, p + off, 24);
+    XXH3_64bits_update(&st, p + off + 32, cs);
+    put64(p + off + 24, XXH3_64bits_digest(&st));
+}
+
+/* A small file that decompresses to far more than the reader allows. */
+START_TEST(damage_bomb)
+{
+    wcache_cache *a = new_cache();
+    size_t big = 3u << 20;
+    char *v = calloc(1, big);
+    ck_assert_int_eq(wcache_ingest_put(a, "zeros", 5, v, big, 1), WCACHE_OK);
+    free(v);
+    membuf m = {0};
+    wcache_snapshot_write_opts o = wopts();
+    ck_assert_int_eq(wcache_snapshot_write_to(a, mem_sink, &m, &o, NULL), WCACHE_OK);
+    ck_assert_uint_lt(m.n, 4096);
+    wcache_snapshot_read_opts r = ropts();
+    r.max_block_bytes = 1u << 20;
+    ck_assert_int_eq(read_mem(m.p, m.n, &r), WCACHE_ETOOBIG);
+    ck_assert_ptr_nonnull(strstr(errbuf, "max_block_bytes"));
+    ck_assert_int_eq(read_mem(m.p, m.n, NULL), WCACHE_OK);
+    /* A frame header that understates the size is refused before zstd runs. */
+    unsigned char *p = malloc(m.n);
+    memcpy(p, m.p, m.n);
+    size_t hl = (size_t)p[16] | (size_t)p[17] << 8;
+    p[hl + 20] = 0x10, p[hl + 21] = 0, p[hl + 22] = 0, p[hl + 23] = 0;
+    rehash_block(p, hl);
+    rehash_trailer(p, m.n);
+    ck_assert_int_eq(read_mem(p, m.n, NULL), WCACHE_ECORRUPT);
+    restore_fails(p, m.n, WCACHE_ECORRUPT);
+    /* A checksummed block that is not a zstd frame at all. */
+    memcpy(p, m.p, m.n);
+    p[hl + 32] ^= 0xff;
+    rehash_block(p, hl);
+    rehash_trailer(p, m.n);
+    ck_assert_int_eq(read_mem(p, m.n, NULL), WCACHE_EZSTD);
+    restore_fails(p, m.n, WCACHE_EZSTD);
+    free(p);
+    free(m.p);
+    wcache_cache_close(a);
+}
+END_TEST
+
+START_TEST(restore_refusals)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache();
+    fill(a, 30, &rev);
+    wcache_snapshot_write_opts w = wopts();
+    ck_assert_int_eq(wcache_snapshot_write(a, path, &w, NULL), WCACHE_OK);
+    wcache_cache *b = new_cache();
+    wcache_snapshot_read_opts r = ropts();
+    r.expect_source_id = "etcd:cluster-2:/registry/";
+    r.expect_source_id_len = strlen(r.expect_source_id);
+    ck_assert_int_eq(wcache_snapshot_restore(b, path, &r, NULL), WCACHE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(errbuf, "cluster-2"));
+    ck_assert_int_eq(wcache_cache_revision(b), 0);
+    r.expect_source_id = w.source_id;
+    r.expect_source_id_len = w.source_id_len;
+    ck_assert_int_eq(wcache_snapshot_restore(b, path, &r, NULL), WCACHE_OK);
+    /* Not empty any more. */
+    ck_assert_int_eq(wcache_snapshot_restore(b, path, &r, NULL), WCACHE_ESTATE);
+    ck_assert_int_eq(wcache_snapshot_restore(a, path, NULL, NULL), WCACHE_ESTATE);
+    ck_assert_int_eq(wcache_cache_revision(a), rev);
+    snprintf(path, sizeof path, "%s/missing.wcsnap", dir);
+    wcache_cache *c = new_cache();
+    ck_assert_int_eq(wcache_snapshot_restore(c, path, NULL, NULL), WCACHE_ESYS);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+    wcache_cache_close(c);
+}
+END_TEST
+
+START_TEST(prune_keeps_newest)
+{
+    wcache_cache *c = new_cache();
+    char p[400];
+    for (int i = 1; i <= 5; i++) {
+        ck_assert_int_eq(wcache_ingest_put(c, "k", 1, "v", 1, i * 10), WCACHE_OK);
+        snprintf(p, sizeof p, "%s/snap-%d.wcsnap", dir, 6 - i); /* names disagree with age */
+        ck_assert_int_eq(wcache_snapshot_write(c, p, NULL, NULL), WCACHE_OK);
+    }
+    snprintf(p, sizeof p, "%s/snap-junk.wcsnap", dir);
+    FILE *f = fopen(p, "w");
+    fputs("not a snapshot", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/.snap-9.wcsnap.tmp.abcdef", dir);
+    f = fopen(p, "w");
+    fclose(f);
+    size_t removed = 0;
+    ck_assert_int_eq(wcache_snapshot_prune(dir, "snap-", 2, &removed), WCACHE_OK);
+    ck_assert_uint_eq(removed, 3);
+    const char *left[] = {"snap-1.wcsnap", "snap-2.wcsnap", "snap-junk.wcsnap",
+                          ".snap-9.wcsnap.tmp.abcdef"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, left[i]);
+        ck_assert_msg(access(p, F_OK) == 0, "%s", left[i]);
+    }
+    snprintf(p, sizeof p, "%s/snap-3.wcsnap", dir);
+    ck_assert_int_ne(access(p, F_OK), 0);
+    ck_assert_int_eq(wcache_snapshot_prune(dir, "other-", 0, &removed), WCACHE_OK);
+    ck_assert_uint_eq(removed, 0);
+    wcache_cache_close(c);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Golden file of format 1.0 (written by tests/data/gen_golden.c)          */
+/* ------------------------------------------------------------------------ */
+
+static int open_golden(wcache_snapshot **s)
+{
+    const char *env = getenv("WCACHE_TEST_DATA");
+    const char *dirs[] = {env ? env : "tests/data", "tests/data", "data", "../tests/data"};
+    char p[512];
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        snprintf(p, sizeof p, "%s/golden-v1.wcsnap", dirs[i]);
+        if (access(p, R_OK) == 0)
+            return wcache_snapshot_open(s, p, NULL);
+    }
+    return WCACHE_ESYS;
+}
+
+START_TEST(golden_v1)
+{
+    wcache_snapshot *s;
+    ck_assert_int_eq(open_golden(&s), WCACHE_OK);
+    wcache_snapshot_info in = {.size = sizeof in};
+    ck_assert_int_eq(wcache_snapshot_get_info(s, &in), WCACHE_OK);
+    ck_assert_uint_eq(in.format_major, 1);
+    ck_assert_uint_eq(in.format_minor, 0);
+    ck_assert_int_eq(in.revision, 12);
+    ck_assert_int_eq(in.compacted_revision, 3);
+    ck_assert_uint_eq(in.objects, 4);
+    ck_assert_int_eq(in.created_unix_ns, FIXED_NS);
+    ck_assert_uint_eq(in.source_id_len, strlen("golden:/registry/"));
+    ck_assert(memcmp(in.source_id, "golden:/registry/", in.source_id_len) == 0);
+    static const wcache_kv want[] = {
+        {"/registry/a", 11, "alpha-2", 7, 1, 9, 2},
+        {"/registry/b\xff", 12, "\x00\x01\x02", 3, 2, 2, 1},
+        {"/registry/c", 11, "", 0, 10, 10, 1},
+        {"/registry/d", 11, "{\"kind\":\"Pod\"}", 14, 4, 12, 3},
+    };
+    wcache_kv kv;
+    for (size_t i = 0; i < 4; i++) {
+        ck_assert_int_eq(wcache_snapshot_next(s, &kv), WCACHE_OK);
+        ck_assert_msg(kv_eq(&kv, &want[i]), "record %zu", i);
+    }
+    ck_assert_int_eq(wcache_snapshot_next(s, &kv), WCACHE_ENOTFOUND);
+    wcache_snapshot_close(s);
+}
+END_TEST
+
+Suite *snapshot_suite(void)
+{
+    Suite *s = suite_create("snapshot");
+    TCase *t = tcase_create("roundtrip");
+    tcase_add_checked_fixture(t, mkdir_tmp, rm_tmp);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, rt_basic);
+    tcase_add_test(t, rt_small_blocks_workers);
+    tcase_add_test(t, rt_big_values);
+    tcase_add_test(t, rt_empty);
+    tcase_add_test(t, rt_ingest_goes_on);
+    tcase_add_test(t, deterministic_workers);
+    tcase_add_test(t, iterate_in_order);
+    tcase_add_test(t, restore_refusals);
+    tcase_add_test(t, prune_keeps_newest);
+    tcase_add_test(t, golden_v1);
+    suite_add_tcase(s, t);
+    t = tcase_create("crash");
+    tcase_add_checked_fixture(t, mkdir_tmp, rm_tmp);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, crash_soft_every_step);
+    tcase_add_test(t, crash_hard_fork);
+    tcase_add_test(t, write_errors);
+    suite_add_tcase(s, t);
+    t = tcase_create("damage");
+    tcase_add_checked_fixture(t, good_setup, good_teardown);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, damage_truncated);
+    tcase_add_test(t, damage_bit_flips);
+    tcase_add_test(t, damage_magic_and_versions);
+    tcase_add_test(t, damage_counts);
+    tcase_add_test(t, damage_bomb);
+    suite_add_tcase(s, t);
+    return s;
+}
