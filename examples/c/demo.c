@@ -33,7 +33,7 @@
 #define STREAM_EVENTS 20000 /* watch events after the LIST */
 #define RETAIN 5000         /* revisions kept readable below the latest */
 #define BATCH_EVERY 2500    /* a multi-key transaction every this many events */
-#define PAGE 100            /* LIST page size */
+#define PAGE 20             /* LIST page size */
 #define MAX_PODS (INITIAL_PODS + STREAM_EVENTS)
 
 typedef struct demo {
@@ -266,6 +266,8 @@ static long list_pages(demo *d, wcache_view *v, const char *token_in, char *toke
     o.prefix_len = ns_prefix(d, prefix, sizeof prefix);
     if (token_in)
         snprintf(tok, sizeof tok, "%s", token_in);
+    if (token)
+        token[0] = 0;
     for (*pages = 0;;) {
         wcache_list_result res = {.size = sizeof res};
         int rc;
@@ -332,6 +334,10 @@ static int step_read_past(demo *d, wcache_view *v)
     wcache_view_end(v);
     if (first < 0)
         return 1;
+    if (!token[0]) {
+        printf("   LIST: %ld pods, all in one page\n", first);
+        return 0;
+    }
     rc = wcache_token_revision(token, strlen(token), &token_rev);
     if (rc == WCACHE_OK)
         rc = wcache_view_begin(v, token_rev);
