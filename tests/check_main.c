@@ -39,7 +39,8 @@ int main(void)
     /* Zero tests under a CK_RUN_SUITE filter usually means a misspelt name. */
     if (run == 0)
         fprintf(stderr, "check_main: no test ran%s\n",
-                getenv("CK_RUN_SUITE") || getenv("CK_RUN_CASE") ? " (check CK_RUN_SUITE / CK_RUN_CASE)"
-                                                                : "");
+                getenv("CK_RUN_SUITE") || getenv("CK_RUN_CASE")
+                    ? " (check CK_RUN_SUITE / CK_RUN_CASE)"
+                    : "");
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
