@@ -166,7 +166,15 @@ tools: $(WCACHE_BIN)
 .PHONY: c-examples
 c-examples: $(EX_BINS)
 
-$(B)/obj/%.o: %.c $(CONFIG_MK)
+# Objects depend on the flags they were built with, so that switching, say,
+# CI=true on in a built tree recompiles instead of reusing -Werror-less objects.
+FLAGS_STAMP := $(B)/flags.stamp
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(@D)
+	$(file > $@.tmp,$(VCC) $(CPPFLAGS_ALL) $(LIB_CFLAGS) | $(APP_CFLAGS) | $(CHECK_CFLAGS) | $(LDFLAGS_ALL))
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+$(B)/obj/%.o: %.c $(CONFIG_MK) $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(VCC) $(CPPFLAGS_ALL) $(if $(filter lib/%,$<),$(LIB_CFLAGS) -Ilib,$(APP_CFLAGS) -I.) \
 	    $(if $(filter tests/%,$<),$(CHECK_CFLAGS)) -MMD -MP -c $< -o $@
@@ -226,15 +234,15 @@ $(B)/gen/public/suites.inc: FORCE
 $(B)/gen/internal/suites.inc: FORCE
 	$(call gen-suites,$(WB_SRCS))
 
-$(B)/obj/tests/check_main_public.o: tests/check_main.c $(B)/gen/public/suites.inc $(CONFIG_MK)
+$(B)/obj/tests/check_main_public.o: tests/check_main.c $(B)/gen/public/suites.inc $(CONFIG_MK) $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(VCC) $(CPPFLAGS_ALL) $(APP_CFLAGS) $(CHECK_CFLAGS) -I$(B)/gen/public -MMD -MP -c $< -o $@
-$(B)/obj/tests/check_main_internal.o: tests/check_main.c $(B)/gen/internal/suites.inc $(CONFIG_MK)
+$(B)/obj/tests/check_main_internal.o: tests/check_main.c $(B)/gen/internal/suites.inc $(CONFIG_MK) $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(VCC) $(CPPFLAGS_ALL) $(APP_CFLAGS) $(CHECK_CFLAGS) -I$(B)/gen/internal -MMD -MP -c $< -o $@
 
 # White-box tests see lib/'s private headers.
-$(B)/obj/tests/wb_%.o: tests/wb_%.c $(CONFIG_MK)
+$(B)/obj/tests/wb_%.o: tests/wb_%.c $(CONFIG_MK) $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	$(VCC) $(CPPFLAGS_ALL) -Ilib $(APP_CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
 
