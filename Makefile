@@ -170,7 +170,7 @@ c-examples: $(EX_BINS)
 # CI=true on in a built tree recompiles instead of reusing -Werror-less objects.
 FLAGS_STAMP := $(B)/flags.stamp
 $(FLAGS_STAMP): FORCE
-	@mkdir -p $(@D)
+	$(shell mkdir -p $(@D))
 	$(file > $@.tmp,$(VCC) $(CPPFLAGS_ALL) $(LIB_CFLAGS) | $(APP_CFLAGS) | $(CHECK_CFLAGS) | $(LDFLAGS_ALL))
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
