@@ -49,13 +49,38 @@ void wci_hash_fini(wci_hash *h, const wci_alloc *al)
     atomic_store_explicit(&h->tab, NULL, memory_order_relaxed);
 }
 
+/* Keys come from an allocator that aligns "for any type" (at least 8), so
+ * the low three bits of a key pointer are free for a tag. */
+#define TAG_MASK ((uintptr_t)7)
+
+static uintptr_t tag_of(uint64_t hv)
+{
+    return (uintptr_t)(hv >> 61);
+}
+
+static uintptr_t encode(wci_key *k)
+{
+    return (uintptr_t)k | tag_of(k->hash);
+}
+
+static wci_key *decode(uintptr_t s)
+{
+    return (wci_key *)(s & ~TAG_MASK);
+}
+
 wci_key *wci_hash_find(const wci_htab *t, const void *key, size_t len, uint64_t hv)
 {
+    uintptr_t want = tag_of(hv);
     for (size_t i = hv & t->mask;; i = (i + 1) & t->mask) {
-        wci_key *k = atomic_load_explicit(&t->s[i], memory_order_acquire);
-        if (!k)
+        uintptr_t s = atomic_load_explicit(&((wci_htab *)t)->s[i], memory_order_acquire);
+        if (!s)
             return NULL;
-        if (k != WCI_HT_DEL && k->hash == hv && k->klen == len && !memcmp(k->key, key, len))
+        if (s == WCI_HT_DEL)
+            continue;
+        if ((s & TAG_MASK) != want)
+            continue;
+        wci_key *k = decode(s);
+        if (k->hash == hv && k->klen == len && !memcmp(k->key, key, len))
             return k;
     }
 }
@@ -65,7 +90,7 @@ static void place(wci_htab *t, wci_key *k)
     size_t i = k->hash & t->mask;
     while (atomic_load_explicit(&t->s[i], memory_order_relaxed))
         i = (i + 1) & t->mask;
-    atomic_store_explicit(&t->s[i], k, memory_order_release);
+    atomic_store_explicit(&t->s[i], encode(k), memory_order_release);
 }
 
 /* Rebuild at a capacity fitting live + more at <= 50% load. */
@@ -84,9 +109,9 @@ static int rebuild(wcache_cache *c, size_t more)
         return -1;
     }
     for (size_t i = 0; i <= old->mask; i++) {
-        wci_key *k = atomic_load_explicit(&old->s[i], memory_order_relaxed);
-        if (k && k != WCI_HT_DEL)
-            place(t, k);
+        uintptr_t x = atomic_load_explicit(&old->s[i], memory_order_relaxed);
+        if (x && x != WCI_HT_DEL)
+            place(t, decode(x));
     }
     atomic_store_explicit(&h->tab, t, memory_order_release);
     h->used = h->live;
@@ -115,10 +140,10 @@ void wci_hash_remove(wci_hash *h, wci_key *k)
 {
     wci_htab *t = atomic_load_explicit(&h->tab, memory_order_relaxed);
     for (size_t i = k->hash & t->mask;; i = (i + 1) & t->mask) {
-        wci_key *x = atomic_load_explicit(&t->s[i], memory_order_relaxed);
+        uintptr_t x = atomic_load_explicit(&t->s[i], memory_order_relaxed);
         if (!x)
             return;
-        if (x == k) {
+        if (x != WCI_HT_DEL && decode(x) == k) {
             atomic_store_explicit(&t->s[i], WCI_HT_DEL, memory_order_release);
             h->live--;
             return;

@@ -81,9 +81,10 @@ wcache_code wcache_view_begin(wcache_view *v, int64_t rev)
     wcache_view_end(v);
     if (!v->c->open)
         return WCACHE_ESTATE;
-    v->slot = wci_slot_claim(&v->c->rc);
+    v->slot = wci_slot_claim(&v->c->rc, v->last);
     if (!v->slot)
         return WCACHE_EBUSY;
+    v->last = v->slot;
     wcache_code rc = pin(v, rev);
     if (rc != WCACHE_OK) {
         wci_slot_release(v->slot);

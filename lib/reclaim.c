@@ -40,20 +40,30 @@ int wci_reclaim_init(wci_reclaim *r, const wci_alloc *al, uint32_t nslots)
     return 0;
 }
 
-wci_slot *wci_slot_claim(wci_reclaim *r)
+static bool try_claim(wci_reclaim *r, uint32_t j)
 {
+    uint64_t expect = 0;
+    if (atomic_load_explicit(&r->slots[j].epoch, memory_order_relaxed) != 0)
+        return false;
+    if (!atomic_compare_exchange_strong(&r->slots[j].epoch, &expect, WCI_SLOT_CLAIMED))
+        return false;
+    uint32_t h = atomic_load(&r->hwm);
+    while (h < j + 1 && !atomic_compare_exchange_weak(&r->hwm, &h, j + 1))
+        ;
+    return true;
+}
+
+/* A view that begins again usually finds its previous slot free, and that
+ * slot's cache line is likely still its own: try it before the shared hint. */
+wci_slot *wci_slot_claim(wci_reclaim *r, wci_slot *prefer)
+{
+    if (prefer && try_claim(r, (uint32_t)(prefer - r->slots)))
+        return prefer;
     uint32_t start = atomic_fetch_add_explicit(&r->hint, 1, memory_order_relaxed);
     for (uint32_t i = 0; i < r->nslots; i++) {
         uint32_t j = (start + i) % r->nslots;
-        uint64_t expect = 0;
-        if (atomic_load_explicit(&r->slots[j].epoch, memory_order_relaxed) != 0)
-            continue;
-        if (!atomic_compare_exchange_strong(&r->slots[j].epoch, &expect, WCI_SLOT_CLAIMED))
-            continue;
-        uint32_t h = atomic_load(&r->hwm);
-        while (h < j + 1 && !atomic_compare_exchange_weak(&r->hwm, &h, j + 1))
-            ;
-        return &r->slots[j];
+        if (try_claim(r, j))
+            return &r->slots[j];
     }
     return NULL;
 }

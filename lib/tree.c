@@ -472,8 +472,14 @@ wci_key *wci_iter_next(wci_iter *it)
         if (n->leaf && i < n->n) {
             it->idx[it->depth] = (uint16_t)(i + 1);
             const leaf *lf = (const leaf *)n;
-            if (i + 8 < n->n) /* the caller dereferences keys: start early */
-                __builtin_prefetch(lf->ent[i + 8]);
+            /* The caller loads each key and then its newest version: ask
+             * for keys 16 ahead and for versions of keys 8 ahead, so the
+             * misses overlap instead of following one another. */
+            if (i + 16 < n->n)
+                __builtin_prefetch(lf->ent[i + 16]);
+            if (i + 8 < n->n)
+                __builtin_prefetch(
+                    atomic_load_explicit(&lf->ent[i + 8]->head, memory_order_relaxed));
             return lf->ent[i];
         }
         /* this node is done: go up and take the next child */

@@ -84,12 +84,15 @@ typedef struct wci_reclaim {
 
 /* ---- hash.c: key -> wci_key, open addressing, lock-free readers ---- */
 
+/* A slot holds 0 (empty), WCI_HT_DEL, or a key pointer whose low three
+ * bits carry a tag from the hash, so that a probe skips most other keys
+ * without loading them (a cache miss saved per collision). */
 typedef struct wci_htab {
-    size_t mask;           /* capacity - 1 */
-    wci_key *_Atomic s[];  /* NULL empty, WCI_HT_DEL deleted */
+    size_t mask;             /* capacity - 1 */
+    _Atomic uintptr_t s[];
 } wci_htab;
 
-#define WCI_HT_DEL ((wci_key *)(uintptr_t)1)
+#define WCI_HT_DEL ((uintptr_t)1)
 
 typedef struct wci_hash {
     wci_htab *_Atomic tab;
@@ -172,6 +175,7 @@ struct wcache_view {
     uint32_t magic;
     wcache_cache *c;
     wci_slot *slot; /* NULL when not pinned */
+    wci_slot *last; /* the slot of the previous pin, tried first */
     int64_t rev;
     char *tok;      /* last continue token */
     size_t tokcap;
@@ -208,7 +212,7 @@ int64_t wci_now(wcache_cache *c);
 /* reclaim.c */
 int wci_reclaim_init(wci_reclaim *r, const wci_alloc *al, uint32_t nslots);
 void wci_reclaim_fini(wcache_cache *c);
-wci_slot *wci_slot_claim(wci_reclaim *r);
+wci_slot *wci_slot_claim(wci_reclaim *r, wci_slot *prefer);
 void wci_slot_release(wci_slot *s);
 void wci_slot_pin(wci_slot *s, uint64_t epoch, int64_t rev);
 /* Retire p for freeing once no reader can hold it.  On ENOMEM the retire
