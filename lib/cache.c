@@ -149,9 +149,8 @@ void wcache_cache_close(wcache_cache *c)
     if (!wci_cache_ok(c))
         return;
     if (c->open) {
-        wci_tree_fini(c, &c->tree); /* frees every key and its versions */
-        for (size_t i = 0; i < c->nzombies; i++)
-            wci_free_key(c, c->zombies[i]);
+        /* frees every key and its versions, zombies too: they are in the tree */
+        wci_tree_fini(c, &c->tree);
         wci_free(&c->al, c->zombies);
         wci_free(&c->al, c->ring.ev);
         wci_reclaim_fini(c);
