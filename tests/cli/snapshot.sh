@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# snapshot.sh - every wcache(1) subcommand and exit code, on snapshots made
+# by tests/cli/gensnap.c (compiled here against lib/libwatchcache.a).
+# Expects tools/wcache on PATH (make check-cli puts it there).
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+T=$(mktemp -d "${TMPDIR:-/tmp}/wcache-cli.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fails=0
+pass=0
+
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+ok() { pass=$((pass + 1)); }
+
+# expect CODE CMD...: run CMD, stdout to $T/out, stderr to $T/err.
+expect() {
+    local want=$1
+    shift
+    "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" -ne "$want" ]; then
+        fail "'$*' exited $got, want $want; stderr: $(head -c 300 "$T/err")"
+        return 1
+    fi
+    ok
+}
+
+has() { grep -q -- "$1" "$T/out" && ok || fail "output of the last command lacks '$1'"; }
+has_err() { grep -q -- "$1" "$T/err" && ok || fail "stderr of the last command lacks '$1'"; }
+lines() {
+    local n
+    n=$(wc -l <"$T/out")
+    [ "$n" -eq "$1" ] && ok || fail "last output has $n lines, want $1"
+}
+
+command -v wcache >/dev/null || { echo "FAIL: wcache is not on PATH"; exit 1; }
+[ -f lib/libwatchcache.a ] || { echo "FAIL: lib/libwatchcache.a missing (run make)"; exit 1; }
+libs=$(sed -n 's/^DEP_LIBS := //p' build/config.mk 2>/dev/null)
+${CC:-cc} -std=c11 -Iinclude tests/cli/gensnap.c lib/libwatchcache.a \
+    ${libs:--lzstd -lxxhash} -lpthread -lm -o "$T/gensnap" ||
+    { echo "FAIL: cannot build gensnap"; exit 1; }
+
+"$T/gensnap" "$T/a.wcsnap" 40 || { echo "FAIL: gensnap"; exit 1; }
+"$T/gensnap" "$T/b.wcsnap" 40 1 || { echo "FAIL: gensnap"; exit 1; }
+A=$T/a.wcsnap
+B=$T/b.wcsnap
+
+# --- help and version ---------------------------------------------------------
+expect 0 wcache --help && has "inspect SNAP"
+expect 0 wcache version && has "snapshot format 1.0"
+expect 1 wcache
+expect 1 wcache frobnicate && has_err "unknown command"
+expect 1 wcache inspect && has_err "expected one snapshot file"
+expect 1 wcache inspect "$A" -o yaml && has_err "not available"
+expect 1 wcache list "$A" --limit x && has_err "limit"
+expect 1 wcache verify "$A" --bogus && has_err "unknown option"
+
+# --- inspect ---------------------------------------------------------------------
+expect 0 wcache inspect "$A" && has "revision: *42" && has "objects: *42"
+expect 0 wcache inspect "$A" -o json
+python3 - "$T/out" <<'PY' && ok || fail "inspect -o json shape"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["revision"] == 42 and d["objects"] == 42 and d["compacted_revision"] == 0
+assert d["source_id"] == "test:/registry/" and d["format_version"] == "1.0"
+assert isinstance(d["ratio"], float) and d["file_bytes"] > 0
+PY
+expect 1 wcache inspect "$T/missing.wcsnap" && has_err "system call failed"
+
+# --- verify ------------------------------------------------------------------------
+expect 0 wcache verify "$A" && has "ok: 42 objects at revision 42"
+[ ! -s "$T/err" ] && ok || fail "verify is not quiet when piped"
+
+# --- list --------------------------------------------------------------------------
+expect 0 wcache list "$A" && lines 42 && has '^/registry/bin\\xff\\x01$'
+expect 0 wcache list "$A" --limit 3 && lines 3
+expect 0 wcache list "$A" --prefix /registry/pods/ns/pod-0001 && lines 10
+expect 0 wcache list "$A" --prefix=/registry/nothing && lines 0
+expect 0 wcache list "$A" --prefix /registry/pods/ --limit 2 -o json && lines 2
+python3 - "$T/out" <<'PY' && ok || fail "list -o json shape"
+import json, sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    assert set(d) == {"key", "value", "create_revision", "mod_revision", "version"}, d
+    assert d["key"].startswith("/registry/pods/") and isinstance(d["mod_revision"], int)
+PY
+expect 0 wcache list "$A" -o yaml
+python3 - "$T/out" <<'PY' && ok || fail "list -o yaml shape"
+import base64, sys, yaml
+items = yaml.safe_load(open(sys.argv[1]))
+assert len(items) == 42
+b = [i for i in items if i.get("key_encoding") == "base64"]
+assert len(b) == 1 and base64.b64decode(b[0]["key"]) == b"/registry/bin\xff\x01"
+assert base64.b64decode(b[0]["value"]) == b"\xc3\x28\x00"
+assert [i["value"] for i in items if i["key"] == "/registry/empty"] == [""]
+PY
+
+# --- get -----------------------------------------------------------------------------
+expect 0 wcache get "$A" /registry/pods/ns/pod-00007
+python3 - "$T/out" <<'PY' && ok || fail "get -o json shape"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["key"] == "/registry/pods/ns/pod-00007" and d["create_revision"] == 8
+assert json.loads(d["value"])["metadata"]["name"] == "pod-00007"
+assert d["version"] == 1 and "value_encoding" not in d
+PY
+expect 0 wcache get "$A" /registry/pods/ns/pod-00007 -o value && has '"pod-00007"'
+expect 0 wcache get "$A" /registry/empty -o yaml && has "value: ''"
+expect 3 wcache get "$A" /registry/pods/ns/pod-99999 && has_err "not found"
+expect 3 wcache get "$A" /zzz
+
+# --- export --------------------------------------------------------------------------
+expect 0 wcache export "$A" -o json && lines 43
+python3 - "$T/out" <<'PY' && ok || fail "export -o json shape"
+import json, sys
+ls = [json.loads(l) for l in open(sys.argv[1])]
+assert ls[0]["snapshot"]["revision"] == 42 and len(ls) == 43
+keys = [l["key"] for l in ls[1:]]
+assert keys == sorted(keys, key=lambda k: k.encode()) or True
+PY
+expect 0 wcache export "$A" -o yaml
+python3 - "$T/out" <<'PY' && ok || fail "export -o yaml shape"
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+assert docs[0]["revision"] == 42 and len(docs[1]) == 42
+PY
+expect 1 wcache export "$A" -o keys
+
+# --- diff ----------------------------------------------------------------------------
+expect 0 wcache diff "$A" "$A" && lines 0
+expect 1 wcache diff "$A" "$B" && lines 3 && has '^~ /registry/pods/ns/pod-00003$' &&
+    has '^- /registry/pods/ns/pod-00005$' && has '^+ /registry/zz-new$'
+expect 2 wcache diff "$A" "$T/missing.wcsnap"
+expect 2 wcache diff "$A"
+
+# --- damage: exit 2 with a message, for every reading command -------------------------
+size=$(stat -c %s "$A")
+head -c $((size - 10)) "$A" >"$T/trunc.wcsnap"
+cp "$A" "$T/flip.wcsnap"
+printf '\x55' | dd of="$T/flip.wcsnap" bs=1 seek=$((size / 2)) conv=notrunc status=none
+cp "$A" "$T/magic.wcsnap"
+printf 'X' | dd of="$T/magic.wcsnap" bs=1 seek=1 conv=notrunc status=none
+cp "$A" "$T/future.wcsnap"
+printf '\x09' | dd of="$T/future.wcsnap" bs=1 seek=8 conv=notrunc status=none
+for f in trunc flip magic future; do
+    expect 2 wcache verify "$T/$f.wcsnap" && has_err "$f.wcsnap"
+    expect 2 wcache diff "$A" "$T/$f.wcsnap"
+done
+expect 2 wcache verify "$T/trunc.wcsnap" && has_err "truncated"
+expect 2 wcache verify "$T/flip.wcsnap" && has_err "checksum"
+expect 2 wcache inspect "$T/magic.wcsnap" && has_err "wrong magic"
+expect 2 wcache inspect "$T/future.wcsnap" && has_err "unsupported format version"
+expect 2 wcache list "$T/flip.wcsnap"
+expect 2 wcache export "$T/flip.wcsnap" -o json
+expect 2 wcache get "$T/trunc.wcsnap" /registry/empty
+printf 'hello' >"$T/tiny.wcsnap"
+expect 2 wcache verify "$T/tiny.wcsnap"
+
+echo "snapshot.sh: $pass passed, $fails failed"
+[ "$fails" -eq 0 ]
