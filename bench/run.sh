@@ -17,6 +17,7 @@
 # Writes $BENCH_OUT/<stamp>.tsv (impl, metric, N, value, unit, with the
 # machine and commands in '#' lines) and $BENCH_OUT/<stamp>-cost.png, and
 # prints a table with the ratio C/Go for each metric.
+# `bench/run.sh --table FILE.tsv` prints the table of an earlier run.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +31,38 @@ stamp=$(date -u +%Y-%m-%d-%H%M)
 tsv=$out/$stamp.tsv
 png=$out/$stamp-cost.png
 mkdir -p "$build" "$out"
+
+# --- table -----------------------------------------------------------------
+table() {
+    awk -F'\t' '
+        function fmt(x) { return x == "" ? "" : (x + 0 < 100 ? sprintf("%.3f", x) : sprintf("%.0f", x)) }
+        /^#/ || $1 == "impl" { next }
+        { v[$1, $2, $3] = $4; unit[$2] = $5
+          if (!($2 in seen)) { seen[$2] = 1; order[++nm] = $2 }
+          if (!($3 in seenN)) { seenN[$3] = 1; ns[++nn] = $3 } }
+        END {
+            # "better": which side wins and by how much (rates: higher wins;
+            # ns, bytes and ratios: lower wins)
+            printf "%-20s %8s %14s %14s %7s %9s  %s\n", "metric", "N", "C", "Go", "C/Go",
+                "better", "unit"
+            for (j = 1; j <= nn; j++) for (i = 1; i <= nm; i++) {
+                m = order[i]; n = ns[j]
+                c = ((("c", m, n) in v)) ? v["c", m, n] : ""
+                g = ((("go", m, n) in v)) ? v["go", m, n] : ""
+                r = "-"; b = "-"
+                if (c != "" && g != "" && g + 0 != 0 && c + 0 != 0 && m != "raw_bytes") {
+                    r = sprintf("%.2f", c / g)
+                    x = (unit[m] ~ /\/s$/) ? c / g : g / c
+                    b = (x >= 1) ? sprintf("C %.1fx", x) : sprintf("Go %.1fx", 1 / x)
+                }
+                printf "%-20s %8s %14s %14s %7s %9s  %s\n", m, n, fmt(c), fmt(g), r, b, unit[m]
+            }
+        }' "$1"
+}
+if [ "${1:-}" = --table ]; then # re-print the table of an earlier run
+    table "$2"
+    exit 0
+fi
 
 # --- build -----------------------------------------------------------------
 make -s lib >&2
@@ -72,24 +105,6 @@ for n in $ns; do
     done
 done
 
-# --- table -----------------------------------------------------------------
-table() {
-    awk -F'\t' '
-        /^#/ || $1 == "impl" { next }
-        { v[$1, $2, $3] = $4; unit[$2] = $5
-          if (!($2 in seen)) { seen[$2] = 1; order[++nm] = $2 }
-          if (!($3 in seenN)) { seenN[$3] = 1; ns[++nn] = $3 } }
-        END {
-            printf "%-20s %9s %14s %14s %8s  %s\n", "metric", "N", "C", "Go", "C/Go", "unit"
-            for (j = 1; j <= nn; j++) for (i = 1; i <= nm; i++) {
-                m = order[i]; n = ns[j]
-                c = ((("c", m, n) in v)) ? v["c", m, n] : ""
-                g = ((("go", m, n) in v)) ? v["go", m, n] : ""
-                r = (c != "" && g != "" && g + 0 != 0) ? sprintf("%.2f", c / g) : "-"
-                printf "%-20s %9s %14s %14s %8s  %s\n", m, n, c, g, r, unit[m]
-            }
-        }' "$1"
-}
 table "$tsv" | tee "$out/$stamp-table.txt"
 
 # --- plot: cost per operation against N (lower is better) ------------------
