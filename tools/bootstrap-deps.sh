@@ -60,7 +60,6 @@ main() {
         echo "bootstrap-deps.sh: all $profile dependencies are installed"
         return 0
     fi
-    echo "bootstrap-deps.sh: installing: ${missing[*]}"
     local sudo=()
     if [ "$(id -u)" -ne 0 ]; then
         if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
@@ -73,6 +72,7 @@ main() {
             return 1
         fi
     fi
+    echo "bootstrap-deps.sh: installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     "${sudo[@]}" apt-get update -q
     "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
