@@ -267,6 +267,8 @@ static int in_read_raw(wcache_snapshot *s, void *buf, size_t n, const char *what
     if (n > s->size - s->pos)
         return fail(s, WCACHE_ECORRUPT, "truncated: %s at offset %llu runs past the end",
                     what, (unsigned long long)s->pos);
+    if (n == 0)
+        return WCACHE_OK; /* buf may be an empty buffer's NULL */
     if (s->fd < 0) {
         memcpy(buf, s->mem + s->pos, n);
     } else if (wci_pread_all(s->fd, buf, n, s->pos) != 0) {
