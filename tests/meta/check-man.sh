@@ -24,6 +24,11 @@ MAN=man
 CC=${CC:-cc}
 SECTIONS="NAME LIBRARY SYNOPSIS DESCRIPTION OWNERSHIP THREAD_SAFETY RETURN_VALUE ERRORS EXAMPLE SEE_ALSO HISTORY"
 
+command -v groff >/dev/null 2>&1 || {
+    echo "FAIL: groff is not installed (Debian: apt-get install groff-base)"
+    exit 1
+}
+
 mapfile -t PAGES < <(find "$MAN" -type f -name '*.[1-8]' | LC_ALL=C sort)
 [ "${#PAGES[@]}" -gt 0 ] || { echo "FAIL: no pages under $MAN/"; exit 1; }
 
