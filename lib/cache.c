@@ -20,7 +20,7 @@ static const pdef PARAMS[WCACHE_P_LAST] = {
     [WCACHE_P_AUTO_COMPACT] = {0, 1, 1},
     [WCACHE_P_READER_SLOTS] = {1, 1 << 20, 1024},
     [WCACHE_P_MAX_KEY_BYTES] = {1, 1 << 20, 65536},
-    [WCACHE_P_MAX_VALUE_BYTES] = {0, 1 << 30, 16 << 20},
+    [WCACHE_P_MAX_VALUE_BYTES] = {0, 1 << 30, 16 << 20}, /* fits wci_ver.vlen */
 };
 
 static int param_known(int p)

@@ -109,7 +109,7 @@ static void truncate_key(wcache_cache *c, wci_key *k, wci_ver *ev, int64_t P)
         return;
     atomic_store_explicit(&p->next, NULL, memory_order_release);
     atomic_fetch_sub_explicit(&c->st_versions, 1, memory_order_relaxed);
-    wci_retire(c, w, WCI_RETIRE_RAW);
+    wci_retire(c, w, WCI_RETIRE_VER);
 }
 
 /* Keys left empty by a failed batch hold nothing; drop them. */

@@ -24,8 +24,9 @@ static wci_ver *ver_new(const wci_alloc *al, const void *val, size_t vlen)
         return NULL;
     atomic_init(&v->next, NULL);
     v->mod_rev = v->create_rev = v->version = 0;
-    v->vlen = (uint32_t)vlen;
+    v->vlen = (uint32_t)vlen & 0x7fffffffu;
     v->flags = 0;
+    atomic_init(&v->refs, 1);
     if (vlen)
         memcpy(v->value, val, vlen);
     return v;
@@ -56,11 +57,17 @@ static wci_key *key_new(const wci_alloc *al, const void *key, size_t klen, uint6
     return k;
 }
 
+void wci_ver_unref(const wci_alloc *al, wci_ver *v)
+{
+    if (atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1)
+        wci_free(al, v);
+}
+
 void wci_ver_free(wcache_cache *c, wci_ver *v)
 {
     atomic_fetch_sub_explicit(&c->st_versions, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&c->st_value_bytes, v->vlen, memory_order_relaxed);
-    wci_free(&c->al, v);
+    wci_ver_unref(&c->al, v);
 }
 
 static bool live(const wci_key *k)

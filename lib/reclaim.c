@@ -134,6 +134,8 @@ static void free_retired(wcache_cache *c, wci_retired *r)
 {
     if (r->kind == WCI_RETIRE_KEY)
         wci_free_key(c, r->p);
+    else if (r->kind == WCI_RETIRE_VER)
+        wci_ver_unref(&c->al, r->p);
     else
         wci_free(&c->al, r->p);
 }

@@ -30,14 +30,18 @@
 #define WCI_BATCH_MAGIC 0x77636274u
 
 /* One version of a key.  Immutable once published, except `next`, which
- * the writer clears when it truncates history below this version. */
+ * the writer clears when it truncates history below this version.  The
+ * cache's chain holds one reference; watch events that carry the version
+ * hold more, so a version a slow watcher still has to deliver outlives its
+ * compaction. */
 typedef struct wci_ver {
     struct wci_ver *_Atomic next; /* older version, or NULL */
     int64_t mod_rev;
     int64_t create_rev; /* 0 for a tombstone */
     int64_t version;    /* 0 for a tombstone */
-    uint32_t vlen;
-    uint32_t flags;
+    uint32_t vlen : 31;
+    uint32_t flags : 1;
+    _Atomic uint32_t refs;
     char value[];
 } wci_ver;
 
@@ -64,7 +68,7 @@ typedef struct wci_slot {
 
 #define WCI_SLOT_CLAIMED UINT64_MAX
 
-typedef enum { WCI_RETIRE_RAW, WCI_RETIRE_KEY } wci_retire_kind;
+typedef enum { WCI_RETIRE_RAW, WCI_RETIRE_KEY, WCI_RETIRE_VER } wci_retire_kind;
 
 typedef struct wci_retired {
     void *p;
@@ -257,7 +261,10 @@ void wci_auto_compact(wcache_cache *c, int64_t now);
 void wci_compact_phys(wcache_cache *c);
 
 /* ingest.c */
+/* The cache lets go of v (unlinked from its chain): counted out of the
+ * statistics now, freed when the last event holding it lets go too. */
 void wci_ver_free(wcache_cache *c, wci_ver *v);
+void wci_ver_unref(const wci_alloc *al, wci_ver *v);
 
 /* token.c */
 uint64_t wci_range_hash(const wcache_list_opts *o);
