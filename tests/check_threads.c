@@ -71,7 +71,11 @@ static struct {
     pthread_mutex_t mu;
     char msg[1024];
     atomic_long reads, exact_reads, compacted_races;
+    atomic_long rounds; /* reader rounds started, for pacing */
+    int pace;           /* writer waits for a reader round every PACE revisions */
 } T;
+
+#define PACE 128
 
 static void tfail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void tfail(const char *fmt, ...)
@@ -234,8 +238,16 @@ static void *writer_main(void *arg)
     for (long i = 0; i < T.nrevs && !atomic_load(&T.failed); i++) {
         if (write_one(&rng, b, &cur) != 0)
             break;
-        if (i % 64 == 0)
-            sched_yield(); /* let readers in on a busy two-core box */
+        if (T.pace && i % PACE == 0) {
+            /* Make sure readers interleave with the writer even when the
+             * scheduler would let it run to the end alone: wait (yielding)
+             * for one more reader round.  Not a sleep: it waits on an event. */
+            long want = atomic_load(&T.rounds) + 1;
+            while (atomic_load(&T.rounds) < want && !atomic_load(&T.failed))
+                sched_yield();
+        } else if (i % 64 == 0) {
+            sched_yield();
+        }
     }
     wcache_batch_free(b);
     atomic_store(&T.writer_done, 1);
@@ -389,6 +401,7 @@ typedef struct reader_arg {
 static int reader_round(wcache_view *w, tu_rng *rng)
 {
     int64_t R;
+    atomic_fetch_add(&T.rounds, 1);
     if (tu_below(rng, 3) == 0) {
         wcache_code rc = wcache_view_begin(w, WCACHE_REV_LATEST);
         TCHECK(rc == WCACHE_OK, "begin latest: %s", wcache_strerror(rc));
@@ -481,7 +494,8 @@ static void close_cache(void)
 
 START_TEST(test_writer_vs_readers)
 {
-    open_cache(scaled(20000));
+    open_cache(scaled(30000));
+    T.pace = 1;
     pthread_t wt, rt[NREADERS];
     reader_arg ra[NREADERS];
     for (int i = 0; i < NREADERS; i++) {
