@@ -139,9 +139,14 @@ static int emit_slot(writer *w, slot *s)
         rc = emit(w, s->comp, s->comp_len, 1);
     w->raw_bytes += s->raw_len;
     w->seq_emit++;
-    s->state = SLOT_FREE;
     s->raw_len = 0;
     s->nrec = 0;
+    /* Workers scan every slot's state under the lock. */
+    if (w->workers)
+        pthread_mutex_lock(&w->mu);
+    s->state = SLOT_FREE;
+    if (w->workers)
+        pthread_mutex_unlock(&w->mu);
     return rc;
 }
 
@@ -239,8 +244,11 @@ static int submit(writer *w)
     pthread_cond_signal(&w->work);
     pthread_mutex_unlock(&w->mu);
     w->cur = &w->slots[w->seq_next % (uint64_t)w->nslots];
+    pthread_mutex_lock(&w->mu);
+    int busy = w->cur->state != SLOT_FREE;
+    pthread_mutex_unlock(&w->mu);
     /* Slots are reused in block order, so the one reused is the oldest. */
-    return w->cur->state == SLOT_FREE ? WCACHE_OK : wait_emit(w, w->cur);
+    return busy ? wait_emit(w, w->cur) : WCACHE_OK;
 }
 
 static int drain(writer *w)
