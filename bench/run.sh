@@ -8,9 +8,13 @@
 # runs.
 #
 # Environment:
-#   BENCH_NS     sizes to sweep (default "10000 100000 1000000")
+#   BENCH_NS     sizes to sweep (default "10000 100000 1000000", and 2000000
+#                when 16 GiB are available)
 #   BENCH_SECS   seconds per GET and LIST measurement, best of 3 (default 0.5)
 #   BENCH_PEERS  which sides to run (default "c go")
+#   BENCH_RUNS   repeat the whole sweep this many times (default 1); the table
+#                and plot keep each figure's best run (highest rate, lowest
+#                cost), since interference only ever makes a run worse
 #   BENCH_OUT    results directory (default bench/results)
 #   CC           C compiler (default cc)
 #
@@ -22,9 +26,14 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-ns=${BENCH_NS:-10000 100000 1000000}
+# 2M objects take ~7 GiB in the Go peer and ~5 GiB in the C bulk load phase.
+avail_gib=$(awk '/^MemAvailable/ {print int($2 / 1048576)}' /proc/meminfo)
+default_ns="10000 100000 1000000"
+[ "$avail_gib" -ge 16 ] && default_ns="$default_ns 2000000"
+ns=${BENCH_NS:-$default_ns}
 secs=${BENCH_SECS:-0.5}
 peers=${BENCH_PEERS:-c go}
+runs=${BENCH_RUNS:-1}
 out=${BENCH_OUT:-bench/results}
 build=bench/build
 stamp=$(date -u +%Y-%m-%d-%H%M)
@@ -32,11 +41,21 @@ tsv=$out/$stamp.tsv
 png=$out/$stamp-cost.png
 mkdir -p "$build" "$out"
 
+# --- best of the runs: rates are higher-better, everything else lower ----------
+best_rows() {
+    awk -F'\t' -v OFS='\t' '
+        /^#/ || $1 == "impl" { next }
+        { k = $1 SUBSEP $2 SUBSEP $3
+          if (!(k in v)) { order[++n] = k; v[k] = $4; u[k] = $5 }
+          else if ($5 ~ /\/s$/ ? $4 + 0 > v[k] + 0 : $4 + 0 < v[k] + 0) v[k] = $4 }
+        END { for (i = 1; i <= n; i++) { split(order[i], f, SUBSEP)
+              print f[1], f[2], f[3], v[order[i]], u[order[i]] } }' "$1"
+}
+
 # --- table -----------------------------------------------------------------
 table() {
     awk -F'\t' '
         function fmt(x) { return x == "" ? "" : (x + 0 < 100 ? sprintf("%.3f", x) : sprintf("%.0f", x)) }
-        /^#/ || $1 == "impl" { next }
         { v[$1, $2, $3] = $4; unit[$2] = $5
           if (!($2 in seen)) { seen[$2] = 1; order[++nm] = $2 }
           if (!($3 in seenN)) { seenN[$3] = 1; ns[++nn] = $3 } }
@@ -57,7 +76,7 @@ table() {
                 }
                 printf "%-20s %8s %14s %14s %7s %9s  %s\n", m, n, fmt(c), fmt(g), r, b, unit[m]
             }
-        }' "$1"
+        }' <(best_rows "$1")
 }
 if [ "${1:-}" = --table ]; then # re-print the table of an earlier run
     table "$2"
@@ -99,9 +118,11 @@ run_one() { # impl N
     "${cmd[@]}" | sed "s/^/$impl\t/" >>"$tsv"
 }
 
-for n in $ns; do
-    for impl in $peers; do
-        run_one "$impl" "$n"
+for _ in $(seq "$runs"); do
+    for n in $ns; do
+        for impl in $peers; do
+            run_one "$impl" "$n"
+        done
     done
 done
 
@@ -111,7 +132,6 @@ table "$tsv" | tee "$out/$stamp-table.txt"
 if command -v gnuplot >/dev/null; then
     dat=$build/plot.dat
     awk -F'\t' '
-        /^#/ || $1 == "impl" { next }
         $2 == "update_rate"       { u[$1, $3] = 1e9 / $4 }
         $2 == "get_1t_view_open"  { gt[$1, $3] = 1e9 / $4 }
         $2 == "list_old_rev"      { l[$1, $3] = $4 }
@@ -129,7 +149,7 @@ if command -v gnuplot >/dev/null; then
                         (((i, n) in r) ? r[i, n] : "NaN"), (((i, n) in p) ? p[i, n] : "NaN") }
                 printf "\n"
             }
-        }' "$tsv" | sort -n >"$dat"
+        }' <(best_rows "$tsv") | sort -n >"$dat"
     gnuplot <<EOF
 set terminal pngcairo size 1200,900 noenhanced font ",10"
 set output "$png"
