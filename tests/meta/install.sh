@@ -80,8 +80,10 @@ libs=$(pkg-config --libs watchcache)
 # shellcheck disable=SC2086
 if cc -std=c11 -Wall -Wextra -Werror $cflags -o "$TMPD/prog" "$TMPD/prog.c" $libs 2>"$TMPD/cc.log"; then
     out=$(LD_LIBRARY_PATH=$LIBDIR "$TMPD/prog" 2>&1) || problem "dynamically linked program failed: $out"
-    LD_LIBRARY_PATH=$LIBDIR ldd "$TMPD/prog" | grep -q "$LIBDIR/libwatchcache.so" ||
-        problem "the program did not load the installed library"
+    # Into a file first: grep -q closing the pipe early would fail pipefail.
+    LD_LIBRARY_PATH=$LIBDIR ldd "$TMPD/prog" >"$TMPD/ldd" 2>&1 || true
+    grep -q "$LIBDIR/libwatchcache.so" "$TMPD/ldd" ||
+        problem "the program did not load the installed library: $(cat "$TMPD/ldd")"
 else
     problem "cannot build against the installed library with: cc $cflags ... $libs"
     cat "$TMPD/cc.log"
