@@ -16,8 +16,9 @@ while read -r code; do
     grep -qw -- "$code" "$PAGE" || problem "$code is not described in $PAGE"
 done < <(header_error_codes)
 
+codes=$(header_error_codes)
 while read -r code; do
-    header_error_codes | grep -qx -- "$code" ||
+    grep -qx -- "$code" <<<"$codes" ||
         problem "$PAGE names $code, which include/watchcache.h does not define"
 done < <(grep -o 'WCACHE_E[A-Z0-9_]*' "$PAGE" | sort -u)
 
