@@ -204,8 +204,17 @@ $(BINOUT)/examples/c/%: $(B)/obj/examples/c/%.o $(SHARED) $(SHARED_LINKS)
 	$(VCC) $(BASE_CFLAGS) $(LDFLAGS_ALL) -o $@ $< -L$(LIBOUT) -lwatchcache \
 	    -Wl,-rpath,'$$ORIGIN/../../lib' $(DEP_LIBS) $(SYS_LIBS)
 
+# Go and Rust examples build with their own Makefile when they have one;
+# otherwise with go build / cargo against the in-tree header and library.
 examples: c-examples
-	@if [ -f examples/go/Makefile ]; then $(MAKE) -C examples/go; fi
+	@if [ -f examples/go/Makefile ]; then $(MAKE) -C examples/go; \
+	elif ls examples/go/*.go >/dev/null 2>&1; then \
+	    if command -v go >/dev/null; then \
+	        cd examples/go && CGO_CFLAGS="-I$(CURDIR)/include" \
+	        CGO_LDFLAGS="-L$(CURDIR)/lib -lwatchcache -Wl,-rpath,$(CURDIR)/lib" \
+	        env $$( [ -f go.mod ] || echo GO111MODULE=off ) go build ./...; \
+	    else echo "examples: go not installed, skipping examples/go" >&2; fi; \
+	fi
 	@if [ -f examples/rust/Makefile ]; then $(MAKE) -C examples/rust; \
 	elif [ -f examples/rust/Cargo.toml ]; then \
 	    if command -v cargo >/dev/null; then cargo build --manifest-path examples/rust/Cargo.toml; \
