@@ -212,7 +212,7 @@ examples: c-examples
 	    if command -v go >/dev/null; then \
 	        cd examples/go && CGO_CFLAGS="-I$(CURDIR)/include" \
 	        CGO_LDFLAGS="-L$(CURDIR)/lib -lwatchcache -Wl,-rpath,$(CURDIR)/lib" \
-	        env $$( [ -f go.mod ] || echo GO111MODULE=off ) go build ./...; \
+	        env $$( [ -f go.mod ] || echo GO111MODULE=off ) go build -o . ./...; \
 	    else echo "examples: go not installed, skipping examples/go" >&2; fi; \
 	fi
 	@if [ -f examples/rust/Makefile ]; then $(MAKE) -C examples/rust; \
