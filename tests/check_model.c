@@ -690,7 +690,7 @@ static void model_run(int variant)
     wcache_batch *b = NULL;
     ck_assert_ok(wcache_batch_create(M.c, &b));
 
-    long steps = tu_long() ? 200000 : 20000;
+    long steps = tu_long() ? 600000 : 60000;
     for (M.step = 0; M.step < steps; M.step++) {
         unsigned r = (unsigned)tu_below(&M.rng, 100);
         if (r < 35)
@@ -789,7 +789,7 @@ START_TEST(test_model_after_load)
     for (int i = 0; i < MAX_HELD; i++)
         ck_assert_ok(wcache_view_create(M.c, &M.held[i].w));
     verify(1);
-    long steps = tu_long() ? 50000 : 5000;
+    long steps = tu_long() ? 150000 : 15000;
     for (M.step = 0; M.step < steps; M.step++) {
         unsigned r = (unsigned)tu_below(&M.rng, 100);
         if (r < 40)

@@ -72,6 +72,12 @@ static struct {
     char msg[1024];
     atomic_long reads, exact_reads, compacted_races;
     atomic_long rounds; /* reader rounds started, for pacing */
+    /* "Fresh" keys n/<j>, each created once (value = its revision) and maybe
+     * deleted once: they make the index and tree grow and shrink under
+     * readers.  created[j] is written before nfresh is released past j;
+     * deleted[j] (0 = live) is released before the delete is ingested. */
+    _Atomic int64_t *created, *deleted;
+    atomic_long nfresh;
     int pace;           /* writer waits for a reader round every PACE revisions */
 } T;
 
@@ -145,12 +151,40 @@ static void init_keys(long nrevs)
         atomic_init(&k->n, 0);
         k->live = 0;
     }
+    T.created = calloc((size_t)nrevs + 1, sizeof *T.created);
+    T.deleted = calloc((size_t)nrevs + 1, sizeof *T.deleted);
+    ck_assert_ptr_nonnull((void *)T.created);
+    ck_assert_ptr_nonnull((void *)T.deleted);
+    atomic_init(&T.nfresh, 0);
+}
+
+static int fresh_op(tu_rng *rng, int64_t rev, const char *val, int vl)
+{
+    char name[24];
+    long n = atomic_load_explicit(&T.nfresh, memory_order_relaxed);
+    if (n == 0 || tu_below(rng, 4) != 0) {
+        snprintf(name, sizeof name, "n/%06ld", n);
+        atomic_store_explicit(&T.created[n], rev, memory_order_relaxed);
+        atomic_store_explicit(&T.nfresh, n + 1, memory_order_release);
+        return wcache_ingest_put(T.c, name, strlen(name), val, (size_t)vl, rev);
+    }
+    for (int tries = 0; tries < 8; tries++) {
+        long j = (long)tu_below(rng, (uint64_t)n);
+        if (atomic_load_explicit(&T.deleted[j], memory_order_relaxed))
+            continue;
+        snprintf(name, sizeof name, "n/%06ld", j);
+        atomic_store_explicit(&T.deleted[j], rev, memory_order_release);
+        return wcache_ingest_delete(T.c, name, strlen(name), rev);
+    }
+    return -1; /* every try hit a deleted key: no write this time */
 }
 
 static void free_keys(void)
 {
     for (int i = 0; i < NKEYS; i++)
         free(T.keys[i].h);
+    free((void *)T.created);
+    free((void *)T.deleted);
 }
 
 static int64_t explicit_comp; /* writer-private: last explicit compaction */
@@ -162,7 +196,7 @@ static int write_one(tu_rng *rng, wcache_batch *b, int64_t *cur)
     int vl = snprintf(val, sizeof val, "%lld", (long long)rev);
     unsigned r = (unsigned)tu_below(rng, 100);
     wcache_code rc;
-    if (r < 50) { /* a whole group */
+    if (r < 45) { /* a whole group */
         int g = (int)tu_below(rng, NGROUPS);
         int first = g * GROUP_KEYS;
         int del = T.keys[first].live && tu_below(rng, 6) == 0;
@@ -177,20 +211,25 @@ static int write_one(tu_rng *rng, wcache_batch *b, int64_t *cur)
         for (int j = 0; j < GROUP_KEYS; j++)
             hist_push(first + j, rev, del);
         rc = wcache_ingest_batch(T.c, b, rev);
-    } else if (r < 75) {
+    } else if (r < 62) {
         int i = NGROUPS * GROUP_KEYS + (int)tu_below(rng, NSOLO);
         hist_push(i, rev, 0);
         rc = wcache_ingest_put(T.c, T.keys[i].name, T.keys[i].len, val, (size_t)vl, rev);
-    } else if (r < 85) {
+    } else if (r < 70) {
         int i = NGROUPS * GROUP_KEYS + (int)tu_below(rng, NSOLO);
         int del = T.keys[i].live;
         hist_push(i, rev, del);
         rc = del ? wcache_ingest_delete(T.c, T.keys[i].name, T.keys[i].len, rev)
                  : wcache_ingest_put(T.c, T.keys[i].name, T.keys[i].len, val, (size_t)vl, rev);
-    } else if (r < 90) {
+    } else if (r < 80) {
+        int frc = fresh_op(rng, rev, val, vl);
+        if (frc < 0)
+            return 0;
+        rc = (wcache_code)frc;
+    } else if (r < 85) {
         rev = *cur + 1 + (int64_t)tu_below(rng, 3);
         rc = wcache_ingest_progress(T.c, rev);
-    } else if (r < 95) {
+    } else if (r < 93) {
         /* A batch that must be refused whole: group 0's first key twice. */
         wcache_batch_clear(b);
         wcache_batch_put(b, "s/00", 4, "x", 1);
@@ -298,6 +337,44 @@ static int check_kv(const wcache_kv *kv, int i, int64_t R, const char *what)
     return 0;
 }
 
+/* Index j of a fresh key n/<j>, or -1. */
+static long fresh_index(const wcache_kv *kv)
+{
+    if (kv->key_len != 8 || memcmp(kv->key, "n/", 2) != 0)
+        return -1;
+    long j = 0;
+    for (int q = 2; q < 8; q++) {
+        char ch = ((const char *)kv->key)[q];
+        if (ch < '0' || ch > '9')
+            return -1;
+        j = j * 10 + (ch - '0');
+    }
+    return j;
+}
+
+/* Whether fresh key j is live at R; acquires what the writer published. */
+static int fresh_live_at(long j, int64_t R)
+{
+    int64_t c = atomic_load_explicit(&T.created[j], memory_order_relaxed);
+    int64_t d = atomic_load_explicit(&T.deleted[j], memory_order_acquire);
+    return c <= R && (d == 0 || d > R);
+}
+
+static int check_fresh_kv(const wcache_kv *kv, long j, long n, int64_t R, const char *what)
+{
+    TCHECK(j >= 0 && j < n, "%s@%lld: fresh key %ld not created yet (%ld so far)", what,
+           (long long)R, j, n);
+    TCHECK(fresh_live_at(j, R), "%s@%lld: fresh key %ld is not live there", what, (long long)R,
+           j);
+    int64_t c = atomic_load_explicit(&T.created[j], memory_order_relaxed);
+    char want[24];
+    int wl = snprintf(want, sizeof want, "%lld", (long long)c);
+    TCHECK(kv->value_len == (size_t)wl && memcmp(kv->value, want, (size_t)wl) == 0 &&
+               kv->mod_revision == c && kv->create_revision == c && kv->version == 1,
+           "%s@%lld: fresh key %ld: value/mod/create/version wrong", what, (long long)R, j);
+    return 0;
+}
+
 static int key_index(const wcache_kv *kv)
 {
     for (int i = 0; i < NKEYS; i++)
@@ -306,19 +383,44 @@ static int key_index(const wcache_kv *kv)
     return -1;
 }
 
+static int check_list_in(wcache_view *w, int64_t R, uint64_t *fp, wcache_kv *items,
+                         size_t cap);
+
 /* A full LIST at the view's revision, checked; fingerprint for re-reads. */
 static int check_list(wcache_view *w, int64_t R, uint64_t *fp)
 {
-    wcache_kv items[NKEYS + 1];
+    /* Room for every key that can exist at R, and one more. */
+    size_t cap = (size_t)(NKEYS + atomic_load_explicit(&T.nfresh, memory_order_acquire) + 1);
+    wcache_kv *items = malloc(cap * sizeof *items);
+    TCHECK(items != NULL, "out of memory in the test");
+    int rc = check_list_in(w, R, fp, items, cap);
+    free(items);
+    return rc;
+}
+
+static int check_list_in(wcache_view *w, int64_t R, uint64_t *fp, wcache_kv *items,
+                         size_t cap)
+{
     wcache_list_opts o = {.size = sizeof o};
     wcache_list_result res = {.size = sizeof res};
-    wcache_code rc = wcache_view_list(w, &o, items, NKEYS + 1, &res);
+    wcache_code rc = wcache_view_list(w, &o, items, cap, &res);
     TCHECK(rc == WCACHE_OK, "list@%lld: %s", (long long)R, wcache_strerror(rc));
     TCHECK(res.revision == R && !res.more, "list@%lld: revision %lld more %d", (long long)R,
            (long long)res.revision, res.more);
     int seen[NKEYS] = {0};
     uint64_t h = 1469598103934665603ULL;
+    long n = atomic_load_explicit(&T.nfresh, memory_order_acquire);
+    long nf = 0;
     for (size_t j = 0; j < res.count; j++) {
+        long f = fresh_index(&items[j]);
+        if (f >= 0) {
+            if (check_fresh_kv(&items[j], f, n, R, "list") != 0)
+                return -1;
+            nf++;
+            h = (h ^ (uint64_t)items[j].mod_revision ^ ((uint64_t)(NKEYS + f) << 40)) *
+                1099511628211ULL;
+            continue;
+        }
         int i = key_index(&items[j]);
         TCHECK(i >= 0, "list@%lld: unknown key", (long long)R);
         if (check_kv(&items[j], i, R, "list") != 0)
@@ -326,6 +428,10 @@ static int check_list(wcache_view *w, int64_t R, uint64_t *fp)
         seen[i] = 1;
         h = (h ^ (uint64_t)items[j].mod_revision ^ ((uint64_t)i << 40)) * 1099511628211ULL;
     }
+    long nf_want = 0;
+    for (long f = 0; f < n; f++)
+        nf_want += fresh_live_at(f, R);
+    TCHECK(nf == nf_want, "list@%lld: %ld fresh keys, model %ld", (long long)R, nf, nf_want);
     for (int i = 0; i < NKEYS; i++)
         TCHECK(seen[i] == (model_at(i, R) != NULL), "list@%lld: %s %s", (long long)R,
                T.keys[i].name, seen[i] ? "listed but absent in the model" : "missing");
@@ -347,6 +453,22 @@ static int check_list(wcache_view *w, int64_t R, uint64_t *fp)
 
 static int check_gets(wcache_view *w, int64_t R, tu_rng *rng)
 {
+    long n = atomic_load_explicit(&T.nfresh, memory_order_acquire);
+    for (int q = 0; q < 4 && n > 0; q++) {
+        long j = (long)tu_below(rng, (uint64_t)n);
+        char name[24];
+        snprintf(name, sizeof name, "n/%06ld", j);
+        wcache_kv kv;
+        wcache_code rc = wcache_view_get(w, name, 8, &kv);
+        if (fresh_live_at(j, R)) {
+            TCHECK(rc == WCACHE_OK, "get %s@%lld: %s", name, (long long)R, wcache_strerror(rc));
+            if (check_fresh_kv(&kv, j, n, R, "get") != 0)
+                return -1;
+        } else {
+            TCHECK(rc == WCACHE_ENOTFOUND, "get %s@%lld: %s, model: absent", name,
+                   (long long)R, wcache_strerror(rc));
+        }
+    }
     for (int q = 0; q < 8; q++) {
         int i = (int)tu_below(rng, NKEYS);
         wcache_kv kv;
@@ -371,20 +493,22 @@ static int check_paging(wcache_view *w, int64_t R, uint64_t fp)
     char tok[512];
     uint64_t h = 1469598103934665603ULL;
     size_t total = 0;
-    for (int page = 0; page < NKEYS + 2; page++) {
+    long n = atomic_load_explicit(&T.nfresh, memory_order_acquire);
+    for (long page = 0; page < NKEYS + n + 2; page++) {
         wcache_kv items[3];
         wcache_list_result res = {.size = sizeof res};
         wcache_code rc = wcache_view_list(w, &o, items, 3, &res);
-        TCHECK(rc == WCACHE_OK, "page %d@%lld: %s", page, (long long)R, wcache_strerror(rc));
+        TCHECK(rc == WCACHE_OK, "page %ld@%lld: %s", page, (long long)R, wcache_strerror(rc));
         for (size_t j = 0; j < res.count; j++) {
-            int i = key_index(&items[j]);
+            long f = fresh_index(&items[j]);
+            long i = f >= 0 ? NKEYS + f : key_index(&items[j]);
             TCHECK(i >= 0, "page: unknown key");
             h = (h ^ (uint64_t)items[j].mod_revision ^ ((uint64_t)i << 40)) * 1099511628211ULL;
         }
         total += res.count;
         if (!res.more)
             break;
-        TCHECK(res.token && res.token_len < sizeof tok, "page %d: no usable token", page);
+        TCHECK(res.token && res.token_len < sizeof tok, "page %ld: no usable token", page);
         memcpy(tok, res.token, res.token_len + 1);
         o.token = tok;
         o.token_len = res.token_len;
