@@ -128,7 +128,8 @@ SO_LDFLAGS := -Wl,-z,defs
 endif
 
 # --- library -------------------------------------------------------------------
-LIB_SRCS := $(sort $(wildcard lib/*.c))
+# lib/ may grow subdirectories by stage (STYLE 5.1); they are picked up too.
+LIB_SRCS := $(sort $(shell find lib -name '*.c' 2>/dev/null))
 LIB_OBJS := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRCS))
 MAP := lib/watchcache.map
 
@@ -438,6 +439,6 @@ help:
 	@sed -n '2,/^$$/s/^# \{0,1\}//p' Makefile
 
 ifndef SKIP_CONFIG
--include $(wildcard $(B)/obj/lib/*.d $(B)/obj/tools/*.d $(B)/obj/tests/*.d \
+-include $(LIB_OBJS:.o=.d) $(wildcard $(B)/obj/tools/*.d $(B)/obj/tests/*.d \
                     $(B)/obj/examples/c/*.d)
 endif

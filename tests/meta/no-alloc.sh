@@ -11,7 +11,7 @@
 BANNED='malloc|calloc|realloc|reallocarray|free|strdup|strndup|aligned_alloc|posix_memalign|memalign|valloc|pvalloc|asprintf|vasprintf|__strdup|__strndup'
 
 n=0
-for f in lib/*.c; do
+for f in $(find lib -name '*.c' | sort); do
     [ "$f" = lib/alloc.c ] && continue
     n=$((n + 1))
     # -fpreprocessed strips comments without expanding macros; the line
@@ -36,7 +36,7 @@ rm -f "${TMPDIR:-/tmp}/no-alloc.$$"
 
 # The objects of the default build, when present.
 if ls build/default/obj/lib/*.o >/dev/null 2>&1; then
-    for f in lib/*.c; do
+    for f in $(find lib -name '*.c' | sort); do
         [ "$f" = lib/alloc.c ] && continue
         o=build/default/obj/${f%.c}.o
         [ -f "$o" ] || { echo "$o not built"; continue; }

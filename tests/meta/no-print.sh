@@ -10,7 +10,7 @@ BANNED='printf|vprintf|fprintf|vfprintf|dprintf|vdprintf|puts|putchar|fputs|fput
 ls build/default/obj/lib/*.o >/dev/null 2>&1 || { echo "FAIL: lib objects not built (run make)"; exit 1; }
 n=0
 # Objects of current sources only: a deleted file's object may linger.
-for f in lib/*.c; do
+for f in $(find lib -name '*.c' | sort); do
     o=build/default/obj/${f%.c}.o
     [ -f "$o" ] || { problem "$o not built (run make)"; continue; }
     n=$((n + 1))
