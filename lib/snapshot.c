@@ -520,12 +520,17 @@ wcache_code wcache_snapshot_write_to(wcache_cache *c, wcache_snap_sink_fn sink,
                                      wcache_snapshot_info *info)
 {
     uint64_t bytes = 0;
+    wcache_snapshot_info li = {.size = sizeof li};
     if (!c || !sink)
         return WCACHE_EINVAL;
-    int rc = wci_snap_write_core(c, sink, sink_userdata, o, info, &bytes);
-    if (!rc && o && o->size >= sizeof *o && o->progress)
-        o->progress(WCACHE_SNAP_STEP_DONE, bytes, 0, 0, o->userdata);
-    return rc;
+    int rc = wci_snap_write_core(c, sink, sink_userdata, o, &li, &bytes);
+    if (rc)
+        return rc;
+    if (o && o->progress)
+        o->progress(WCACHE_SNAP_STEP_DONE, bytes, li.objects, li.objects, o->userdata);
+    if (info && info->size >= sizeof *info)
+        *info = li;
+    return WCACHE_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -548,15 +553,16 @@ static int check_source(const wcache_snapshot_info *in, const wcache_snapshot_re
 }
 
 /* Decode and verify every record into b; nothing touches the cache. */
-static int read_all(wcache_snapshot *s, wcache_batch *b)
+static int read_all(wcache_snapshot *s, wcache_batch *b, char *eb, size_t el)
 {
     wcache_kv kv;
     int rc;
     while ((rc = wcache_snapshot_next(s, &kv)) == WCACHE_OK) {
         rc = wcache_batch_put_meta(b, kv.key, kv.key_len, kv.value, kv.value_len,
                                    kv.create_revision, kv.mod_revision, kv.version);
-        if (rc)
-            return rc;
+        if (rc) /* the reader words its own errors; these are the batch's */
+            return wci_snap_err(eb, el, rc, "adding a %zu-byte key to the batch: %s",
+                                kv.key_len, wcache_strerror(rc));
     }
     return rc == WCACHE_ENOTFOUND ? WCACHE_OK : rc;
 }
@@ -575,12 +581,30 @@ static int load(wcache_cache *c, wcache_batch *b, int64_t rev)
     return rc;
 }
 
+/* Fill the batch and load it; the cache is touched only by the load. */
+static int restore_from(wcache_cache *c, wcache_snapshot *s, const wcache_snapshot_info *in,
+                        char *eb, size_t el)
+{
+    wcache_batch *b = NULL;
+    int rc = wcache_batch_create(c, &b);
+    if (!rc)
+        rc = read_all(s, b, eb, el);
+    if (!rc) {
+        rc = load(c, b, in->revision);
+        if (rc)
+            wci_snap_err(eb, el, rc, "loading %llu objects at revision %lld: %s",
+                         (unsigned long long)in->objects, (long long)in->revision,
+                         wcache_strerror(rc));
+    }
+    wcache_batch_free(b);
+    return rc;
+}
+
 wcache_code wcache_snapshot_restore(wcache_cache *c, const char *path,
                                     const wcache_snapshot_read_opts *o,
                                     wcache_snapshot_info *info)
 {
     wcache_snapshot *s = NULL;
-    wcache_batch *b = NULL;
     wcache_snapshot_info in = {.size = sizeof in};
     char *eb = o && o->size >= sizeof *o ? o->errbuf : NULL;
     size_t el = eb ? o->errbuf_len : 0;
@@ -594,20 +618,12 @@ wcache_code wcache_snapshot_restore(wcache_cache *c, const char *path,
     if (!rc)
         rc = check_source(&in, o);
     if (!rc)
-        rc = wcache_batch_create(c, &b);
-    if (!rc)
-        rc = read_all(s, b);
-    if (!rc)
-        rc = load(c, b, in.revision);
-    if (rc && rc != WCACHE_ECORRUPT && rc != WCACHE_EVERSION && rc != WCACHE_EZSTD &&
-        rc != WCACHE_ETOOBIG && rc != WCACHE_ESYS && rc != WCACHE_EINVAL && eb && !*eb)
-        wci_snap_err(eb, el, rc, "restoring %s: %s", path, wcache_strerror(rc));
+        rc = restore_from(c, s, &in, eb, el);
     if (!rc && info && info->size >= sizeof *info) {
         *info = in;
         info->source_id = NULL; /* it pointed into the closed handle */
         info->source_id_len = 0;
     }
-    wcache_batch_free(b);
     wcache_snapshot_close(s);
     return rc;
 }
