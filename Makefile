@@ -175,7 +175,7 @@ $(FLAGS_STAMP): FORCE
 	$(file > $@.tmp,$(VCC) $(CPPFLAGS_ALL) $(LIB_CFLAGS) | $(APP_CFLAGS) | $(CHECK_CFLAGS) | $(LDFLAGS_ALL))
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
-$(B)/obj/%.o: %.c $(CONFIG_MK) $(FLAGS_STAMP)
+$(B)/obj/%.o: %.c $(FLAGS_STAMP) | $(CONFIG_MK)
 	@mkdir -p $(@D)
 	$(VCC) $(CPPFLAGS_ALL) $(if $(filter lib/%,$<),$(LIB_CFLAGS) -Ilib,$(APP_CFLAGS) -I.) \
 	    $(if $(filter tests/%,$<),$(CHECK_CFLAGS)) -MMD -MP -c $< -o $@
@@ -244,15 +244,15 @@ $(B)/gen/public/suites.inc: FORCE
 $(B)/gen/internal/suites.inc: FORCE
 	$(call gen-suites,$(WB_SRCS))
 
-$(B)/obj/tests/check_main_public.o: tests/check_main.c $(B)/gen/public/suites.inc $(CONFIG_MK) $(FLAGS_STAMP)
+$(B)/obj/tests/check_main_public.o: tests/check_main.c $(B)/gen/public/suites.inc $(FLAGS_STAMP) | $(CONFIG_MK)
 	@mkdir -p $(@D)
 	$(VCC) $(CPPFLAGS_ALL) $(APP_CFLAGS) $(CHECK_CFLAGS) -I$(B)/gen/public -MMD -MP -c $< -o $@
-$(B)/obj/tests/check_main_internal.o: tests/check_main.c $(B)/gen/internal/suites.inc $(CONFIG_MK) $(FLAGS_STAMP)
+$(B)/obj/tests/check_main_internal.o: tests/check_main.c $(B)/gen/internal/suites.inc $(FLAGS_STAMP) | $(CONFIG_MK)
 	@mkdir -p $(@D)
 	$(VCC) $(CPPFLAGS_ALL) $(APP_CFLAGS) $(CHECK_CFLAGS) -I$(B)/gen/internal -MMD -MP -c $< -o $@
 
 # White-box tests see lib/'s private headers.
-$(B)/obj/tests/wb_%.o: tests/wb_%.c $(CONFIG_MK) $(FLAGS_STAMP)
+$(B)/obj/tests/wb_%.o: tests/wb_%.c $(FLAGS_STAMP) | $(CONFIG_MK)
 	@mkdir -p $(@D)
 	$(VCC) $(CPPFLAGS_ALL) -Ilib $(APP_CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
 
@@ -392,9 +392,13 @@ bench: all
 	else echo "bench: bench/run.sh not present yet" >&2; exit 1; fi
 
 # --- install -------------------------------------------------------------------------
+# Directories under the prefix are written relative to ${prefix} in the .pc
+# file, so that pkg-config's --define-prefix can relocate an install tree.
+PC_LIBDIR = $(patsubst $(prefix)/%,$${prefix}/%,$(LIBDIR))
+PC_INCLUDEDIR = $(patsubst $(prefix)/%,$${prefix}/%,$(INCLUDEDIR))
 watchcache.pc: watchcache.pc.in $(HDR) Makefile
-	sed -e 's|@PREFIX@|$(prefix)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	sed -e 's|@PREFIX@|$(prefix)|g' -e 's|@LIBDIR@|$(PC_LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    -e 's|@REQUIRES_PRIVATE@|$(DEP_PKGS)|g' $< > $@
 .PHONY: watchcache.pc
 
