@@ -340,6 +340,7 @@ check:
 	@$(HARNESS) begin
 	$(STEP) tools-present tools/bootstrap-deps.sh check
 	$(STEP) build $(MAKE) $(MFLAGS_SUB) all tests
+	$(STEP) examples $(MAKE) $(MFLAGS_SUB) examples
 	$(STEP) unit $(MAKE) $(MFLAGS_SUB) run-unit
 	$(STEP) asan+ubsan $(MAKE) $(MFLAGS_SUB) VARIANT=asan run-unit
 	$(STEP) tsan $(MAKE) $(MFLAGS_SUB) VARIANT=tsan run-unit

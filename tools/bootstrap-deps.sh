@@ -16,7 +16,7 @@ set -euo pipefail
 BUILD_PKGS=(build-essential pkg-config libzstd-dev libcurl4-openssl-dev
     libjansson-dev libyaml-dev libxxhash-dev check)
 CHECK_PKGS=(clang libclang-rt-14-dev llvm valgrind binutils clang-format)
-CI_PKGS=(zstd etcd-server etcd-client gnuplot-nox curl ca-certificates git)
+CI_PKGS=(zstd etcd-server etcd-client gnuplot-nox curl ca-certificates git golang-go)
 
 packages() {
     case $1 in
