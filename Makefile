@@ -17,6 +17,12 @@
 #   asan      clang, ASan + UBSan (+ libFuzzer coverage hooks) -> build/asan/
 #   tsan      clang, TSan                           -> build/tsan/
 # CI=true adds -Werror.
+#
+# make check knobs: FUZZ_TIME=15 (seconds per fuzz target), TSAN_SUITE=NAME
+# (restrict the TSan pass), STEP_TIMEOUT=1200, CHECK_VERBOSE=1 (stream every
+# step), CK_RUN_SUITE / CK_RUN_CASE (Check's own filters).  Logs of every
+# step: build/check/logs/.  Test binaries see WCACHE_ASAN, WCACHE_TSAN,
+# WCACHE_VALGRIND or WCACHE_LONG=1 to size their stress loops.
 
 .SUFFIXES:
 .DEFAULT_GOAL := all
