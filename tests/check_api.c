@@ -1865,6 +1865,114 @@ START_TEST(test_log)
 }
 END_TEST
 
+/* A log callback that tries to write into the cache it is logging for. */
+typedef struct reentry {
+    wcache_cache *c;
+    int calls, depth;
+    int rc_put, rc_progress, rc_compact;
+} reentry;
+
+static void reenter_log(int level, const char *msg, size_t len, void *ud)
+{
+    (void)level, (void)msg, (void)len;
+    reentry *r = ud;
+    /* Only the outermost callback re-enters: a library that wrongly accepts
+     * the call and logs again must fail the assertions below, not recurse
+     * until the stack overflows. */
+    if (r->depth++ == 0) {
+        r->calls++;
+        r->rc_put = wcache_ingest_put(r->c, "inner", 5, "x", 1, 1000);
+        r->rc_progress = wcache_ingest_progress(r->c, 1000);
+        r->rc_compact = wcache_cache_compact(r->c, 1000);
+    }
+    r->depth--;
+}
+
+START_TEST(test_log_reentry)
+{
+    reentry r = {0};
+    ck_assert_ok(wcache_cache_create(&r.c, NULL));
+    ck_assert_ok(wcache_cache_set_log(r.c, reenter_log, WCACHE_LOG_DEBUG, &r));
+    ck_assert_ok(wcache_cache_open(r.c));
+    ck_assert_ok(put_s(r.c, "a", "1", 1));
+    ck_assert_ok(put_s(r.c, "a", "2", 2));
+    /* Failures are the likeliest things to be logged. */
+    ck_assert_wc(del_s(r.c, "absent", 3), WCACHE_ENOTFOUND);
+    ck_assert_wc(put_s(r.c, "a", "x", 1), WCACHE_EORDER);
+    ck_assert_ok(wcache_cache_compact(r.c, 2));
+    if (r.calls > 0) {
+        ck_assert_wc(r.rc_put, WCACHE_ERECURSIVE);
+        ck_assert_wc(r.rc_progress, WCACHE_ERECURSIVE);
+        ck_assert_wc(r.rc_compact, WCACHE_ERECURSIVE);
+    }
+    ck_assert_int_eq(wcache_cache_revision(r.c), 2);
+    EXPECT_ABSENT(r.c, 2, "inner");
+    /* Outside the callback the same calls work again. */
+    ck_assert_ok(put_s(r.c, "b", "1", 3));
+    wcache_cache_close(r.c);
+}
+END_TEST
+
+START_TEST(test_misc_args)
+{
+    /* A batch belongs to the cache it was created for. */
+    wcache_cache *other = open_with(0, 0, 0, 0);
+    wcache_batch *b = NULL;
+    ck_assert_ok(wcache_batch_create(other, &b));
+    ck_assert_ok(wcache_batch_put(b, "k", 1, "v", 1));
+    ck_assert_wc(wcache_ingest_batch(C, b, 1), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_cache_revision(C), 0);
+    ck_assert_ok(wcache_ingest_batch(other, b, 1));
+    wcache_batch_free(b);
+    wcache_cache_close(other);
+
+    /* Default key limit: 65536 bytes exactly is fine, one more is not. */
+    size_t big = 65536;
+    char *k = malloc(big + 1);
+    memset(k, 0xab, big + 1);
+    ck_assert_ok(wcache_ingest_put(C, k, big, "v", 1, 1));
+    ck_assert_wc(wcache_ingest_put(C, k, big + 1, "v", 1, 2), WCACHE_ETOOBIG);
+    EXPECT_GET(C, 1, k, big, "v", 1, 1, 1, 1);
+    free(k);
+    /* A value of 1 MiB round-trips. */
+    size_t vbig = 1 << 20;
+    char *v = malloc(vbig);
+    for (size_t i = 0; i < vbig; i++)
+        v[i] = (char)(i * 31 + 7);
+    ck_assert_ok(wcache_ingest_put(C, "bigv", 4, v, vbig, 2));
+    EXPECT_GET(C, 2, "bigv", 4, v, vbig, 2, 2, 1);
+    free(v);
+
+    ck_assert_int_eq(wcache_cache_last_errno(C), 0); /* nothing failed with ESYS */
+
+    /* The same token works from another view at the same revision. */
+    int64_t rev = 2;
+    fill_keys(C, 20, &rev);
+    wcache_view *w1 = NULL, *w2 = NULL;
+    ck_assert_ok(wcache_view_create(C, &w1));
+    ck_assert_ok(wcache_view_create(C, &w2));
+    ck_assert_ok(wcache_view_begin(w1, WCACHE_REV_LATEST));
+    wcache_list_opts o = {.size = sizeof o, .prefix = "key/", .prefix_len = 4};
+    char *tok = first_page_token(w1, &o, 4);
+    ck_assert_ok(wcache_view_begin(w2, rev));
+    wcache_kv items[32];
+    wcache_list_result r = {.size = sizeof r};
+    o.token = tok;
+    o.token_len = strlen(tok);
+    ck_assert_ok(wcache_view_list(w2, &o, items, 32, &r));
+    ck_assert_uint_eq(r.count, 16);
+    ck_assert_mem_eq(items[0].key, "key/004", 7);
+    /* count with a broken token refuses it like list does. */
+    uint64_t n;
+    o.token = "garbage!";
+    o.token_len = 8;
+    ck_assert_wc(wcache_view_count(w2, &o, &n), WCACHE_EBADTOKEN);
+    free(tok);
+    wcache_view_free(w1);
+    wcache_view_free(w2);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 
 Suite *api_suite(void)
@@ -1920,6 +2028,8 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_stat);
     tcase_add_test(tc, test_errbuf);
     tcase_add_test(tc, test_log);
+    tcase_add_test(tc, test_log_reentry);
+    tcase_add_test(tc, test_misc_args);
     tcase_set_timeout(tc, tu_timeout(60));
     suite_add_tcase(s, tc);
     return s;
