@@ -538,6 +538,180 @@ WCACHE_API wcache_code wcache_token_revision(const char *token, size_t token_len
                                              int64_t *rev);
 
 /* ------------------------------------------------------------------------ */
+/* Watch subscriptions                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct wcache_watch wcache_watch; /* one subscriber */
+typedef struct wcache_event wcache_event; /* one change, shared by every watcher */
+
+typedef enum wcache_event_type {
+    WCACHE_EV_ADDED = 1,       /* the object entered the watch (created, or moved in) */
+    WCACHE_EV_MODIFIED = 2,    /* the object changed and stays in the watch */
+    WCACHE_EV_DELETED = 3,     /* deleted, or moved out: kv is the previous object */
+    WCACHE_EV_BOOKMARK = 4,    /* no change: every event up to revision was delivered */
+    WCACHE_EV_INITIAL_END = 5  /* bookmark ending the initial events (k8s initial-events-end) */
+} wcache_event_type;
+
+/* Options of a watch.  size = sizeof(wcache_watch_opts); zero is default. */
+typedef struct wcache_watch_opts {
+    uint32_t size;
+    /* Deliver every event with a revision above this one.  0: from the
+     * current revision.  Below the compacted revision: WCACHE_ECOMPACTED.
+     * Above the current revision: the watch waits for it. */
+    int64_t start_revision;
+    /* Key range, as in wcache_list_opts: prefix, or [start, end). */
+    const void *start;
+    size_t start_len;
+    const void *end;
+    size_t end_len;
+    const void *prefix;
+    size_t prefix_len;
+    /* Kubernetes label selector on the JSON objects' metadata.labels
+     * ("app=web,tier in (a,b),!canary"); NULL or empty: every object. */
+    const char *label_selector;
+    size_t label_selector_len;
+    /* 1: first deliver the state at a consistent revision (start_revision,
+     * or the current one when 0) as ADDED events in key order, then one
+     * WCACHE_EV_INITIAL_END event carrying that revision. */
+    int initial_events;
+    /* 1: events carry the previous object in prev. */
+    int prev_value;
+    /* > 0: deliver a WCACHE_EV_BOOKMARK at most this often when idle. */
+    int64_t bookmark_interval_ms;
+    /* Queued deliveries before the watcher counts as slow and is ended
+     * with WCACHE_EOVERFLOW (it must re-list).  0: 1024. */
+    uint32_t queue_size;
+} wcache_watch_opts;
+
+/* One delivery.  Pointers are borrowed from the event: valid until
+ * wcache_event_unref(ev). */
+typedef struct wcache_watch_event {
+    wcache_event_type type;
+    int64_t revision; /* of the change; for bookmarks the revision reached */
+    wcache_kv kv;     /* the object; for DELETED the last state before it */
+    wcache_kv prev;   /* previous object when asked and present, else zeros */
+    wcache_event *ev; /* the reference this delivery holds */
+} wcache_watch_event;
+
+/*
+ * @brief Open a watch.
+ * @return WCACHE_OK, WCACHE_EINVAL (bad options or selector: the errbuf
+ *         says why), WCACHE_ECOMPACTED (start_revision below the compacted
+ *         revision: the Kubernetes 410 "too old resource version"),
+ *         WCACHE_ESTATE, WCACHE_EBUSY (initial_events and no reader slot),
+ *         WCACHE_ESYS (eventfd), WCACHE_ENOMEM.
+ * Ownership: new (*out); close with wcache_watch_close() before closing c.
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_watch_open(wcache_cache *c,
+                                                          const wcache_watch_opts *opts,
+                                                          wcache_watch **out);
+
+/*
+ * @brief Take up to cap deliveries without blocking; *n = 0 when none is
+ *        ready now.  Events come in revision order, each once, with no gap.
+ *        Deliveries queued before the watch ended are still handed out;
+ *        then the reason it ended is returned, on every later call too.
+ * @return WCACHE_OK, WCACHE_EOVERFLOW (the watcher fell behind), WCACHE_ECOMPACTED
+ *         (history it still had to replay was compacted), WCACHE_ESTOPPED
+ *         (wcache_watch_stop()), WCACHE_ENOMEM, WCACHE_EINVAL.
+ * Ownership: new: each evs[i].ev is released with wcache_event_unref().
+ * Thread safety: the watch's thread (one at a time).  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_watch_next(wcache_watch *w, wcache_watch_event *evs, size_t cap,
+                                         size_t *n);
+
+/*
+ * @brief As wcache_watch_next(), but wait up to timeout_ms (-1: forever)
+ *        for at least one delivery; *n = 0 on timeout.
+ * Thread safety: the watch's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *evs, size_t cap,
+                                         size_t *n, int64_t timeout_ms);
+
+/*
+ * @brief A file descriptor that polls readable when wcache_watch_next()
+ *        may have something to hand out.  It stays readable until next()
+ *        returns *n = 0.  Do not read, write or close it.  Bookmarks are made
+ *        when next() finds nothing queued; a loop wanting them while idle
+ *        calls next() at least every bookmark interval.
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API int wcache_watch_fd(const wcache_watch *w);
+
+/*
+ * @brief End the watch from any thread: the next wcache_watch_next()
+ *        returns WCACHE_ESTOPPED after what is queued, and the fd wakes.
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API void wcache_watch_stop(wcache_watch *w);
+
+/* Close a watch and drop its queued deliveries; accepts NULL.  Not while
+ * another thread is inside next/wait on it.  Since: 0.1 */
+WCACHE_API void wcache_watch_close(wcache_watch *w);
+
+/* Release a delivery's event; accepts NULL.  Any thread.  Since: 0.1 */
+WCACHE_API void wcache_event_unref(wcache_event *ev);
+
+/* ------------------------------------------------------------------------ */
+/* Consistent reads                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Asks the source feeding the cache for its current revision (etcd: the
+ * header revision of a count-only range).  Returns 0 and sets *rev, or a
+ * nonzero value on failure.  Runs on the reader's thread, concurrently with
+ * anything; must not call into the cache.
+ */
+typedef int (*wcache_current_rev_fn)(int64_t *rev, void *userdata);
+/*
+ * Asks the source to send a progress notification soon (etcd
+ * RequestProgress), so that a quiet source still advances the cache's
+ * revision through wcache_ingest_progress().  Called about every 100 ms
+ * while a read waits.  Same thread rules as above.
+ */
+typedef void (*wcache_progress_fn)(void *userdata);
+
+/*
+ * @brief Install the source callbacks for consistent reads (either may be
+ *        NULL).  Only before open.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_set_source(wcache_cache *c, wcache_current_rev_fn current,
+                                               wcache_progress_fn progress, void *userdata);
+
+/*
+ * @brief Pin v at a revision not older than min_rev (KEP-2340): wait until
+ *        the cache has applied min_rev, then pin the latest revision.
+ *        min_rev < 0 means "the source's current revision", asked through
+ *        the wcache_current_rev_fn: a read as fresh as a quorum read of the
+ *        source, served from memory.  timeout_ms <= 0: 3000 (Kubernetes').
+ * @return WCACHE_OK, WCACHE_ETIMEDOUT (the cache did not get there in
+ *         time: Kubernetes answers 504 and may fall back to the source),
+ *         WCACHE_ENOTREADY (no current-revision callback, or it failed),
+ *         and wcache_view_begin()'s errors.
+ * Thread safety: any thread; the view one thread at a time.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_view_begin_fresh(wcache_view *v, int64_t min_rev,
+                                               int64_t timeout_ms);
+
+/* Counters of fresh reads; size = sizeof(wcache_wait_stat). */
+typedef struct wcache_wait_stat {
+    uint32_t size;
+    uint64_t reads;       /* wcache_view_begin_fresh() calls */
+    uint64_t waits;       /* ... that had to wait */
+    uint64_t timeouts;    /* ... that timed out */
+    uint64_t wait_ns;     /* total time spent waiting */
+    uint64_t max_wait_ns; /* longest wait */
+    uint64_t watchers;    /* open watches */
+    uint64_t deliveries;  /* deliveries queued to watchers */
+    uint64_t overflows;   /* watchers ended for falling behind */
+} wcache_wait_stat;
+
+/* Fill *st.  Any thread.  Since: 0.1 */
+WCACHE_API wcache_code wcache_cache_wait_stat(const wcache_cache *c, wcache_wait_stat *st);
+
+/* ------------------------------------------------------------------------ */
 /* Snapshots                                                                 */
 /* ------------------------------------------------------------------------ */
 

@@ -139,6 +139,11 @@ wcache_code wcache_cache_open(wcache_cache *c)
         wci_reclaim_fini(c);
         return wci_err(c, WCACHE_ENOMEM, "open: cannot allocate the key table");
     }
+    if (wci_watch_init(c) != 0) {
+        wci_hash_fini(&c->hash, &c->al);
+        wci_reclaim_fini(c);
+        return wci_err(c, WCACHE_ENOMEM, "open: cannot set up watchers");
+    }
     c->open = 1;
     wci_log(c, WCACHE_LOG_DEBUG, "cache open: %u reader slots", c->rc.nslots);
     return WCACHE_OK;
@@ -155,6 +160,7 @@ void wcache_cache_close(wcache_cache *c)
         wci_free(&c->al, c->ring.ev);
         wci_reclaim_fini(c);
         wci_hash_fini(&c->hash, &c->al);
+        wci_watch_fini(c);
     }
     c->magic = 0;
     wci_alloc al = c->al;

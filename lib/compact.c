@@ -166,11 +166,13 @@ wcache_code wcache_cache_compact(wcache_cache *c, int64_t rev)
     if (rev > cur)
         return wci_err(c, WCACHE_EFUTURE, "compact: revision %lld is above current %lld",
                        (long long)rev, (long long)cur);
+    pthread_mutex_lock(&c->wmu);
     if (rev > atomic_load_explicit(&c->compact_rev, memory_order_relaxed))
         compact_to(c, rev);
     else
         wci_compact_phys(c); /* catch up what a pinned view held back */
     wci_reclaim_poll(c, 1);
+    pthread_mutex_unlock(&c->wmu);
     return WCACHE_OK;
 }
 

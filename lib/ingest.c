@@ -208,9 +208,10 @@ static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev)
     atomic_fetch_add_explicit(&c->st_value_bytes, v->vlen, memory_order_relaxed);
 }
 
+/* Under wmu: make rev visible, then compact what it pushed out. */
 static void publish(wcache_cache *c, int64_t rev, int64_t now)
 {
-    atomic_store_explicit(&c->rev, rev, memory_order_release);
+    atomic_store_explicit(&c->rev, rev, memory_order_seq_cst);
     c->ingests++;
     wci_auto_compact(c, now);
     wci_reclaim_poll(c, 0);
@@ -221,26 +222,34 @@ static bool need_time(const wcache_cache *c)
     return c->params[WCACHE_P_RETAIN_SECONDS] && c->params[WCACHE_P_AUTO_COMPACT];
 }
 
-/* Apply p[0..n) at rev, all or nothing.  Takes ownership of p's memory. */
+/* Apply p[0..n) at rev, all or nothing.  Takes ownership of p's memory.
+ * The whole commit runs under wmu, so a watcher replaying history sees the
+ * ring and the revision move together. */
 static wcache_code commit(wcache_cache *c, prep *p, size_t n, int64_t rev)
 {
     size_t nnew = 0;
     for (size_t i = 0; i < n; i++)
         nnew += p[i].isnew;
+    pthread_mutex_lock(&c->wmu);
     if (wci_ring_reserve(c, n) != 0 ||
         (nnew && (wci_hash_reserve(c, nnew) != 0 || reserve_zombies(c, nnew) != 0)) ||
         insert_new_keys(c, p, n) != 0) {
+        pthread_mutex_unlock(&c->wmu);
         prep_free(c, p, n);
         return wci_err(c, WCACHE_ENOMEM, "out of memory applying revision %lld",
                        (long long)rev);
     }
     int64_t now = need_time(c) ? wci_now(c) : 0;
     for (size_t i = 0; i < n; i++) {
+        wci_ver *prev = atomic_load_explicit(&p[i].k->head, memory_order_relaxed);
         link_version(c, p[i].k, p[i].v, rev);
         wci_ring_push(c, rev, now, p[i].k, p[i].v);
+        wci_dispatch(c, p[i].k, p[i].v, prev, rev);
     }
     atomic_fetch_add_explicit(&c->st_events, n, memory_order_relaxed);
     publish(c, rev, now);
+    pthread_mutex_unlock(&c->wmu);
+    wci_fresh_wake(c);
     return WCACHE_OK;
 }
 
@@ -307,7 +316,10 @@ wcache_code wcache_ingest_progress(wcache_cache *c, int64_t rev)
     if (rev < cur)
         return wci_err(c, WCACHE_EORDER, "progress to %lld is below the current %lld",
                        (long long)rev, (long long)cur);
+    pthread_mutex_lock(&c->wmu);
     publish(c, rev, need_time(c) ? wci_now(c) : 0);
+    pthread_mutex_unlock(&c->wmu);
+    wci_fresh_wake(c);
     return WCACHE_OK;
 }
 
@@ -553,7 +565,10 @@ static wcache_code load_sorted(wcache_cache *c, wcache_batch *b, const wci_op **
     atomic_store_explicit(&c->compact_rev, rev, memory_order_seq_cst);
     c->phys_rev = rev;
     b->n = b->nmeta = 0; /* the cache owns the entries now */
-    atomic_store_explicit(&c->rev, rev, memory_order_release);
+    pthread_mutex_lock(&c->wmu);
+    atomic_store_explicit(&c->rev, rev, memory_order_seq_cst);
+    pthread_mutex_unlock(&c->wmu);
+    wci_fresh_wake(c);
     return WCACHE_OK;
 }
 
@@ -564,9 +579,12 @@ wcache_code wcache_ingest_load(wcache_cache *c, wcache_batch *b, int64_t rev)
         rc = check_load(c, b, rev);
     if (rc != WCACHE_OK || b->n == 0) {
         if (rc == WCACHE_OK) { /* an empty source is a valid state */
+            pthread_mutex_lock(&c->wmu);
             atomic_store_explicit(&c->compact_rev, rev, memory_order_seq_cst);
             c->phys_rev = rev;
-            atomic_store_explicit(&c->rev, rev, memory_order_release);
+            atomic_store_explicit(&c->rev, rev, memory_order_seq_cst);
+            pthread_mutex_unlock(&c->wmu);
+            wci_fresh_wake(c);
         }
         return rc;
     }

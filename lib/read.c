@@ -98,7 +98,7 @@ int64_t wcache_view_revision(const wcache_view *v)
     return view_ok(v) && v->slot ? v->rev : 0;
 }
 
-static const wci_ver *visible(const wci_key *k, int64_t rev)
+const wci_ver *wci_visible(const wci_key *k, int64_t rev)
 {
     const wci_ver *w = atomic_load_explicit(&((wci_key *)k)->head, memory_order_acquire);
     while (w && w->mod_rev > rev)
@@ -127,7 +127,7 @@ wcache_code wcache_view_get(wcache_view *v, const void *key, size_t klen, wcache
         return WCACHE_ESTATE;
     const wci_htab *t = atomic_load_explicit(&v->c->hash.tab, memory_order_acquire);
     const wci_key *k = wci_hash_find(t, key, klen, wci_hash_bytes(key, klen));
-    const wci_ver *w = k ? visible(k, v->rev) : NULL;
+    const wci_ver *w = k ? wci_visible(k, v->rev) : NULL;
     if (!w)
         return WCACHE_ENOTFOUND;
     fill(out, k, w);
@@ -212,7 +212,7 @@ static const wci_key *next_visible(wcache_view *v, const range *r, wci_iter *it,
     while ((k = wci_iter_next(it)) != NULL) {
         if (!in_range(r, k))
             return NULL;
-        if ((*w = visible(k, v->rev)) != NULL)
+        if ((*w = wci_visible(k, v->rev)) != NULL)
             return k;
     }
     return NULL;

@@ -21,6 +21,7 @@
 #include "alloc.h"
 #include "watchcache.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -170,6 +171,22 @@ struct wcache_cache {
     wci_key **zombies; /* empty keys left by a failed batch (writer) */
     size_t nzombies, capzombies;
 
+    /* Watchers and the history ring they replay from.  The writer holds
+     * wmu for a whole commit (ring, dispatch, publication, compaction); a
+     * watcher takes it to register and to replay history.  Views never do. */
+    pthread_mutex_t wmu;
+    struct wci_wreg *wreg;
+
+    /* Fresh reads wait on fcv until the revision they need is applied. */
+    pthread_mutex_t fmu;
+    pthread_cond_t fcv;
+    _Atomic uint32_t fwaiters;
+    wcache_current_rev_fn cur_fn;
+    wcache_progress_fn prog_fn;
+    void *src_ud;
+    _Atomic uint64_t st_fresh_reads, st_fresh_waits, st_fresh_timeouts, st_wait_ns;
+    _Atomic uint64_t st_max_wait_ns, st_watchers, st_deliveries, st_overflows;
+
     /* statistics; written by the writer only, read by anyone */
     _Atomic uint64_t st_objects, st_versions, st_value_bytes, st_key_bytes;
     _Atomic uint64_t st_events, st_compactions, st_history;
@@ -265,6 +282,17 @@ void wci_compact_phys(wcache_cache *c);
  * statistics now, freed when the last event holding it lets go too. */
 void wci_ver_free(wcache_cache *c, wci_ver *v);
 void wci_ver_unref(const wci_alloc *al, wci_ver *v);
+
+/* watch.c */
+int wci_watch_init(wcache_cache *c);
+void wci_watch_fini(wcache_cache *c);
+/* Offer a change to the watchers; under wmu, after the version is linked. */
+void wci_dispatch(wcache_cache *c, wci_key *k, wci_ver *v, wci_ver *prev, int64_t rev);
+/* After a revision is published: wake fresh reads waiting for it. */
+void wci_fresh_wake(wcache_cache *c);
+
+/* read.c */
+const wci_ver *wci_visible(const wci_key *k, int64_t rev);
 
 /* token.c */
 uint64_t wci_range_hash(const wcache_list_opts *o);

@@ -1,0 +1,1011 @@
+/*
+ * watch.c - watch subscriptions and fresh (consistent) reads.
+ *
+ * A watcher goes through up to three phases:
+ *
+ *   INITIAL  (optional) the state at one revision R, read through a view
+ *            pinned at R, handed out as ADDED events in key order, then an
+ *            INITIAL_END event.  The pin also keeps compaction from
+ *            dropping the history after R that the next phase replays.
+ *   REPLAY   history after the start revision, copied from the writer's
+ *            ring by the consumer itself, under wmu, a bounded batch per
+ *            call: a watcher far behind costs the writer nothing.
+ *   LIVE     caught up: the writer pushes each matching change into the
+ *            watcher's queue as it commits it.
+ *
+ * The queue is single-producer (whoever holds wmu: the writer, or the
+ * consumer replaying) and single-consumer (the watch's thread).  The writer
+ * never waits for a consumer: when a live queue is full the watcher is
+ * ended with WCACHE_EOVERFLOW and must re-list, as Kubernetes ends a
+ * watcher that cannot keep up; nothing is skipped silently.
+ *
+ * An event is made once per change and shared: every watcher's queue slot
+ * holds a reference and the type that watcher sees (a selector can turn a
+ * MODIFIED into an ADDED or a DELETED for one watcher and not another).
+ * It holds references on the versions it shows, so compaction cannot free
+ * them under a slow consumer.
+ *
+ * Finding the watchers a key concerns costs one hash probe per distinct
+ * prefix length in use, not one test per watcher: 10,000 watchers on
+ * namespace prefixes share a handful of lengths.
+ */
+#include "watch.h"
+
+#include "selector.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_QUEUE 1024
+#define REPLAY_BATCH 256
+#define FRESH_TIMEOUT_MS 3000
+#define PROGRESS_EVERY_NS 100000000 /* Kubernetes' progressRequestPeriod */
+
+enum { PHASE_INITIAL = 1, PHASE_REPLAY, PHASE_LIVE };
+enum { EVK_PUT = 1, EVK_DELETE, EVK_BOOKMARK, EVK_INITIAL_END };
+
+struct wcache_event {
+    _Atomic uint32_t refs;
+    uint32_t kind;
+    int64_t rev;
+    wcache_cache *c;
+    wci_ver *ver;  /* the new version (put) or tombstone (delete) */
+    wci_ver *prev; /* the version it replaced, if live, else NULL */
+    uint32_t klen;
+    char key[];
+};
+
+/* ---- events ---- */
+
+static wcache_event *event_new(wcache_cache *c, uint32_t kind, int64_t rev, const char *key,
+                               size_t klen, wci_ver *ver, wci_ver *prev)
+{
+    wcache_event *e = wci_malloc(&c->al, sizeof *e + klen);
+    if (!e)
+        return NULL;
+    atomic_init(&e->refs, 1);
+    e->kind = kind;
+    e->rev = rev;
+    e->c = c;
+    e->ver = ver;
+    e->prev = prev;
+    e->klen = (uint32_t)klen;
+    if (klen)
+        memcpy(e->key, key, klen);
+    if (ver)
+        atomic_fetch_add_explicit(&ver->refs, 1, memory_order_relaxed);
+    if (prev)
+        atomic_fetch_add_explicit(&prev->refs, 1, memory_order_relaxed);
+    return e;
+}
+
+void wcache_event_unref(wcache_event *e)
+{
+    if (!e || atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    const wci_alloc *al = &e->c->al;
+    if (e->ver)
+        wci_ver_unref(al, e->ver);
+    if (e->prev)
+        wci_ver_unref(al, e->prev);
+    wci_free(al, e);
+}
+
+static bool ver_live(const wci_ver *v)
+{
+    return v && !(v->flags & WCI_VER_TOMBSTONE);
+}
+
+/* ---- labels, computed at most once per version per dispatch ---- */
+
+typedef struct lazy_labels {
+    const wci_ver *v;
+    int state; /* 0 not yet, 1 ready, -1 failed */
+    wci_labels l;
+} lazy_labels;
+
+static const wci_labels *labels_of(wcache_cache *c, lazy_labels *ll)
+{
+    if (ll->state == 0)
+        ll->state = wci_labels_from_json(&c->al, ll->v->value, ll->v->vlen, &ll->l) == 0 ? 1 : -1;
+    return ll->state == 1 ? &ll->l : NULL;
+}
+
+static void labels_done(wcache_cache *c, lazy_labels *ll)
+{
+    if (ll->state == 1)
+        wci_labels_free(&c->al, &ll->l);
+    ll->state = 0;
+}
+
+/* ---- filters ---- */
+
+static bool key_in(const wcache_watch *w, const char *key, size_t klen)
+{
+    if (w->plen)
+        return klen >= w->plen && !memcmp(key, w->prefix, w->plen);
+    if (w->slen && wci_keycmp(key, klen, w->start, w->slen) < 0)
+        return false;
+    return !w->elen || wci_keycmp(key, klen, w->end, w->elen) < 0;
+}
+
+static bool sel_match(wcache_cache *c, const wcache_watch *w, lazy_labels *ll)
+{
+    if (!ll->v || !ver_live(ll->v))
+        return false;
+    if (!w->sel)
+        return true;
+    const wci_labels *l = labels_of(c, ll);
+    return l && wci_selector_match(w->sel, l);
+}
+
+/* The type this watcher sees for a change, or 0 for none (section 5.3 of
+ * the semantics notes: selector transitions become ADDED / DELETED). */
+static uint32_t classify(wcache_cache *c, const wcache_watch *w, lazy_labels *cur,
+                         lazy_labels *old)
+{
+    bool now = sel_match(c, w, cur), was = sel_match(c, w, old);
+    if (now)
+        return was ? WCACHE_EV_MODIFIED : WCACHE_EV_ADDED;
+    return was ? WCACHE_EV_DELETED : 0;
+}
+
+/* ---- the queue ---- */
+
+static void wake(wcache_watch *w)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_exchange(&w->armed, 0)) {
+        uint64_t one = 1;
+        ssize_t r = write(w->efd, &one, sizeof one);
+        (void)r; /* a full counter is still readable: nothing is lost */
+    }
+}
+
+static void end_watch(wcache_watch *w, wcache_code why)
+{
+    int expect = 0;
+    atomic_compare_exchange_strong(&w->end_code, &expect, (int)why);
+    atomic_store(&w->armed, 1);
+    wake(w);
+}
+
+static bool queue_full(const wcache_watch *w)
+{
+    uint64_t h = atomic_load_explicit(&w->qhead, memory_order_acquire);
+    return atomic_load_explicit(&w->qtail, memory_order_relaxed) - h >= w->qcap;
+}
+
+/* Producer side; the caller holds wmu and checked for room. */
+static void queue_push(wcache_watch *w, wcache_event *e, uint32_t type)
+{
+    uint64_t t = atomic_load_explicit(&w->qtail, memory_order_relaxed);
+    w->q[t & (w->qcap - 1)] = (wci_qslot){e, type};
+    atomic_store_explicit(&w->qtail, t + 1, memory_order_release);
+}
+
+/* ---- registry: watchers by key prefix ---- */
+
+static uint64_t prefix_hash(const char *p, size_t n)
+{
+    return wci_hash_bytes(p, n) ^ (uint64_t)n * 0x9E3779B97F4A7C15ull;
+}
+
+static wci_bucket *bucket_find(wci_wreg *r, const char *p, size_t n, uint64_t hv)
+{
+    for (wci_bucket *b = r->tab[hv & r->mask]; b; b = b->next)
+        if (b->hash == hv && b->plen == n && !memcmp(b->prefix, p, n))
+            return b;
+    return NULL;
+}
+
+static int vec_push(const wci_alloc *al, wcache_watch ***v, size_t *n, size_t *cap,
+                    wcache_watch *w)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 4;
+        wcache_watch **nv = wci_malloc(al, nc * sizeof *nv);
+        if (!nv)
+            return -1;
+        if (*n)
+            memcpy(nv, *v, *n * sizeof *nv);
+        wci_free(al, *v);
+        *v = nv;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = w;
+    return 0;
+}
+
+static void vec_remove(wcache_watch **v, size_t *n, wcache_watch *w)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (v[i] == w) {
+            v[i] = v[--*n];
+            return;
+        }
+}
+
+static int lens_add(wcache_cache *c, wci_wreg *r, size_t len)
+{
+    for (size_t i = 0; i < r->nlens; i++)
+        if (r->lens[i].len == len) {
+            r->lens[i].users++;
+            return 0;
+        }
+    if (r->nlens == r->caplens) {
+        size_t nc = r->caplens ? r->caplens * 2 : 8;
+        wci_len *nl = wci_malloc(&c->al, nc * sizeof *nl);
+        if (!nl)
+            return -1;
+        if (r->nlens)
+            memcpy(nl, r->lens, r->nlens * sizeof *nl);
+        wci_free(&c->al, r->lens);
+        r->lens = nl;
+        r->caplens = nc;
+    }
+    size_t i = r->nlens++;
+    while (i > 0 && r->lens[i - 1].len > len) { /* kept sorted: stop at the key length */
+        r->lens[i] = r->lens[i - 1];
+        i--;
+    }
+    r->lens[i] = (wci_len){len, 1};
+    return 0;
+}
+
+static void lens_drop(wci_wreg *r, size_t len)
+{
+    for (size_t i = 0; i < r->nlens; i++)
+        if (r->lens[i].len == len && --r->lens[i].users == 0) {
+            memmove(&r->lens[i], &r->lens[i + 1], (r->nlens - i - 1) * sizeof *r->lens);
+            r->nlens--;
+            return;
+        }
+}
+
+static int reg_add_prefix(wcache_cache *c, wcache_watch *w)
+{
+    wci_wreg *r = c->wreg;
+    uint64_t hv = prefix_hash(w->prefix, w->plen);
+    wci_bucket *b = bucket_find(r, w->prefix, w->plen, hv);
+    if (!b) {
+        b = wci_calloc(&c->al, 1, sizeof *b + w->plen);
+        if (!b)
+            return -1;
+        if (lens_add(c, r, w->plen) != 0) {
+            wci_free(&c->al, b);
+            return -1;
+        }
+        b->hash = hv;
+        b->plen = w->plen;
+        if (w->plen)
+            memcpy(b->prefix, w->prefix, w->plen);
+        b->next = r->tab[hv & r->mask];
+        r->tab[hv & r->mask] = b;
+    }
+    return vec_push(&c->al, &b->w, &b->n, &b->cap, w);
+}
+
+static void reg_del_prefix(wcache_cache *c, wcache_watch *w)
+{
+    wci_wreg *r = c->wreg;
+    uint64_t hv = prefix_hash(w->prefix, w->plen);
+    wci_bucket **pp = &r->tab[hv & r->mask];
+    for (wci_bucket *b = *pp; b; pp = &b->next, b = b->next) {
+        if (b->hash != hv || b->plen != w->plen || memcmp(b->prefix, w->prefix, w->plen))
+            continue;
+        vec_remove(b->w, &b->n, w);
+        if (b->n == 0) {
+            *pp = b->next;
+            lens_drop(r, b->plen);
+            wci_free(&c->al, b->w);
+            wci_free(&c->al, b);
+        }
+        return;
+    }
+}
+
+/* Range watchers are rare: kept in a list tested one by one. */
+static int reg_add(wcache_cache *c, wcache_watch *w)
+{
+    wci_wreg *r = c->wreg;
+    if (w->slen || w->elen)
+        return vec_push(&c->al, &r->ranged, &r->nranged, &r->capranged, w);
+    return reg_add_prefix(c, w);
+}
+
+static void reg_del(wcache_cache *c, wcache_watch *w)
+{
+    if (w->slen || w->elen)
+        vec_remove(c->wreg->ranged, &c->wreg->nranged, w);
+    else
+        reg_del_prefix(c, w);
+}
+
+int wci_watch_init(wcache_cache *c)
+{
+    wci_wreg *r = wci_calloc(&c->al, 1, sizeof *r);
+    if (!r)
+        return -1;
+    r->mask = 4095;
+    r->tab = wci_calloc(&c->al, r->mask + 1, sizeof *r->tab);
+    pthread_condattr_t ca;
+    if (!r->tab || pthread_condattr_init(&ca) != 0) {
+        wci_free(&c->al, r->tab);
+        wci_free(&c->al, r);
+        return -1;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&c->wmu, NULL);
+    pthread_mutex_init(&c->fmu, NULL);
+    pthread_cond_init(&c->fcv, &ca);
+    pthread_condattr_destroy(&ca);
+    c->wreg = r;
+    return 0;
+}
+
+/* Every watch was closed before the cache: only the registry is left. */
+void wci_watch_fini(wcache_cache *c)
+{
+    wci_wreg *r = c->wreg;
+    if (!r)
+        return;
+    for (size_t i = 0; i <= r->mask; i++) {
+        for (wci_bucket *b = r->tab[i], *n; b; b = n) {
+            n = b->next;
+            wci_free(&c->al, b->w);
+            wci_free(&c->al, b);
+        }
+    }
+    wci_free(&c->al, r->tab);
+    wci_free(&c->al, r->lens);
+    wci_free(&c->al, r->ranged);
+    wci_free(&c->al, r->cand);
+    wci_free(&c->al, r);
+    c->wreg = NULL;
+    pthread_mutex_destroy(&c->wmu);
+    pthread_mutex_destroy(&c->fmu);
+    pthread_cond_destroy(&c->fcv);
+}
+
+/* ---- dispatch (the writer, under wmu) ---- */
+
+static int cand_push(wcache_cache *c, wcache_watch *w)
+{
+    wci_wreg *r = c->wreg;
+    if (r->ncand == r->capcand) {
+        size_t nc = r->capcand ? r->capcand * 2 : 64;
+        wci_cand *n = wci_malloc(&c->al, nc * sizeof *n);
+        if (!n)
+            return -1;
+        if (r->ncand)
+            memcpy(n, r->cand, r->ncand * sizeof *n);
+        wci_free(&c->al, r->cand);
+        r->cand = n;
+        r->capcand = nc;
+    }
+    r->cand[r->ncand++] = (wci_cand){w, 0};
+    return 0;
+}
+
+/* Collect the watchers whose key filter takes key. */
+static void candidates(wcache_cache *c, const char *key, size_t klen)
+{
+    wci_wreg *r = c->wreg;
+    r->ncand = 0;
+    for (size_t i = 0; i < r->nlens && r->lens[i].len <= klen; i++) {
+        size_t n = r->lens[i].len;
+        wci_bucket *b = bucket_find(r, key, n, prefix_hash(key, n));
+        for (size_t j = 0; b && j < b->n; j++)
+            if (cand_push(c, b->w[j]) != 0)
+                end_watch(b->w[j], WCACHE_ENOMEM); /* cannot deliver: must re-list */
+    }
+    for (size_t j = 0; j < r->nranged; j++)
+        if (key_in(r->ranged[j], key, klen) && cand_push(c, r->ranged[j]) != 0)
+            end_watch(r->ranged[j], WCACHE_ENOMEM);
+}
+
+static bool takes_live(const wcache_watch *w, int64_t rev)
+{
+    return w->phase == PHASE_LIVE && rev > w->start_rev &&
+           atomic_load_explicit(&w->end_code, memory_order_relaxed) == 0;
+}
+
+/* Decide each candidate's type; keep those that get the event. */
+static size_t decide(wcache_cache *c, wci_ver *v, wci_ver *prev, int64_t rev)
+{
+    wci_wreg *r = c->wreg;
+    lazy_labels cur = {v, 0, {0}}, old = {ver_live(prev) ? prev : NULL, 0, {0}};
+    size_t m = 0;
+    for (size_t i = 0; i < r->ncand; i++) {
+        wcache_watch *w = r->cand[i].w;
+        uint32_t t = takes_live(w, rev) ? classify(c, w, &cur, &old) : 0;
+        if (t && queue_full(w)) {
+            atomic_fetch_add_explicit(&c->st_overflows, 1, memory_order_relaxed);
+            end_watch(w, WCACHE_EOVERFLOW);
+            t = 0;
+        }
+        if (t)
+            r->cand[m++] = (wci_cand){w, t};
+    }
+    labels_done(c, &cur);
+    labels_done(c, &old);
+    return m;
+}
+
+void wci_dispatch(wcache_cache *c, wci_key *k, wci_ver *v, wci_ver *prev, int64_t rev)
+{
+    wci_wreg *r = c->wreg;
+    if (r->nwatch == 0)
+        return;
+    candidates(c, k->key, k->klen);
+    size_t m = decide(c, v, prev, rev);
+    if (m == 0)
+        return;
+    wcache_event *e = event_new(c, ver_live(v) ? EVK_PUT : EVK_DELETE, rev, k->key, k->klen, v,
+                                ver_live(prev) ? prev : NULL);
+    if (!e) {
+        for (size_t i = 0; i < m; i++)
+            end_watch(r->cand[i].w, WCACHE_ENOMEM);
+        return;
+    }
+    /* all references first: a consumer may release its one at once */
+    atomic_fetch_add_explicit(&e->refs, (uint32_t)m, memory_order_relaxed);
+    for (size_t i = 0; i < m; i++)
+        queue_push(r->cand[i].w, e, r->cand[i].type);
+    /* one fence for all: a consumer arms, fences, then re-checks its queue */
+    atomic_thread_fence(memory_order_seq_cst);
+    for (size_t i = 0; i < m; i++)
+        if (atomic_load_explicit(&r->cand[i].w->armed, memory_order_relaxed))
+            wake(r->cand[i].w);
+    atomic_fetch_add_explicit(&c->st_deliveries, m, memory_order_relaxed);
+    wcache_event_unref(e);
+}
+
+/* ---- opening ---- */
+
+static char *dup_opt(wcache_cache *c, const void *p, size_t n, size_t *out_n, int *err)
+{
+    *out_n = n;
+    if (!n)
+        return NULL;
+    char *d = wci_memdup(&c->al, p, n);
+    if (!d)
+        *err = 1;
+    return d;
+}
+
+static wcache_code check_opts(wcache_cache *c, const wcache_watch_opts *o)
+{
+    if (!o)
+        return WCACHE_OK;
+    if (o->size < sizeof *o || o->start_revision < 0 || o->bookmark_interval_ms < 0 ||
+        (!o->prefix && o->prefix_len) || (!o->start && o->start_len) ||
+        (!o->end && o->end_len) || (!o->label_selector && o->label_selector_len))
+        return wci_err(c, WCACHE_EINVAL, "watch: invalid options");
+    if (o->queue_size > (1u << 24))
+        return wci_err(c, WCACHE_EINVAL, "watch: queue_size above 16M");
+    return WCACHE_OK;
+}
+
+static uint32_t pow2_at_least(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+static void watch_free(wcache_watch *w)
+{
+    wcache_cache *c = w->c;
+    if (w->efd >= 0)
+        close(w->efd);
+    wcache_view_free(w->iview);
+    wci_selector_free(&c->al, w->sel);
+    wci_free(&c->al, w->prefix);
+    wci_free(&c->al, w->start);
+    wci_free(&c->al, w->end);
+    wci_free(&c->al, w->q);
+    w->magic = 0;
+    wci_free(&c->al, w);
+}
+
+static wcache_code watch_alloc(wcache_cache *c, const wcache_watch_opts *o, wcache_watch **out)
+{
+    wcache_watch *w = wci_calloc(&c->al, 1, sizeof *w);
+    if (!w)
+        return WCACHE_ENOMEM;
+    w->magic = WCI_WATCH_MAGIC;
+    w->c = c;
+    w->efd = -1;
+    int err = 0;
+    if (o && o->prefix_len)
+        w->prefix = dup_opt(c, o->prefix, o->prefix_len, &w->plen, &err);
+    else if (o) {
+        w->start = dup_opt(c, o->start, o->start_len, &w->slen, &err);
+        w->end = dup_opt(c, o->end, o->end_len, &w->elen, &err);
+    }
+    w->qcap = pow2_at_least(o && o->queue_size ? o->queue_size : DEFAULT_QUEUE);
+    w->q = err ? NULL : wci_calloc(&c->al, w->qcap, sizeof *w->q);
+    *out = w;
+    if (!w->q)
+        return WCACHE_ENOMEM;
+    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->efd < 0) {
+        c->last_errno = errno;
+        return wci_err(c, WCACHE_ESYS, "watch: eventfd: %s", strerror(errno));
+    }
+    return WCACHE_OK;
+}
+
+static wcache_code parse_selector(wcache_cache *c, const wcache_watch_opts *o, wcache_watch *w)
+{
+    if (!o || !o->label_selector_len)
+        return WCACHE_OK;
+    char msg[256] = "";
+    wcache_code rc = wci_selector_parse(&c->al, o->label_selector, o->label_selector_len,
+                                        &w->sel, msg, sizeof msg);
+    if (rc != WCACHE_OK)
+        return wci_err(c, rc, "watch: label selector: %s", msg);
+    if (wci_selector_empty(w->sel)) {
+        wci_selector_free(&c->al, w->sel);
+        w->sel = NULL;
+    }
+    return WCACHE_OK;
+}
+
+/* First ring position whose revision is above rev (binary search). */
+static uint64_t ring_after(const wci_ring *r, int64_t rev)
+{
+    uint64_t lo = r->head, hi = r->tail;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (r->ev[mid & r->mask].rev <= rev)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Under wmu: decide the phase and the start point. */
+static wcache_code start_locked(wcache_cache *c, const wcache_watch_opts *o, wcache_watch *w)
+{
+    int64_t want = o ? o->start_revision : 0;
+    int64_t cur = atomic_load_explicit(&c->rev, memory_order_relaxed);
+    int64_t comp = atomic_load_explicit(&c->compact_rev, memory_order_relaxed);
+    if (want && want < comp)
+        return wci_err(c, WCACHE_ECOMPACTED, "watch: revision %lld is compacted (oldest %lld)",
+                       (long long)want, (long long)comp);
+    if (o && o->initial_events) {
+        wcache_code rc = wcache_view_create(c, &w->iview);
+        if (rc == WCACHE_OK)
+            rc = wcache_view_begin(w->iview, cur);
+        if (rc != WCACHE_OK)
+            return rc;
+        wci_tree_seek(&c->tree, &w->iit, w->plen ? w->prefix : w->start,
+                      w->plen ? w->plen : w->slen);
+        w->phase = PHASE_INITIAL;
+        w->start_rev = cur;
+    } else if (want == 0) {
+        w->phase = PHASE_LIVE;
+        w->start_rev = cur;
+    } else {
+        w->phase = PHASE_REPLAY;
+        w->start_rev = want;
+    }
+    w->cursor = ring_after(&c->ring, w->start_rev);
+    w->last_rev = w->start_rev;
+    return WCACHE_OK;
+}
+
+wcache_code wcache_watch_open(wcache_cache *c, const wcache_watch_opts *o, wcache_watch **out)
+{
+    if (!wci_cache_ok(c) || !out)
+        return WCACHE_EINVAL;
+    *out = NULL;
+    if (!c->open)
+        return WCACHE_ESTATE;
+    wcache_code rc = check_opts(c, o);
+    wcache_watch *w = NULL;
+    if (rc == WCACHE_OK)
+        rc = watch_alloc(c, o, &w);
+    if (rc == WCACHE_OK)
+        rc = parse_selector(c, o, w);
+    if (rc == WCACHE_OK) {
+        w->prev_value = o ? o->prev_value : 0;
+        w->bm_ns = o ? o->bookmark_interval_ms * 1000000 : 0;
+        pthread_mutex_lock(&c->wmu);
+        rc = start_locked(c, o, w);
+        if (rc == WCACHE_OK && reg_add(c, w) != 0)
+            rc = WCACHE_ENOMEM;
+        if (rc == WCACHE_OK) {
+            w->registered = 1;
+            c->wreg->nwatch++;
+        }
+        pthread_mutex_unlock(&c->wmu);
+    }
+    if (rc != WCACHE_OK) {
+        if (w)
+            watch_free(w);
+        return rc;
+    }
+    atomic_fetch_add_explicit(&c->st_watchers, 1, memory_order_relaxed);
+    if (w->phase != PHASE_LIVE) { /* readable until caught up */
+        uint64_t one = 1;
+        ssize_t wr = write(w->efd, &one, sizeof one);
+        (void)wr;
+    }
+    w->next_bm = w->bm_ns ? wci_now(c) + w->bm_ns : 0;
+    *out = w;
+    return WCACHE_OK;
+}
+
+/* ---- consuming ---- */
+
+static void fill_kv(wcache_kv *kv, const char *key, size_t klen, const wci_ver *v)
+{
+    kv->key = key;
+    kv->key_len = klen;
+    kv->value = v->value;
+    kv->value_len = v->vlen;
+    kv->create_revision = v->create_rev;
+    kv->mod_revision = v->mod_rev;
+    kv->version = v->version;
+}
+
+static void to_delivery(const wcache_watch *w, const wci_qslot *s, wcache_watch_event *out)
+{
+    const wcache_event *e = s->ev;
+    memset(out, 0, sizeof *out);
+    out->type = (wcache_event_type)s->type;
+    out->revision = e->rev;
+    out->ev = s->ev;
+    if (e->kind == EVK_BOOKMARK || e->kind == EVK_INITIAL_END)
+        return;
+    /* DELETED shows the last state: the previous version */
+    bool gone = s->type == WCACHE_EV_DELETED;
+    const wci_ver *shown = gone ? e->prev : e->ver;
+    if (shown)
+        fill_kv(&out->kv, e->key, e->klen, shown);
+    else
+        out->kv.key = e->key, out->kv.key_len = e->klen;
+    if (w->prev_value && e->prev && !gone)
+        fill_kv(&out->prev, e->key, e->klen, e->prev);
+}
+
+static size_t queue_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap)
+{
+    uint64_t h = atomic_load_explicit(&w->qhead, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&w->qtail, memory_order_acquire);
+    size_t n = 0;
+    while (h < t && n < cap) {
+        to_delivery(w, &w->q[h & (w->qcap - 1)], &evs[n++]);
+        h++;
+    }
+    atomic_store_explicit(&w->qhead, h, memory_order_release);
+    return n;
+}
+
+/* A one-watcher event (initial object, bookmark) straight into the queue. */
+static int push_own(wcache_watch *w, uint32_t kind, uint32_t type, int64_t rev, const wci_key *k,
+                    wci_ver *v)
+{
+    wcache_event *e = event_new(w->c, kind, rev, k ? k->key : NULL, k ? k->klen : 0, v, NULL);
+    if (!e)
+        return -1;
+    queue_push(w, e, type);
+    return 0;
+}
+
+/* INITIAL: the next objects of the pinned view, as ADDED. */
+static wcache_code initial_step(wcache_watch *w)
+{
+    wcache_cache *c = w->c;
+    int64_t rev = w->start_rev;
+    const wci_key *k;
+    while (!queue_full(w) && (k = wci_iter_next(&w->iit)) != NULL) {
+        if (!key_in(w, k->key, k->klen)) {
+            if (w->plen || w->elen) {
+                w->iit.depth = -1; /* past the range: the tree is ordered */
+                break;
+            }
+            continue;
+        }
+        wci_ver *v = (wci_ver *)wci_visible(k, rev);
+        lazy_labels ll = {v, 0, {0}};
+        bool take = v && sel_match(c, w, &ll);
+        labels_done(c, &ll);
+        if (take && push_own(w, EVK_PUT, WCACHE_EV_ADDED, v->mod_rev, k, v) != 0)
+            return WCACHE_ENOMEM;
+    }
+    if (w->iit.depth >= 0 || queue_full(w))
+        return WCACHE_OK;
+    if (push_own(w, EVK_INITIAL_END, WCACHE_EV_INITIAL_END, rev, NULL, NULL) != 0)
+        return WCACHE_ENOMEM;
+    wcache_view_free(w->iview); /* history after rev stays: the ring has it */
+    w->iview = NULL;
+    pthread_mutex_lock(&c->wmu);
+    w->phase = PHASE_REPLAY;
+    pthread_mutex_unlock(&c->wmu);
+    return WCACHE_OK;
+}
+
+/* REPLAY, under wmu: copy a batch of history; go live once caught up. */
+static wcache_code replay_locked(wcache_watch *w)
+{
+    wcache_cache *c = w->c;
+    wci_ring *r = &c->ring;
+    if (w->cursor < r->head)
+        return WCACHE_ECOMPACTED; /* history it needed is gone: re-list */
+    for (int n = 0; w->cursor < r->tail && n < REPLAY_BATCH && !queue_full(w); n++) {
+        wci_event *e = &r->ev[w->cursor & r->mask];
+        w->cursor++;
+        if (e->rev <= w->start_rev || !key_in(w, e->key->key, e->key->klen))
+            continue;
+        wci_ver *prev = atomic_load_explicit(&e->ver->next, memory_order_relaxed);
+        prev = ver_live(prev) ? prev : NULL;
+        lazy_labels cur = {e->ver, 0, {0}}, old = {prev, 0, {0}};
+        uint32_t t = classify(c, w, &cur, &old);
+        labels_done(c, &cur);
+        labels_done(c, &old);
+        if (!t)
+            continue;
+        wcache_event *ev = event_new(c, ver_live(e->ver) ? EVK_PUT : EVK_DELETE, e->rev,
+                                     e->key->key, e->key->klen, e->ver, prev);
+        if (!ev)
+            return WCACHE_ENOMEM;
+        queue_push(w, ev, t);
+    }
+    if (w->cursor == r->tail)
+        w->phase = PHASE_LIVE;
+    return WCACHE_OK;
+}
+
+/* Move INITIAL / REPLAY forward so that the queue has something. */
+static wcache_code advance(wcache_watch *w)
+{
+    wcache_code rc = WCACHE_OK;
+    if (w->phase == PHASE_INITIAL)
+        rc = initial_step(w);
+    if (rc == WCACHE_OK && w->phase == PHASE_REPLAY && !queue_full(w)) {
+        pthread_mutex_lock(&w->c->wmu);
+        rc = replay_locked(w);
+        pthread_mutex_unlock(&w->c->wmu);
+    }
+    if (rc != WCACHE_OK)
+        end_watch(w, rc);
+    return rc;
+}
+
+/* Idle and due: a bookmark at the latest revision, all of it delivered. */
+static void maybe_bookmark(wcache_watch *w)
+{
+    if (!w->bm_ns || w->phase != PHASE_LIVE)
+        return;
+    int64_t now = wci_now(w->c);
+    if (now < w->next_bm)
+        return;
+    int64_t rev = atomic_load_explicit(&w->c->rev, memory_order_seq_cst);
+    if (atomic_load_explicit(&w->qtail, memory_order_seq_cst) !=
+        atomic_load_explicit(&w->qhead, memory_order_relaxed))
+        return; /* events up to rev may still be queued */
+    w->next_bm = now + w->bm_ns;
+    if (rev <= w->last_rev)
+        return;
+    pthread_mutex_lock(&w->c->wmu); /* the queue's producer side */
+    if (!queue_full(w))
+        push_own(w, EVK_BOOKMARK, WCACHE_EV_BOOKMARK, rev, NULL, NULL);
+    pthread_mutex_unlock(&w->c->wmu);
+}
+
+static bool watch_ok(const wcache_watch *w)
+{
+    return w && w->magic == WCI_WATCH_MAGIC;
+}
+
+/* Nothing to hand out: let the fd sleep until a producer wakes it. */
+static bool arm(wcache_watch *w)
+{
+    uint64_t drain;
+    if (w->phase != PHASE_LIVE)
+        return false; /* more to replay: stay readable */
+    ssize_t r = read(w->efd, &drain, sizeof drain);
+    (void)r;
+    atomic_store(&w->armed, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    return atomic_load(&w->qtail) == atomic_load(&w->qhead) && !atomic_load(&w->end_code);
+}
+
+wcache_code wcache_watch_next(wcache_watch *w, wcache_watch_event *evs, size_t cap, size_t *n)
+{
+    if (!watch_ok(w) || !evs || !cap || !n)
+        return WCACHE_EINVAL;
+    *n = 0;
+    for (int round = 0; round < 2; round++) {
+        if (!atomic_load(&w->end_code))
+            advance(w);
+        *n = queue_pop(w, evs, cap);
+        if (*n == 0 && !atomic_load(&w->end_code)) {
+            maybe_bookmark(w);
+            *n = queue_pop(w, evs, cap);
+        }
+        if (*n) {
+            w->last_rev = evs[*n - 1].revision > w->last_rev ? evs[*n - 1].revision : w->last_rev;
+            return WCACHE_OK;
+        }
+        int end = atomic_load(&w->end_code);
+        if (end)
+            return (wcache_code)end;
+        if (arm(w))
+            return WCACHE_OK;
+    }
+    return WCACHE_OK;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *evs, size_t cap, size_t *n,
+                              int64_t timeout_ms)
+{
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : mono_ms() + timeout_ms;
+    for (;;) {
+        wcache_code rc = wcache_watch_next(w, evs, cap, n);
+        if (rc != WCACHE_OK || *n)
+            return rc;
+        int64_t left = deadline == INT64_MAX ? -1 : deadline - mono_ms();
+        if (deadline != INT64_MAX && left <= 0)
+            return WCACHE_OK;
+        if (w->bm_ns) { /* wake for the next bookmark too */
+            int64_t bm = (w->next_bm - wci_now(w->c)) / 1000000 + 1;
+            left = left < 0 || bm < left ? (bm > 0 ? bm : 1) : left;
+        }
+        struct pollfd p = {.fd = w->efd, .events = POLLIN};
+        if (poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left) < 0 && errno != EINTR) {
+            w->c->last_errno = errno;
+            return WCACHE_ESYS;
+        }
+    }
+}
+
+int wcache_watch_fd(const wcache_watch *w)
+{
+    return watch_ok(w) ? w->efd : -1;
+}
+
+void wcache_watch_stop(wcache_watch *w)
+{
+    if (watch_ok(w))
+        end_watch(w, WCACHE_ESTOPPED);
+}
+
+void wcache_watch_close(wcache_watch *w)
+{
+    if (!watch_ok(w))
+        return;
+    wcache_cache *c = w->c;
+    pthread_mutex_lock(&c->wmu);
+    if (w->registered) {
+        reg_del(c, w);
+        c->wreg->nwatch--;
+    }
+    pthread_mutex_unlock(&c->wmu);
+    uint64_t h = atomic_load(&w->qhead), t = atomic_load(&w->qtail);
+    for (; h < t; h++)
+        wcache_event_unref(w->q[h & (w->qcap - 1)].ev);
+    atomic_fetch_sub_explicit(&c->st_watchers, 1, memory_order_relaxed);
+    watch_free(w);
+}
+
+/* ---- fresh reads (KEP-2340) ---- */
+
+wcache_code wcache_cache_set_source(wcache_cache *c, wcache_current_rev_fn current,
+                                    wcache_progress_fn progress, void *ud)
+{
+    if (!wci_cache_ok(c))
+        return WCACHE_EINVAL;
+    if (c->open)
+        return WCACHE_ESTATE;
+    c->cur_fn = current;
+    c->prog_fn = progress;
+    c->src_ud = ud;
+    return WCACHE_OK;
+}
+
+void wci_fresh_wake(wcache_cache *c)
+{
+    if (atomic_load_explicit(&c->fwaiters, memory_order_seq_cst) == 0)
+        return;
+    pthread_mutex_lock(&c->fmu);
+    pthread_cond_broadcast(&c->fcv);
+    pthread_mutex_unlock(&c->fmu);
+}
+
+static void note_wait(wcache_cache *c, int64_t ns)
+{
+    atomic_fetch_add_explicit(&c->st_wait_ns, (uint64_t)ns, memory_order_relaxed);
+    uint64_t m = atomic_load_explicit(&c->st_max_wait_ns, memory_order_relaxed);
+    while ((uint64_t)ns > m &&
+           !atomic_compare_exchange_weak(&c->st_max_wait_ns, &m, (uint64_t)ns))
+        ;
+}
+
+/* Wait until the cache has applied rev, asking the source for progress
+ * every 100 ms meanwhile (a quiet source sends none unasked). */
+static bool wait_for(wcache_cache *c, int64_t rev, int64_t timeout_ns)
+{
+    int64_t t0 = wci_now(c), deadline = t0 + timeout_ns;
+    atomic_fetch_add_explicit(&c->st_fresh_waits, 1, memory_order_relaxed);
+    pthread_mutex_lock(&c->fmu);
+    atomic_fetch_add_explicit(&c->fwaiters, 1, memory_order_seq_cst);
+    bool ok;
+    while (!(ok = atomic_load_explicit(&c->rev, memory_order_seq_cst) >= rev)) {
+        int64_t now = wci_now(c);
+        if (now >= deadline)
+            break;
+        if (c->prog_fn) {
+            pthread_mutex_unlock(&c->fmu);
+            c->prog_fn(c->src_ud);
+            pthread_mutex_lock(&c->fmu);
+            if (atomic_load_explicit(&c->rev, memory_order_seq_cst) >= rev)
+                continue;
+        }
+        int64_t until = now + PROGRESS_EVERY_NS < deadline ? now + PROGRESS_EVERY_NS : deadline;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t abs = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (until - now);
+        ts.tv_sec = abs / 1000000000;
+        ts.tv_nsec = abs % 1000000000;
+        pthread_cond_timedwait(&c->fcv, &c->fmu, &ts);
+    }
+    atomic_fetch_sub_explicit(&c->fwaiters, 1, memory_order_seq_cst);
+    pthread_mutex_unlock(&c->fmu);
+    note_wait(c, wci_now(c) - t0);
+    if (!ok)
+        atomic_fetch_add_explicit(&c->st_fresh_timeouts, 1, memory_order_relaxed);
+    return ok;
+}
+
+wcache_code wcache_view_begin_fresh(wcache_view *v, int64_t min_rev, int64_t timeout_ms)
+{
+    if (!v || v->magic != WCI_VIEW_MAGIC || !wci_cache_ok(v->c))
+        return WCACHE_EINVAL;
+    wcache_cache *c = v->c;
+    if (!c->open)
+        return WCACHE_ESTATE;
+    atomic_fetch_add_explicit(&c->st_fresh_reads, 1, memory_order_relaxed);
+    int64_t need = min_rev;
+    if (need < 0 && (!c->cur_fn || c->cur_fn(&need, c->src_ud) != 0 || need < 0))
+        return WCACHE_ENOTREADY;
+    int64_t to = (timeout_ms > 0 ? timeout_ms : FRESH_TIMEOUT_MS) * 1000000;
+    if (atomic_load_explicit(&c->rev, memory_order_acquire) < need && !wait_for(c, need, to))
+        return WCACHE_ETIMEDOUT;
+    return wcache_view_begin(v, WCACHE_REV_LATEST);
+}
+
+wcache_code wcache_cache_wait_stat(const wcache_cache *c, wcache_wait_stat *st)
+{
+    if (!wci_cache_ok(c) || !st || st->size < sizeof *st)
+        return WCACHE_EINVAL;
+    wcache_wait_stat s = {.size = sizeof s};
+    s.reads = atomic_load(&c->st_fresh_reads);
+    s.waits = atomic_load(&c->st_fresh_waits);
+    s.timeouts = atomic_load(&c->st_fresh_timeouts);
+    s.wait_ns = atomic_load(&c->st_wait_ns);
+    s.max_wait_ns = atomic_load(&c->st_max_wait_ns);
+    s.watchers = atomic_load(&c->st_watchers);
+    s.deliveries = atomic_load(&c->st_deliveries);
+    s.overflows = atomic_load(&c->st_overflows);
+    *st = s;
+    return WCACHE_OK;
+}

@@ -1,0 +1,76 @@
+/*
+ * watch.h - structures private to watch.c (and its white-box tests).
+ */
+#ifndef WCI_WATCH_H
+#define WCI_WATCH_H
+
+#include "wcache_int.h"
+
+struct wci_selector;
+
+typedef struct wci_qslot {
+    wcache_event *ev;
+    uint32_t type;
+} wci_qslot;
+
+typedef struct wci_cand {
+    wcache_watch *w;
+    uint32_t type;
+} wci_cand;
+
+/* Watchers sharing one key prefix. */
+typedef struct wci_bucket {
+    struct wci_bucket *next;
+    uint64_t hash;
+    wcache_watch **w;
+    size_t n, cap;
+    size_t plen;
+    char prefix[];
+} wci_bucket;
+
+typedef struct wci_len {
+    size_t len;
+    size_t users; /* buckets of this length */
+} wci_len;
+
+typedef struct wci_wreg {
+    wci_bucket **tab; /* chained hash of prefixes */
+    size_t mask;
+    wci_len *lens;    /* distinct prefix lengths, ascending */
+    size_t nlens, caplens;
+    wcache_watch **ranged; /* [start, end) watchers */
+    size_t nranged, capranged;
+    wci_cand *cand;   /* dispatch scratch */
+    size_t ncand, capcand;
+    size_t nwatch;
+} wci_wreg;
+
+struct wcache_watch {
+    uint32_t magic;
+    wcache_cache *c;
+    /* filter */
+    char *prefix, *start, *end;
+    size_t plen, slen, elen;
+    struct wci_selector *sel;
+    int prev_value;
+    int64_t start_rev; /* deliver revisions above this */
+    /* phase; changed under wmu */
+    int phase;
+    uint64_t cursor;   /* REPLAY: next ring position */
+    wcache_view *iview; /* INITIAL: pinned at start_rev */
+    wci_iter iit;
+    /* queue: producer holds wmu, consumer is the watch's thread */
+    wci_qslot *q;
+    uint32_t qcap;
+    _Atomic uint64_t qhead, qtail;
+    _Atomic int end_code;
+    _Atomic int armed;
+    int efd;
+    int registered;
+    /* bookmarks (consumer only) */
+    int64_t bm_ns, next_bm, last_rev;
+};
+
+#define WCI_WATCH_MAGIC 0x77637774u
+
+#endif

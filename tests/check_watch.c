@@ -1,0 +1,455 @@
+/*
+ * check_watch.c - watch subscriptions and fresh reads, black-box.
+ *
+ * The cases follow section 8.3 of the Kubernetes watch-cache notes: watch
+ * from a too-old, exact and future revision, initial events and their end
+ * marker, selector transitions, slow-watcher termination, bookmark
+ * revisions, and a fresh read that waits for a late revision or times out.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <watchcache.h>
+
+#include "testutil.h"
+
+static wcache_cache *C;
+static int64_t NOW_NS;
+
+static int64_t fake_clock(void *ud)
+{
+    (void)ud;
+    return __atomic_load_n(&NOW_NS, __ATOMIC_SEQ_CST);
+}
+
+static void setup(void)
+{
+    NOW_NS = 1000000000;
+    ck_assert_ok(wcache_cache_create(&C, NULL));
+    ck_assert_ok(wcache_cache_set_param(C, WCACHE_P_RETAIN_SECONDS, 0));
+    ck_assert_ok(wcache_cache_set_clock(C, fake_clock, NULL));
+    ck_assert_ok(wcache_cache_open(C));
+}
+
+static void teardown(void)
+{
+    wcache_cache_close(C);
+    C = NULL;
+}
+
+static void put(const char *k, const char *v, int64_t rev)
+{
+    ck_assert_ok(wcache_ingest_put(C, k, strlen(k), v, strlen(v), rev));
+}
+
+static void del(const char *k, int64_t rev)
+{
+    ck_assert_ok(wcache_ingest_delete(C, k, strlen(k), rev));
+}
+
+static wcache_watch *open_watch(const char *prefix, int64_t from)
+{
+    wcache_watch_opts o = {.size = sizeof o, .start_revision = from};
+    if (prefix) {
+        o.prefix = prefix;
+        o.prefix_len = strlen(prefix);
+    }
+    wcache_watch *w = NULL;
+    ck_assert_ok(wcache_watch_open(C, &o, &w));
+    return w;
+}
+
+/* Take everything available now; returns the count, sets *end. */
+static size_t drain(wcache_watch *w, wcache_watch_event *evs, size_t cap, wcache_code *end)
+{
+    size_t total = 0, n;
+    wcache_code rc;
+    *end = WCACHE_OK;
+    while ((rc = wcache_watch_next(w, evs + total, cap - total, &n)) == WCACHE_OK && n) {
+        total += n;
+        if (total == cap)
+            break;
+    }
+    if (rc != WCACHE_OK)
+        *end = rc;
+    return total;
+}
+
+static void release(wcache_watch_event *evs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        wcache_event_unref(evs[i].ev);
+}
+
+static void expect_ev(const wcache_watch_event *e, wcache_event_type t, const char *key,
+                      int64_t rev)
+{
+    ck_assert_int_eq(e->type, t);
+    ck_assert_int_eq(e->revision, rev);
+    if (key) {
+        ck_assert_uint_eq(e->kv.key_len, strlen(key));
+        ck_assert(memcmp(e->kv.key, key, e->kv.key_len) == 0);
+    }
+}
+
+START_TEST(test_watch_live_and_types)
+{
+    put("/a/1", "x", 1);
+    wcache_watch *w = open_watch("/a/", 0);
+    put("/a/1", "y", 2);
+    put("/b/1", "z", 3); /* other prefix */
+    put("/a/2", "q", 4);
+    del("/a/1", 5);
+    wcache_watch_event evs[16];
+    wcache_code end;
+    size_t n = drain(w, evs, 16, &end);
+    ck_assert_int_eq(end, WCACHE_OK);
+    ck_assert_uint_eq(n, 3);
+    expect_ev(&evs[0], WCACHE_EV_MODIFIED, "/a/1", 2);
+    ck_assert_int_eq(evs[0].kv.version, 2);
+    expect_ev(&evs[1], WCACHE_EV_ADDED, "/a/2", 4);
+    expect_ev(&evs[2], WCACHE_EV_DELETED, "/a/1", 5);
+    /* a delete shows the last state */
+    ck_assert_uint_eq(evs[2].kv.value_len, 1);
+    ck_assert(memcmp(evs[2].kv.value, "y", 1) == 0);
+    release(evs, n);
+    wcache_watch_close(w);
+}
+END_TEST
+
+START_TEST(test_watch_from_past_exact_and_compacted)
+{
+    for (int i = 1; i <= 10; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "/k/%d", i % 3);
+        put(k, "v", i);
+    }
+    wcache_watch *w = open_watch(NULL, 6);
+    wcache_watch_event evs[16];
+    wcache_code end;
+    size_t n = drain(w, evs, 16, &end);
+    ck_assert_uint_eq(n, 4); /* revisions 7..10, nothing before, nothing twice */
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(evs[i].revision, 7 + (int64_t)i);
+    release(evs, n);
+    put("/k/9", "v", 11);
+    n = drain(w, evs, 16, &end);
+    ck_assert_uint_eq(n, 1);
+    expect_ev(&evs[0], WCACHE_EV_ADDED, "/k/9", 11);
+    release(evs, n);
+    wcache_watch_close(w);
+
+    ck_assert_ok(wcache_cache_compact(C, 8));
+    wcache_watch_opts o = {.size = sizeof o, .start_revision = 7};
+    ck_assert_wc(wcache_watch_open(C, &o, &w), WCACHE_ECOMPACTED);
+    o.start_revision = 8; /* the compacted revision itself is still readable */
+    ck_assert_ok(wcache_watch_open(C, &o, &w));
+    n = drain(w, evs, 16, &end);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_int_eq(evs[0].revision, 9);
+    release(evs, n);
+    wcache_watch_close(w);
+}
+END_TEST
+
+START_TEST(test_watch_future_revision_waits)
+{
+    put("/f/1", "a", 1);
+    wcache_watch *w = open_watch("/f/", 5);
+    wcache_watch_event evs[8];
+    wcache_code end;
+    put("/f/1", "b", 3);
+    put("/f/1", "c", 5);
+    ck_assert_uint_eq(drain(w, evs, 8, &end), 0);
+    put("/f/1", "d", 6);
+    size_t n = drain(w, evs, 8, &end);
+    ck_assert_uint_eq(n, 1);
+    expect_ev(&evs[0], WCACHE_EV_MODIFIED, "/f/1", 6);
+    release(evs, n);
+    wcache_watch_close(w);
+}
+END_TEST
+
+START_TEST(test_watch_initial_events)
+{
+    put("/p/b", "1", 1);
+    put("/p/a", "2", 2);
+    put("/q/x", "3", 3);
+    put("/p/c", "4", 4);
+    del("/p/c", 5);
+    wcache_watch_opts o = {.size = sizeof o, .prefix = "/p/", .prefix_len = 3,
+                           .initial_events = 1};
+    wcache_watch *w;
+    ck_assert_ok(wcache_watch_open(C, &o, &w));
+    put("/p/d", "5", 6);
+    wcache_watch_event evs[8];
+    wcache_code end;
+    size_t n = drain(w, evs, 8, &end);
+    ck_assert_uint_eq(n, 4);
+    expect_ev(&evs[0], WCACHE_EV_ADDED, "/p/a", 2); /* key order, own revisions */
+    expect_ev(&evs[1], WCACHE_EV_ADDED, "/p/b", 1);
+    expect_ev(&evs[2], WCACHE_EV_INITIAL_END, NULL, 5); /* the global revision */
+    expect_ev(&evs[3], WCACHE_EV_ADDED, "/p/d", 6);
+    release(evs, n);
+    wcache_watch_close(w);
+}
+END_TEST
+
+static const char *pod(const char *app)
+{
+    static char buf[128];
+    snprintf(buf, sizeof buf, "{\"metadata\":{\"labels\":{\"app\":\"%s\"}}}", app);
+    return buf;
+}
+
+START_TEST(test_watch_selector_transitions)
+{
+    put("/pods/x", pod("web"), 1);
+    wcache_watch_opts o = {.size = sizeof o, .label_selector = "app=web",
+                           .label_selector_len = 7, .prev_value = 1};
+    wcache_watch *w;
+    ck_assert_ok(wcache_watch_open(C, &o, &w));
+    put("/pods/x", pod("db"), 2);  /* moves out: DELETED with the previous object */
+    put("/pods/x", pod("db2"), 3); /* stays out: nothing */
+    put("/pods/x", pod("web"), 4); /* moves in: ADDED */
+    put("/pods/x", pod("web"), 5); /* stays in: MODIFIED */
+    put("/pods/y", pod("db"), 6);
+    del("/pods/x", 7);
+    wcache_watch_event evs[8];
+    wcache_code end;
+    size_t n = drain(w, evs, 8, &end);
+    ck_assert_uint_eq(n, 4);
+    expect_ev(&evs[0], WCACHE_EV_DELETED, "/pods/x", 2);
+    ck_assert(strstr((const char *)evs[0].kv.value, "\"web\"") != NULL);
+    ck_assert_int_eq(evs[0].kv.mod_revision, 1);
+    expect_ev(&evs[1], WCACHE_EV_ADDED, "/pods/x", 4);
+    expect_ev(&evs[2], WCACHE_EV_MODIFIED, "/pods/x", 5);
+    ck_assert_int_eq(evs[2].prev.mod_revision, 4);
+    expect_ev(&evs[3], WCACHE_EV_DELETED, "/pods/x", 7);
+    release(evs, n);
+    wcache_watch_close(w);
+
+    o.label_selector = "app in (web";
+    o.label_selector_len = strlen(o.label_selector);
+    ck_assert_wc(wcache_watch_open(C, &o, &w), WCACHE_EINVAL);
+}
+END_TEST
+
+START_TEST(test_watch_slow_watcher_ends)
+{
+    wcache_watch_opts o = {.size = sizeof o, .queue_size = 8};
+    wcache_watch *slow, *fast;
+    ck_assert_ok(wcache_watch_open(C, &o, &slow));
+    ck_assert_ok(wcache_watch_open(C, &o, &fast));
+    wcache_watch_event evs[16];
+    wcache_code end;
+    for (int i = 1; i <= 20; i++) {
+        put("/s/1", "v", i);
+        size_t n = drain(fast, evs, 16, &end);
+        ck_assert_uint_eq(n, 1); /* the slow one does not hold the fast one back */
+        release(evs, n);
+    }
+    /* the queued 8 are handed out, then the reason */
+    size_t n = drain(slow, evs, 16, &end);
+    ck_assert_uint_eq(n, 8);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(evs[i].revision, 1 + (int64_t)i);
+    release(evs, n);
+    ck_assert_int_eq(end, WCACHE_EOVERFLOW);
+    ck_assert_wc(wcache_watch_next(slow, evs, 16, &n), WCACHE_EOVERFLOW);
+    wcache_wait_stat ws = {.size = sizeof ws};
+    ck_assert_ok(wcache_cache_wait_stat(C, &ws));
+    ck_assert_uint_eq(ws.overflows, 1);
+    wcache_watch_close(slow);
+    wcache_watch_close(fast);
+}
+END_TEST
+
+START_TEST(test_watch_bookmarks)
+{
+    put("/a/1", "v", 1);
+    wcache_watch_opts o = {.size = sizeof o, .prefix = "/a/", .prefix_len = 3,
+                           .bookmark_interval_ms = 1000};
+    wcache_watch *w;
+    ck_assert_ok(wcache_watch_open(C, &o, &w));
+    wcache_watch_event evs[4];
+    size_t n;
+    ck_assert_ok(wcache_watch_next(w, evs, 4, &n));
+    ck_assert_uint_eq(n, 0);
+    put("/b/1", "v", 7); /* elsewhere: only the revision moves */
+    ck_assert_ok(wcache_watch_next(w, evs, 4, &n));
+    ck_assert_uint_eq(n, 0); /* not due yet */
+    __atomic_add_fetch(&NOW_NS, 2000000000, __ATOMIC_SEQ_CST);
+    ck_assert_ok(wcache_watch_next(w, evs, 4, &n));
+    ck_assert_uint_eq(n, 1);
+    expect_ev(&evs[0], WCACHE_EV_BOOKMARK, NULL, 7);
+    release(evs, n);
+    __atomic_add_fetch(&NOW_NS, 2000000000, __ATOMIC_SEQ_CST);
+    ck_assert_ok(wcache_watch_next(w, evs, 4, &n));
+    ck_assert_uint_eq(n, 0); /* nothing new since the last bookmark */
+    wcache_watch_close(w);
+}
+END_TEST
+
+START_TEST(test_watch_fd_and_stop)
+{
+    wcache_watch *w = open_watch(NULL, 0);
+    int fd = wcache_watch_fd(w);
+    ck_assert_int_ge(fd, 0);
+    wcache_watch_event evs[4];
+    size_t n;
+    ck_assert_ok(wcache_watch_next(w, evs, 4, &n)); /* arms the fd */
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 0), 0);
+    put("/x", "v", 1);
+    ck_assert_int_eq(poll(&p, 1, 0), 1);
+    ck_assert_ok(wcache_watch_wait(w, evs, 4, &n, 1000));
+    ck_assert_uint_eq(n, 1);
+    release(evs, n);
+    wcache_watch_stop(w);
+    ck_assert_int_eq(poll(&p, 1, 0), 1);
+    ck_assert_wc(wcache_watch_next(w, evs, 4, &n), WCACHE_ESTOPPED);
+    wcache_watch_close(w);
+}
+END_TEST
+
+START_TEST(test_watch_events_outlive_compaction)
+{
+    wcache_watch *w = open_watch(NULL, 0);
+    for (int i = 1; i <= 5; i++)
+        put("/c", i % 2 ? "odd" : "even", i);
+    ck_assert_ok(wcache_cache_compact(C, 5)); /* frees the old versions... */
+    wcache_watch_event evs[8];
+    wcache_code end;
+    size_t n = drain(w, evs, 8, &end);
+    ck_assert_uint_eq(n, 5); /* ...but not the ones still queued */
+    ck_assert(memcmp(evs[1].kv.value, "even", 4) == 0);
+    release(evs, n);
+    wcache_watch_close(w);
+}
+END_TEST
+
+/* ---- fresh reads ---- */
+
+static _Atomic int64_t SRC_REV;
+static _Atomic int PROGRESS_CALLS;
+
+static int src_rev(int64_t *rev, void *ud)
+{
+    (void)ud;
+    *rev = atomic_load(&SRC_REV);
+    return 0;
+}
+
+static void src_progress(void *ud)
+{
+    (void)ud;
+    atomic_fetch_add(&PROGRESS_CALLS, 1);
+}
+
+static void fresh_setup(void)
+{
+    ck_assert_ok(wcache_cache_create(&C, NULL));
+    ck_assert_ok(wcache_cache_set_source(C, src_rev, src_progress, NULL));
+    ck_assert_ok(wcache_cache_open(C));
+}
+
+static void *late_writer(void *arg)
+{
+    (void)arg;
+    wcache_wait_stat ws = {.size = sizeof ws};
+    do { /* until the reader is known to be waiting: no sleep */
+        sched_yield();
+        wcache_cache_wait_stat(C, &ws);
+    } while (ws.waits == 0);
+    wcache_ingest_put(C, "k", 1, "v", 1, 5);
+    wcache_ingest_progress(C, 9);
+    return NULL;
+}
+
+START_TEST(test_fresh_read_waits_for_late_revision)
+{
+    atomic_store(&SRC_REV, 9);
+    pthread_t t;
+    pthread_create(&t, NULL, late_writer, NULL);
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(C, &v));
+    ck_assert_ok(wcache_view_begin_fresh(v, -1, 10000));
+    ck_assert_int_ge(wcache_view_revision(v), 9);
+    wcache_kv kv;
+    ck_assert_ok(wcache_view_get(v, "k", 1, &kv));
+    pthread_join(t, NULL);
+    wcache_wait_stat ws = {.size = sizeof ws};
+    ck_assert_ok(wcache_cache_wait_stat(C, &ws));
+    ck_assert_uint_eq(ws.reads, 1);
+    ck_assert_uint_eq(ws.waits, 1);
+    ck_assert_uint_eq(ws.timeouts, 0);
+    wcache_view_free(v);
+}
+END_TEST
+
+START_TEST(test_fresh_read_timeout_and_fast_path)
+{
+    atomic_store(&SRC_REV, 3);
+    atomic_store(&PROGRESS_CALLS, 0);
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(C, &v));
+    ck_assert_wc(wcache_view_begin_fresh(v, -1, 250), WCACHE_ETIMEDOUT);
+    ck_assert_int_ge(atomic_load(&PROGRESS_CALLS), 1); /* asked the source to speak */
+    ck_assert_int_eq(wcache_view_revision(v), 0);
+    ck_assert_ok(wcache_ingest_progress(C, 3)); /* an idle source's progress notification */
+    ck_assert_ok(wcache_view_begin_fresh(v, -1, 250));
+    ck_assert_int_eq(wcache_view_revision(v), 3);
+    ck_assert_ok(wcache_view_begin_fresh(v, 2, 0)); /* not older than 2: no wait */
+    wcache_wait_stat ws = {.size = sizeof ws};
+    ck_assert_ok(wcache_cache_wait_stat(C, &ws));
+    ck_assert_uint_eq(ws.timeouts, 1);
+    ck_assert_uint_eq(ws.waits, 1);
+    wcache_view_free(v);
+}
+END_TEST
+
+START_TEST(test_fresh_read_without_source)
+{
+    wcache_cache *c;
+    ck_assert_ok(wcache_cache_create(&c, NULL));
+    ck_assert_ok(wcache_cache_open(c));
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(c, &v));
+    ck_assert_wc(wcache_view_begin_fresh(v, -1, 10), WCACHE_ENOTREADY);
+    wcache_view_free(v);
+    wcache_cache_close(c);
+}
+END_TEST
+
+Suite *watch_suite(void)
+{
+    Suite *s = suite_create("watch");
+    TCase *tc = tcase_create("watch");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_watch_live_and_types);
+    tcase_add_test(tc, test_watch_from_past_exact_and_compacted);
+    tcase_add_test(tc, test_watch_future_revision_waits);
+    tcase_add_test(tc, test_watch_initial_events);
+    tcase_add_test(tc, test_watch_selector_transitions);
+    tcase_add_test(tc, test_watch_slow_watcher_ends);
+    tcase_add_test(tc, test_watch_bookmarks);
+    tcase_add_test(tc, test_watch_fd_and_stop);
+    tcase_add_test(tc, test_watch_events_outlive_compaction);
+    tcase_set_timeout(tc, tu_timeout(60));
+    suite_add_tcase(s, tc);
+    TCase *tf = tcase_create("fresh");
+    tcase_add_checked_fixture(tf, fresh_setup, teardown);
+    tcase_add_test(tf, test_fresh_read_waits_for_late_revision);
+    tcase_add_test(tf, test_fresh_read_timeout_and_fast_path);
+    tcase_add_test(tf, test_fresh_read_without_source);
+    tcase_set_timeout(tf, tu_timeout(60));
+    suite_add_tcase(s, tf);
+    return s;
+}
