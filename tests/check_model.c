@@ -78,6 +78,13 @@ static struct {
     pending pend[MAX_PENDING];
     int auto_keep; /* RETAIN_REVISIONS under auto compaction, 0 = off */
     int loaded;    /* the run started with wcache_ingest_load() */
+    uint64_t last_compactions;
+    long n_auto; /* automatic compactions observed */
+    /* Variant 2: age-based retention on a fake clock. */
+    int age_s;           /* RETAIN_SECONDS, 0 = not this variant */
+    tu_clock clk;
+    int64_t *rev_time;   /* ingest time of each revision (index = revision) */
+    int64_t rev_time_cap;
     long n_ok_puts, n_ok_dels, n_batches, n_fail_batches, n_verifies, n_compacts;
 } M;
 
@@ -430,6 +437,15 @@ static void verify(int thorough)
     MCHECK(st.revision == M.cur && st.compacted_revision == M.comp,
            "stat revision %lld/%lld, model %lld/%lld", (long long)st.revision,
            (long long)st.compacted_revision, (long long)M.cur, (long long)M.comp);
+    uint64_t pinned = 0;
+    for (int i = 0; i < MAX_HELD; i++)
+        pinned += M.held[i].rev != 0;
+    MCHECK(st.views_open == pinned, "stat views_open %llu, held %llu",
+           (unsigned long long)st.views_open, (unsigned long long)pinned);
+    MCHECK(st.compactions >= M.last_compactions, "stat compactions went down");
+    M.last_compactions = st.compactions;
+    MCHECK(st.history_events <= st.events || M.loaded, "history_events %llu > events %llu",
+           (unsigned long long)st.history_events, (unsigned long long)st.events);
     MCHECK(st.objects == live, "stat objects %llu, model %llu", (unsigned long long)st.objects,
            (unsigned long long)live);
     /* Whether a load counts as events is not specified: skip after a load. */
@@ -449,13 +465,41 @@ static int64_t next_rev(void)
     return M.cur + (tu_below(&M.rng, 4) ? 1 : 1 + (int64_t)tu_below(&M.rng, 5));
 }
 
+/*
+ * Advance the model's revision.  For the age variant, remember when each
+ * event revision was applied; progress revisions get no time of their own
+ * (whether a bookmark starts a new "age" is not specified), which keeps the
+ * retention bound below conservative.
+ */
+static void set_cur(int64_t rev, int is_event)
+{
+    if (M.age_s && is_event && rev != M.cur) {
+        MCHECK(rev < M.rev_time_cap, "revision %lld beyond the test's time table",
+               (long long)rev);
+        M.rev_time[rev] = M.clk.now_ns;
+    }
+    M.cur = rev;
+}
+
 /* Observe an auto compaction, checking the retention bound. */
 static void after_ingest(void)
 {
     int64_t c = wcache_cache_compacted_revision(M.c);
+    M.n_auto += c > M.comp;
     MCHECK(wcache_cache_revision(M.c) == M.cur, "revision %lld, model %lld",
            (long long)wcache_cache_revision(M.c), (long long)M.cur);
-    if (M.auto_keep) {
+    if (M.age_s) {
+        /* Every revision applied less than age_s ago must stay readable: the
+         * compacted revision may not pass the oldest such one. */
+        int64_t young = M.cur;
+        for (int64_t r = M.cur; r >= 1 && r > M.comp; r--)
+            if (M.rev_time[r] >= 0 && M.clk.now_ns - M.rev_time[r] < M.age_s * TU_NS_PER_S)
+                young = r;
+        MCHECK(c >= M.comp && c <= (young > M.comp ? young : M.comp),
+               "age compaction to %lld (was %lld, oldest young revision %lld)", (long long)c,
+               (long long)M.comp, (long long)young);
+        M.comp = c;
+    } else if (M.auto_keep) {
         int64_t bound = M.cur - M.auto_keep > 0 ? M.cur - M.auto_keep : 0;
         MCHECK(c >= M.comp && c <= (bound > M.comp ? bound : M.comp),
                "auto compaction to %lld (was %lld, current %lld, keep %d)", (long long)c,
@@ -483,7 +527,7 @@ static void op_put(void)
     int64_t rev = next_rev();
     MRC(wcache_ingest_put(M.c, M.keys[i].k, M.keys[i].klen, val, vlen, rev), WCACHE_OK);
     m_put(i, val, vlen, rev);
-    M.cur = rev;
+    set_cur(rev, 1);
     M.n_ok_puts++;
     after_ingest();
 }
@@ -498,7 +542,7 @@ static void op_delete(void)
         } else {
             MRC(wcache_ingest_delete(M.c, M.keys[i].k, M.keys[i].klen, rev), WCACHE_OK);
             m_del(i, rev);
-            M.cur = rev;
+            set_cur(rev, 1);
             M.n_ok_dels++;
         }
     } else {
@@ -573,7 +617,7 @@ static void op_batch(wcache_batch *b, int fault)
             else
                 M.n_ok_puts++;
         }
-        M.cur = rev;
+        set_cur(rev, 1);
         M.n_batches++;
     } else {
         M.n_fail_batches++;
@@ -591,7 +635,7 @@ static void op_progress(void)
     }
     int64_t rev = M.cur + (int64_t)tu_below(&M.rng, 4); /* equal is a no-op */
     MRC(wcache_ingest_progress(M.c, rev), WCACHE_OK);
-    M.cur = rev;
+    set_cur(rev, 0);
     after_ingest();
 }
 
@@ -675,9 +719,21 @@ static void model_run(int variant)
     M.rng.s = M.seed;
     make_keys();
     M.auto_keep = variant == 1 ? 50 : 0;
+    M.age_s = variant == 2 ? 30 : 0;
+    long steps = tu_long() ? 600000 : 60000;
 
     ck_assert_ok(wcache_cache_create(&M.c, NULL));
-    if (M.auto_keep) {
+    if (M.age_s) {
+        M.rev_time_cap = steps * 6 + 16; /* revisions grow by at most 5 per step */
+        M.rev_time = malloc((size_t)M.rev_time_cap * sizeof *M.rev_time);
+        ck_assert_ptr_nonnull(M.rev_time);
+        for (int64_t r = 0; r < M.rev_time_cap; r++)
+            M.rev_time[r] = -1;
+        M.clk.now_ns = 1000 * TU_NS_PER_S;
+        ck_assert_ok(wcache_cache_set_param(M.c, WCACHE_P_RETAIN_REVISIONS, 0));
+        ck_assert_ok(wcache_cache_set_param(M.c, WCACHE_P_RETAIN_SECONDS, M.age_s));
+        ck_assert_ok(wcache_cache_set_clock(M.c, tu_clock_fn, &M.clk));
+    } else if (M.auto_keep) {
         ck_assert_ok(wcache_cache_set_param(M.c, WCACHE_P_RETAIN_REVISIONS, M.auto_keep));
         ck_assert_ok(wcache_cache_set_param(M.c, WCACHE_P_RETAIN_SECONDS, 0));
     } else {
@@ -690,9 +746,11 @@ static void model_run(int variant)
     wcache_batch *b = NULL;
     ck_assert_ok(wcache_batch_create(M.c, &b));
 
-    long steps = tu_long() ? 600000 : 60000;
     for (M.step = 0; M.step < steps; M.step++) {
         unsigned r = (unsigned)tu_below(&M.rng, 100);
+        if (M.age_s) /* 0-2 s per step, and now and then a long pause */
+            M.clk.now_ns += tu_below(&M.rng, 50) ? (int64_t)tu_below(&M.rng, 2 * TU_NS_PER_S)
+                                                 : 40 * TU_NS_PER_S;
         if (r < 35)
             op_put();
         else if (r < 50)
@@ -728,8 +786,11 @@ static void model_run(int variant)
     ck_assert_int_gt(M.n_ok_dels, steps / 20);
     ck_assert_int_gt(M.n_fail_batches, steps / 50);
     ck_assert_int_gt(M.n_verifies, steps / 100);
-    if (!M.auto_keep)
+    if (!M.auto_keep && !M.age_s)
         ck_assert_int_gt(M.n_compacts, steps / 100);
+    else
+        ck_assert_int_gt(M.n_auto, 10);
+    free(M.rev_time);
     ck_assert_int_gt(M.comp, 0);
     for (int i = 0; i < NK; i++) {
         for (size_t j = 0; j < M.keys[i].n; j++)
@@ -827,8 +888,9 @@ Suite *model_suite(void)
 {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("random");
-    /* 0: explicit compaction only; 1: automatic, RETAIN_REVISIONS = 50. */
-    tcase_add_loop_test(tc, test_model_random, 0, 2);
+    /* 0: explicit compaction only; 1: automatic, RETAIN_REVISIONS = 50;
+     * 2: automatic, RETAIN_SECONDS = 30 on a fake clock. */
+    tcase_add_loop_test(tc, test_model_random, 0, 3);
     tcase_add_test(tc, test_model_after_load);
     tcase_set_timeout(tc, tu_timeout(300));
     suite_add_tcase(s, tc);

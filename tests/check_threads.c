@@ -407,6 +407,10 @@ static int check_list_in(wcache_view *w, int64_t R, uint64_t *fp, wcache_kv *ite
     TCHECK(rc == WCACHE_OK, "list@%lld: %s", (long long)R, wcache_strerror(rc));
     TCHECK(res.revision == R && !res.more, "list@%lld: revision %lld more %d", (long long)R,
            (long long)res.revision, res.more);
+    uint64_t cnt = 0;
+    rc = wcache_view_count(w, &o, &cnt);
+    TCHECK(rc == WCACHE_OK && cnt == res.count, "count@%lld: %s, %llu vs list %zu",
+           (long long)R, wcache_strerror(rc), (unsigned long long)cnt, res.count);
     int seen[NKEYS] = {0};
     uint64_t h = 1469598103934665603ULL;
     long n = atomic_load_explicit(&T.nfresh, memory_order_acquire);
@@ -557,6 +561,12 @@ static int reader_round(wcache_view *w, tu_rng *rng)
         wcache_view_end(w);
         return 0;
     }
+    /* Stats are "any thread": consistent enough to never go backwards. */
+    wcache_stat st = {.size = sizeof st};
+    wcache_code src = wcache_cache_stat(T.c, &st);
+    TCHECK(src == WCACHE_OK && st.revision >= R && st.views_open >= 1,
+           "stat while pinned at %lld: %s, revision %lld, views_open %llu", (long long)R,
+           wcache_strerror(src), (long long)st.revision, (unsigned long long)st.views_open);
     uint64_t fp = 0, fp2 = 0;
     if (check_list(w, R, &fp) != 0 || check_gets(w, R, rng) != 0 ||
         check_paging(w, R, fp) != 0)
