@@ -1165,6 +1165,11 @@ START_TEST(test_list_result_fields)
     o.count_remaining = 1;
     ck_assert_ok(wcache_view_list(w, &o, items, 5, &r));
     ck_assert_int_eq(r.remaining, (int64_t)NBIN - 5);
+    /* The last page says remaining 0 even when not asked to count. */
+    o.count_remaining = 0;
+    ck_assert_ok(wcache_view_list(w, &o, items, NBIN + 0, &r));
+    ck_assert_int_eq(r.remaining, 0);
+    o.count_remaining = 1;
     /* Exactly filling the page: nothing follows. */
     ck_assert_ok(wcache_view_list(w, &o, items, NBIN, &r));
     ck_assert_uint_eq(r.count, NBIN);
@@ -1181,10 +1186,15 @@ START_TEST(test_list_result_fields)
     ck_assert_uint_eq(r.count, 4);
     ck_assert_int_eq(r.revision, 4);
     ck_assert_ok(wcache_view_begin(w, WCACHE_REV_LATEST));
-    /* NULL opts: the header lists EINVAL but also "zero means default";
-     * either reading is fine as long as it does not crash. */
-    int rc = wcache_view_list(w, NULL, items, 5, &r);
-    ck_assert_msg(rc == WCACHE_OK || rc == WCACHE_EINVAL, "NULL opts: %s", wcache_strerror(rc));
+    /* "opts NULL lists every key"; "cap ... >= 1". */
+    ck_assert_ok(wcache_view_list(w, NULL, items, 5, &r));
+    ck_assert_uint_eq(r.count, 5);
+    ck_assert_int_eq(r.more, 1);
+    ck_assert_ok(wcache_view_list(w, NULL, items, NBIN, &r));
+    ck_assert_uint_eq(r.count, NBIN);
+    ck_assert_int_eq(r.more, 0);
+    ck_assert_int_eq(r.remaining, 0); /* "0 on the last page" */
+    ck_assert_wc(wcache_view_list(w, &o, items, 0, &r), WCACHE_EINVAL);
     ck_assert_wc(wcache_view_list(w, &o, items, 5, NULL), WCACHE_EINVAL);
     ck_assert_wc(wcache_view_list(w, &o, NULL, 5, &r), WCACHE_EINVAL);
     wcache_list_opts bad = o;

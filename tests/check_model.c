@@ -347,9 +347,9 @@ static char *check_pages(wcache_view *w, const mrange *r, int64_t rev, char *tok
         if (o.count_remaining)
             MCHECK(res.remaining == (int64_t)(n - *consumed), "remaining %lld, model %zu",
                    (long long)res.remaining, n - *consumed);
-        else /* not asked for: -1, or the exact count if it came for free */
-            MCHECK(res.remaining == -1 || res.remaining == (int64_t)(n - *consumed),
-                   "remaining %lld without count_remaining, model %zu",
+        else /* "0 on the last page and otherwise -1 unless count_remaining" */
+            MCHECK(res.remaining == (*consumed == n ? 0 : -1),
+                   "remaining %lld without count_remaining, model %zu left",
                    (long long)res.remaining, n - *consumed);
         if (!res.more) {
             MCHECK(res.token == NULL, "token on the last page");
