@@ -205,8 +205,10 @@ int main(int argc, char **argv)
     wcache_snapshot_info in;
     unsigned long long N = (unsigned long long)n;
     for (int w = 0; w <= 2; w++)
-        printf("write_mbps_w%d\t%llu\t%.0f\tMB/s\n", w, N, write_snap(c, path, w, 0, &g, n, &in));
-    printf("write_mbps_w1_ingest\t%llu\t%.0f\tMB/s\n", N, write_snap(c, path, 1, 1, &g, n, &in));
+        printf("write_mbps_w%d\t%llu\t%.0f\tMB/s\n", w, N,
+               write_snap(c, path, w, 0, &g, n, &in));
+    printf("write_mbps_w1_ingest\t%llu\t%.0f\tMB/s\n", N,
+           write_snap(c, path, 1, 1, &g, n, &in));
     printf("kv_bytes\t%llu\t%llu\tbytes\n", N, (unsigned long long)in.kv_bytes);
     printf("ratio\t%llu\t%.2f\tx\n", N, (double)in.raw_bytes / (double)in.file_bytes);
     wcache_cache_close(c);

@@ -123,8 +123,8 @@ int wci_snap_hdr_fixed(const unsigned char *p, wci_snap_hdr *h, char *eb, size_t
      * moved the checksum, and "too new" is the more useful message. */
     if (h->major != WCACHE_SNAP_FORMAT_MAJOR)
         return wci_snap_err(eb, el, WCACHE_EVERSION,
-                            "format version %u.%u: this library reads %u.x", h->major,
-                            h->minor, WCACHE_SNAP_FORMAT_MAJOR);
+                            "format version %u.%u: this library reads %u.x", h->major, h->minor,
+                            WCACHE_SNAP_FORMAT_MAJOR);
     if (h->source_id_len > WCACHE_SNAP_MAX_SOURCE_ID ||
         h->header_len < wci_snap_hdr_len(h->source_id_len) || h->header_len > WCI_SNAP_HDR_MAX)
         return wci_snap_err(eb, el, WCACHE_ECORRUPT, "header length %u is impossible",
@@ -181,8 +181,8 @@ int wci_snap_trailer_decode(const unsigned char *p, wci_snap_trailer *t, char *e
     return WCACHE_OK;
 }
 
-void wci_snap_frame_encode(unsigned char *out, uint32_t nrec, uint64_t seq,
-                           const void *payload, uint32_t csize, uint32_t rsize)
+void wci_snap_frame_encode(unsigned char *out, uint32_t nrec, uint64_t seq, const void *payload,
+                           uint32_t csize, uint32_t rsize)
 {
     wci_put32(out, WCI_SNAP_BLOCK_DATA);
     wci_put32(out + 4, nrec);
@@ -216,17 +216,17 @@ size_t wci_snap_rec_encode(unsigned char *raw, const wcache_kv *kv)
 struct wcache_snapshot {
     uint32_t magic;
     wci_alloc a;
-    int fd;                    /* -1 for a memory snapshot */
+    int fd; /* -1 for a memory snapshot */
     const unsigned char *mem;
-    uint64_t size, pos;        /* input size and read position */
+    uint64_t size, pos; /* input size and read position */
     uint32_t max_block;
     char *eb;
     size_t el;
-    int err;                   /* sticky error, or WCACHE_ENOTFOUND when done */
+    int err; /* sticky error, or WCACHE_ENOTFOUND when done */
     unsigned char *hdr_bytes;
     wci_snap_hdr hdr;
     wci_snap_trailer tr;
-    wci_xxh fh;                /* hash of every byte read so far */
+    wci_xxh fh; /* hash of every byte read so far */
     ZSTD_DCtx *dctx;
     unsigned char *cbuf, *rbuf, *last_key;
     size_t ccap, rcap, last_cap, last_len;
@@ -265,8 +265,8 @@ static int fail(wcache_snapshot *s, int code, const char *fmt, ...)
 static int in_read_raw(wcache_snapshot *s, void *buf, size_t n, const char *what, int hash)
 {
     if (n > s->size - s->pos)
-        return fail(s, WCACHE_ECORRUPT, "truncated: %s at offset %llu runs past the end",
-                    what, (unsigned long long)s->pos);
+        return fail(s, WCACHE_ECORRUPT, "truncated: %s at offset %llu runs past the end", what,
+                    (unsigned long long)s->pos);
     if (n == 0)
         return WCACHE_OK; /* buf may be an empty buffer's NULL */
     if (s->fd < 0) {
@@ -334,7 +334,8 @@ static int read_trailer(wcache_snapshot *s)
     if (rc)
         return s->err = rc;
     if (s->tr.objects != s->hdr.objects)
-        return fail(s, WCACHE_ECORRUPT, "count mismatch: header says %llu objects, trailer %llu",
+        return fail(s, WCACHE_ECORRUPT,
+                    "count mismatch: header says %llu objects, trailer %llu",
                     (unsigned long long)s->hdr.objects, (unsigned long long)s->tr.objects);
     return WCACHE_OK;
 }
@@ -566,8 +567,10 @@ static int frame_sizes(wcache_snapshot *s, const unsigned char *f, uint32_t *cs,
         return fail(s, WCACHE_ECORRUPT, "block %llu: sequence number %llu",
                     (unsigned long long)s->blocks, (unsigned long long)wci_get64(f + 8));
     if (*rs > s->max_block)
-        return fail(s, WCACHE_ETOOBIG, "block %llu: %u bytes uncompressed, over the %u limit "
-                    "(max_block_bytes)", (unsigned long long)s->blocks, *rs, s->max_block);
+        return fail(s, WCACHE_ETOOBIG,
+                    "block %llu: %u bytes uncompressed, over the %u limit "
+                    "(max_block_bytes)",
+                    (unsigned long long)s->blocks, *rs, s->max_block);
     if (*cs > ZSTD_compressBound(*rs) || *cs > s->size - s->pos)
         return fail(s, WCACHE_ECORRUPT, "block %llu: compressed size %u impossible",
                     (unsigned long long)s->blocks, *cs);
@@ -593,11 +596,12 @@ static int read_block(wcache_snapshot *s, const unsigned char *f)
                     (unsigned long long)s->blocks,
                     (unsigned long long)(s->pos - csize - WCI_SNAP_FRAME));
     if (nrec > s->hdr.objects - s->objects)
-        return fail(s, WCACHE_ECORRUPT, "count mismatch: block %llu holds more records than "
-                    "the header's %llu", (unsigned long long)s->blocks,
-                    (unsigned long long)s->hdr.objects);
+        return fail(s, WCACHE_ECORRUPT,
+                    "count mismatch: block %llu holds more records than "
+                    "the header's %llu",
+                    (unsigned long long)s->blocks, (unsigned long long)s->hdr.objects);
     if (nrec > rsize / WCI_SNAP_REC)
-        return fail(s, WCACHE_ECORRUPT, "block %llu: %u records cannot fit", 
+        return fail(s, WCACHE_ECORRUPT, "block %llu: %u records cannot fit",
                     (unsigned long long)s->blocks, nrec);
     rc = grow(s, &s->rbuf, &s->rcap, rsize);
     if (!rc)
@@ -635,7 +639,8 @@ static int finish(wcache_snapshot *s, const unsigned char *f)
         return fail(s, WCACHE_ECORRUPT, "whole-file checksum mismatch");
     if (s->blocks != tr.blocks || s->objects != tr.objects || s->kv_bytes != tr.kv_bytes ||
         s->raw_bytes != tr.raw_bytes || tr.objects != s->hdr.objects)
-        return fail(s, WCACHE_ECORRUPT, "count mismatch: read %llu blocks/%llu objects, "
+        return fail(s, WCACHE_ECORRUPT,
+                    "count mismatch: read %llu blocks/%llu objects, "
                     "trailer says %llu/%llu, header %llu objects",
                     (unsigned long long)s->blocks, (unsigned long long)s->objects,
                     (unsigned long long)tr.blocks, (unsigned long long)tr.objects,
@@ -680,10 +685,10 @@ static int advance(wcache_snapshot *s)
         else if (type == WCI_SNAP_BLOCK_DATA)
             rc = read_block(s, f);
         else
-            rc = fail(s, s->hdr.minor > WCACHE_SNAP_FORMAT_MINOR ? WCACHE_EVERSION
-                                                                 : WCACHE_ECORRUPT,
-                      "unknown block type 0x%x at offset %llu", type,
-                      (unsigned long long)(s->pos - WCI_SNAP_FRAME));
+            rc = fail(
+                s, s->hdr.minor > WCACHE_SNAP_FORMAT_MINOR ? WCACHE_EVERSION : WCACHE_ECORRUPT,
+                "unknown block type 0x%x at offset %llu", type,
+                (unsigned long long)(s->pos - WCI_SNAP_FRAME));
         if (rc)
             return rc;
     }
@@ -700,18 +705,46 @@ wcache_code wcache_snapshot_next(wcache_snapshot *s, wcache_kv *out)
     if (rc)
         return rc;
     /* check_block() has proven this record sound already. */
-    const unsigned char *p = s->rbuf + s->rpos;
-    out->key_len = wci_get32(p);
-    out->value_len = wci_get32(p + 4);
-    out->create_revision = (int64_t)wci_get64(p + 8);
-    out->mod_revision = (int64_t)wci_get64(p + 16);
-    out->version = (int64_t)wci_get64(p + 24);
-    out->key = p + WCI_SNAP_REC;
-    out->value = p + WCI_SNAP_REC + out->key_len;
-    s->rpos += WCI_SNAP_REC + out->key_len + out->value_len;
+    s->rpos += wci_snap_rec_decode(s->rbuf + s->rpos, out);
     s->rec_left--;
     s->objects++;
     return WCACHE_OK;
+}
+
+size_t wci_snap_rec_decode(const unsigned char *p, wcache_kv *kv)
+{
+    kv->key_len = wci_get32(p);
+    kv->value_len = wci_get32(p + 4);
+    kv->create_revision = (int64_t)wci_get64(p + 8);
+    kv->mod_revision = (int64_t)wci_get64(p + 16);
+    kv->version = (int64_t)wci_get64(p + 24);
+    kv->key = p + WCI_SNAP_REC;
+    kv->value = p + WCI_SNAP_REC + kv->key_len;
+    return WCI_SNAP_REC + kv->key_len + kv->value_len;
+}
+
+int wci_snap_next_block(wcache_snapshot *s, wci_snap_block *b)
+{
+    if (s->err)
+        return s->err;
+    int rc = advance(s);
+    if (rc)
+        return rc;
+    /* The caller takes the buffer; the next block gets a fresh one. */
+    b->raw = s->rbuf;
+    b->len = s->rend;
+    b->nrec = s->rec_left;
+    s->rbuf = NULL;
+    s->rcap = 0;
+    s->objects += s->rec_left;
+    s->rec_left = 0;
+    return WCACHE_OK;
+}
+
+void wci_snap_block_free(wcache_snapshot *s, wci_snap_block *b)
+{
+    wci_free(&s->a, b->raw);
+    b->raw = NULL;
 }
 
 wcache_code wcache_snapshot_verify(wcache_snapshot *s)

@@ -151,10 +151,9 @@ wcache_code wcache_snapshot_write(wcache_cache *c, const char *path,
     if (!c || !path)
         return WCACHE_EINVAL;
     if (!wci_snap_opts_ok(o))
-        return o && o->size >= sizeof *o
-                   ? wci_snap_err(o->errbuf, o->errbuf_len, WCACHE_EINVAL,
-                                  "bad wcache_snapshot_write_opts")
-                   : WCACHE_EINVAL;
+        return o && o->size >= sizeof *o ? wci_snap_err(o->errbuf, o->errbuf_len, WCACHE_EINVAL,
+                                                        "bad wcache_snapshot_write_opts")
+                                         : WCACHE_EINVAL;
     if (o) {
         f.eb = o->errbuf;
         f.el = o->errbuf_len;

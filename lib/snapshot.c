@@ -352,12 +352,13 @@ static int64_t now_ns(void)
 
 int wci_snap_opts_ok(const wcache_snapshot_write_opts *o)
 {
-    return !o || (o->size >= sizeof *o && o->level >= 0 && o->level <= 19 &&
-                  o->workers >= 0 && o->workers <= 64 &&
-                  (!o->block_bytes || (o->block_bytes >= 4096 && o->block_bytes <= (64u << 20))) &&
-                  o->source_id_len <= WCACHE_SNAP_MAX_SOURCE_ID &&
-                  (o->source_id || !o->source_id_len) && o->revision >= 0 &&
-                  o->compacted_revision >= 0);
+    return !o ||
+           (o->size >= sizeof *o && o->level >= 0 && o->level <= 19 && o->workers >= 0 &&
+            o->workers <= 64 &&
+            (!o->block_bytes || (o->block_bytes >= 4096 && o->block_bytes <= (64u << 20))) &&
+            o->source_id_len <= WCACHE_SNAP_MAX_SOURCE_ID &&
+            (o->source_id || !o->source_id_len) && o->revision >= 0 &&
+            o->compacted_revision >= 0);
 }
 
 static int check_opts(writer *w, const wcache_snapshot_write_opts *o)
@@ -465,13 +466,19 @@ static void fill_info(const writer *w, wcache_snapshot_info *info)
         return;
     uint32_t size = info->size;
     memset(info, 0, sizeof *info);
-    *info = (wcache_snapshot_info){
-        .size = size, .format_major = w->hdr.major, .format_minor = w->hdr.minor,
-        .revision = w->hdr.revision, .compacted_revision = w->hdr.compacted,
-        .objects = w->objects, .created_unix_ns = w->hdr.created_ns,
-        .source_id = w->hdr.source_id, .source_id_len = w->hdr.source_id_len,
-        .blocks = w->seq_emit, .kv_bytes = w->kv_bytes, .raw_bytes = w->raw_bytes,
-        .file_bytes = w->bytes};
+    *info = (wcache_snapshot_info){.size = size,
+                                   .format_major = w->hdr.major,
+                                   .format_minor = w->hdr.minor,
+                                   .revision = w->hdr.revision,
+                                   .compacted_revision = w->hdr.compacted,
+                                   .objects = w->objects,
+                                   .created_unix_ns = w->hdr.created_ns,
+                                   .source_id = w->hdr.source_id,
+                                   .source_id_len = w->hdr.source_id_len,
+                                   .blocks = w->seq_emit,
+                                   .kv_bytes = w->kv_bytes,
+                                   .raw_bytes = w->raw_bytes,
+                                   .file_bytes = w->bytes};
 }
 
 static int write_stream(writer *w, const wcache_snapshot_write_opts *o)
@@ -552,19 +559,109 @@ static int check_source(const wcache_snapshot_info *in, const wcache_snapshot_re
                         (const char *)o->expect_source_id);
 }
 
+/*
+ * Restore runs in two stages so that the two cores overlap: a reader thread
+ * reads, checks and decompresses blocks (wci_snap_next_block) into a short
+ * queue, and the calling thread copies their records into the batch.  The
+ * queue holds at most QDEPTH blocks, so memory stays bounded beside the
+ * batch itself.
+ */
+#define QDEPTH 4
+
+typedef struct blockq {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    wcache_snapshot *s;
+    wci_snap_block q[QDEPTH];
+    int head, count, done, stop, rc;
+} blockq;
+
+static void *reader_main(void *arg)
+{
+    blockq *q = arg;
+    for (;;) {
+        wci_snap_block b = {0};
+        int rc = wci_snap_next_block(q->s, &b);
+        pthread_mutex_lock(&q->mu);
+        while (!rc && q->count == QDEPTH && !q->stop)
+            pthread_cond_wait(&q->cv, &q->mu);
+        if (rc || q->stop) {
+            q->done = 1;
+            q->rc = rc == WCACHE_ENOTFOUND ? WCACHE_OK : rc;
+            pthread_cond_broadcast(&q->cv);
+            pthread_mutex_unlock(&q->mu);
+            wci_snap_block_free(q->s, &b);
+            return NULL;
+        }
+        q->q[(q->head + q->count++) % QDEPTH] = b;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+    }
+}
+
+/* The next decoded block, or 0 when the reader is done. */
+static int pop_block(blockq *q, wci_snap_block *b)
+{
+    pthread_mutex_lock(&q->mu);
+    while (q->count == 0 && !q->done)
+        pthread_cond_wait(&q->cv, &q->mu);
+    int got = q->count > 0;
+    if (got) {
+        *b = q->q[q->head];
+        q->head = (q->head + 1) % QDEPTH;
+        q->count--;
+        pthread_cond_broadcast(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return got;
+}
+
+static int add_block(wcache_batch *b, const wci_snap_block *blk)
+{
+    size_t pos = 0;
+    wcache_kv kv;
+    for (uint32_t i = 0; i < blk->nrec; i++) {
+        pos += wci_snap_rec_decode(blk->raw + pos, &kv);
+        int rc = wcache_batch_put_meta(b, kv.key, kv.key_len, kv.value, kv.value_len,
+                                       kv.create_revision, kv.mod_revision, kv.version);
+        if (rc)
+            return rc;
+    }
+    return WCACHE_OK;
+}
+
+static void stop_reader(blockq *q, pthread_t th)
+{
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    pthread_join(th, NULL);
+    for (; q->count; q->count--, q->head = (q->head + 1) % QDEPTH)
+        wci_snap_block_free(q->s, &q->q[q->head]);
+    pthread_cond_destroy(&q->cv);
+    pthread_mutex_destroy(&q->mu);
+}
+
 /* Decode and verify every record into b; nothing touches the cache. */
 static int read_all(wcache_snapshot *s, wcache_batch *b, char *eb, size_t el)
 {
-    wcache_kv kv;
-    int rc;
-    while ((rc = wcache_snapshot_next(s, &kv)) == WCACHE_OK) {
-        rc = wcache_batch_put_meta(b, kv.key, kv.key_len, kv.value, kv.value_len,
-                                   kv.create_revision, kv.mod_revision, kv.version);
-        if (rc) /* the reader words its own errors; these are the batch's */
-            return wci_snap_err(eb, el, rc, "adding a %zu-byte key to the batch: %s",
-                                kv.key_len, wcache_strerror(rc));
+    blockq q = {.s = s};
+    pthread_t th;
+    if (pthread_mutex_init(&q.mu, NULL) != 0 || pthread_cond_init(&q.cv, NULL) != 0 ||
+        pthread_create(&th, NULL, reader_main, &q) != 0)
+        return wci_snap_err(eb, el, WCACHE_ESYS, "cannot start the reader thread");
+    wci_snap_block blk;
+    int rc = WCACHE_OK;
+    while (!rc && pop_block(&q, &blk)) {
+        rc = add_block(b, &blk);
+        wci_snap_block_free(s, &blk);
     }
-    return rc == WCACHE_ENOTFOUND ? WCACHE_OK : rc;
+    stop_reader(&q, th);
+    /* Worded only now: the reader thread may have been writing the errbuf. */
+    if (rc)
+        return wci_snap_err(eb, el, rc, "adding records to the batch: %s", wcache_strerror(rc));
+    return q.rc;
 }
 
 static int load(wcache_cache *c, wcache_batch *b, int64_t rev)

@@ -18,11 +18,11 @@
 #include "alloc.h"
 #include "watchcache.h"
 
-#define WCI_SNAP_HDR_FIXED 64  /* header bytes before the source identity */
+#define WCI_SNAP_HDR_FIXED 64 /* header bytes before the source identity */
 #define WCI_SNAP_HDR_MAX (1u << 20)
-#define WCI_SNAP_FRAME 32      /* block frame header */
+#define WCI_SNAP_FRAME 32 /* block frame header */
 #define WCI_SNAP_TRAILER 64
-#define WCI_SNAP_REC 32        /* record header before key and value */
+#define WCI_SNAP_REC 32 /* record header before key and value */
 #define WCI_SNAP_BLOCK_DATA 1u
 #define WCI_SNAP_BLOCK_TRAILER 2u
 #define WCI_SNAP_BLOCK_SKIPPABLE 0x80000000u /* minor versions may add these */
@@ -66,11 +66,26 @@ void wci_snap_trailer_encode(unsigned char *out, const wci_snap_trailer *t);
 int wci_snap_trailer_decode(const unsigned char *p, wci_snap_trailer *t, char *eb, size_t el);
 
 /* Frame header of a block of nrec records, checksum over frame + payload. */
-void wci_snap_frame_encode(unsigned char *out, uint32_t nrec, uint64_t seq,
-                           const void *payload, uint32_t csize, uint32_t rsize);
+void wci_snap_frame_encode(unsigned char *out, uint32_t nrec, uint64_t seq, const void *payload,
+                           uint32_t csize, uint32_t rsize);
 
 /* Append one record to raw (which has room: WCI_SNAP_REC + klen + vlen). */
 size_t wci_snap_rec_encode(unsigned char *raw, const wcache_kv *kv);
+
+/* Decode the (already validated) record at p; returns its size. */
+size_t wci_snap_rec_decode(const unsigned char *p, wcache_kv *kv);
+
+/* A whole validated block of records, for a consumer on another thread.
+ * Not to be mixed with wcache_snapshot_next() on the same handle. */
+typedef struct wci_snap_block {
+    unsigned char *raw;
+    size_t len;
+    uint32_t nrec;
+} wci_snap_block;
+/* WCACHE_OK with *b filled (free it with wci_snap_block_free), the
+ * reader's WCACHE_ENOTFOUND at a sound end, or its error. */
+int wci_snap_next_block(wcache_snapshot *s, wci_snap_block *b);
+void wci_snap_block_free(wcache_snapshot *s, wci_snap_block *b);
 
 /* A 64-byte aligned XXH3 state inside memory from a wci_alloc. */
 typedef struct wci_xxh {

@@ -365,8 +365,8 @@ static void assert_holds(wcache_cache *c, int64_t rev)
     wcache_cache_close(b);
 }
 
-static void crash_at(wcache_cache *old, int64_t old_rev, wcache_cache *c, int64_t rev,
-                     int at, int hard, int *steps_seen)
+static void crash_at(wcache_cache *old, int64_t old_rev, wcache_cache *c, int64_t rev, int at,
+                     int hard, int *steps_seen)
 {
     crash k = {.at = at, .hard = hard};
     wcache_snapshot_write_opts o = wopts();
@@ -543,8 +543,8 @@ START_TEST(damage_bit_flips)
             memcpy(p, good.p, good.n);
             p[i] ^= (unsigned char)(1u << bit);
             int rc = read_mem(p, good.n, NULL);
-            ck_assert_msg(rc == WCACHE_ECORRUPT || rc == WCACHE_EVERSION || rc == WCACHE_EZSTD ||
-                              rc == WCACHE_ETOOBIG,
+            ck_assert_msg(rc == WCACHE_ECORRUPT || rc == WCACHE_EVERSION ||
+                              rc == WCACHE_EZSTD || rc == WCACHE_ETOOBIG,
                           "flip at %zu bit %d: %s", i, bit, wcache_strerror(rc));
         }
     }

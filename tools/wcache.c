@@ -51,8 +51,8 @@ static int is_damage(int rc)
 /* Report a library error on stderr and map it to an exit code. */
 static int report(const char *file, int rc)
 {
-    fprintf(stderr, "%s: %s: %s%s%s\n", prog, file, wcache_strerror(rc),
-            errbuf[0] ? ": " : "", errbuf);
+    fprintf(stderr, "%s: %s: %s%s%s\n", prog, file, wcache_strerror(rc), errbuf[0] ? ": " : "",
+            errbuf);
     errbuf[0] = 0;
     return is_damage(rc) ? EX_DAMAGED : EX_ERR;
 }
@@ -453,8 +453,8 @@ static int cmd_verify(const args *a)
     if (!rc)
         rc = read_rest(s, &in, "verifying", NULL, NULL);
     if (!rc)
-        printf("%s: ok: %llu objects at revision %lld, %llu blocks, format %u.%u\n",
-               a->pos[0], (unsigned long long)in.objects, (long long)in.revision,
+        printf("%s: ok: %llu objects at revision %lld, %llu blocks, format %u.%u\n", a->pos[0],
+               (unsigned long long)in.objects, (long long)in.revision,
                (unsigned long long)in.blocks, in.format_major, in.format_minor);
     wcache_snapshot_close(s);
     return rc ? report(a->pos[0], rc) : EX_OK;
@@ -647,7 +647,9 @@ static uint64_t diff_merge(side *x, side *y)
     while (x->rc == WCACHE_OK || y->rc == WCACHE_OK) {
         if ((x->rc && x->rc != WCACHE_ENOTFOUND) || (y->rc && y->rc != WCACHE_ENOTFOUND))
             break;
-        int c = x->rc ? 1 : y->rc ? -1 : key_cmp(x->kv.key, x->kv.key_len, y->kv.key, y->kv.key_len);
+        int c = x->rc   ? 1
+                : y->rc ? -1
+                        : key_cmp(x->kv.key, x->kv.key_len, y->kv.key, y->kv.key_len);
         if (c < 0 || (c == 0 && !same_kv(&x->kv, &y->kv))) {
             diff_line(c < 0 ? '-' : '~', &x->kv);
             n++;
@@ -695,21 +697,20 @@ static int cmd_diff(const args *a)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: wcache COMMAND [ARGS]\n"
-            "\n"
-            "  inspect SNAP [-o text|json]        header, counts, sizes, ratio\n"
-            "  verify SNAP                        check every checksum and invariant\n"
-            "  list SNAP [--prefix P] [--limit N] [-o keys|json|yaml]\n"
-            "                                     objects in key order\n"
-            "  get SNAP KEY [-o json|yaml|value]  one object\n"
-            "  export SNAP -o json|yaml           header and every object\n"
-            "  diff SNAP1 SNAP2                   added (+), removed (-), changed (~) keys\n"
-            "  version                            library and format versions\n"
-            "\n"
-            "exit: 0 ok (diff: same), 1 usage or system error (diff: differ),\n"
-            "      2 damaged snapshot (diff: any trouble), 3 key not found.\n"
-            "See wcache(1).\n");
+    fprintf(f, "usage: wcache COMMAND [ARGS]\n"
+               "\n"
+               "  inspect SNAP [-o text|json]        header, counts, sizes, ratio\n"
+               "  verify SNAP                        check every checksum and invariant\n"
+               "  list SNAP [--prefix P] [--limit N] [-o keys|json|yaml]\n"
+               "                                     objects in key order\n"
+               "  get SNAP KEY [-o json|yaml|value]  one object\n"
+               "  export SNAP -o json|yaml           header and every object\n"
+               "  diff SNAP1 SNAP2                   added (+), removed (-), changed (~) keys\n"
+               "  version                            library and format versions\n"
+               "\n"
+               "exit: 0 ok (diff: same), 1 usage or system error (diff: differ),\n"
+               "      2 damaged snapshot (diff: any trouble), 3 key not found.\n"
+               "See wcache(1).\n");
 }
 
 typedef struct command {

@@ -14,7 +14,8 @@
 
 #include <watchcache.h>
 
-static int put(wcache_cache *c, const char *k, size_t kl, const char *v, size_t vl, int64_t *rev)
+static int put(wcache_cache *c, const char *k, size_t kl, const char *v, size_t vl,
+               int64_t *rev)
 {
     return wcache_ingest_put(c, k, kl, v, vl, ++*rev) != WCACHE_OK;
 }
@@ -25,7 +26,8 @@ static int feed(wcache_cache *c, int n, int variant, int64_t *rev)
     int bad = 0;
     for (int i = 0; i < n; i++) {
         int kl = snprintf(k, sizeof k, "/registry/pods/ns/pod-%05d", i);
-        int vl = snprintf(v, sizeof v, "{\"kind\":\"Pod\",\"metadata\":{\"name\":\"pod-%05d\"}}", i);
+        int vl =
+            snprintf(v, sizeof v, "{\"kind\":\"Pod\",\"metadata\":{\"name\":\"pod-%05d\"}}", i);
         bad |= put(c, k, (size_t)kl, v, (size_t)vl, rev);
     }
     bad |= put(c, "/registry/bin\xff\x01", 15, "\xc3\x28\x00", 3, rev);
