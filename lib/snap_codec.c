@@ -399,6 +399,9 @@ wcache_code wcache_snapshot_open_mem(wcache_snapshot **out, const void *buf, siz
                                      const wcache_snapshot_read_opts *o)
 {
     wcache_snapshot *s;
+    if (!out)
+        return WCACHE_EINVAL;
+    *out = NULL;
     if (!buf && len)
         return WCACHE_EINVAL;
     int rc = reader_new(&s, o);
@@ -414,6 +417,9 @@ wcache_code wcache_snapshot_open(wcache_snapshot **out, const char *path,
                                  const wcache_snapshot_read_opts *o)
 {
     wcache_snapshot *s;
+    if (!out)
+        return WCACHE_EINVAL;
+    *out = NULL;
     if (!path)
         return WCACHE_EINVAL;
     int rc = reader_new(&s, o);

@@ -324,6 +324,113 @@ START_TEST(iterate_in_order)
 }
 END_TEST
 
+/* A sink that fails after a few calls: its code is the write's. */
+static int failing_sink(const void *buf, size_t len, void *ud)
+{
+    (void)buf, (void)len;
+    int *left = ud;
+    return (*left)-- > 0 ? WCACHE_OK : WCACHE_EHTTP;
+}
+
+START_TEST(sink_errors)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache();
+    fill(a, 200, &rev);
+    wcache_snapshot_write_opts o = wopts();
+    o.block_bytes = 4096;
+    for (int n = 0; n < 6; n++) {
+        int left = n;
+        ck_assert_int_eq(wcache_snapshot_write_to(a, failing_sink, &left, &o, NULL),
+                         WCACHE_EHTTP);
+    }
+    ck_assert_int_eq(wcache_snapshot_write_to(a, NULL, NULL, &o, NULL), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_snapshot_write_to(NULL, mem_sink, NULL, &o, NULL), WCACHE_EINVAL);
+    wcache_cache_close(a);
+}
+END_TEST
+
+START_TEST(reader_arguments)
+{
+    wcache_snapshot *s = (wcache_snapshot *)1;
+    ck_assert_int_eq(wcache_snapshot_open(&s, dir, NULL), WCACHE_EINVAL);
+    ck_assert_ptr_null(s);
+    ck_assert_int_eq(wcache_snapshot_open(NULL, path, NULL), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_snapshot_open_mem(&s, NULL, 5, NULL), WCACHE_EINVAL);
+    wcache_snapshot_read_opts o = ropts();
+    o.size = 4;
+    ck_assert_int_eq(wcache_snapshot_open_mem(&s, "x", 1, &o), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_snapshot_next(NULL, NULL), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_snapshot_verify(NULL), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_snapshot_get_info(NULL, NULL), WCACHE_EINVAL);
+    wcache_snapshot_close(NULL);
+    char sub[400];
+    snprintf(sub, sizeof sub, "%s/none", dir);
+    ck_assert_int_eq(wcache_snapshot_prune(sub, NULL, 1, NULL), WCACHE_ESYS);
+    /* A tiny errbuf is still NUL-terminated. */
+    char small[8];
+    memset(small, 'x', sizeof small);
+    o = ropts();
+    o.errbuf = small;
+    o.errbuf_len = sizeof small;
+    ck_assert_int_eq(wcache_snapshot_open_mem(&s, "not a snapshot at all, really", 29, &o),
+                     WCACHE_ECORRUPT);
+    ck_assert_uint_eq(strlen(small), sizeof small - 1);
+}
+END_TEST
+
+/* Chaos allocator: fail allocation number n; every failure is clean. */
+typedef struct chaos {
+    int n, calls;
+    long live;
+} chaos;
+
+static void *chaos_alloc(size_t n, void *ud)
+{
+    chaos *c = ud;
+    if (c->calls++ == c->n)
+        return NULL;
+    c->live++;
+    return malloc(n);
+}
+
+static void chaos_free(void *p, void *ud)
+{
+    chaos *c = ud;
+    if (p)
+        c->live--;
+    free(p);
+}
+
+START_TEST(reader_out_of_memory)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache();
+    fill(a, 150, &rev);
+    membuf m = snap_bytes(a, 0);
+    int ok = 0;
+    for (int n = 0; !ok && n < 1000; n++) {
+        chaos c = {.n = n};
+        wcache_allocator al = {sizeof al, chaos_alloc, chaos_free, &c};
+        wcache_snapshot_read_opts o = ropts();
+        o.alloc = &al;
+        wcache_snapshot *s;
+        int rc = wcache_snapshot_open_mem(&s, m.p, m.n, &o);
+        if (rc == WCACHE_OK) {
+            rc = wcache_snapshot_verify(s);
+            wcache_snapshot_close(s);
+        }
+        ck_assert_msg(rc == WCACHE_OK || rc == WCACHE_ENOMEM, "n=%d: %s", n,
+                      wcache_strerror(rc));
+        ck_assert_int_eq(c.live, 0);
+        ok = rc == WCACHE_OK && c.calls <= n;
+    }
+    ck_assert(ok);
+    free(m.p);
+    wcache_cache_close(a);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* Crash points                                                             */
 /* ------------------------------------------------------------------------ */
@@ -802,6 +909,9 @@ Suite *snapshot_suite(void)
     tcase_add_test(t, restore_refusals);
     tcase_add_test(t, prune_keeps_newest);
     tcase_add_test(t, golden_v1);
+    tcase_add_test(t, sink_errors);
+    tcase_add_test(t, reader_arguments);
+    tcase_add_test(t, reader_out_of_memory);
     suite_add_tcase(s, t);
     t = tcase_create("crash");
     tcase_add_checked_fixture(t, mkdir_tmp, rm_tmp);
