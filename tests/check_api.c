@@ -953,6 +953,76 @@ START_TEST(test_view_survives_compaction)
 }
 END_TEST
 
+START_TEST(test_view_tombstone_compaction)
+{
+    /* A key deleted and compacted away while a view still reads it, then
+     * re-created: the view keeps the old incarnation, new views the new. */
+    ck_assert_ok(put_s(C, "k", "old1", 1));
+    ck_assert_ok(put_s(C, "k", "old2", 2));
+    ck_assert_ok(put_s(C, "other", "x", 3));
+    wcache_view *w = NULL;
+    ck_assert_ok(wcache_view_create(C, &w));
+    ck_assert_ok(wcache_view_begin(w, 2));
+    ck_assert_ok(del_s(C, "k", 4));
+    ck_assert_ok(put_s(C, "other", "y", 5));
+    ck_assert_ok(wcache_cache_compact(C, 5)); /* past the tombstone */
+    ck_assert_ok(put_s(C, "k", "new1", 6));
+    ck_assert_ok(wcache_cache_compact(C, 6));
+    wcache_kv kv;
+    ck_assert_ok(wcache_view_get(w, "k", 1, &kv));
+    ck_assert_int_eq(kv.mod_revision, 2);
+    ck_assert_int_eq(kv.version, 2);
+    ck_assert_mem_eq(kv.value, "old2", 4);
+    EXPECT_S(C, 6, "k", "new1", 6, 6, 1);
+    wcache_view_end(w);
+    /* Now nothing pins revision 2: a compaction may drop the old chain. */
+    ck_assert_ok(put_s(C, "k", "new2", 7));
+    ck_assert_ok(wcache_cache_compact(C, 7));
+    EXPECT_S(C, 7, "k", "new2", 6, 7, 2);
+
+    /* The same with the view ended before the re-creation: the key may be
+     * removed from the index entirely and come back as a new one. */
+    ck_assert_ok(del_s(C, "k", 8));
+    ck_assert_ok(put_s(C, "other", "z", 9));
+    ck_assert_ok(wcache_cache_compact(C, 9));
+    EXPECT_ABSENT(C, 9, "k");
+    ck_assert_wc(del_s(C, "k", 10), WCACHE_ENOTFOUND);
+    ck_assert_ok(put_s(C, "k", "again", 10));
+    EXPECT_S(C, 10, "k", "again", 10, 10, 1);
+    wcache_list_opts o = {.size = sizeof o};
+    uint64_t n;
+    ck_assert_ok(wcache_view_begin(w, 10));
+    ck_assert_ok(wcache_view_count(w, &o, &n));
+    ck_assert_uint_eq(n, 2);
+    wcache_view_free(w);
+}
+END_TEST
+
+START_TEST(test_view_pinned_across_load)
+{
+    /* A view pinned on the empty cache, then a load: the view keeps reading
+     * the empty state; new views read the loaded one. */
+    wcache_view *w = NULL;
+    ck_assert_ok(wcache_view_create(C, &w));
+    ck_assert_ok(wcache_view_begin(w, WCACHE_REV_LATEST));
+    wcache_batch *b = NULL;
+    ck_assert_ok(wcache_batch_create(C, &b));
+    ck_assert_ok(wcache_batch_put_meta(b, "a", 1, "1", 1, 3, 4, 2));
+    ck_assert_ok(wcache_ingest_load(C, b, 10));
+    wcache_batch_free(b);
+    wcache_kv kv;
+    ck_assert_wc(wcache_view_get(w, "a", 1, &kv), WCACHE_ENOTFOUND);
+    wcache_kv items[2];
+    wcache_list_opts o = {.size = sizeof o};
+    wcache_list_result r = {.size = sizeof r};
+    ck_assert_ok(wcache_view_list(w, &o, items, 2, &r));
+    ck_assert_uint_eq(r.count, 0);
+    ck_assert_int_eq(r.revision, 0);
+    EXPECT_S(C, 10, "a", "1", 3, 4, 2);
+    wcache_view_free(w);
+}
+END_TEST
+
 START_TEST(test_view_slots)
 {
     wcache_cache *c = open_with(WCACHE_P_READER_SLOTS, 2, 0, 0);
@@ -2019,6 +2089,8 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_view_begin);
     tcase_add_test(tc, test_view_survives_compaction);
     tcase_add_test(tc, test_view_slots);
+    tcase_add_test(tc, test_view_tombstone_compaction);
+    tcase_add_test(tc, test_view_pinned_across_load);
     tcase_add_test(tc, test_binary_keys);
     tcase_add_test(tc, test_list_result_fields);
     tcase_add_test(tc, test_paging_equals_one_list);
