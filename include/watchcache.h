@@ -938,6 +938,46 @@ WCACHE_API wcache_code wcache_snapshot_restore(wcache_cache *c, const char *path
                                                const wcache_snapshot_read_opts *opts,
                                                wcache_snapshot_info *info);
 
+/* When wcache_snapshot_tick() writes.  size = sizeof(wcache_snapshot_policy);
+ * zero means default. */
+typedef struct wcache_snapshot_policy {
+    uint32_t size;
+    const char *dir;         /* directory of the snapshots (required) */
+    const char *name_prefix; /* files are PREFIX<S>.wcsnap, S in 20 digits;
+                                NULL: "snap-" */
+    size_t keep;             /* snapshots kept by prefix; 0: 3 */
+    int64_t interval_ms;     /* write when this long has passed since the
+                                last write; 0: no time trigger */
+    int64_t every_revisions; /* write when the revision has moved this far
+                                since the last write; 0: no such trigger */
+    const wcache_snapshot_write_opts *write; /* NULL: defaults; its revision
+                                                is ignored (latest) */
+} wcache_snapshot_policy;
+
+/* What the caller keeps between ticks; start with zeros (and size). */
+typedef struct wcache_snapshot_state {
+    uint32_t size;
+    int64_t last_revision; /* S of the last snapshot written, 0: none */
+    int64_t last_ms;       /* now_ms of that write */
+} wcache_snapshot_state;
+
+/*
+ * @brief Write a snapshot of c when the policy says it is due, then keep
+ *        only the newest policy->keep.  Due: the revision has moved since
+ *        the last write, and interval_ms has passed or every_revisions
+ *        have been applied since it.  Call it from the embedder's own
+ *        timer or feed loop; it never waits.
+ * @param[in] now_ms   the caller's clock, in milliseconds (monotonic).
+ * @param[out] written NULL, or 1 when a snapshot was written, else 0.
+ * @return WCACHE_OK (written or not due), the errors of
+ *         wcache_snapshot_write() and wcache_snapshot_prune(), WCACHE_EINVAL.
+ *         On error *st is unchanged, so the next tick tries again.
+ * Thread safety: any thread; one thread at a time per state.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_tick(wcache_cache *c, const wcache_snapshot_policy *policy,
+                                            wcache_snapshot_state *st, int64_t now_ms,
+                                            int *written);
+
 #ifdef __cplusplus
 }
 #endif

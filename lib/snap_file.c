@@ -291,3 +291,52 @@ wcache_code wcache_snapshot_prune(const char *dir, const char *name_prefix, size
     closedir(d);
     return rc;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Periodic writes                                                          */
+/* ------------------------------------------------------------------------ */
+
+static int due(const wcache_snapshot_policy *p, const wcache_snapshot_state *st, int64_t rev,
+               int64_t now_ms)
+{
+    if (rev <= st->last_revision)
+        return 0; /* nothing new: another file would hold the same state */
+    if (p->every_revisions && rev - st->last_revision >= p->every_revisions)
+        return 1;
+    return p->interval_ms && now_ms - st->last_ms >= p->interval_ms;
+}
+
+wcache_code wcache_snapshot_tick(wcache_cache *c, const wcache_snapshot_policy *p,
+                                 wcache_snapshot_state *st, int64_t now_ms, int *written)
+{
+    if (written)
+        *written = 0;
+    if (!c || !p || p->size < sizeof *p || !p->dir || !st || st->size < sizeof *st ||
+        (p->write && !wci_snap_opts_ok(p->write)))
+        return WCACHE_EINVAL;
+    int64_t rev = wcache_cache_revision(c);
+    if (!due(p, st, rev, now_ms))
+        return WCACHE_OK;
+    const char *prefix = p->name_prefix ? p->name_prefix : "snap-";
+    wcache_snapshot_write_opts o = {.size = sizeof o};
+    if (p->write)
+        o = *p->write;
+    o.size = sizeof o;
+    o.revision = rev; /* the file is named after it: pin exactly it */
+    size_t n = strlen(p->dir) + strlen(prefix) + 40;
+    char *path = wci_malloc(&wci_libc_alloc, n);
+    if (!path)
+        return WCACHE_ENOMEM;
+    snprintf(path, n, "%s/%s%020lld.wcsnap", p->dir, prefix, (long long)rev);
+    int rc = wcache_snapshot_write(c, path, &o, NULL);
+    wci_free(&wci_libc_alloc, path);
+    if (!rc)
+        rc = wcache_snapshot_prune(p->dir, prefix, p->keep ? p->keep : 3, NULL);
+    if (rc)
+        return rc;
+    st->last_revision = rev;
+    st->last_ms = now_ms;
+    if (written)
+        *written = 1;
+    return WCACHE_OK;
+}

@@ -431,6 +431,69 @@ START_TEST(reader_out_of_memory)
 }
 END_TEST
 
+static int count_snaps(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        n += de->d_name[0] != '.' && l > 7 && strcmp(de->d_name + l - 7, ".wcsnap") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+START_TEST(tick_policy)
+{
+    wcache_cache *c = new_cache();
+    wcache_snapshot_policy p = {.size = sizeof p, .dir = dir, .keep = 2};
+    p.interval_ms = 1000;
+    p.every_revisions = 10;
+    wcache_snapshot_state st = {.size = sizeof st};
+    int w = 7;
+    /* An empty cache at revision 0 has nothing to write. */
+    ck_assert_int_eq(wcache_snapshot_tick(c, &p, &st, 5000, &w), WCACHE_OK);
+    ck_assert_int_eq(w, 0);
+    ck_assert_int_eq(wcache_ingest_put(c, "k", 1, "v", 1, 1), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_tick(c, &p, &st, 5000, &w), WCACHE_OK);
+    ck_assert_int_eq(w, 1);
+    ck_assert_int_eq(st.last_revision, 1);
+    /* Neither trigger yet: 5 revisions, 500 ms. */
+    for (int r = 2; r <= 6; r++)
+        ck_assert_int_eq(wcache_ingest_put(c, "k", 1, "v", 1, r), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_tick(c, &p, &st, 5500, &w), WCACHE_OK);
+    ck_assert_int_eq(w, 0);
+    /* The interval. */
+    ck_assert_int_eq(wcache_snapshot_tick(c, &p, &st, 6000, &w), WCACHE_OK);
+    ck_assert_int_eq(w, 1);
+    /* No change since: the interval alone writes nothing. */
+    ck_assert_int_eq(wcache_snapshot_tick(c, &p, &st, 9000, &w), WCACHE_OK);
+    ck_assert_int_eq(w, 0);
+    /* The revision count, before the interval. */
+    for (int r = 7; r <= 16; r++)
+        ck_assert_int_eq(wcache_ingest_put(c, "k", 1, "v", 1, r), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_tick(c, &p, &st, 9001, &w), WCACHE_OK);
+    ck_assert_int_eq(w, 1);
+    ck_assert_int_eq(st.last_revision, 16);
+    ck_assert_int_eq(count_snaps(), 2);
+    char f[400];
+    snprintf(f, sizeof f, "%s/snap-%020d.wcsnap", dir, 16);
+    ck_assert_int_eq(access(f, F_OK), 0);
+    snprintf(f, sizeof f, "%s/snap-%020d.wcsnap", dir, 6);
+    ck_assert_int_eq(access(f, F_OK), 0);
+    /* A failed write leaves the state for the next tick to retry. */
+    ck_assert_int_eq(wcache_ingest_put(c, "k", 1, "v", 1, 40), WCACHE_OK);
+    snprintf(f, sizeof f, "%s/missing", dir);
+    p.dir = f;
+    ck_assert_int_eq(wcache_snapshot_tick(c, &p, &st, 20000, &w), WCACHE_ESYS);
+    ck_assert_int_eq(st.last_revision, 16);
+    p.size = 4;
+    ck_assert_int_eq(wcache_snapshot_tick(c, &p, &st, 20000, &w), WCACHE_EINVAL);
+    wcache_cache_close(c);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* Crash points                                                             */
 /* ------------------------------------------------------------------------ */
@@ -912,6 +975,7 @@ Suite *snapshot_suite(void)
     tcase_add_test(t, sink_errors);
     tcase_add_test(t, reader_arguments);
     tcase_add_test(t, reader_out_of_memory);
+    tcase_add_test(t, tick_policy);
     suite_add_tcase(s, t);
     t = tcase_create("crash");
     tcase_add_checked_fixture(t, mkdir_tmp, rm_tmp);
