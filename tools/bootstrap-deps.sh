@@ -15,7 +15,8 @@ set -euo pipefail
 
 BUILD_PKGS=(build-essential pkg-config libzstd-dev libcurl4-openssl-dev
     libjansson-dev libyaml-dev libxxhash-dev check)
-CHECK_PKGS=(clang libclang-rt-14-dev llvm valgrind binutils clang-format)
+CHECK_PKGS=(clang libclang-rt-14-dev llvm valgrind binutils clang-format groff-base python3
+    python3-yaml mandoc)
 CI_PKGS=(zstd etcd-server etcd-client gnuplot-nox curl ca-certificates git golang-go)
 
 packages() {
