@@ -79,6 +79,10 @@ static struct {
     int auto_keep; /* RETAIN_REVISIONS under auto compaction, 0 = off */
     int loaded;    /* the run started with wcache_ingest_load() */
     uint64_t last_compactions;
+    /* Variant 3: random allocation failures around every write. */
+    int chaos;
+    tu_alloc_state al;
+    long n_enomem;
     long n_auto; /* automatic compactions observed */
     /* Variant 2: age-based retention on a fake clock. */
     int age_s;           /* RETAIN_SECONDS, 0 = not this variant */
@@ -481,6 +485,23 @@ static void set_cur(int64_t rev, int is_event)
     M.cur = rev;
 }
 
+/* Turn random allocation failures on around a write (variant 3 only). */
+static void chaos(int on)
+{
+    if (M.chaos)
+        M.al.fail_per_mille = on ? 30 : 0;
+}
+
+/* Under chaos a write may be refused for memory; the model then stays. */
+static int refused_for_memory(int rc)
+{
+    if (M.chaos && rc == WCACHE_ENOMEM) {
+        M.n_enomem++;
+        return 1;
+    }
+    return 0;
+}
+
 /* Observe an auto compaction, checking the retention bound. */
 static void after_ingest(void)
 {
@@ -525,7 +546,14 @@ static void op_put(void)
         return;
     }
     int64_t rev = next_rev();
-    MRC(wcache_ingest_put(M.c, M.keys[i].k, M.keys[i].klen, val, vlen, rev), WCACHE_OK);
+    chaos(1);
+    int rc = wcache_ingest_put(M.c, M.keys[i].k, M.keys[i].klen, val, vlen, rev);
+    chaos(0);
+    if (refused_for_memory(rc)) {
+        after_ingest();
+        return;
+    }
+    MRC(rc, WCACHE_OK);
     m_put(i, val, vlen, rev);
     set_cur(rev, 1);
     M.n_ok_puts++;
@@ -540,10 +568,15 @@ static void op_delete(void)
         if (tu_below(&M.rng, 20) == 0) {
             MRC(wcache_ingest_delete(M.c, M.keys[i].k, M.keys[i].klen, M.cur), WCACHE_EORDER);
         } else {
-            MRC(wcache_ingest_delete(M.c, M.keys[i].k, M.keys[i].klen, rev), WCACHE_OK);
-            m_del(i, rev);
-            set_cur(rev, 1);
-            M.n_ok_dels++;
+            chaos(1);
+            int rc = wcache_ingest_delete(M.c, M.keys[i].k, M.keys[i].klen, rev);
+            chaos(0);
+            if (!refused_for_memory(rc)) {
+                MRC(rc, WCACHE_OK);
+                m_del(i, rev);
+                set_cur(rev, 1);
+                M.n_ok_dels++;
+            }
         }
     } else {
         MRC(wcache_ingest_delete(M.c, M.keys[i].k, M.keys[i].klen, rev), WCACHE_ENOTFOUND);
@@ -604,7 +637,12 @@ static void op_batch(wcache_batch *b, int fault)
         want = WCACHE_EORDER;
     }
     size_t cnt = wcache_batch_count(b);
-    MRC(wcache_ingest_batch(M.c, b, rev), want);
+    chaos(want == WCACHE_OK);
+    int rc = wcache_ingest_batch(M.c, b, rev);
+    chaos(0);
+    if (want == WCACHE_OK && refused_for_memory(rc))
+        want = WCACHE_ENOMEM;
+    MRC(rc, want);
     MCHECK(wcache_batch_count(b) == cnt, "ingest changed the batch count");
     if (want == WCACHE_OK) {
         for (int j = 0; j < n; j++) {
@@ -619,7 +657,7 @@ static void op_batch(wcache_batch *b, int fault)
         }
         set_cur(rev, 1);
         M.n_batches++;
-    } else {
+    } else if (want != WCACHE_ENOMEM) {
         M.n_fail_batches++;
     }
     after_ingest();
@@ -653,7 +691,11 @@ static void op_compact(void)
         int64_t lo = M.comp, hi = M.cur;
         int64_t target = tu_below(&M.rng, 4) ? tu_range(&M.rng, lo, lo + (hi - lo) / 3)
                                              : tu_range(&M.rng, lo, hi);
-        MRC(wcache_cache_compact(M.c, target), WCACHE_OK);
+        /* compact documents no ENOMEM: under chaos it must still work */
+        chaos(1);
+        int rc = wcache_cache_compact(M.c, target);
+        chaos(0);
+        MRC(rc, WCACHE_OK);
         if (target > M.comp)
             M.comp = target;
         M.n_compacts++;
@@ -720,9 +762,13 @@ static void model_run(int variant)
     make_keys();
     M.auto_keep = variant == 1 ? 50 : 0;
     M.age_s = variant == 2 ? 30 : 0;
+    M.chaos = variant == 3;
     long steps = tu_long() ? 600000 : 60000;
 
-    ck_assert_ok(wcache_cache_create(&M.c, NULL));
+    M.al.fail_at = -1;
+    M.al.fail_rng = M.seed;
+    wcache_allocator al = tu_allocator(&M.al);
+    ck_assert_ok(wcache_cache_create(&M.c, M.chaos ? &al : NULL));
     if (M.age_s) {
         M.rev_time_cap = steps * 6 + 16; /* revisions grow by at most 5 per step */
         M.rev_time = malloc((size_t)M.rev_time_cap * sizeof *M.rev_time);
@@ -782,6 +828,11 @@ static void model_run(int variant)
     wcache_view_free(M.w);
     wcache_batch_free(b);
     wcache_cache_close(M.c);
+    if (M.chaos) {
+        ck_assert_msg(M.al.live == 0, "%ld blocks leaked", M.al.live);
+        ck_assert_int_eq(M.al.bad_frees, 0);
+        ck_assert_int_gt(M.n_enomem, steps / 100);
+    }
     /* The run must have exercised what it claims to. */
     ck_assert_int_gt(M.n_ok_dels, steps / 20);
     ck_assert_int_gt(M.n_fail_batches, steps / 50);
@@ -889,8 +940,9 @@ Suite *model_suite(void)
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("random");
     /* 0: explicit compaction only; 1: automatic, RETAIN_REVISIONS = 50;
-     * 2: automatic, RETAIN_SECONDS = 30 on a fake clock. */
-    tcase_add_loop_test(tc, test_model_random, 0, 3);
+     * 2: automatic, RETAIN_SECONDS = 30 on a fake clock; 3: explicit, with
+     * random allocation failures around every write. */
+    tcase_add_loop_test(tc, test_model_random, 0, 4);
     tcase_add_test(tc, test_model_after_load);
     tcase_set_timeout(tc, tu_timeout(300));
     suite_add_tcase(s, tc);

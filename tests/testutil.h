@@ -120,6 +120,8 @@ typedef struct tu_alloc_state {
     long total;     /* successful allocations ever */
     long failed;    /* allocations refused */
     long bad_frees; /* frees of pointers we never handed out */
+    int fail_per_mille; /* > 0: also fail this share of allocations at random */
+    uint64_t fail_rng;  /* splitmix64 state for the random failures */
 } tu_alloc_state;
 
 typedef union tu_alloc_hdr {
@@ -137,6 +139,15 @@ static inline void *tu_alloc_fn(size_t n, void *ud)
     if (st->fail_at >= 0 && (idx == st->fail_at || (st->fail_all && idx > st->fail_at))) {
         st->failed++;
         return NULL;
+    }
+    if (st->fail_per_mille > 0) {
+        uint64_t z = (st->fail_rng += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        if ((z ^ (z >> 31)) % 1000 < (uint64_t)st->fail_per_mille) {
+            st->failed++;
+            return NULL;
+        }
     }
     if (n > SIZE_MAX - sizeof(tu_alloc_hdr))
         return NULL;
