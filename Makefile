@@ -102,13 +102,15 @@ SYS_LIBS := -lpthread -lm
 # Record only the libraries a binary really uses.
 LDFLAGS_ALL = -Wl,--as-needed $(LDFLAGS)
 
+# Sanitizer runtimes and libFuzzer come with clang (libclang-rt-14-dev).
+SAN_CC ?= clang
 ifeq ($(VARIANT),default)
 VCC := $(CC)
 SAN :=
 LIBOUT := lib
 BINOUT := .
 else ifeq ($(VARIANT),asan)
-VCC := clang
+VCC := $(SAN_CC)
 # fuzzer-no-link adds libFuzzer's coverage hooks, so the fuzz targets link
 # these very objects; plain executables get no-op hooks from the runtime.
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
@@ -116,7 +118,7 @@ SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
 LIBOUT := $(B)/lib
 BINOUT := $(B)
 else ifeq ($(VARIANT),tsan)
-VCC := clang
+VCC := $(SAN_CC)
 SAN := -fsanitize=thread -fno-omit-frame-pointer
 LIBOUT := $(B)/lib
 BINOUT := $(B)
@@ -313,7 +315,7 @@ fuzz-bins:
 
 build/asan/fuzz/%: tests/fuzz/%.c build/asan/lib/libwatchcache.a
 	@mkdir -p $(@D)
-	clang $(CPPFLAGS_ALL) -Ilib $(CSTD) $(OPT) $(WARN) -fno-omit-frame-pointer \
+	$(SAN_CC) $(CPPFLAGS_ALL) -Ilib $(CSTD) $(OPT) $(WARN) -fno-omit-frame-pointer \
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(DEP_CFLAGS) \
 	    -o $@ $< build/asan/lib/libwatchcache.a $(DEP_LIBS) $(SYS_LIBS)
 
