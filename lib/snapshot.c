@@ -281,7 +281,8 @@ static int reserve(writer *w, slot *s, size_t need)
 
 static int add_record(writer *w, const wcache_kv *kv)
 {
-    if (kv->key_len > UINT32_MAX || kv->value_len >= UINT32_MAX)
+    /* A block's size is a 32-bit field and a record may fill a block alone. */
+    if (kv->key_len + kv->value_len > (size_t)UINT32_MAX - WCI_SNAP_REC)
         return wci_snap_err(w->eb, w->el, WCACHE_ETOOBIG, "object too large for format 1");
     size_t rec = WCI_SNAP_REC + kv->key_len + kv->value_len;
     int rc = WCACHE_OK;
