@@ -5,6 +5,8 @@
  *   bench_snapshot [N] [DIR]        default N 100000, DIR $TMPDIR or /tmp
  *
  * Prints one line per figure:  metric<TAB>N<TAB>value<TAB>unit
+ *   stream_mbps_w0     the same bytes to a sink that drops them (no file I/O,
+ *                      no fsync): listing + encoding + compression alone
  *   write_mbps_wW      snapshot write of the whole cache with W compression
  *                      workers, MB/s of key+value bytes (the issue's "raw
  *                      object bytes"); _ingest: while a thread keeps putting
@@ -123,6 +125,22 @@ static double write_snap(wcache_cache *c, const char *path, int workers, int ing
     return (double)in->kv_bytes / 1e6 / t;
 }
 
+static int null_sink(const void *buf, size_t len, void *ud)
+{
+    (void)buf;
+    *(uint64_t *)ud += len;
+    return WCACHE_OK;
+}
+
+static double stream_snap(wcache_cache *c)
+{
+    uint64_t bytes = 0;
+    wcache_snapshot_info in = {.size = sizeof in};
+    double t = now();
+    check(wcache_snapshot_write_to(c, null_sink, &bytes, NULL, &in), "write_to", NULL);
+    return (double)in.kv_bytes / 1e6 / (now() - t);
+}
+
 /* The uncompressed record stream of the snapshot, for zstd(1) to chew. */
 static void dump_raw(const char *snap, const char *raw)
 {
@@ -204,6 +222,7 @@ int main(int argc, char **argv)
     wcache_cache *c = fill(&g, n);
     wcache_snapshot_info in;
     unsigned long long N = (unsigned long long)n;
+    printf("stream_mbps_w0\t%llu\t%.0f\tMB/s\n", N, stream_snap(c));
     for (int w = 0; w <= 2; w++)
         printf("write_mbps_w%d\t%llu\t%.0f\tMB/s\n", w, N,
                write_snap(c, path, w, 0, &g, n, &in));
