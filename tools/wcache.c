@@ -33,6 +33,7 @@ typedef struct args {
     int fmt_set;
     const char *prefix;
     long long limit;
+    long long max_block; /* 0: the library's default */
 } args;
 
 static const char *prog = "wcache";
@@ -377,9 +378,12 @@ static int y_end(yout *y)
 /* Commands                                                                 */
 /* ------------------------------------------------------------------------ */
 
+static uint32_t max_block_bytes; /* --max-block-bytes, 0: default */
+
 static int open_snap(const char *file, wcache_snapshot **s, wcache_snapshot_info *in)
 {
     wcache_snapshot_read_opts o = {.size = sizeof o};
+    o.max_block_bytes = max_block_bytes;
     o.errbuf = errbuf; /* kept by the handle for the errors of later calls */
     o.errbuf_len = sizeof errbuf;
     int rc = wcache_snapshot_open(s, file, &o);
@@ -708,6 +712,9 @@ static void usage(FILE *f)
                "  diff SNAP1 SNAP2                   added (+), removed (-), changed (~) keys\n"
                "  version                            library and format versions\n"
                "\n"
+               "  --max-block-bytes N  read blocks up to N bytes uncompressed (default\n"
+               "                       64 MiB; snapshots of values larger than that)\n"
+               "\n"
                "exit: 0 ok (diff: same), 1 usage or system error (diff: differ),\n"
                "      2 damaged snapshot (diff: any trouble), 3 key not found.\n"
                "See wcache(1).\n");
@@ -786,6 +793,12 @@ static int parse_one(int argc, char **argv, int *i, args *a)
         a->limit = v ? strtoll(v, &end, 10) : -1;
         if (!v || !*v || *end || a->limit < 0)
             return bad("--limit needs a number >= 0", v);
+    } else if (is_opt(s, "--max-block-bytes", NULL)) {
+        char *end;
+        v = opt_value(argc, argv, i, "--max-block-bytes", NULL);
+        a->max_block = v ? strtoll(v, &end, 10) : -1;
+        if (!v || !*v || *end || a->max_block < 1 || a->max_block >= (1LL << 31))
+            return bad("--max-block-bytes needs a number from 1 to 2147483647", v);
     } else if (s[0] == '-' && s[1]) {
         return bad("unknown option", s);
     } else if (a->npos < 3) {
@@ -826,6 +839,7 @@ static int run(const command *c, int argc, char **argv)
         return bad("output format not available for this command", c->name), EX_ERR;
     if ((a.prefix || a.limit >= 0) && strcmp(c->name, "list") != 0)
         return bad("--prefix and --limit are options of list", NULL), EX_ERR;
+    max_block_bytes = (uint32_t)a.max_block;
     int ex = c->run(&a);
     if (fflush(stdout) != 0 && ex == EX_OK) {
         fprintf(stderr, "%s: writing output: %s\n", prog, strerror(errno));

@@ -153,6 +153,10 @@ expect 2 wcache inspect "$T/future.wcsnap" && has_err "unsupported format versio
 expect 2 wcache list "$T/flip.wcsnap"
 expect 2 wcache export "$T/flip.wcsnap" -o json
 expect 2 wcache get "$T/trunc.wcsnap" /registry/empty
+# --max-block-bytes: the decompression bound, from the command line.
+expect 2 wcache verify "$A" --max-block-bytes 100 && has_err "max_block_bytes"
+expect 0 wcache verify "$A" --max-block-bytes=1048576
+expect 1 wcache verify "$A" --max-block-bytes 0
 printf 'hello' >"$T/tiny.wcsnap"
 expect 2 wcache verify "$T/tiny.wcsnap"
 
