@@ -60,9 +60,9 @@ static wcache_cache *open_with(wcache_param p1, int64_t v1, wcache_param p2, int
 }
 
 /* GET key at rev through a fresh view; val NULL means "must be absent". */
-#define EXPECT_GET(c, rev, k, kl, v, vl, cr, mr, ver)                                    \
+#define EXPECT_GET(c, rev, k, kl, v, vl, cr, mr, ver) \
     expect_get_(__LINE__, c, rev, k, kl, v, vl, cr, mr, ver)
-#define EXPECT_S(c, rev, k, v, cr, mr, ver)                                               \
+#define EXPECT_S(c, rev, k, v, cr, mr, ver) \
     expect_get_(__LINE__, c, rev, k, strlen(k), v, strlen(v), cr, mr, ver)
 #define EXPECT_ABSENT(c, rev, k) expect_get_(__LINE__, c, rev, k, strlen(k), NULL, 0, 0, 0, 0)
 
@@ -83,8 +83,8 @@ static void expect_get_(int line, wcache_cache *c, int64_t rev, const void *k, s
         ck_assert_msg(rc == WCACHE_ENOTFOUND, "line %d: get(%s)@%lld = %s, want ENOTFOUND",
                       line, kb, (long long)rev, wcache_strerror(rc));
     } else {
-        ck_assert_msg(rc == WCACHE_OK, "line %d: get(%s)@%lld = %s", line, kb,
-                      (long long)rev, wcache_strerror(rc));
+        ck_assert_msg(rc == WCACHE_OK, "line %d: get(%s)@%lld = %s", line, kb, (long long)rev,
+                      wcache_strerror(rc));
         ck_assert_msg(kv.key_len == kl && memcmp(kv.key, k, kl) == 0,
                       "line %d: get(%s) returned another key", line, kb);
         ck_assert_msg(kv.value_len == vl && (vl == 0 || memcmp(kv.value, v, vl) == 0),
@@ -193,8 +193,8 @@ static void snap_check_(int line, snapshot *s, wcache_cache *c)
         char *now = dump_at(c, r);
         char *was = s->d[r - s->lo];
         ck_assert_msg((now == NULL) == (was == NULL) && (!now || strcmp(now, was) == 0),
-                      "line %d: state at %lld changed:\nwas:\n%s\nnow:\n%s", line,
-                      (long long)r, was ? was : "(unreadable)", now ? now : "(unreadable)");
+                      "line %d: state at %lld changed:\nwas:\n%s\nnow:\n%s", line, (long long)r,
+                      was ? was : "(unreadable)", now ? now : "(unreadable)");
         free(now);
     }
 }
@@ -216,8 +216,8 @@ START_TEST(test_strerror)
         ck_assert_msg(s != NULL && *s, "code %d has no string", i);
         ck_assert_msg(strcmp(s, "unknown error") != 0, "code %d is \"unknown error\"", i);
         for (int j = 0; j < i; j++)
-            ck_assert_msg(strcmp(s, wcache_strerror(j)) != 0, "codes %d and %d share \"%s\"",
-                          i, j, s);
+            ck_assert_msg(strcmp(s, wcache_strerror(j)) != 0, "codes %d and %d share \"%s\"", i,
+                          j, s);
     }
     const int bad[] = {WCACHE_CODE_LAST, WCACHE_CODE_LAST + 1, -1, 1000, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -301,8 +301,8 @@ START_TEST(test_params)
                           "param %d: bounds [%lld, %lld] differ from the header", p,
                           (long long)lo, (long long)hi);
         }
-        ck_assert_msg(dflt == documented[i].dflt, "param %d: default %lld, header says %lld",
-                      p, (long long)dflt, (long long)documented[i].dflt);
+        ck_assert_msg(dflt == documented[i].dflt, "param %d: default %lld, header says %lld", p,
+                      (long long)dflt, (long long)documented[i].dflt);
         ck_assert_ok(wcache_cache_get_param(c, p, &v));
         ck_assert_int_eq(v, dflt);
 
@@ -1076,11 +1076,10 @@ static const struct {
     const char *k;
     size_t n;
 } binkeys[] = {
-    {"\x00", 1},     {"\x00\x00", 2},     {"\x00\x01", 2}, {"\x00\xff", 2},
-    {"a", 1},        {"a\x00", 2},        {"a\x00z", 3},   {"a\x01", 2},
-    {"ab", 2},       {"a\xff", 2},        {"b", 1},        {"\x7f", 1},
-    {"\x80", 1},     {"\xff", 1},         {"\xff\x00", 2}, {"\xff\xff", 2},
-    {"\xff\xff\xff", 3},
+    {"\x00", 1},     {"\x00\x00", 2},     {"\x00\x01", 2}, {"\x00\xff", 2}, {"a", 1},
+    {"a\x00", 2},    {"a\x00z", 3},       {"a\x01", 2},    {"ab", 2},       {"a\xff", 2},
+    {"b", 1},        {"\x7f", 1},         {"\x80", 1},     {"\xff", 1},     {"\xff\x00", 2},
+    {"\xff\xff", 2}, {"\xff\xff\xff", 3},
 };
 #define NBIN (sizeof binkeys / sizeof binkeys[0])
 
@@ -1424,9 +1423,9 @@ START_TEST(test_token_passed_back_directly)
         } while (r.more);
         ck_assert_uint_eq(seen, 57);
         /* The same with count: the token is an input there too. */
-        ck_assert_ok(wcache_view_list(w, &(wcache_list_opts){.size = sizeof o, .prefix = "key/",
-                                                             .prefix_len = 4},
-                                      items, 10, &r));
+        ck_assert_ok(wcache_view_list(
+            w, &(wcache_list_opts){.size = sizeof o, .prefix = "key/", .prefix_len = 4}, items,
+            10, &r));
         o.token = r.token;
         o.token_len = r.token_len;
         uint64_t n = 0;
@@ -1542,11 +1541,8 @@ START_TEST(test_token_other_range)
     free(tok);
 
     /* A range token is bound to its range too. */
-    wcache_list_opts ro = {.size = sizeof ro,
-                           .start = "key/005",
-                           .start_len = 7,
-                           .end = "key/025",
-                           .end_len = 7};
+    wcache_list_opts ro = {
+        .size = sizeof ro, .start = "key/005", .start_len = 7, .end = "key/025", .end_len = 7};
     tok = first_page_token(w, &ro, 3);
     ro.token = tok;
     ro.token_len = strlen(tok);
@@ -1615,8 +1611,8 @@ START_TEST(test_token_garbage)
         ck_assert_msg(rc == WCACHE_EBADTOKEN || (rc == WCACHE_OK && trev == rev),
                       "token_revision of cut %zu: %s", cut, wcache_strerror(rc));
     }
-    static const unsigned char deltas[] = {0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80,
-                                           0x03, 0xff};
+    static const unsigned char deltas[] = {0x01, 0x02, 0x04, 0x08, 0x10,
+                                           0x20, 0x40, 0x80, 0x03, 0xff};
     for (size_t i = 0; i < len; i++) {
         for (size_t d = 0; d < sizeof deltas; d++) {
             memcpy(t, tok, len + 1);
@@ -1773,8 +1769,7 @@ END_TEST
 START_TEST(test_auto_compact_revisions)
 {
     const int64_t keep = 5;
-    wcache_cache *c =
-        open_with(WCACHE_P_RETAIN_REVISIONS, keep, WCACHE_P_RETAIN_SECONDS, 0);
+    wcache_cache *c = open_with(WCACHE_P_RETAIN_REVISIONS, keep, WCACHE_P_RETAIN_SECONDS, 0);
     int64_t last = 0;
     for (int64_t r = 1; r <= 40; r++) {
         ck_assert_ok(put_s(c, r % 2 ? "a" : "b", "v", r));

@@ -85,29 +85,28 @@ static struct {
     long n_enomem;
     long n_auto; /* automatic compactions observed */
     /* Variant 2: age-based retention on a fake clock. */
-    int age_s;           /* RETAIN_SECONDS, 0 = not this variant */
+    int age_s; /* RETAIN_SECONDS, 0 = not this variant */
     tu_clock clk;
-    int64_t *rev_time;   /* ingest time of each revision (index = revision) */
+    int64_t *rev_time; /* ingest time of each revision (index = revision) */
     int64_t rev_time_cap;
     long n_ok_puts, n_ok_dels, n_batches, n_fail_batches, n_verifies, n_compacts;
 } M;
 
-#define MCHECK(cond, ...)                                                                 \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            char msg_[512];                                                            \
-            snprintf(msg_, sizeof msg_, __VA_ARGS__);                                  \
-            ck_abort_msg("seed %llu step %ld (replay with WCACHE_SEED=%llu): %s",       \
+#define MCHECK(cond, ...)                                                                \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            char msg_[512];                                                              \
+            snprintf(msg_, sizeof msg_, __VA_ARGS__);                                    \
+            ck_abort_msg("seed %llu step %ld (replay with WCACHE_SEED=%llu): %s",        \
                          (unsigned long long)M.seed, M.step, (unsigned long long)M.seed, \
-                         msg_);                                                        \
-        }                                                                              \
+                         msg_);                                                          \
+        }                                                                                \
     } while (0)
 
-#define MRC(expr, want)                                                                   \
-    do {                                                                               \
-        int g_ = (int)(expr), w_ = (int)(want);                                        \
-        MCHECK(g_ == w_, "%s = %s, want %s", #expr, wcache_strerror(g_),               \
-               wcache_strerror(w_));                                                   \
+#define MRC(expr, want)                                                                        \
+    do {                                                                                       \
+        int g_ = (int)(expr), w_ = (int)(want);                                                \
+        MCHECK(g_ == w_, "%s = %s, want %s", #expr, wcache_strerror(g_), wcache_strerror(w_)); \
     } while (0)
 
 /* ------------------------------------------------------------------------ */
@@ -198,16 +197,14 @@ static int in_range(const mrange *r, int i)
 {
     const mkey *k = &M.keys[i];
     switch (r->kind) {
-    case 1:
-        return k->klen >= r->alen && memcmp(k->k, r->a, r->alen) == 0;
+    case 1: return k->klen >= r->alen && memcmp(k->k, r->a, r->alen) == 0;
     case 2:
         if (r->alen && tu_keycmp(k->k, k->klen, r->a, r->alen) < 0)
             return 0;
         if (r->blen && tu_keycmp(k->k, k->klen, r->b, r->blen) >= 0)
             return 0;
         return 1;
-    default:
-        return 1;
+    default: return 1;
     }
 }
 
@@ -235,17 +232,17 @@ static void expect_kv(const wcache_kv *kv, int i, int64_t rev, const char *what)
     MCHECK(kv->key_len == k->klen && memcmp(kv->key, k->k, k->klen) == 0,
            "%s@%lld: key %s, want %s", what, (long long)rev,
            tu_hex(kv->key, kv->key_len, b1, sizeof b1), tu_hex(k->k, k->klen, b2, sizeof b2));
-    MCHECK(kv->value_len == v->vlen && (v->vlen == 0 || memcmp(kv->value, v->val, v->vlen) == 0),
+    MCHECK(kv->value_len == v->vlen &&
+               (v->vlen == 0 || memcmp(kv->value, v->val, v->vlen) == 0),
            "%s@%lld key %s: value %s, want %s", what, (long long)rev,
            tu_hex(k->k, k->klen, b1, sizeof b1),
            tu_hex(kv->value, kv->value_len, b2, sizeof b2), "(model value)");
     MCHECK(kv->create_revision == v->create && kv->mod_revision == v->rev &&
                kv->version == v->ver,
            "%s@%lld key %s: create/mod/version %lld/%lld/%lld, want %lld/%lld/%lld", what,
-           (long long)rev, tu_hex(k->k, k->klen, b1, sizeof b1),
-           (long long)kv->create_revision, (long long)kv->mod_revision,
-           (long long)kv->version, (long long)v->create, (long long)v->rev,
-           (long long)v->ver);
+           (long long)rev, tu_hex(k->k, k->klen, b1, sizeof b1), (long long)kv->create_revision,
+           (long long)kv->mod_revision, (long long)kv->version, (long long)v->create,
+           (long long)v->rev, (long long)v->ver);
 }
 
 static wcache_list_opts opts_for(const mrange *r)
@@ -303,17 +300,18 @@ static void check_full_list(wcache_view *w, const mrange *r, int64_t rev)
     wcache_list_opts o = opts_for(r);
     wcache_list_result res = {.size = sizeof res};
     MRC(wcache_view_list(w, &o, items, NK + 1, &res), WCACHE_OK);
-    MCHECK(res.count == n, "list@%lld (kind %d): %zu items, model %zu", (long long)rev,
-           r->kind, res.count, n);
-    MCHECK(res.more == 0 && res.token == NULL, "list@%lld: more with a page of %d", (long long)rev,
-           NK + 1);
+    MCHECK(res.count == n, "list@%lld (kind %d): %zu items, model %zu", (long long)rev, r->kind,
+           res.count, n);
+    MCHECK(res.more == 0 && res.token == NULL, "list@%lld: more with a page of %d",
+           (long long)rev, NK + 1);
     MCHECK(res.revision == rev, "list revision %lld, want %lld", (long long)res.revision,
            (long long)rev);
     for (size_t j = 0; j < n; j++)
         expect_kv(&items[j], want[j], rev, "list");
     uint64_t cnt = UINT64_MAX;
     MRC(wcache_view_count(w, &o, &cnt), WCACHE_OK);
-    MCHECK(cnt == n, "count@%lld = %llu, model %zu", (long long)rev, (unsigned long long)cnt, n);
+    MCHECK(cnt == n, "count@%lld = %llu, model %zu", (long long)rev, (unsigned long long)cnt,
+           n);
 }
 
 /*
@@ -346,8 +344,8 @@ static char *check_pages(wcache_view *w, const mrange *r, int64_t rev, char *tok
         for (size_t j = 0; j < res.count; j++)
             expect_kv(&items[j], want[*consumed + j], rev, "page");
         *consumed += res.count;
-        MCHECK(res.more == (*consumed < n), "page@%lld: more=%d with %zu of %zu", (long long)rev,
-               res.more, *consumed, n);
+        MCHECK(res.more == (*consumed < n), "page@%lld: more=%d with %zu of %zu",
+               (long long)rev, res.more, *consumed, n);
         if (o.count_remaining)
             MCHECK(res.remaining == (int64_t)(n - *consumed), "remaining %lld, model %zu",
                    (long long)res.remaining, n - *consumed);
@@ -404,12 +402,9 @@ static int64_t rand_rev_in_window(void)
     int64_t lo = M.comp > 0 || M.cur == 0 ? M.comp : 1;
     /* Bias to the edges, where off-by-one bugs live. */
     switch (tu_below(&M.rng, 4)) {
-    case 0:
-        return lo;
-    case 1:
-        return M.cur;
-    default:
-        return tu_range(&M.rng, lo, M.cur);
+    case 0: return lo;
+    case 1: return M.cur;
+    default: return tu_range(&M.rng, lo, M.cur);
     }
 }
 
@@ -681,7 +676,8 @@ static void op_compact(void)
 {
     switch (tu_below(&M.rng, 6)) {
     case 0:
-        MRC(wcache_cache_compact(M.c, M.cur + 1 + (int64_t)tu_below(&M.rng, 5)), WCACHE_EFUTURE);
+        MRC(wcache_cache_compact(M.c, M.cur + 1 + (int64_t)tu_below(&M.rng, 5)),
+            WCACHE_EFUTURE);
         break;
     case 1: /* at or below: a no-op */
         MRC(wcache_cache_compact(M.c, tu_range(&M.rng, 0, M.comp)), WCACHE_OK);

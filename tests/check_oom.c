@@ -101,32 +101,31 @@ static void fill(int n)
  * ENOMEM caused by an allocation that really failed, with the state dump
  * unchanged; the loop ends at the first success.
  */
-#define CHAOS_WALK(OP, WHAT)                                                                \
-    do {                                                                                 \
-        char *before_ = dump(0);                                                         \
-        long n_;                                                                         \
-        for (n_ = 0;; n_++) {                                                            \
-            ck_assert_msg(n_ < MAX_FAIL_POINTS, "%s: no success after %ld failures", WHAT, \
-                          n_);                                                           \
-            tu_alloc_arm(&ST, n_);                                                       \
-            long failed0_ = ST.failed;                                                   \
-            int rc_ = (int)(OP);                                                         \
-            tu_alloc_arm(&ST, -1);                                                       \
-            if (rc_ == WCACHE_OK)                                                        \
-                break;                                                                   \
-            ck_assert_msg(rc_ == WCACHE_ENOMEM, "%s with allocation %ld failing: %s", WHAT, \
-                          n_, wcache_strerror(rc_));                                     \
-            ck_assert_msg(ST.failed > failed0_, "%s: ENOMEM with no failed allocation",  \
-                          WHAT);                                                         \
-            char *after_ = dump(0);                                                      \
-            ck_assert_msg(strcmp(before_, after_) == 0,                                  \
-                          "%s: state changed by a refused call (allocation %ld):\n"      \
-                          "before:\n%.2000s\nafter:\n%.2000s",                           \
-                          WHAT, n_, before_, after_);                                    \
-            free(after_);                                                                \
-        }                                                                                \
-        free(before_);                                                                   \
-        walk_points += n_;                                                               \
+#define CHAOS_WALK(OP, WHAT)                                                                   \
+    do {                                                                                       \
+        char *before_ = dump(0);                                                               \
+        long n_;                                                                               \
+        for (n_ = 0;; n_++) {                                                                  \
+            ck_assert_msg(n_ < MAX_FAIL_POINTS, "%s: no success after %ld failures", WHAT,     \
+                          n_);                                                                 \
+            tu_alloc_arm(&ST, n_);                                                             \
+            long failed0_ = ST.failed;                                                         \
+            int rc_ = (int)(OP);                                                               \
+            tu_alloc_arm(&ST, -1);                                                             \
+            if (rc_ == WCACHE_OK)                                                              \
+                break;                                                                         \
+            ck_assert_msg(rc_ == WCACHE_ENOMEM, "%s with allocation %ld failing: %s", WHAT,    \
+                          n_, wcache_strerror(rc_));                                           \
+            ck_assert_msg(ST.failed > failed0_, "%s: ENOMEM with no failed allocation", WHAT); \
+            char *after_ = dump(0);                                                            \
+            ck_assert_msg(strcmp(before_, after_) == 0,                                        \
+                          "%s: state changed by a refused call (allocation %ld):\n"            \
+                          "before:\n%.2000s\nafter:\n%.2000s",                                 \
+                          WHAT, n_, before_, after_);                                          \
+            free(after_);                                                                      \
+        }                                                                                      \
+        free(before_);                                                                         \
+        walk_points += n_;                                                                     \
     } while (0)
 
 static long walk_points; /* failure points visited, to prove the walk ran */
@@ -366,8 +365,10 @@ START_TEST(test_oom_views)
                       wcache_strerror(rc));
         ck_assert_msg(rg == WCACHE_OK, "view_get with allocation %ld failing: %s", n,
                       wcache_strerror(rg));
-        ck_assert_msg(rcnt == WCACHE_OK && cnt == 100, "view_count with allocation %ld "
-                      "failing: %s, %llu", n, wcache_strerror(rcnt), (unsigned long long)cnt);
+        ck_assert_msg(rcnt == WCACHE_OK && cnt == 100,
+                      "view_count with allocation %ld "
+                      "failing: %s, %llu",
+                      n, wcache_strerror(rcnt), (unsigned long long)cnt);
         wcache_view_end(w);
     }
 
@@ -399,8 +400,9 @@ START_TEST(test_oom_views)
                 size_t idx = rev == mid ? seen + i : 2 * (seen + i) + 1;
                 snprintf(k, sizeof k, "base/%04zu", idx);
                 ck_assert_uint_eq(items[i].key_len, 9);
-                ck_assert_msg(memcmp(items[i].key, k, 9) == 0, "page %d item %zu: %.9s, want %s",
-                              page, i, (const char *)items[i].key, k);
+                ck_assert_msg(memcmp(items[i].key, k, 9) == 0,
+                              "page %d item %zu: %.9s, want %s", page, i,
+                              (const char *)items[i].key, k);
             }
             seen += r.count;
             free(tok);
@@ -583,9 +585,8 @@ static void tw_drain(twatch *t)
                               evs[i].kv.key_len == strlen(e->key) &&
                               memcmp(evs[i].kv.key, e->key, evs[i].kv.key_len) == 0,
                           "%s: event %zu is %d@%lld %.*s, want %d@%lld %s", t->name, t->got,
-                          (int)evs[i].type, (long long)evs[i].revision,
-                          (int)evs[i].kv.key_len, (const char *)evs[i].kv.key, e->type,
-                          (long long)e->rev, e->key);
+                          (int)evs[i].type, (long long)evs[i].revision, (int)evs[i].kv.key_len,
+                          (const char *)evs[i].kv.key, e->type, (long long)e->rev, e->key);
             wcache_event_unref(evs[i].ev);
             t->got++;
         }
@@ -642,9 +643,10 @@ START_TEST(test_oom_with_watchers)
         snprintf(k, sizeof k, "w/%02d", slot);
         int batch = i % 7 == 3;
         int del = !batch && live[slot] && i % 5 == 0;
-        expect_ev e = {.rev = rev, .type = del          ? WCACHE_EV_DELETED
-                                          : live[slot] ? WCACHE_EV_MODIFIED
-                                                       : WCACHE_EV_ADDED};
+        expect_ev e = {.rev = rev,
+                       .type = del          ? WCACHE_EV_DELETED
+                               : live[slot] ? WCACHE_EV_MODIFIED
+                                            : WCACHE_EV_ADDED};
         snprintf(e.key, sizeof e.key, "%s", k);
         if (batch) {
             /* the w/ key and a base/ key at one revision */

@@ -56,8 +56,8 @@ typedef struct hent {
 typedef struct hkey {
     char name[16];
     size_t len;
-    hent *h;           /* capacity nrevs + 1, never reallocated */
-    _Atomic size_t n;  /* entries published */
+    hent *h;             /* capacity nrevs + 1, never reallocated */
+    _Atomic size_t n;    /* entries published */
     int64_t create, ver; /* writer-private: current incarnation */
     int live;            /* writer-private */
 } hkey;
@@ -78,7 +78,7 @@ static struct {
      * deleted[j] (0 = live) is released before the delete is ingested. */
     _Atomic int64_t *created, *deleted;
     atomic_long nfresh;
-    int pace;           /* writer waits for a reader round every PACE revisions */
+    int pace; /* writer waits for a reader round every PACE revisions */
 } T;
 
 #define PACE 128
@@ -97,12 +97,12 @@ static void tfail(const char *fmt, ...)
     pthread_mutex_unlock(&T.mu);
 }
 
-#define TCHECK(cond, ...)                                                                 \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            tfail(__VA_ARGS__);                                                         \
-            return -1;                                                                 \
-        }                                                                              \
+#define TCHECK(cond, ...)       \
+    do {                        \
+        if (!(cond)) {          \
+            tfail(__VA_ARGS__); \
+            return -1;          \
+        }                       \
     } while (0)
 
 static long scaled(long base)
@@ -257,7 +257,7 @@ static int write_one(tu_rng *rng, wcache_batch *b, int64_t *cur)
     int64_t comp = wcache_cache_compacted_revision(T.c);
     if (comp > explicit_comp && comp > rev - RETAIN && comp > 0)
         return tfail("auto compaction to %lld at %lld keeps fewer than %d", (long long)comp,
-                    (long long)rev, RETAIN),
+                     (long long)rev, RETAIN),
                -1;
     return 0;
 }
@@ -325,8 +325,8 @@ static int check_kv(const wcache_kv *kv, int i, int64_t R, const char *what)
     TCHECK(kv->key_len == k->len && memcmp(kv->key, k->name, k->len) == 0,
            "%s %s@%lld: wrong key", what, k->name, (long long)R);
     TCHECK(kv->value_len == (size_t)wl && memcmp(kv->value, want, (size_t)wl) == 0,
-           "%s %s@%lld: value %.*s, want %s", what, k->name, (long long)R,
-           (int)kv->value_len, (const char *)kv->value, want);
+           "%s %s@%lld: value %.*s, want %s", what, k->name, (long long)R, (int)kv->value_len,
+           (const char *)kv->value, want);
     TCHECK(kv->mod_revision == e->rev && kv->create_revision == e->create &&
                kv->version == e->ver,
            "%s %s@%lld: mod/create/version %lld/%lld/%lld, want %lld/%lld/%lld", what, k->name,
@@ -383,8 +383,7 @@ static int key_index(const wcache_kv *kv)
     return -1;
 }
 
-static int check_list_in(wcache_view *w, int64_t R, uint64_t *fp, wcache_kv *items,
-                         size_t cap);
+static int check_list_in(wcache_view *w, int64_t R, uint64_t *fp, wcache_kv *items, size_t cap);
 
 /* A full LIST at the view's revision, checked; fingerprint for re-reads. */
 static int check_list(wcache_view *w, int64_t R, uint64_t *fp)
@@ -398,8 +397,7 @@ static int check_list(wcache_view *w, int64_t R, uint64_t *fp)
     return rc;
 }
 
-static int check_list_in(wcache_view *w, int64_t R, uint64_t *fp, wcache_kv *items,
-                         size_t cap)
+static int check_list_in(wcache_view *w, int64_t R, uint64_t *fp, wcache_kv *items, size_t cap)
 {
     wcache_list_opts o = {.size = sizeof o};
     wcache_list_result res = {.size = sizeof res};
@@ -469,8 +467,8 @@ static int check_gets(wcache_view *w, int64_t R, tu_rng *rng)
             if (check_fresh_kv(&kv, j, n, R, "get") != 0)
                 return -1;
         } else {
-            TCHECK(rc == WCACHE_ENOTFOUND, "get %s@%lld: %s, model: absent", name,
-                   (long long)R, wcache_strerror(rc));
+            TCHECK(rc == WCACHE_ENOTFOUND, "get %s@%lld: %s, model: absent", name, (long long)R,
+                   wcache_strerror(rc));
         }
     }
     for (int q = 0; q < 8; q++) {
@@ -551,8 +549,8 @@ static int reader_round(wcache_view *w, tu_rng *rng)
             atomic_fetch_add(&T.compacted_races, 1);
             return 0;
         }
-        TCHECK(rc == WCACHE_OK, "begin(%lld) in [%lld, %lld]: %s", (long long)R,
-               (long long)lo, (long long)hi, wcache_strerror(rc));
+        TCHECK(rc == WCACHE_OK, "begin(%lld) in [%lld, %lld]: %s", (long long)R, (long long)lo,
+               (long long)hi, wcache_strerror(rc));
         TCHECK(wcache_view_revision(w) == R, "view at %lld, asked %lld",
                (long long)wcache_view_revision(w), (long long)R);
         atomic_fetch_add(&T.exact_reads, 1);
@@ -568,8 +566,7 @@ static int reader_round(wcache_view *w, tu_rng *rng)
            "stat while pinned at %lld: %s, revision %lld, views_open %llu", (long long)R,
            wcache_strerror(src), (long long)st.revision, (unsigned long long)st.views_open);
     uint64_t fp = 0, fp2 = 0;
-    if (check_list(w, R, &fp) != 0 || check_gets(w, R, rng) != 0 ||
-        check_paging(w, R, fp) != 0)
+    if (check_list(w, R, &fp) != 0 || check_gets(w, R, rng) != 0 || check_paging(w, R, fp) != 0)
         return -1;
     /* Hold the pin while the writer moves on (and compacts past R), then
      * read again: the view must not change under us. */
@@ -642,10 +639,12 @@ START_TEST(test_writer_vs_readers)
         pthread_join(rt[i], NULL);
     ck_assert_msg(!atomic_load(&T.failed), "%s", T.msg);
     if (getenv("WCACHE_VERBOSE"))
-        fprintf(stderr, "threads: %ld revisions, %ld reads (%ld exact, %ld lost to compaction), "
-                        "compacted to %lld\n",
+        fprintf(stderr,
+                "threads: %ld revisions, %ld reads (%ld exact, %ld lost to compaction), "
+                "compacted to %lld\n",
                 T.nrevs, atomic_load(&T.reads), atomic_load(&T.exact_reads),
-                atomic_load(&T.compacted_races), (long long)wcache_cache_compacted_revision(T.c));
+                atomic_load(&T.compacted_races),
+                (long long)wcache_cache_compacted_revision(T.c));
     for (int i = 0; i < NREADERS; i++)
         ck_assert_int_ge(ra[i].iterations, 20);
     ck_assert_int_gt(atomic_load(&T.exact_reads), 0);
@@ -672,7 +671,7 @@ static void *use_and_end(void *arg)
     uint64_t fp;
     if (wcache_view_revision(h->w) != h->R) {
         tfail("handed view at %lld, want %lld", (long long)wcache_view_revision(h->w),
-             (long long)h->R);
+              (long long)h->R);
         return NULL;
     }
     if (check_list(h->w, h->R, &fp) == 0 && check_gets(h->w, h->R, &rng) == 0)

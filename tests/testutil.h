@@ -18,12 +18,12 @@
 #include <watchcache.h>
 
 /* Assert that a call returns a given wcache_code, naming both codes. */
-#define ck_assert_wc(expr, want)                                                          \
-    do {                                                                               \
-        int got_ = (int)(expr);                                                        \
-        int want_ = (int)(want);                                                       \
-        ck_assert_msg(got_ == want_, "%s: got %d (%s), want %d (%s)", #expr, got_,      \
-                      wcache_strerror(got_), want_, wcache_strerror(want_));            \
+#define ck_assert_wc(expr, want)                                                   \
+    do {                                                                           \
+        int got_ = (int)(expr);                                                    \
+        int want_ = (int)(want);                                                   \
+        ck_assert_msg(got_ == want_, "%s: got %d (%s), want %d (%s)", #expr, got_, \
+                      wcache_strerror(got_), want_, wcache_strerror(want_));       \
     } while (0)
 
 #define ck_assert_ok(expr) ck_assert_wc(expr, WCACHE_OK)
@@ -113,13 +113,13 @@ static inline const char *tu_hex(const void *p, size_t n, char *buf, size_t cap)
 #define TU_ALLOC_DEAD 0xdeadbeefdeadbeefULL
 
 typedef struct tu_alloc_state {
-    long attempts;  /* allocation calls since arming */
-    long fail_at;   /* attempt index to fail; -1 never */
-    int fail_all;   /* 1: every attempt from fail_at on fails */
-    long live;      /* blocks allocated and not yet freed */
-    long total;     /* successful allocations ever */
-    long failed;    /* allocations refused */
-    long bad_frees; /* frees of pointers we never handed out */
+    long attempts;      /* allocation calls since arming */
+    long fail_at;       /* attempt index to fail; -1 never */
+    int fail_all;       /* 1: every attempt from fail_at on fails */
+    long live;          /* blocks allocated and not yet freed */
+    long total;         /* successful allocations ever */
+    long failed;        /* allocations refused */
+    long bad_frees;     /* frees of pointers we never handed out */
     int fail_per_mille; /* > 0: also fail this share of allocations at random */
     uint64_t fail_rng;  /* splitmix64 state for the random failures */
 } tu_alloc_state;
