@@ -756,11 +756,23 @@ static void *slot_churn(void *arg)
     }
     tu_rng rng = {(uint64_t)(uintptr_t)arg};
     for (int i = 0; i < 2000 && !atomic_load(&T.failed); i++) {
-        wcache_code rc = wcache_view_begin(w, WCACHE_REV_LATEST);
+        /* Half latest, half an exact revision at the window's low edge,
+         * where a pin races with the writer's compaction. */
+        int64_t want = WCACHE_REV_LATEST;
+        if (i % 2) {
+            int64_t lo = wcache_cache_compacted_revision(T.c);
+            want = lo + (int64_t)tu_below(&rng, 3);
+            if (want < 1 || want > wcache_cache_revision(T.c))
+                want = WCACHE_REV_LATEST;
+        }
+        wcache_code rc = wcache_view_begin(w, want);
         if (rc == WCACHE_EBUSY)
             continue;
+        if (rc == WCACHE_ECOMPACTED && want != WCACHE_REV_LATEST &&
+            wcache_cache_compacted_revision(T.c) > want)
+            continue;
         if (rc != WCACHE_OK) {
-            tfail("churn begin: %s", wcache_strerror(rc));
+            tfail("churn begin(%lld): %s", (long long)want, wcache_strerror(rc));
             break;
         }
         int64_t R = wcache_view_revision(w);
