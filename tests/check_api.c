@@ -1843,6 +1843,53 @@ START_TEST(test_auto_compact_age)
 }
 END_TEST
 
+START_TEST(test_compaction_reclaims)
+{
+    /* Keys created, deleted and compacted away by the thousand: lookups stay
+     * right and what the cache holds stays proportional to what is live
+     * (no growth with history, no lost tombstones). */
+    int64_t rev = 0;
+    int n = tu_long() ? 200000 : 20000;
+    for (int i = 0; i < n; i++) {
+        char k[24];
+        snprintf(k, sizeof k, "churn/%d", i);
+        ck_assert_ok(put_s(C, k, "v", ++rev));
+        if (i % 10 != 0) /* every tenth key stays */
+            ck_assert_ok(del_s(C, k, ++rev));
+        if (i % 100 == 99)
+            ck_assert_ok(wcache_cache_compact(C, rev));
+    }
+    ck_assert_ok(wcache_cache_compact(C, rev));
+    wcache_stat st = {.size = sizeof st};
+    ck_assert_ok(wcache_cache_stat(C, &st));
+    uint64_t live = (uint64_t)n / 10;
+    ck_assert_uint_eq(st.objects, live);
+    ck_assert_msg(st.versions <= live + 256, "%llu versions kept for %llu live keys",
+                  (unsigned long long)st.versions, (unsigned long long)live);
+    ck_assert_msg(st.key_bytes <= (live + 256) * 16, "%llu key bytes kept for %llu live keys",
+                  (unsigned long long)st.key_bytes, (unsigned long long)live);
+    ck_assert_uint_le(st.history_events, 256);
+    wcache_view *w = NULL;
+    ck_assert_ok(wcache_view_create(C, &w));
+    ck_assert_ok(wcache_view_begin(w, WCACHE_REV_LATEST));
+    for (int i = 0; i < n; i += 7) {
+        char k[24];
+        snprintf(k, sizeof k, "churn/%d", i);
+        wcache_kv kv;
+        ck_assert_wc(wcache_view_get(w, k, strlen(k), &kv),
+                     i % 10 == 0 ? WCACHE_OK : WCACHE_ENOTFOUND);
+    }
+    uint64_t cnt;
+    wcache_list_opts o = {.size = sizeof o, .prefix = "churn/", .prefix_len = 6};
+    ck_assert_ok(wcache_view_count(w, &o, &cnt));
+    ck_assert_uint_eq(cnt, live);
+    wcache_view_free(w);
+    /* Re-creating removed keys starts new incarnations. */
+    ck_assert_ok(put_s(C, "churn/1", "again", ++rev));
+    EXPECT_S(C, rev, "churn/1", "again", rev, rev, 1);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* Stats, errbuf, log                                                        */
 /* ------------------------------------------------------------------------ */
@@ -2146,6 +2193,7 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_compact_delete_then_recreate);
     tcase_add_test(tc, test_auto_compact_revisions);
     tcase_add_test(tc, test_auto_compact_age);
+    tcase_add_test(tc, test_compaction_reclaims);
     tcase_add_test(tc, test_stat);
     tcase_add_test(tc, test_errbuf);
     tcase_add_test(tc, test_log);
