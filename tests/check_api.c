@@ -2034,7 +2034,8 @@ END_TEST
 typedef struct reentry {
     wcache_cache *c;
     int calls, depth;
-    int rc_put, rc_progress, rc_compact;
+    int rc_put, rc_progress, rc_compact, rc_delete, rc_batch;
+    wcache_batch *b;
 } reentry;
 
 static void reenter_log(int level, const char *msg, size_t len, void *ud)
@@ -2049,6 +2050,8 @@ static void reenter_log(int level, const char *msg, size_t len, void *ud)
         r->rc_put = wcache_ingest_put(r->c, "inner", 5, "x", 1, 1000);
         r->rc_progress = wcache_ingest_progress(r->c, 1000);
         r->rc_compact = wcache_cache_compact(r->c, 1000);
+        r->rc_delete = wcache_ingest_delete(r->c, "a", 1, 1000);
+        r->rc_batch = wcache_ingest_batch(r->c, r->b, 1000);
     }
     r->depth--;
 }
@@ -2059,6 +2062,8 @@ START_TEST(test_log_reentry)
     ck_assert_ok(wcache_cache_create(&r.c, NULL));
     ck_assert_ok(wcache_cache_set_log(r.c, reenter_log, WCACHE_LOG_DEBUG, &r));
     ck_assert_ok(wcache_cache_open(r.c));
+    ck_assert_ok(wcache_batch_create(r.c, &r.b));
+    ck_assert_ok(wcache_batch_put(r.b, "inner", 5, "x", 1));
     ck_assert_ok(put_s(r.c, "a", "1", 1));
     ck_assert_ok(put_s(r.c, "a", "2", 2));
     /* Failures are the likeliest things to be logged. */
@@ -2069,11 +2074,14 @@ START_TEST(test_log_reentry)
         ck_assert_wc(r.rc_put, WCACHE_ERECURSIVE);
         ck_assert_wc(r.rc_progress, WCACHE_ERECURSIVE);
         ck_assert_wc(r.rc_compact, WCACHE_ERECURSIVE);
+        ck_assert_wc(r.rc_delete, WCACHE_ERECURSIVE);
+        ck_assert_wc(r.rc_batch, WCACHE_ERECURSIVE);
     }
     ck_assert_int_eq(wcache_cache_revision(r.c), 2);
     EXPECT_ABSENT(r.c, 2, "inner");
     /* Outside the callback the same calls work again. */
     ck_assert_ok(put_s(r.c, "b", "1", 3));
+    wcache_batch_free(r.b);
     wcache_cache_close(r.c);
 }
 END_TEST
