@@ -76,9 +76,11 @@ void wci_slot_pin(wci_slot *s, uint64_t epoch, int64_t rev)
     atomic_thread_fence(memory_order_seq_cst);
 }
 
+/* Release ordering: the view's reads of chains and nodes happen before
+ * the writer, loading this slot with acquire, frees what they touched. */
 void wci_slot_release(wci_slot *s)
 {
-    atomic_store_explicit(&s->rev, INT64_MAX, memory_order_relaxed);
+    atomic_store_explicit(&s->rev, INT64_MAX, memory_order_release);
     atomic_store_explicit(&s->epoch, 0, memory_order_release);
 }
 
@@ -88,7 +90,7 @@ int64_t wci_min_pinned_rev(wci_reclaim *r)
     uint32_t n = atomic_load(&r->hwm);
     int64_t m = INT64_MAX;
     for (uint32_t i = 0; i < n; i++) {
-        int64_t v = atomic_load_explicit(&r->slots[i].rev, memory_order_relaxed);
+        int64_t v = atomic_load_explicit(&r->slots[i].rev, memory_order_acquire);
         if (v < m)
             m = v;
     }

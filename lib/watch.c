@@ -296,7 +296,8 @@ static void reg_del_prefix(wcache_cache *c, wcache_watch *w)
     uint64_t hv = prefix_hash(w->prefix, w->plen);
     wci_bucket **pp = &r->tab[hv & r->mask];
     for (wci_bucket *b = *pp; b; pp = &b->next, b = b->next) {
-        if (b->hash != hv || b->plen != w->plen || memcmp(b->prefix, w->prefix, w->plen))
+        if (b->hash != hv || b->plen != w->plen ||
+            (w->plen && memcmp(b->prefix, w->prefix, w->plen)))
             continue;
         vec_remove(b->w, &b->n, w);
         if (b->n == 0) {
