@@ -701,17 +701,23 @@ START_TEST(test_view_moves_between_threads)
     ck_assert_ok(wcache_view_create(T.c, &w));
     tu_rng rng = {tu_seed(99)};
     long moved = 0;
-    /* Until the writer is done, and at least 50 hand-overs happened. */
+    /* Until the writer is done, and at least 50 hand-overs happened.  Rounds
+     * that find nothing to read yet yield instead of counting, so a writer
+     * the scheduler starts late cannot make the test fail. */
+    long tries = 0;
     for (long round = 0; (!atomic_load(&T.writer_done) || moved < 50) &&
-                         !atomic_load(&T.failed) && round < 1000000;
+                         !atomic_load(&T.failed) && tries < 1000000;
          round++) {
         handoff h = {.w = w};
         if (round % 2 == 0) {
             /* Begun here, used and ended there. */
             int64_t lo = wcache_cache_compacted_revision(T.c), hi = wcache_cache_revision(T.c);
             lo = lo < 1 ? 1 : lo;
-            if (hi < lo)
+            if (hi < lo) {
+                sched_yield();
                 continue;
+            }
+            tries++;
             h.R = tu_range(&rng, lo, hi);
             if (wcache_view_begin(w, h.R) != WCACHE_OK)
                 continue; /* compacted meanwhile */
@@ -723,8 +729,11 @@ START_TEST(test_view_moves_between_threads)
         } else {
             /* Begun there, used and ended here. */
             int64_t hi = wcache_cache_revision(T.c);
-            if (hi < 1)
+            if (hi < 1) {
+                sched_yield();
                 continue;
+            }
+            tries++;
             h.R = hi;
             pthread_t t;
             ck_assert_int_eq(pthread_create(&t, NULL, begin_only, &h), 0);
