@@ -257,10 +257,11 @@ START_TEST(test_create_args)
     ck_assert_wc(wcache_cache_create(&c, &a), WCACHE_EINVAL);
     ck_assert_int_eq(st.live, 0);
 
-    /* A larger size is a newer caller with appended fields: accepted. */
+    /* The allocator is copied at create: the caller's struct may go away. */
     a.size = sizeof a;
     ck_assert_ok(wcache_cache_create(&c, &a));
     ck_assert_ptr_nonnull(c);
+    memset(&a, 0, sizeof a);
     ck_assert_ok(wcache_cache_open(c));
     ck_assert_ok(put_s(c, "k", "v", 1));
     wcache_cache_close(c);
@@ -1436,6 +1437,47 @@ START_TEST(test_token_passed_back_directly)
 }
 END_TEST
 
+START_TEST(test_list_items_borrowed_until_end)
+{
+    /* items[] stay valid until wcache_view_end(), across later list calls on
+     * the same view and across writes and compactions meanwhile. */
+    int64_t rev = 0;
+    fill_keys(C, 30, &rev);
+    wcache_view *w = NULL;
+    ck_assert_ok(wcache_view_create(C, &w));
+    ck_assert_ok(wcache_view_begin(w, WCACHE_REV_LATEST));
+    int64_t pinned = rev;
+    wcache_list_opts o = {.size = sizeof o};
+    wcache_list_result r = {.size = sizeof r};
+    wcache_kv first[10], later[10];
+    ck_assert_ok(wcache_view_list(w, &o, first, 10, &r));
+    char *tok = strdup(r.token);
+    for (int i = 0; i < 30; i++) { /* overwrite and delete everything */
+        char k[16];
+        snprintf(k, sizeof k, "key/%03d", i);
+        ck_assert_ok(i % 2 ? put_s(C, k, "overwritten", ++rev) : del_s(C, k, ++rev));
+    }
+    ck_assert_ok(wcache_cache_compact(C, rev));
+    o.token = tok;
+    o.token_len = strlen(tok);
+    ck_assert_ok(wcache_view_list(w, &o, later, 10, &r));
+    o.token = NULL;
+    o.token_len = 0;
+    ck_assert_ok(wcache_view_list(w, &o, later, 10, &r)); /* page one again */
+    for (int i = 0; i < 10; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "key/%03d", i);
+        ck_assert_uint_eq(first[i].key_len, 7);
+        ck_assert_mem_eq(first[i].key, k, 7);
+        ck_assert_uint_eq(first[i].value_len, 7);
+        ck_assert_mem_eq(first[i].value, k, 7);
+        ck_assert_int_le(first[i].mod_revision, pinned);
+    }
+    free(tok);
+    wcache_view_free(w);
+}
+END_TEST
+
 START_TEST(test_token_after_writes)
 {
     int64_t rev = 0;
@@ -2188,6 +2230,7 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_list_result_fields);
     tcase_add_test(tc, test_paging_equals_one_list);
     tcase_add_test(tc, test_token_passed_back_directly);
+    tcase_add_test(tc, test_list_items_borrowed_until_end);
     tcase_add_test(tc, test_token_after_writes);
     tcase_add_test(tc, test_token_other_range);
     tcase_add_test(tc, test_token_garbage);
