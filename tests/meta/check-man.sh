@@ -17,6 +17,8 @@
 #      .\" example-begin  and  .\" example-end  around its .EX/.EE block,
 #      compiles with cc -std=c11 -Wall -Wextra -Werror -Iinclude
 #      -fsyntax-only (roff escapes \e \- \(aq \(dq \& are undone first).
+#   7. every reference NAME(N) to a page of the project (wcache*,
+#      libwatchcache*, watchcache, wcsnap) names an existing page.
 . "$(dirname "$0")/common.inc"
 make_tmpdir
 
@@ -112,6 +114,18 @@ for p in "$MAN"/man3/*.3; do
     [ "$got" = "$want" ] || problem "$p: sections are '$got', want '$want'"
 done
 
+# --- 7 (before 6, which is slow): cross-references to the project's pages resolve -------------------------
+# ".BR wcache_view (3)" and the like, in any page: the page must exist.
+refs=0
+for p in "${PAGES[@]}"; do
+    [ -z "$(so_target "$p")" ] || continue
+    while read -r name sec; do
+        refs=$((refs + 1))
+        [ -f "$MAN/man$sec/$name.$sec" ] || problem "$p: refers to $name($sec), which has no page"
+    done < <(grep -o '\(wcache\|libwatchcache\|watchcache\|wcsnap\)[A-Za-z0-9_\\-]* ([1-8])' "$p" |
+             sed 's/\\-/-/g; s/ (\([1-8]\))$/ \1/' | sort -u)
+done
+
 # --- 6: examples compile ---------------------------------------------------------
 examples=0
 for p in "${PAGES[@]}"; do
@@ -139,4 +153,4 @@ for p in "${PAGES[@]}"; do
 done
 [ "$examples" -gt 0 ] || problem "no page has a marked example"
 
-finish "${#PAGES[@]} pages ($aliases aliases), ${#FUNCS[@]} functions, ${#CODES[@]} codes, $examples examples"
+finish "${#PAGES[@]} pages ($aliases aliases), ${#FUNCS[@]} functions, ${#CODES[@]} codes, $refs references, $examples examples"
