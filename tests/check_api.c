@@ -1932,6 +1932,59 @@ START_TEST(test_compaction_reclaims)
 }
 END_TEST
 
+/* Versions kept while a view pins an old revision, and after it ends. */
+static void pinned_memory_case(wcache_cache *c, int explicit_compaction)
+{
+    int64_t rev = 0;
+    for (int i = 0; i < 50; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "pin/%02d", i);
+        ck_assert_ok(put_s(c, k, "v0", ++rev));
+    }
+    wcache_view *w = NULL;
+    ck_assert_ok(wcache_view_create(c, &w));
+    ck_assert_ok(wcache_view_begin(w, rev));
+    int64_t pinned = rev;
+    for (int round = 0; round < 100; round++) {
+        for (int i = 0; i < 50; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "pin/%02d", i);
+            ck_assert_ok(put_s(c, k, "vN", ++rev));
+        }
+        if (explicit_compaction)
+            ck_assert_ok(wcache_cache_compact(c, rev - 10));
+    }
+    wcache_stat st = {.size = sizeof st};
+    ck_assert_ok(wcache_cache_stat(c, &st));
+    /* The view needs the old versions: they are all still there. */
+    ck_assert_uint_ge(st.versions, 50 + 50);
+    wcache_kv kv;
+    ck_assert_ok(wcache_view_get(w, "pin/07", 6, &kv));
+    ck_assert_mem_eq(kv.value, "v0", 2);
+    ck_assert_int_le(kv.mod_revision, pinned);
+    wcache_view_free(w);
+    /* "freed once no open view needs it": give the library its next
+     * chances (a compaction call, a few hundred ingests). */
+    for (int i = 0; i < 300; i++)
+        ck_assert_ok(put_s(c, "pin/00", "tick", ++rev));
+    if (explicit_compaction)
+        ck_assert_ok(wcache_cache_compact(c, rev - 10));
+    ck_assert_ok(wcache_cache_stat(c, &st));
+    ck_assert_msg(st.versions <= 50 + 300, "%llu versions still stored for 50 keys",
+                  (unsigned long long)st.versions);
+}
+
+START_TEST(test_pinned_view_memory_released)
+{
+    wcache_cache *c = open_with(WCACHE_P_AUTO_COMPACT, 0, 0, 0);
+    pinned_memory_case(c, 1);
+    wcache_cache_close(c);
+    c = open_with(WCACHE_P_RETAIN_REVISIONS, 10, WCACHE_P_RETAIN_SECONDS, 0);
+    pinned_memory_case(c, 0);
+    wcache_cache_close(c);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* Stats, errbuf, log                                                        */
 /* ------------------------------------------------------------------------ */
@@ -2245,6 +2298,7 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_auto_compact_revisions);
     tcase_add_test(tc, test_auto_compact_age);
     tcase_add_test(tc, test_compaction_reclaims);
+    tcase_add_test(tc, test_pinned_view_memory_released);
     tcase_add_test(tc, test_stat);
     tcase_add_test(tc, test_errbuf);
     tcase_add_test(tc, test_log);
