@@ -581,6 +581,17 @@ typedef struct wcache_watch_opts {
     /* Queued deliveries before the watcher counts as slow and is ended
      * with WCACHE_EOVERFLOW (it must re-list).  0: 1024. */
     uint32_t queue_size;
+    /* Watch by index value (see wcache_index(3)): when index_value is not
+     * NULL, only changes whose new or previous object has this value in
+     * index index_id are offered, with the key range and selector applied
+     * on top; an object moving to another value is DELETED here, one
+     * moving in is ADDED (Kubernetes trigger semantics).  Initial events
+     * come from the index.  NULL: no index filter (index_id 0 is a valid
+     * id, so the value pointer is the switch).  Since 0.1; a caller whose
+     * size ends before index_id gets no index filter. */
+    int index_id;
+    const void *index_value;
+    size_t index_value_len;
 } wcache_watch_opts;
 
 /* One delivery.  Pointers are borrowed from the event: valid until
@@ -710,6 +721,116 @@ typedef struct wcache_wait_stat {
 
 /* Fill *st.  Any thread.  Since: 0.1 */
 WCACHE_API wcache_code wcache_cache_wait_stat(const wcache_cache *c, wcache_wait_stat *st);
+
+/* ------------------------------------------------------------------------ */
+/* Secondary indexes                                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * An index maps each object to at most one value that an extractor finds
+ * in it (a pod's spec.nodeName, an object's metadata.namespace), so that
+ * the objects with one value can be listed and watched at a cost that
+ * follows the number of matches, not the size of the cache: the Kubernetes
+ * watch cache's indexers and trigger functions.  Indexes are registered
+ * before wcache_cache_open(); the full text is in wcache_index(3).
+ */
+
+/* Most indexes a cache can have. */
+#define WCACHE_INDEX_MAX 8
+
+/*
+ * Index extractor.  Given an object (key and value bytes), set *out and
+ * *out_len to its index value and return 1, or return 0 when the object has
+ * no value in this index (it is then not listed under any value).  *out
+ * may point into the key or value bytes, or into memory of the extractor's
+ * that stays valid until its next call.  Return -1 when it cannot tell
+ * (out of memory): the ingest then fails with WCACHE_ENOMEM and changes
+ * nothing; a watch that needed the value ends with WCACHE_ENOMEM.
+ * Called by the writer while it applies a change and by threads consuming
+ * watches by index value while they catch up on history, never two calls
+ * at once for one cache (they run under the cache's writer lock): keep it
+ * short, and do not call into the cache from it.
+ */
+typedef int (*wcache_index_fn)(const void *key, size_t key_len, const void *value,
+                               size_t value_len, const void **out, size_t *out_len,
+                               void *userdata);
+
+/*
+ * @brief Register an index named name (any bytes, unique in the cache)
+ *        whose value fn extracts.  Only before open.
+ * @param[out] id  receives the index's id, 0 for the first index, then
+ *                 1, 2 ...: what the list, count and watch calls take.
+ * @return WCACHE_OK, WCACHE_EINVAL (NULL argument or empty name),
+ *         WCACHE_EEXIST (the name is taken), WCACHE_EBUSY (the cache has
+ *         WCACHE_INDEX_MAX indexes already), WCACHE_ESTATE (open),
+ *         WCACHE_ENOMEM.
+ * Ownership: copies name; userdata is passed to fn and never freed.
+ * Thread safety: one thread at a time, before open.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_add_index(wcache_cache *c, const char *name,
+                                              size_t name_len, wcache_index_fn fn,
+                                              void *userdata, int *id);
+
+/*
+ * @brief Register an index on a string field of JSON objects, named by a
+ *        dotted path of object members ("spec.nodeName",
+ *        "metadata.namespace").  An object that is not JSON, or whose
+ *        field is missing or not a string, has no value.  Only before open.
+ * @return as wcache_cache_add_index(); WCACHE_EINVAL also for an empty path
+ *         or one with an empty component.
+ * Ownership: copies name and path.  Thread safety: one thread at a time,
+ * before open.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_add_index_json(wcache_cache *c, const char *name,
+                                                   size_t name_len, const char *path,
+                                                   size_t path_len, int *id);
+
+/*
+ * @brief List the objects whose value in index id at the view's revision
+ *        is value, in byte-wise key order, at most cap of them (cap >= 1),
+ *        with the paging rules of wcache_view_list(): opts (NULL: none) may
+ *        narrow the keys to a prefix or range and carry a continue token,
+ *        which is bound to the index and the value as well as to the
+ *        revision and range.  Costs O(m log m) for m postings of the value
+ *        in the readable window, whatever the cache's size.
+ * @return WCACHE_OK, WCACHE_EINVAL (also an id that is not an index),
+ *         WCACHE_EBADTOKEN (corrupt token, or one of another revision,
+ *         range, index or value), WCACHE_ESTATE (view not pinned),
+ *         WCACHE_ENOMEM.
+ * Ownership: items[] pointers are borrowed until wcache_view_end(); the
+ * token until the next list call on the view or its end.
+ * Thread safety: the view's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_view_list_index(wcache_view *v, int id, const void *value,
+                                              size_t value_len, const wcache_list_opts *opts,
+                                              wcache_kv *items, size_t cap,
+                                              wcache_list_result *res);
+
+/*
+ * @brief Count the objects whose value in index id is value at the view's
+ *        revision, in O(postings of the value).
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE (view not pinned).
+ * Thread safety: the view's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_view_count_index(wcache_view *v, int id, const void *value,
+                                               size_t value_len, uint64_t *count);
+
+/* Counters of one index; size = sizeof(wcache_index_stat). */
+typedef struct wcache_index_stat {
+    uint32_t size;
+    uint64_t values;   /* distinct values with postings in the window */
+    uint64_t postings; /* postings held: current ones and closed ones that
+                          a readable revision may still need */
+    uint64_t current;  /* postings of the latest revision (indexed objects) */
+} wcache_index_stat;
+
+/*
+ * @brief Fill *st.  Counters are read without stopping the writer.
+ * @return WCACHE_OK, WCACHE_EINVAL (bad id, st NULL or st->size too small).
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_cache_index_stat(const wcache_cache *c, int id,
+                                               wcache_index_stat *st);
 
 /* ------------------------------------------------------------------------ */
 /* Snapshots                                                                 */

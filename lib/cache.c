@@ -5,6 +5,7 @@
  * together.  Configuration happens only before open, so every parameter is
  * read without synchronisation afterwards.
  */
+#include "index.h"
 #include "wcache_int.h"
 
 #include <string.h>
@@ -164,6 +165,7 @@ void wcache_cache_close(wcache_cache *c)
         wci_hash_fini(&c->hash, &c->al);
         wci_watch_fini(c);
     }
+    wci_index_fini(c); /* registered before open, so also when never opened */
     c->magic = 0;
     wci_alloc al = c->al;
     wci_free(&al, c);

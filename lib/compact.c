@@ -19,6 +19,7 @@
  * below P is removed from the tree and hash and retired, since readers may
  * still hold it.
  */
+#include "index.h"
 #include "wcache_int.h"
 
 #include <string.h>
@@ -143,6 +144,8 @@ void wci_compact_phys(wcache_cache *c)
         n++;
     }
     atomic_fetch_sub_explicit(&c->st_history, n, memory_order_relaxed);
+    if (c->ix)
+        wci_index_compact(c, P); /* postings closed at or below P go too */
     c->phys_rev = P;
     if (c->nzombies)
         drop_zombies(c);

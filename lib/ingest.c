@@ -10,6 +10,7 @@
  * visible to readers at the latest revision.  So a failed call changes
  * nothing a reader can see, and a batch is seen whole or not at all.
  */
+#include "index.h"
 #include "wcache_int.h"
 
 #include <stdlib.h>
@@ -208,6 +209,26 @@ static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev)
     atomic_fetch_add_explicit(&c->st_value_bytes, v->vlen, memory_order_relaxed);
 }
 
+/* Phase one of the secondary indexes (index.c): run the extractors and
+ * allocate every posting the changes need.  p NULL: a bulk load of keys
+ * whose heads are set.  0, or -1 with nothing changed. */
+static int index_prep(wcache_cache *c, size_t n, const prep *p, wci_key **keys)
+{
+    if (!c->ix)
+        return 0;
+    int rc = wci_index_begin(c, n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        wci_key *k = p ? p[i].k : keys[i];
+        const wci_ver *v = p ? p[i].v : atomic_load_explicit(&k->head, memory_order_relaxed);
+        rc = wci_index_prep(c, i, k, v, p ? p[i].isnew : true);
+    }
+    if (rc == 0)
+        rc = wci_index_reserve(c);
+    if (rc != 0)
+        wci_index_abort(c);
+    return rc;
+}
+
 /* Under wmu: make rev visible, then compact what it pushed out. */
 static void publish(wcache_cache *c, int64_t rev, int64_t now)
 {
@@ -231,9 +252,12 @@ static wcache_code commit(wcache_cache *c, prep *p, size_t n, int64_t rev)
     for (size_t i = 0; i < n; i++)
         nnew += p[i].isnew;
     pthread_mutex_lock(&c->wmu);
+    bool ixok = false;
     if (wci_ring_reserve(c, n) != 0 ||
         (nnew && (wci_hash_reserve(c, nnew) != 0 || reserve_zombies(c, nnew) != 0)) ||
-        insert_new_keys(c, p, n) != 0) {
+        !(ixok = index_prep(c, n, p, NULL) == 0) || insert_new_keys(c, p, n) != 0) {
+        if (ixok && c->ix)
+            wci_index_abort(c); /* the keys its postings name are going */
         pthread_mutex_unlock(&c->wmu);
         prep_free(c, p, n);
         return wci_err(c, WCACHE_ENOMEM, "out of memory applying revision %lld",
@@ -243,9 +267,13 @@ static wcache_code commit(wcache_cache *c, prep *p, size_t n, int64_t rev)
     for (size_t i = 0; i < n; i++) {
         wci_ver *prev = atomic_load_explicit(&p[i].k->head, memory_order_relaxed);
         link_version(c, p[i].k, p[i].v, rev);
+        if (c->ix)
+            wci_index_link(c, i, p[i].k, rev); /* before dispatch: it reads the values */
         wci_ring_push(c, rev, now, p[i].k, p[i].v);
         wci_dispatch(c, p[i].k, p[i].v, prev, rev);
     }
+    if (c->ix)
+        wci_index_end(c);
     atomic_fetch_add_explicit(&c->st_events, n, memory_order_relaxed);
     publish(c, rev, now);
     pthread_mutex_unlock(&c->wmu);
@@ -545,13 +573,23 @@ static wcache_code load_sorted(wcache_cache *c, wcache_batch *b, const wci_op **
         keys[i] = s[i]->k;
         atomic_store_explicit(&keys[i]->head, s[i]->v, memory_order_relaxed);
     }
-    if (wci_tree_build(c, keys, b->n) != 0) {
+    /* under wmu: extractors never run two at once (watch replay runs them) */
+    pthread_mutex_lock(&c->wmu);
+    int ixrc = index_prep(c, b->n, NULL, keys);
+    pthread_mutex_unlock(&c->wmu);
+    if (ixrc != 0 || wci_tree_build(c, keys, b->n) != 0) {
+        if (ixrc == 0 && c->ix)
+            wci_index_abort(c);
         for (size_t i = 0; i < b->n; i++)
             atomic_store_explicit(&keys[i]->head, NULL, memory_order_relaxed);
         wci_free(&c->al, keys);
         return wci_err(c, WCACHE_ENOMEM, "out of memory building the index");
     }
     uint64_t kb = 0, vb = 0;
+    for (size_t i = 0; c->ix && i < b->n; i++)
+        wci_index_link(c, i, keys[i], rev);
+    if (c->ix)
+        wci_index_end(c);
     for (size_t i = 0; i < b->n; i++) {
         wci_hash_insert(&c->hash, keys[i]);
         kb += keys[i]->klen;

@@ -46,6 +46,7 @@ void wcache_view_free(wcache_view *v)
     wcache_view_end(v);
     wci_free(&v->c->al, v->tok);
     wci_free(&v->c->al, v->scratch);
+    wci_free(&v->c->al, v->ixbuf);
     v->magic = 0;
     wci_free(&v->c->al, v);
 }

@@ -31,10 +31,12 @@
  */
 #include "watch.h"
 
+#include "index.h"
 #include "selector.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -106,6 +108,7 @@ typedef struct lazy_labels {
     const wci_ver *v;
     int state; /* 0 not yet, 1 ready, -1 failed */
     wci_labels l;
+    const wci_ixval *ix; /* v's value per index; NULL: not needed */
 } lazy_labels;
 
 static const wci_labels *labels_of(wcache_cache *c, lazy_labels *ll)
@@ -133,9 +136,19 @@ static bool key_in(const wcache_watch *w, const char *key, size_t klen)
     return !w->elen || wci_keycmp(key, klen, w->end, w->elen) < 0;
 }
 
+/* An index watcher takes an object only with its value; ix NULL means the
+ * object was found through the index (initial events). */
+static bool ix_ok(const wcache_watch *w, const lazy_labels *ll)
+{
+    if (!w->has_ix || !ll->ix)
+        return true;
+    const wci_ixval *x = &ll->ix[w->ix_id];
+    return x->has && x->n == w->ixlen && (!x->n || !memcmp(x->p, w->ixval, x->n));
+}
+
 static bool sel_match(wcache_cache *c, const wcache_watch *w, lazy_labels *ll)
 {
-    if (!ll->v || !ver_live(ll->v))
+    if (!ll->v || !ver_live(ll->v) || !ix_ok(w, ll))
         return false;
     if (!w->sel)
         return true;
@@ -195,12 +208,25 @@ static uint64_t prefix_hash(const char *p, size_t n)
     return wci_hash_bytes(p, n) ^ (uint64_t)n * 0x9E3779B97F4A7C15ull;
 }
 
-static wci_bucket *bucket_find(wci_wreg *r, const char *p, size_t n, uint64_t hv)
+static wci_bucket *bucket_in(wci_bucket *const *tab, size_t mask, const char *p, size_t n,
+                             uint64_t hv)
 {
-    for (wci_bucket *b = r->tab[hv & r->mask]; b; b = b->next)
-        if (b->hash == hv && b->plen == n && !memcmp(b->prefix, p, n))
+    for (wci_bucket *b = tab[hv & mask]; b; b = b->next)
+        if (b->hash == hv && b->plen == n && (!n || !memcmp(b->prefix, p, n)))
             return b;
     return NULL;
+}
+
+static wci_bucket *bucket_find(wci_wreg *r, const char *p, size_t n, uint64_t hv)
+{
+    return bucket_in(r->tab, r->mask, p, n, hv);
+}
+
+/* Equal values of two indexes differ in hash, so (hash, bytes) names
+ * (index, value) without storing the id. */
+static uint64_t ix_hash(int id, const void *val, size_t n)
+{
+    return wci_hash_bytes(val, n) ^ ((uint64_t)id + 1) * 0xD6E8FEB86659FD93ull;
 }
 
 static int vec_push(const wci_alloc *al, wcache_watch ***v, size_t *n, size_t *cap,
@@ -310,10 +336,54 @@ static void reg_del_prefix(wcache_cache *c, wcache_watch *w)
     }
 }
 
+static int reg_add_ix(wcache_cache *c, wcache_watch *w)
+{
+    wci_wreg *r = c->wreg;
+    uint64_t hv = ix_hash(w->ix_id, w->ixval, w->ixlen);
+    wci_bucket *b = bucket_in(r->ixtab, r->ixmask, w->ixval, w->ixlen, hv);
+    if (!b) {
+        b = wci_calloc(&c->al, 1, sizeof *b + w->ixlen);
+        if (!b)
+            return -1;
+        b->hash = hv;
+        b->plen = w->ixlen;
+        if (w->ixlen)
+            memcpy(b->prefix, w->ixval, w->ixlen);
+        b->next = r->ixtab[hv & r->ixmask];
+        r->ixtab[hv & r->ixmask] = b;
+    }
+    if (vec_push(&c->al, &b->w, &b->n, &b->cap, w) != 0)
+        return -1;
+    r->nixwatch++;
+    return 0;
+}
+
+static void reg_del_ix(wcache_cache *c, wcache_watch *w)
+{
+    wci_wreg *r = c->wreg;
+    uint64_t hv = ix_hash(w->ix_id, w->ixval, w->ixlen);
+    wci_bucket **pp = &r->ixtab[hv & r->ixmask];
+    for (wci_bucket *b = *pp; b; pp = &b->next, b = b->next) {
+        if (b->hash != hv || b->plen != w->ixlen ||
+            (w->ixlen && memcmp(b->prefix, w->ixval, w->ixlen)))
+            continue;
+        vec_remove(b->w, &b->n, w);
+        r->nixwatch--;
+        if (b->n == 0) {
+            *pp = b->next;
+            wci_free(&c->al, b->w);
+            wci_free(&c->al, b);
+        }
+        return;
+    }
+}
+
 /* Range watchers are rare: kept in a list tested one by one. */
 static int reg_add(wcache_cache *c, wcache_watch *w)
 {
     wci_wreg *r = c->wreg;
+    if (w->has_ix)
+        return reg_add_ix(c, w);
     if (w->slen || w->elen)
         return vec_push(&c->al, &r->ranged, &r->nranged, &r->capranged, w);
     return reg_add_prefix(c, w);
@@ -321,7 +391,9 @@ static int reg_add(wcache_cache *c, wcache_watch *w)
 
 static void reg_del(wcache_cache *c, wcache_watch *w)
 {
-    if (w->slen || w->elen)
+    if (w->has_ix)
+        reg_del_ix(c, w);
+    else if (w->slen || w->elen)
         vec_remove(c->wreg->ranged, &c->wreg->nranged, w);
     else
         reg_del_prefix(c, w);
@@ -334,8 +406,12 @@ int wci_watch_init(wcache_cache *c)
         return -1;
     r->mask = 4095;
     r->tab = wci_calloc(&c->al, r->mask + 1, sizeof *r->tab);
+    r->ixmask = 1023;
+    if (c->ix) /* indexes are registered before open: none later */
+        r->ixtab = wci_calloc(&c->al, r->ixmask + 1, sizeof *r->ixtab);
     pthread_condattr_t ca;
-    if (!r->tab || pthread_condattr_init(&ca) != 0) {
+    if (!r->tab || (c->ix && !r->ixtab) || pthread_condattr_init(&ca) != 0) {
+        wci_free(&c->al, r->ixtab);
         wci_free(&c->al, r->tab);
         wci_free(&c->al, r);
         return -1;
@@ -362,6 +438,14 @@ void wci_watch_fini(wcache_cache *c)
             wci_free(&c->al, b);
         }
     }
+    for (size_t i = 0; r->ixtab && i <= r->ixmask; i++) {
+        for (wci_bucket *b = r->ixtab[i], *n; b; b = n) {
+            n = b->next;
+            wci_free(&c->al, b->w);
+            wci_free(&c->al, b);
+        }
+    }
+    wci_free(&c->al, r->ixtab);
     wci_free(&c->al, r->tab);
     wci_free(&c->al, r->lens);
     wci_free(&c->al, r->ranged);
@@ -393,8 +477,36 @@ static int cand_push(wcache_cache *c, wcache_watch *w)
     return 0;
 }
 
-/* Collect the watchers whose key filter takes key. */
-static void candidates(wcache_cache *c, const char *key, size_t klen)
+/* The watchers of one index value whose key filter takes key. */
+static void ix_bucket(wcache_cache *c, int id, const wci_ixval *x, const char *key, size_t klen)
+{
+    wci_wreg *r = c->wreg;
+    if (!x->has)
+        return;
+    wci_bucket *b = bucket_in(r->ixtab, r->ixmask, x->p, x->n, ix_hash(id, x->p, x->n));
+    for (size_t j = 0; b && j < b->n; j++)
+        if (key_in(b->w[j], key, klen) && cand_push(c, b->w[j]) != 0)
+            end_watch(b->w[j], WCACHE_ENOMEM);
+}
+
+/* Watchers of the value the object left and of the one it took: one
+ * bucket lookup each per index, whatever the number of watchers. */
+static void ix_candidates(wcache_cache *c, const char *key, size_t klen, const wci_ixval *old,
+                          const wci_ixval *neu)
+{
+    for (int id = 0; id < wci_index_count(c); id++) {
+        ix_bucket(c, id, &old[id], key, klen);
+        bool same = old[id].has && neu[id].has && old[id].n == neu[id].n &&
+                    (!old[id].n || !memcmp(old[id].p, neu[id].p, old[id].n));
+        if (!same)
+            ix_bucket(c, id, &neu[id], key, klen);
+    }
+}
+
+/* Collect the watchers whose key filter takes key (old / neu: the index
+ * values of the change, when index watchers exist). */
+static void candidates(wcache_cache *c, const char *key, size_t klen, const wci_ixval *old,
+                       const wci_ixval *neu)
 {
     wci_wreg *r = c->wreg;
     r->ncand = 0;
@@ -408,6 +520,8 @@ static void candidates(wcache_cache *c, const char *key, size_t klen)
     for (size_t j = 0; j < r->nranged; j++)
         if (key_in(r->ranged[j], key, klen) && cand_push(c, r->ranged[j]) != 0)
             end_watch(r->ranged[j], WCACHE_ENOMEM);
+    if (old)
+        ix_candidates(c, key, klen, old, neu);
 }
 
 static bool takes_live(const wcache_watch *w, int64_t rev)
@@ -417,10 +531,11 @@ static bool takes_live(const wcache_watch *w, int64_t rev)
 }
 
 /* Decide each candidate's type; keep those that get the event. */
-static size_t decide(wcache_cache *c, wci_ver *v, wci_ver *prev, int64_t rev)
+static size_t decide(wcache_cache *c, wci_ver *v, wci_ver *prev, int64_t rev,
+                     const wci_ixval *ixold, const wci_ixval *ixnew)
 {
     wci_wreg *r = c->wreg;
-    lazy_labels cur = {v, 0, {0}}, old = {ver_live(prev) ? prev : NULL, 0, {0}};
+    lazy_labels cur = {v, 0, {0}, ixnew}, old = {ver_live(prev) ? prev : NULL, 0, {0}, ixold};
     size_t m = 0;
     for (size_t i = 0; i < r->ncand; i++) {
         wcache_watch *w = r->cand[i].w;
@@ -443,8 +558,12 @@ void wci_dispatch(wcache_cache *c, wci_key *k, wci_ver *v, wci_ver *prev, int64_
     wci_wreg *r = c->wreg;
     if (r->nwatch == 0)
         return;
-    candidates(c, k->key, k->klen);
-    size_t m = decide(c, v, prev, rev);
+    wci_ixval ixo[WCI_INDEX_MAX], ixn[WCI_INDEX_MAX];
+    bool ix = r->nixwatch > 0;
+    if (ix)
+        wci_index_change(c, ixo, ixn);
+    candidates(c, k->key, k->klen, ix ? ixo : NULL, ix ? ixn : NULL);
+    size_t m = decide(c, v, prev, rev, ix ? ixo : NULL, ix ? ixn : NULL);
     if (m == 0)
         return;
     wcache_event *e = event_new(c, ver_live(v) ? EVK_PUT : EVK_DELETE, rev, k->key, k->klen, v,
@@ -480,13 +599,23 @@ static char *dup_opt(wcache_cache *c, const void *p, size_t n, size_t *out_n, in
     return d;
 }
 
+/* The index fields are the last ones: an older caller's size ends before. */
+static bool ix_opts(const wcache_watch_opts *o)
+{
+    return o && o->size >= offsetof(wcache_watch_opts, index_value_len) + sizeof(size_t) &&
+           o->index_value;
+}
+
 static wcache_code check_opts(wcache_cache *c, const wcache_watch_opts *o)
 {
     if (!o)
         return WCACHE_OK;
-    if (o->size < sizeof *o || o->start_revision < 0 || o->bookmark_interval_ms < 0 ||
-        (!o->prefix && o->prefix_len) || (!o->start && o->start_len) ||
-        (!o->end && o->end_len) || (!o->label_selector && o->label_selector_len))
+    if (ix_opts(o) && (o->index_id < 0 || o->index_id >= wci_index_count(c)))
+        return wci_err(c, WCACHE_EINVAL, "watch: no index %d", o->index_id);
+    if (o->size < offsetof(wcache_watch_opts, index_id) || o->start_revision < 0 ||
+        o->bookmark_interval_ms < 0 || (!o->prefix && o->prefix_len) ||
+        (!o->start && o->start_len) || (!o->end && o->end_len) ||
+        (!o->label_selector && o->label_selector_len))
         return wci_err(c, WCACHE_EINVAL, "watch: invalid options");
     if (o->queue_size > (1u << 24))
         return wci_err(c, WCACHE_EINVAL, "watch: queue_size above 16M");
@@ -507,6 +636,8 @@ static void watch_free(wcache_watch *w)
     if (w->efd >= 0)
         close(w->efd);
     wcache_view_free(w->iview);
+    wci_free(&c->al, w->im);
+    wci_free(&c->al, w->ixval);
     wci_selector_free(&c->al, w->sel);
     wci_free(&c->al, w->prefix);
     wci_free(&c->al, w->start);
@@ -530,6 +661,11 @@ static wcache_code watch_alloc(wcache_cache *c, const wcache_watch_opts *o, wcac
     else if (o) {
         w->start = dup_opt(c, o->start, o->start_len, &w->slen, &err);
         w->end = dup_opt(c, o->end, o->end_len, &w->elen, &err);
+    }
+    if (ix_opts(o)) {
+        w->has_ix = 1;
+        w->ix_id = o->index_id;
+        w->ixval = dup_opt(c, o->index_value, o->index_value_len, &w->ixlen, &err);
     }
     w->qcap = pow2_at_least(o && o->queue_size ? o->queue_size : DEFAULT_QUEUE);
     w->q = err ? NULL : wci_calloc(&c->al, w->qcap, sizeof *w->q);
@@ -587,10 +723,14 @@ static wcache_code start_locked(wcache_cache *c, const wcache_watch_opts *o, wca
         wcache_code rc = wcache_view_create(c, &w->iview);
         if (rc == WCACHE_OK)
             rc = wcache_view_begin(w->iview, cur);
+        if (rc == WCACHE_OK && w->has_ix) /* the initial state from the index too */
+            rc = wci_index_collect(w->iview, w->ix_id, w->ixval, w->ixlen, &w->im, &w->imcap,
+                                   &w->imn);
         if (rc != WCACHE_OK)
             return rc;
-        wci_tree_seek(&c->tree, &w->iit, w->plen ? w->prefix : w->start,
-                      w->plen ? w->plen : w->slen);
+        if (!w->has_ix)
+            wci_tree_seek(&c->tree, &w->iit, w->plen ? w->prefix : w->start,
+                          w->plen ? w->plen : w->slen);
         w->phase = PHASE_INITIAL;
         w->start_rev = cur;
     } else if (want == 0) {
@@ -704,13 +844,32 @@ static int push_own(wcache_watch *w, uint32_t kind, uint32_t type, int64_t rev, 
     return 0;
 }
 
+/* The next candidate of the initial state: from the tree, or from the
+ * index matches (key order too) of an index watcher. */
+static const wci_key *initial_next(wcache_watch *w)
+{
+    if (!w->has_ix)
+        return wci_iter_next(&w->iit);
+    while (w->impos < w->imn) {
+        const wci_key *k = w->im[w->impos++].k;
+        if (key_in(w, k->key, k->klen))
+            return k;
+    }
+    return NULL;
+}
+
+static bool initial_more(const wcache_watch *w)
+{
+    return w->has_ix ? w->impos < w->imn : w->iit.depth >= 0;
+}
+
 /* INITIAL: the next objects of the pinned view, as ADDED. */
 static wcache_code initial_step(wcache_watch *w)
 {
     wcache_cache *c = w->c;
     int64_t rev = w->start_rev;
     const wci_key *k;
-    while (!queue_full(w) && (k = wci_iter_next(&w->iit)) != NULL) {
+    while (!queue_full(w) && (k = initial_next(w)) != NULL) {
         if (!key_in(w, k->key, k->klen)) {
             if (w->plen || w->elen) {
                 w->iit.depth = -1; /* past the range: the tree is ordered */
@@ -719,22 +878,39 @@ static wcache_code initial_step(wcache_watch *w)
             continue;
         }
         wci_ver *v = (wci_ver *)wci_visible(k, rev);
-        lazy_labels ll = {v, 0, {0}};
+        lazy_labels ll = {v, 0, {0}, NULL};
         bool take = v && sel_match(c, w, &ll);
         labels_done(c, &ll);
         if (take && push_own(w, EVK_PUT, WCACHE_EV_ADDED, v->mod_rev, k, v) != 0)
             return WCACHE_ENOMEM;
     }
-    if (w->iit.depth >= 0 || queue_full(w))
+    if (initial_more(w) || queue_full(w))
         return WCACHE_OK;
     if (push_own(w, EVK_INITIAL_END, WCACHE_EV_INITIAL_END, rev, NULL, NULL) != 0)
         return WCACHE_ENOMEM;
     wcache_view_free(w->iview); /* history after rev stays: the ring has it */
     w->iview = NULL;
+    wci_free(&c->al, w->im);
+    w->im = NULL;
+    w->imn = w->impos = w->imcap = 0;
     pthread_mutex_lock(&c->wmu);
     w->phase = PHASE_REPLAY;
     pthread_mutex_unlock(&c->wmu);
     return WCACHE_OK;
+}
+
+/* An index watcher's view of a ring event: whether the new and the
+ * previous object have its value (only entry ix_id is filled). */
+static int ix_replay(wcache_watch *w, const wci_event *e, const wci_ver *prev, wci_ixval *old,
+                     wci_ixval *neu)
+{
+    int now = wci_index_match(w->c, w->ix_id, e->key, e->ver, w->ixval, w->ixlen);
+    int was = wci_index_match(w->c, w->ix_id, e->key, prev, w->ixval, w->ixlen);
+    if (now < 0 || was < 0)
+        return -1;
+    neu[w->ix_id] = (wci_ixval){w->ixval, w->ixlen, now};
+    old[w->ix_id] = (wci_ixval){w->ixval, w->ixlen, was};
+    return 0;
 }
 
 /* REPLAY, under wmu: copy a batch of history; go live once caught up. */
@@ -751,7 +927,11 @@ static wcache_code replay_locked(wcache_watch *w)
             continue;
         wci_ver *prev = atomic_load_explicit(&e->ver->next, memory_order_relaxed);
         prev = ver_live(prev) ? prev : NULL;
-        lazy_labels cur = {e->ver, 0, {0}}, old = {prev, 0, {0}};
+        wci_ixval ixo[WCI_INDEX_MAX], ixn[WCI_INDEX_MAX];
+        if (w->has_ix && ix_replay(w, e, prev, ixo, ixn) != 0)
+            return WCACHE_ENOMEM;
+        lazy_labels cur = {e->ver, 0, {0}, w->has_ix ? ixn : NULL},
+                    old = {prev, 0, {0}, w->has_ix ? ixo : NULL};
         uint32_t t = classify(c, w, &cur, &old);
         labels_done(c, &cur);
         labels_done(c, &old);

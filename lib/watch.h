@@ -38,6 +38,11 @@ typedef struct wci_wreg {
     size_t mask;
     wci_len *lens;    /* distinct prefix lengths, ascending */
     size_t nlens, caplens;
+    /* watchers by index value (index.c): chained like tab, keyed by the
+     * value with the index id mixed into the hash */
+    wci_bucket **ixtab;
+    size_t ixmask;
+    size_t nixwatch;
     wcache_watch **ranged; /* [start, end) watchers */
     size_t nranged, capranged;
     wci_cand *cand;   /* dispatch scratch */
@@ -52,6 +57,9 @@ struct wcache_watch {
     char *prefix, *start, *end;
     size_t plen, slen, elen;
     struct wci_selector *sel;
+    int has_ix, ix_id; /* by index value: ixval[0..ixlen) in index ix_id */
+    char *ixval;
+    size_t ixlen;
     int prev_value;
     int64_t start_rev; /* deliver revisions above this */
     /* phase; changed under wmu */
@@ -59,6 +67,8 @@ struct wcache_watch {
     uint64_t cursor;   /* REPLAY: next ring position */
     wcache_view *iview; /* INITIAL: pinned at start_rev */
     wci_iter iit;
+    struct wci_ixmatch *im; /* INITIAL by index value: the matches, sorted */
+    size_t imn, impos, imcap;
     /* queue: producer holds wmu, consumer is the watch's thread */
     wci_qslot *q;
     uint32_t qcap;

@@ -177,6 +177,10 @@ struct wcache_cache {
     pthread_mutex_t wmu;
     struct wci_wreg *wreg;
 
+    /* Secondary indexes (index.c); NULL when none is registered, so a
+     * cache without indexes pays nothing for them. */
+    struct wci_ixreg *ix;
+
     /* Fresh reads wait on fcv until the revision they need is applied. */
     pthread_mutex_t fmu;
     pthread_cond_t fcv;
@@ -202,6 +206,8 @@ struct wcache_view {
     size_t tokcap;
     char *scratch;  /* a decoded incoming token */
     size_t scratchcap;
+    struct wci_ixmatch *ixbuf; /* matches of an index LIST (index.c) */
+    size_t ixcap;
 };
 
 typedef struct wci_op {
