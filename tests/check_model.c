@@ -79,6 +79,24 @@ static struct {
     int auto_keep; /* RETAIN_REVISIONS under auto compaction, 0 = off */
     int loaded;    /* the run started with wcache_ingest_load() */
     uint64_t last_compactions;
+    /* Every applied change in order, for the watchers that follow the run:
+     * key, index of the new version (put) and of the previous live one. */
+    struct mev {
+        int64_t rev;
+        int key, type;
+        long now, prev; /* version indexes in keys[key].v; -1: none */
+    } * log;
+    size_t nlog, caplog;
+    int log_events;
+    struct mwatch {
+        wcache_watch *w;
+        mrange rg;
+        size_t next;   /* first log entry not yet fully delivered */
+        uint32_t done; /* entries of next's revision already delivered */
+        long delivered, reopened, relisted;
+        int live_only; /* opened at the current revision: nothing to replay */
+        int64_t from;  /* start_revision it was opened with */
+    } watch[2];
     /* Variant 3: random allocation failures around every write. */
     int chaos;
     tu_alloc_state al;
@@ -175,8 +193,30 @@ static mver *m_append(int i, int64_t rev)
     return v;
 }
 
+static void m_log(int i, int type, long now, long prev, int64_t rev)
+{
+    if (!M.log_events)
+        return;
+    if (M.nlog == M.caplog) {
+        M.caplog = M.caplog ? M.caplog * 2 : 1024;
+        M.log = realloc(M.log, M.caplog * sizeof *M.log);
+        ck_assert_ptr_nonnull(M.log);
+    }
+    M.log[M.nlog++] =
+        (struct mev){.rev = rev, .key = i, .type = type, .now = now, .prev = prev};
+}
+
+/* Index of key i's live version, or -1. */
+static long m_live_idx(int i)
+{
+    const mkey *k = &M.keys[i];
+    return k->n && !k->v[k->n - 1].deleted ? (long)k->n - 1 : -1;
+}
+
 static void m_put(int i, const unsigned char *val, size_t vlen, int64_t rev)
 {
+    long pidx = m_live_idx(i);
+    m_log(i, pidx >= 0 ? WCACHE_EV_MODIFIED : WCACHE_EV_ADDED, (long)M.keys[i].n, pidx, rev);
     const mver *prev = m_at(i, INT64_MAX);
     int64_t create = prev ? prev->create : rev;
     int64_t ver = prev ? prev->ver + 1 : 1;
@@ -190,6 +230,7 @@ static void m_put(int i, const unsigned char *val, size_t vlen, int64_t rev)
 
 static void m_del(int i, int64_t rev)
 {
+    m_log(i, WCACHE_EV_DELETED, -1, m_live_idx(i), rev);
     m_append(i, rev)->deleted = 1;
 }
 
@@ -259,6 +300,23 @@ static wcache_list_opts opts_for(const mrange *r)
         o.end = r->blen ? r->b : NULL;
         o.end_len = r->blen;
     }
+    return o;
+}
+
+static wcache_watch_opts opts_for_watch(const mrange *r)
+{
+    wcache_list_opts l = opts_for(r);
+    wcache_watch_opts o;
+    memset(&o, 0, sizeof o);
+    o.size = sizeof o;
+    o.prefix = l.prefix;
+    o.prefix_len = l.prefix_len;
+    o.start = l.start;
+    o.start_len = l.start_len;
+    o.end = l.end;
+    o.end_len = l.end_len;
+    o.prev_value = 1;
+    o.queue_size = 1 << 20; /* the test drains in bursts; never "slow" */
     return o;
 }
 
@@ -408,6 +466,157 @@ static int64_t rand_rev_in_window(void)
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Watchers following the run                                                */
+/* ------------------------------------------------------------------------ */
+
+static int kv_is_version(const wcache_kv *kv, int i, const mver *v)
+{
+    const mkey *k = &M.keys[i];
+    return kv->key_len == k->klen && memcmp(kv->key, k->k, k->klen) == 0 &&
+           kv->value_len == v->vlen &&
+           (v->vlen == 0 || memcmp(kv->value, v->val, v->vlen) == 0) &&
+           kv->mod_revision == v->rev && kv->create_revision == v->create &&
+           kv->version == v->ver;
+}
+
+static void watch_open_from(struct mwatch *mw, int64_t from)
+{
+    wcache_watch_opts o = opts_for_watch(&mw->rg);
+    o.start_revision = from;
+    int rc = wcache_watch_open(M.c, &o, &mw->w);
+    if (rc == WCACHE_ECOMPACTED && from > 0) {
+        MCHECK(from < M.comp, "watch from %lld refused as compacted (compacted %lld)",
+               (long long)from, (long long)M.comp);
+        /* A Kubernetes client re-lists; here: follow from the current revision. */
+        mw->relisted++;
+        from = 0;
+        o.start_revision = 0;
+        rc = wcache_watch_open(M.c, &o, &mw->w);
+    }
+    MRC(rc, WCACHE_OK);
+    /* Expect every change above from (0: above the current revision). */
+    int64_t after = from ? from : M.cur;
+    size_t lo = 0, hi = M.nlog;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (M.log[mid].rev <= after)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    mw->next = lo;
+    mw->done = 0;
+    mw->live_only = after == M.cur;
+    mw->from = from;
+}
+
+/* Skip log entries the watcher's range does not select. */
+static void watch_skip(struct mwatch *mw)
+{
+    while (mw->next < M.nlog && !mw->done && !in_range(&mw->rg, M.log[mw->next].key))
+        mw->next++;
+}
+
+static void watch_check_event(struct mwatch *mw, const wcache_watch_event *e)
+{
+    char b[64];
+    watch_skip(mw);
+    MCHECK(mw->next < M.nlog, "watcher got %d@%lld %s that no write made", (int)e->type,
+           (long long)e->revision, tu_hex(e->kv.key, e->kv.key_len, b, sizeof b));
+    int64_t X = M.log[mw->next].rev;
+    MCHECK(e->revision == X, "watcher got an event at %lld, want the next change at %lld",
+           (long long)e->revision, (long long)X);
+    /* Keys within one revision may come in any order. */
+    size_t j, end = mw->next;
+    while (end < M.nlog && M.log[end].rev == X)
+        end++;
+    for (j = mw->next; j < end; j++) {
+        const struct mev *m = &M.log[j];
+        if (!in_range(&mw->rg, m->key) || (mw->done >> (j - mw->next) & 1))
+            continue;
+        const mkey *k = &M.keys[m->key];
+        if (e->kv.key_len == k->klen && memcmp(e->kv.key, k->k, k->klen) == 0)
+            break;
+    }
+    MCHECK(j < end, "watcher got %s at %lld: not changed there, or twice",
+           tu_hex(e->kv.key, e->kv.key_len, b, sizeof b), (long long)X);
+    const struct mev *m = &M.log[j];
+    const mkey *k = &M.keys[m->key];
+    MCHECK((int)e->type == m->type, "watcher: %s@%lld type %d, want %d",
+           tu_hex(k->k, k->klen, b, sizeof b), (long long)X, (int)e->type, m->type);
+    /* ADDED/MODIFIED carry the new version, DELETED the last one. */
+    const mver *shown = &k->v[m->type == WCACHE_EV_DELETED ? m->prev : m->now];
+    MCHECK(kv_is_version(&e->kv, m->key, shown), "watcher: %s@%lld type %d: wrong object",
+           tu_hex(k->k, k->klen, b, sizeof b), (long long)X, m->type);
+    if (m->type == WCACHE_EV_MODIFIED)
+        MCHECK(kv_is_version(&e->prev, m->key, &k->v[m->prev]),
+               "watcher: %s@%lld: wrong previous object", tu_hex(k->k, k->klen, b, sizeof b),
+               (long long)X);
+    else if (m->type == WCACHE_EV_ADDED)
+        MCHECK(e->prev.key_len == 0 && e->prev.value_len == 0,
+               "watcher: ADDED %s@%lld with a previous object",
+               tu_hex(k->k, k->klen, b, sizeof b), (long long)X);
+    mw->done |= 1u << (j - mw->next);
+    mw->delivered++;
+    /* The revision is complete when every selected entry was delivered. */
+    int complete = 1;
+    for (size_t q = mw->next; q < end; q++)
+        if (in_range(&mw->rg, M.log[q].key) && !(mw->done >> (q - mw->next) & 1))
+            complete = 0;
+    if (complete) {
+        mw->next = end;
+        mw->done = 0;
+    }
+}
+
+static void watch_drain(struct mwatch *mw)
+{
+    wcache_watch_event evs[32];
+    size_t n;
+    int rc;
+    for (;;) {
+        rc = wcache_watch_next(mw->w, evs, 32, &n);
+        for (size_t i = 0; i < n; i++) {
+            if (evs[i].type != WCACHE_EV_BOOKMARK && evs[i].type != WCACHE_EV_INITIAL_END)
+                watch_check_event(mw, &evs[i]);
+            wcache_event_unref(evs[i].ev);
+        }
+        if (rc != WCACHE_OK || n == 0)
+            break;
+    }
+    if (rc == WCACHE_OK) {
+        /* Delivery keeps up with ingest: nothing applied may be missing. */
+        watch_skip(mw);
+        MCHECK(mw->next == M.nlog && !mw->done, "watcher is %zu changes behind after draining",
+               M.nlog - mw->next);
+        return;
+    }
+    /* Ended: ECOMPACTED only with history still to replay; ENOMEM only
+     * when allocations were made to fail. */
+    MCHECK((rc == WCACHE_ECOMPACTED && !mw->live_only) || (M.chaos && rc == WCACHE_ENOMEM),
+           "watcher (%s, opened from %lld) ended with %s",
+           mw->live_only ? "nothing to replay" : "replaying", (long long)mw->from,
+           wcache_strerror(rc));
+    wcache_watch_close(mw->w);
+    mw->w = NULL;
+    mw->reopened++;
+    /* Resume after the last revision delivered completely. */
+    int64_t from = mw->next < M.nlog ? M.log[mw->next].rev - 1 : M.cur;
+    watch_open_from(mw, from > 0 ? from : 0);
+    watch_drain(mw);
+}
+
+/* Re-open a watcher from a random revision inside the window. */
+static void op_rewatch(void)
+{
+    struct mwatch *mw = &M.watch[tu_below(&M.rng, 2)];
+    watch_drain(mw);
+    wcache_watch_close(mw->w);
+    int64_t from = tu_below(&M.rng, 4) == 0 ? 0 : rand_rev_in_window();
+    watch_open_from(mw, from);
+}
+
 static void verify(int thorough)
 {
     M.n_verifies++;
@@ -424,6 +633,9 @@ static void verify(int thorough)
         if (M.comp > 1) /* revision 0 means "latest", so start at 1 */
             MRC(wcache_view_begin(M.w, tu_range(&M.rng, 1, M.comp - 1)), WCACHE_ECOMPACTED);
     }
+    for (int i = 0; i < 2; i++)
+        if (M.watch[i].w)
+            watch_drain(&M.watch[i]);
     MRC(wcache_view_begin(M.w, M.cur + 1), WCACHE_EFUTURE);
     MRC(wcache_view_begin(M.w, M.cur + 1 + (int64_t)tu_below(&M.rng, 1000)), WCACHE_EFUTURE);
     MCHECK(wcache_view_revision(M.w) == 0, "refused begin left the view pinned");
@@ -787,6 +999,14 @@ static void model_run(int variant)
         ck_assert_ok(wcache_view_create(M.c, &M.held[i].w));
     wcache_batch *b = NULL;
     ck_assert_ok(wcache_batch_create(M.c, &b));
+    /* Two watchers follow the whole run: every key, and a range. */
+    M.log_events = 1;
+    M.watch[0].rg.kind = 0;
+    do
+        random_range(&M.watch[1].rg);
+    while (M.watch[1].rg.kind == 0);
+    watch_open_from(&M.watch[0], 0);
+    watch_open_from(&M.watch[1], 0);
 
     for (M.step = 0; M.step < steps; M.step++) {
         unsigned r = (unsigned)tu_below(&M.rng, 100);
@@ -809,6 +1029,8 @@ static void model_run(int variant)
             op_hold();
         else if (r < 92)
             op_paginate();
+        else if (r < 94)
+            op_rewatch();
         /* else: a step without a write, so revisions sit still a while */
         if (M.step % 97 == 0)
             verify(M.step % (97 * 16) == 0);
@@ -823,6 +1045,17 @@ static void model_run(int variant)
         free(M.pend[i].tok);
     wcache_view_free(M.w);
     wcache_batch_free(b);
+    long delivered = 0;
+    for (int i = 0; i < 2; i++) {
+        watch_drain(&M.watch[i]);
+        delivered += M.watch[i].delivered;
+        if (getenv("WCACHE_VERBOSE"))
+            fprintf(stderr, "watcher %d: %ld events, %ld re-opened, %ld re-listed\n", i,
+                    M.watch[i].delivered, M.watch[i].reopened, M.watch[i].relisted);
+        wcache_watch_close(M.watch[i].w);
+    }
+    ck_assert_int_gt(delivered, steps / 2);
+    free(M.log);
     wcache_cache_close(M.c);
     if (M.chaos) {
         ck_assert_msg(M.al.live == 0, "%ld blocks leaked", M.al.live);
