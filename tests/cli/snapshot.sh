@@ -71,6 +71,15 @@ expect 1 wcache inspect "$T/missing.wcsnap" && has_err "system call failed"
 expect 0 wcache verify "$A" && has "ok: 42 objects at revision 42"
 [ ! -s "$T/err" ] && ok || fail "verify is not quiet when piped"
 
+# Progress only on a terminal: script(1) gives wcache one.
+if command -v script >/dev/null; then
+    "$T/gensnap" "$T/big.wcsnap" 5000 || fail "gensnap big"
+    script -qec "wcache verify '$T/big.wcsnap'" /dev/null >"$T/tty" 2>&1
+    grep -q "verifying:" "$T/tty" && ok || fail "no progress on a terminal"
+    expect 0 wcache verify "$T/big.wcsnap"
+    grep -q "verifying" "$T/err" && fail "progress on a pipe" || ok
+fi
+
 # --- list --------------------------------------------------------------------------
 expect 0 wcache list "$A" && lines 42 && has '^/registry/bin\\xff\\x01$'
 expect 0 wcache list "$A" --limit 3 && lines 3
