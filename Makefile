@@ -298,8 +298,10 @@ run-unit: tests
 	@rc=0; for t in $(CHECK_PUBLIC) $(CHECK_INTERNAL); do \
 	    echo "== $$t ($(VARIANT))"; env $(RUN_ENV_$(VARIANT)) ./$$t || rc=1; done; exit $$rc
 
+# tests/valgrind.supp, when present, holds suppressions for third-party noise.
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full \
-    --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-origins=yes
+    --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-origins=yes \
+    $(if $(wildcard tests/valgrind.supp),--suppressions=tests/valgrind.supp)
 check-valgrind-run: tests
 	@rc=0; for t in $(CHECK_PUBLIC) $(CHECK_INTERNAL); do \
 	    echo "== valgrind $$t"; \
