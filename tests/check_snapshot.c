@@ -6,6 +6,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,6 +249,54 @@ START_TEST(rt_ingest_goes_on)
     ck_assert_msg(wcache_snapshot_write(a, path, &o, &wi) == WCACHE_OK, "%s", errbuf);
     ck_assert_int_eq(wi.revision, rev);
     ck_assert_int_gt(wcache_cache_revision(a), rev);
+    ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, NULL), WCACHE_OK);
+    compare(a, rev, b, rev);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+}
+END_TEST
+
+/* A real feed thread putting while another thread writes the snapshot. */
+typedef struct feed {
+    wcache_cache *c;
+    atomic_int stop;
+    int puts;
+} feed;
+
+static void *feed_main(void *arg)
+{
+    feed *f = arg;
+    char k[64];
+    while (!atomic_load(&f->stop) || f->puts < 50) {
+        int64_t r = wcache_cache_revision(f->c) + 1;
+        int kl =
+            snprintf(k, sizeof k, "/registry/pods/ns%d/pod-%05d", (int)(r % 7), (int)(r % 500));
+        if (wcache_ingest_put(f->c, k, (size_t)kl, "fed", 3, r) != WCACHE_OK)
+            break;
+        f->puts++;
+    }
+    return NULL;
+}
+
+START_TEST(rt_concurrent_feed)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache(), *b = new_cache();
+    fill(a, 500, &rev);
+    feed f = {.c = a};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, feed_main, &f), 0);
+    wcache_snapshot_write_opts o = wopts();
+    o.block_bytes = 4096;
+    o.workers = 2;
+    o.revision = rev;
+    wcache_snapshot_info wi = {.size = sizeof wi};
+    int rc = wcache_snapshot_write(a, path, &o, &wi);
+    atomic_store(&f.stop, 1);
+    pthread_join(th, NULL);
+    ck_assert_msg(rc == WCACHE_OK, "%s", errbuf);
+    ck_assert_int_eq(wi.revision, rev);
+    ck_assert_int_ge(f.puts, 50);
     ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, NULL), WCACHE_OK);
     compare(a, rev, b, rev);
     wcache_cache_close(a);
@@ -987,6 +1037,7 @@ Suite *snapshot_suite(void)
     tcase_add_test(t, rt_big_values);
     tcase_add_test(t, rt_empty);
     tcase_add_test(t, rt_ingest_goes_on);
+    tcase_add_test(t, rt_concurrent_feed);
     tcase_add_test(t, deterministic_workers);
     tcase_add_test(t, iterate_in_order);
     tcase_add_test(t, restore_refusals);
