@@ -17,8 +17,17 @@
  *   MODES             letters of the runs: m(ax deliveries/s) l(atency);
  *                     default "ml"
  *
+ * Build (from the top directory, after `make lib`; bench/run.sh does not
+ * run it yet):
+ *   cc -std=c11 -O2 -g -Iinclude -Ibench -o bench/build/bench_watch \
+ *      bench/bench_watch.c lib/libwatchcache.a -Wl,--as-needed -lzstd -lcurl \
+ *      -ljansson -lyaml -lxxhash -lpthread -lm
+ *   bench/build/bench_watch               # 1M objects, both runs, ~40 s
+ *   bench/build/bench_watch -t 2 100000   # a quick one
+ *
  * Output: one line per metric on stdout, "metric<TAB>N<TAB>value<TAB>unit",
- * as bench_core prints them; notes go to stderr.
+ * as bench_core prints them; notes go to stderr.  Exit status 1 when a
+ * watcher overflowed (the figures are then not valid).
  *
  * Method:
  *  - The cache holds N pods of bench/podgen.h, loaded with
