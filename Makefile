@@ -18,9 +18,10 @@
 #   tsan      clang, TSan                           -> build/tsan/
 # CI=true adds -Werror.
 #
-# make check knobs: FUZZ_TIME=15 (seconds per fuzz target), TSAN_SUITE=NAME
-# (restrict the TSan pass), STEP_TIMEOUT=1200, CHECK_VERBOSE=1 (stream every
-# step), CK_RUN_SUITE / CK_RUN_CASE (Check's own filters).  Logs of every
+# make check knobs: FUZZ_TIME=15 (seconds per fuzz target), SUITES="a b"
+# (only these Check suites), TSAN_SUITES / VALGRIND_SUITES (the same for one
+# pass), STEP_TIMEOUT=1200, CHECK_VERBOSE=1 (stream every step),
+# CK_RUN_SUITE / CK_RUN_CASE (Check's own filters).  Logs of every
 # step: build/check/logs/.  Test binaries see WCACHE_ASAN, WCACHE_TSAN,
 # WCACHE_VALGRIND or WCACHE_LONG=1 to size their stress loops.
 
@@ -289,23 +290,36 @@ export ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0:strict_string_checks=1
 export TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1
 RUN_ENV_default :=
 RUN_ENV_asan := WCACHE_ASAN=1 CK_TIMEOUT_MULTIPLIER=4
-RUN_ENV_tsan := WCACHE_TSAN=1 CK_TIMEOUT_MULTIPLIER=8 $(if $(TSAN_SUITE),CK_RUN_SUITE=$(TSAN_SUITE))
-# Set TSAN_SUITE=threads to restrict the TSan pass to the concurrency suite.
-TSAN_SUITE ?=
+RUN_ENV_tsan := WCACHE_TSAN=1 CK_TIMEOUT_MULTIPLIER=8
+# SUITES="threads watch_threads" runs only those suites (Check's CK_RUN_SUITE
+# takes one name, so each runner runs once per suite; a runner without the
+# suite runs nothing).  TSAN_SUITES does the same for the TSan pass only, to
+# restrict it to the concurrency suites if it grows too slow.
+SUITES ?=
+TSAN_SUITES ?=
+RUN_SUITES = $(if $(filter tsan,$(VARIANT)),$(or $(TSAN_SUITES),$(SUITES)),$(SUITES))
 
-# Every runner runs even when an earlier one failed.
-run-unit: tests
+# $(call run-runners,COMMAND PREFIX,SUITES): every runner, once per suite
+# (or once for all); every runner runs even when an earlier one failed.
+define run-runners
 	@rc=0; for t in $(CHECK_PUBLIC) $(CHECK_INTERNAL); do \
-	    echo "== $$t ($(VARIANT))"; env $(RUN_ENV_$(VARIANT)) ./$$t || rc=1; done; exit $$rc
+	    for s in $(or $(2),ALL); do \
+	        if [ "$$s" = ALL ]; then sel=; else sel="CK_RUN_SUITE=$$s"; fi; \
+	        echo "== $$t ($(VARIANT)) $$sel"; \
+	        env $$sel $(1) ./$$t || rc=1; \
+	    done; done; exit $$rc
+endef
+
+run-unit: tests
+	$(call run-runners,$(RUN_ENV_$(VARIANT)),$(RUN_SUITES))
 
 # tests/valgrind.supp, when present, holds suppressions for third-party noise.
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full \
     --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-origins=yes \
     $(if $(wildcard tests/valgrind.supp),--suppressions=tests/valgrind.supp)
+VALGRIND_SUITES ?=
 check-valgrind-run: tests
-	@rc=0; for t in $(CHECK_PUBLIC) $(CHECK_INTERNAL); do \
-	    echo "== valgrind $$t"; \
-	    env CK_FORK=no WCACHE_VALGRIND=1 $(VALGRIND) ./$$t || rc=1; done; exit $$rc
+	$(call run-runners,CK_FORK=no WCACHE_VALGRIND=1 $(VALGRIND),$(or $(VALGRIND_SUITES),$(SUITES)))
 .PHONY: check-valgrind-run
 
 # --- fuzzing -------------------------------------------------------------------
