@@ -971,7 +971,8 @@ static void model_run(int variant)
     M.auto_keep = variant == 1 ? 50 : 0;
     M.age_s = variant == 2 ? 30 : 0;
     M.chaos = variant == 3;
-    long steps = tu_long() ? 600000 : 60000;
+    /* valgrind runs the model ~50x slower: half the steps keep it near a minute. */
+    long steps = tu_long() ? 600000 : getenv("WCACHE_VALGRIND") ? 30000 : 60000;
 
     M.al.fail_at = -1;
     M.al.fail_rng = M.seed;
