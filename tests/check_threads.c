@@ -78,7 +78,8 @@ static struct {
      * deleted[j] (0 = live) is released before the delete is ingested. */
     _Atomic int64_t *created, *deleted;
     atomic_long nfresh;
-    int pace; /* writer waits for a reader round every PACE revisions */
+    atomic_long changes; /* key changes applied, for the watcher's count */
+    int pace;            /* writer waits for a reader round every PACE revisions */
 } T;
 
 #define PACE 128
@@ -196,7 +197,9 @@ static int write_one(tu_rng *rng, wcache_batch *b, int64_t *cur)
     int vl = snprintf(val, sizeof val, "%lld", (long long)rev);
     unsigned r = (unsigned)tu_below(rng, 100);
     wcache_code rc;
+    long nchg = 1;
     if (r < 45) { /* a whole group */
+        nchg = GROUP_KEYS;
         int g = (int)tu_below(rng, NGROUPS);
         int first = g * GROUP_KEYS;
         int del = T.keys[first].live && tu_below(rng, 6) == 0;
@@ -229,6 +232,7 @@ static int write_one(tu_rng *rng, wcache_batch *b, int64_t *cur)
     } else if (r < 85) {
         rev = *cur + 1 + (int64_t)tu_below(rng, 3);
         rc = wcache_ingest_progress(T.c, rev);
+        nchg = 0;
     } else if (r < 93) {
         /* A batch that must be refused whole: group 0's first key twice. */
         wcache_batch_clear(b);
@@ -252,6 +256,7 @@ static int write_one(tu_rng *rng, wcache_batch *b, int64_t *cur)
     if (rc != WCACHE_OK)
         return tfail("writer at %lld: %s", (long long)rev, wcache_strerror(rc)), -1;
     *cur = rev;
+    atomic_fetch_add(&T.changes, nchg);
     /* Auto compaction must keep RETAIN revisions below the current one;
      * only an explicit compaction may go further. */
     int64_t comp = wcache_cache_compacted_revision(T.c);
@@ -519,6 +524,117 @@ static int check_paging(wcache_view *w, int64_t R, uint64_t fp)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* A watcher following the writer                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Key i's history entry at exactly rev, or NULL. */
+static const hent *hist_exact(int i, int64_t rev)
+{
+    const hkey *k = &T.keys[i];
+    size_t n = atomic_load_explicit(&k->n, memory_order_acquire);
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (k->h[mid].rev < rev)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && k->h[lo].rev == rev ? &k->h[lo] : NULL;
+}
+
+static int value_is(const wcache_kv *kv, int64_t v)
+{
+    char want[24];
+    int wl = snprintf(want, sizeof want, "%lld", (long long)v);
+    return kv->value_len == (size_t)wl && memcmp(kv->value, want, (size_t)wl) == 0;
+}
+
+/* One delivered event against what the writer published for its revision. */
+static int check_event(const wcache_watch_event *e)
+{
+    int64_t R = e->revision;
+    long f = fresh_index(&e->kv);
+    if (f >= 0) {
+        long n = atomic_load_explicit(&T.nfresh, memory_order_acquire);
+        TCHECK(f < n, "event for fresh key %ld not created yet", f);
+        int64_t c = atomic_load_explicit(&T.created[f], memory_order_relaxed);
+        int64_t d = atomic_load_explicit(&T.deleted[f], memory_order_acquire);
+        if (e->type == WCACHE_EV_ADDED)
+            TCHECK(R == c && value_is(&e->kv, c) && e->kv.version == 1,
+                   "ADDED n/%ld@%lld: created at %lld", f, (long long)R, (long long)c);
+        else
+            TCHECK(e->type == WCACHE_EV_DELETED && R == d && value_is(&e->kv, c),
+                   "event %d n/%ld@%lld: created %lld deleted %lld", (int)e->type, f,
+                   (long long)R, (long long)c, (long long)d);
+        return 0;
+    }
+    int i = key_index(&e->kv);
+    TCHECK(i >= 0, "event for an unknown key");
+    const hent *h = hist_exact(i, R);
+    TCHECK(h != NULL, "event %d %s@%lld: the key did not change there", (int)e->type,
+           T.keys[i].name, (long long)R);
+    if (h->deleted) {
+        TCHECK(e->type == WCACHE_EV_DELETED, "event %d %s@%lld: it was deleted there",
+               (int)e->type, T.keys[i].name, (long long)R);
+        const hent *p = model_at(i, R - 1);
+        TCHECK(p && value_is(&e->kv, p->rev) && e->kv.mod_revision == p->rev,
+               "DELETED %s@%lld: wrong last object", T.keys[i].name, (long long)R);
+    } else {
+        TCHECK((int)e->type == (h->ver == 1 ? WCACHE_EV_ADDED : WCACHE_EV_MODIFIED),
+               "event %d %s@%lld: version %lld", (int)e->type, T.keys[i].name, (long long)R,
+               (long long)h->ver);
+        TCHECK(value_is(&e->kv, R) && e->kv.mod_revision == R &&
+                   e->kv.create_revision == h->create && e->kv.version == h->ver,
+               "event %s@%lld: wrong object", T.keys[i].name, (long long)R);
+    }
+    return 0;
+}
+
+typedef struct watcher_arg {
+    wcache_watch *w;
+    long got;
+} watcher_arg;
+
+static void *watcher_main(void *arg)
+{
+    watcher_arg *wa = arg;
+    wcache_watch_event evs[64];
+    int64_t last = 0;
+    int idle = 0;
+    while (!atomic_load(&T.failed)) {
+        size_t n = 0;
+        /* Blocks on the watch's eventfd; the timeout only bounds a hang. */
+        wcache_code rc = wcache_watch_wait(wa->w, evs, 64, &n, 100);
+        if (rc != WCACHE_OK) {
+            tfail("watcher ended with %s after %ld events", wcache_strerror(rc), wa->got);
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (evs[i].type != WCACHE_EV_BOOKMARK && evs[i].type != WCACHE_EV_INITIAL_END) {
+                if (evs[i].revision < last) {
+                    tfail("event at %lld after one at %lld", (long long)evs[i].revision,
+                          (long long)last);
+                } else {
+                    last = evs[i].revision;
+                    wa->got++;
+                    check_event(&evs[i]);
+                }
+            }
+            wcache_event_unref(evs[i].ev);
+        }
+        if (atomic_load(&T.writer_done) && wa->got >= atomic_load(&T.changes))
+            break;
+        idle = n ? 0 : idle + 1;
+        if (idle > 300) { /* 30 s without a delivery */
+            tfail("watcher stalled at %ld of %ld events", wa->got, atomic_load(&T.changes));
+            break;
+        }
+    }
+    return NULL;
+}
+
 typedef struct reader_arg {
     int id;
     long iterations;
@@ -627,7 +743,13 @@ START_TEST(test_writer_vs_readers)
 {
     open_cache(scaled(30000));
     T.pace = 1;
-    pthread_t wt, rt[NREADERS];
+    /* A live watcher on every key, consumed on its own thread; its queue is
+     * large enough that it never counts as slow. */
+    wcache_watch_opts wo = {.size = sizeof wo, .queue_size = 1u << 22};
+    watcher_arg wa = {0};
+    ck_assert_ok(wcache_watch_open(T.c, &wo, &wa.w));
+    pthread_t wt, rt[NREADERS], vt;
+    ck_assert_int_eq(pthread_create(&vt, NULL, watcher_main, &wa), 0);
     reader_arg ra[NREADERS];
     for (int i = 0; i < NREADERS; i++) {
         ra[i] = (reader_arg){.id = i};
@@ -637,7 +759,10 @@ START_TEST(test_writer_vs_readers)
     pthread_join(wt, NULL);
     for (int i = 0; i < NREADERS; i++)
         pthread_join(rt[i], NULL);
+    pthread_join(vt, NULL);
+    wcache_watch_close(wa.w);
     ck_assert_msg(!atomic_load(&T.failed), "%s", T.msg);
+    ck_assert_int_eq(wa.got, atomic_load(&T.changes)); /* each change exactly once */
     if (getenv("WCACHE_VERBOSE"))
         fprintf(stderr,
                 "threads: %ld revisions, %ld reads (%ld exact, %ld lost to compaction), "
