@@ -2,9 +2,10 @@
  * bench_index - indexed LIST of one node's pods among N (issue 3's target:
  * 30 pods among 1M in under 5 us), on pod objects from podgen.h.
  *
- * Usage: bench_index [-q QUERIES] [-s SEED] [N]
+ * Usage: bench_index [-x] [-q QUERIES] [-s SEED] [N]
  *   N        pods (default 1000000)
  *   QUERIES  timed LISTs per index (default 20000), each of a random value
+ *   -x       no index: the load rate and peak RSS to compare with
  *
  * Build (as bench/run.sh builds bench_core):
  *   make lib && cc -std=c11 -O2 -g -Iinclude -Ibench -o bench/build/bench_index \
@@ -168,9 +169,11 @@ static void list_bench(wcache_view *v, int id, const char *name, value_fn pick, 
 int main(int argc, char **argv)
 {
     uint64_t q = 20000, seed = 1;
-    int opt;
-    while ((opt = getopt(argc, argv, "q:s:")) != -1) {
-        if (opt == 'q')
+    int opt, noindex = 0;
+    while ((opt = getopt(argc, argv, "xq:s:")) != -1) {
+        if (opt == 'x')
+            noindex = 1;
+        else if (opt == 'q')
             q = strtoull(optarg, NULL, 10);
         else if (opt == 's')
             seed = strtoull(optarg, NULL, 10);
@@ -187,13 +190,20 @@ int main(int argc, char **argv)
     check(wcache_cache_create(&c, NULL), "cache_create");
     check(wcache_cache_set_param(c, WCACHE_P_RETAIN_REVISIONS, 10000), "retain");
     check(wcache_cache_set_param(c, WCACHE_P_RETAIN_SECONDS, 0), "retain seconds");
-    check(wcache_cache_add_index_json(c, "node", 4, "spec.nodeName", 13, &node_id), "index");
-    check(wcache_cache_add_index(c, "slot", 4, slot_of, &SLOTS, &slot_id), "index");
+    if (!noindex) {
+        check(wcache_cache_add_index_json(c, "node", 4, "spec.nodeName", 13, &node_id),
+              "index");
+        check(wcache_cache_add_index(c, "slot", 4, slot_of, &SLOTS, &slot_id), "index");
+    }
     check(wcache_cache_open(c), "cache_open");
     load(c, &g, n_objects);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     metric("index_peak_rss", (double)ru.ru_maxrss / 1024.0, "MiB");
+    if (noindex) {
+        wcache_cache_close(c);
+        return 0;
+    }
     wcache_index_stat st = {.size = sizeof st};
     check(wcache_cache_index_stat(c, node_id, &st), "index_stat");
     metric("index_node_values", (double)st.values, "values");

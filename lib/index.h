@@ -19,18 +19,19 @@
 
 typedef struct wci_vlist wci_vlist;
 
+/* Written whole before the array's n covers it; then only `to` changes,
+ * once. */
 typedef struct wci_post {
     wci_key *key;
     int64_t from;
     _Atomic int64_t to;
-    wci_vlist *vl; /* the list holding it (writer) */
 } wci_post;
 
-/* Entries [0, n) are immutable; n is published with a release store. */
+/* Entries [0, n) are published with a release store of n. */
 typedef struct wci_parr {
     uint32_t cap;
     _Atomic uint32_t n;
-    wci_post *p[];
+    wci_post p[];
 } wci_parr;
 
 struct wci_vlist {

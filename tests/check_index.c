@@ -369,6 +369,51 @@ START_TEST(test_index_json_extractor)
 }
 END_TEST
 
+/* ---- key order of large matches: shared prefixes, NULs, prefixes ---- */
+
+START_TEST(test_index_sort_order)
+{
+    tu_rng r = {tu_seed(77)};
+    static const char alpha[] = {0, 1, 'a', 'b'};
+    char val[128];
+    size_t vn = pod(val, sizeof val, "big", 1);
+    int64_t rev = 0;
+    for (int i = 0; i < 1500; i++) {
+        char key[40] = "/registry/pods/ns/";
+        size_t kl = 18 + (size_t)tu_below(&r, 12);
+        for (size_t j = 18; j < kl; j++)
+            key[j] = alpha[tu_below(&r, 4)];
+        ck_assert_ok(wcache_ingest_put(C, key, kl, val, vn, ++rev));
+    }
+    uint64_t objects = 0, seen = 0;
+    wcache_stat st = {.size = sizeof st};
+    ck_assert_ok(wcache_cache_stat(C, &st));
+    objects = st.objects;
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(C, &v));
+    ck_assert_ok(wcache_view_begin(v, 0));
+    char tok[512] = "", last[40];
+    size_t lastlen = 0;
+    for (;;) {
+        wcache_list_opts lo = {.size = sizeof lo, .token = tok, .token_len = strlen(tok)};
+        wcache_list_result res = {.size = sizeof res};
+        wcache_kv kv[97];
+        ck_assert_ok(wcache_view_list_index(v, NODE, "big", 3, &lo, kv, 97, &res));
+        for (size_t i = 0; i < res.count; i++, seen++) {
+            if (seen)
+                ck_assert(tu_keycmp(last, lastlen, kv[i].key, kv[i].key_len) < 0);
+            memcpy(last, kv[i].key, kv[i].key_len);
+            lastlen = kv[i].key_len;
+        }
+        if (!res.more)
+            break;
+        snprintf(tok, sizeof tok, "%s", res.token);
+    }
+    ck_assert_uint_eq(seen, objects);
+    wcache_view_free(v);
+}
+END_TEST
+
 /* ---- paging ---- */
 
 START_TEST(test_index_paging_tokens)
@@ -799,6 +844,7 @@ Suite *index_suite(void)
     tcase_add_test(tc, test_index_list_history);
     tcase_add_test(tc, test_index_batch_and_load);
     tcase_add_test(tc, test_index_json_extractor);
+    tcase_add_test(tc, test_index_sort_order);
     tcase_add_test(tc, test_index_paging_tokens);
     tcase_add_test(tc, test_index_watch_live_and_replay);
     tcase_add_test(tc, test_index_watch_initial_events);
