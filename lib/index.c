@@ -1146,7 +1146,8 @@ wcache_code wci_index_collect(wcache_view *v, int id, const void *val, size_t le
         if (w)
             m[j++] = (wci_ixmatch){m[i].k, w, 0};
     }
-    sort_matches(m, m + j, j);
+    if (j > 1)
+        sort_matches(m, m + j, j);
     *n = j;
     return WCACHE_OK;
 }

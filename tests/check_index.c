@@ -782,6 +782,101 @@ START_TEST(test_index_model)
 }
 END_TEST
 
+/* ---- a failed ingest changes nothing, whichever allocation fails ---- */
+
+/* Every node's list and count at the latest revision, as one string. */
+static void state_of(wcache_cache *c, int id, char *out, size_t cap)
+{
+    wcache_view *v;
+    size_t o = 0;
+    ck_assert_ok(wcache_view_create(c, &v));
+    ck_assert_ok(wcache_view_begin(v, 0));
+    o += (size_t)snprintf(out + o, cap - o, "@%lld", (long long)wcache_view_revision(v));
+    for (int node = 0; node < 4; node++) {
+        char nn[8];
+        snprintf(nn, sizeof nn, "n%d", node);
+        wcache_kv kv[64];
+        wcache_list_result res = {.size = sizeof res};
+        ck_assert_ok(wcache_view_list_index(v, id, nn, strlen(nn), NULL, kv, 64, &res));
+        o += (size_t)snprintf(out + o, cap - o, " %s:", nn);
+        for (size_t i = 0; i < res.count; i++)
+            o += (size_t)snprintf(out + o, cap - o, "%.*s,", (int)kv[i].key_len,
+                                  (const char *)kv[i].key);
+    }
+    wcache_view_free(v);
+}
+
+static wcache_code oom_op(wcache_cache *c, tu_rng *r, int64_t rev, wcache_batch *b)
+{
+    char key[16], val[128], nn[8];
+    snprintf(key, sizeof key, "/o/%02d", (int)tu_below(r, 24));
+    snprintf(nn, sizeof nn, "n%d", (int)tu_below(r, 4));
+    size_t n = pod(val, sizeof val, nn, (int)rev);
+    switch (tu_below(r, 4)) {
+    case 0: return wcache_ingest_delete(c, key, strlen(key), rev);
+    case 1: {
+        wcache_batch_clear(b);
+        for (int i = 0; i < 6; i++) {
+            snprintf(key, sizeof key, "/b/%d/%02d", (int)rev % 3, i);
+            snprintf(nn, sizeof nn, "n%d", (int)tu_below(r, 4));
+            n = pod(val, sizeof val, nn, (int)rev);
+            wcache_code rc = wcache_batch_put(b, key, strlen(key), val, n);
+            if (rc != WCACHE_OK)
+                return rc;
+        }
+        return wcache_ingest_batch(c, b, rev);
+    }
+    default: return wcache_ingest_put(c, key, strlen(key), val, n, rev);
+    }
+}
+
+START_TEST(test_index_oom)
+{
+    tu_alloc_state st;
+    memset(&st, 0, sizeof st);
+    st.fail_at = -1;
+    wcache_allocator a = tu_allocator(&st);
+    wcache_cache *c;
+    wcache_batch *b;
+    int id;
+    ck_assert_ok(wcache_cache_create(&c, &a));
+    ck_assert_ok(wcache_cache_set_param(c, WCACHE_P_RETAIN_SECONDS, 0));
+    ck_assert_ok(wcache_cache_set_param(c, WCACHE_P_RETAIN_REVISIONS, 20));
+    ck_assert_ok(wcache_cache_add_index_json(c, "node", 4, "spec.nodeName", 13, &id));
+    ck_assert_ok(wcache_cache_open(c));
+    tu_rng r = {tu_seed(5)};
+    char before[4096], after[4096];
+    int64_t rev = 0;
+    for (int step = 0; step < 150; step++) {
+        tu_rng saved = r;
+        state_of(c, id, before, sizeof before);
+        for (long fail = 0;; fail++) {
+            r = saved;
+            ck_assert_ok(wcache_batch_create(c, &b)); /* outside the armed window */
+            long failed = st.failed;
+            tu_alloc_arm(&st, fail);
+            wcache_code rc = oom_op(c, &r, rev + 1, b);
+            tu_alloc_arm(&st, -1);
+            wcache_batch_free(b);
+            if (rc == WCACHE_OK) {
+                rev++;
+                break;
+            }
+            if (rc == WCACHE_ENOTFOUND && st.failed == failed)
+                break; /* a delete of an absent key: nothing to do */
+            ck_assert_msg(rc == WCACHE_ENOMEM, "step %d fail %ld: %s", step, fail,
+                          wcache_strerror(rc));
+            state_of(c, id, after, sizeof after);
+            ck_assert_msg(!strcmp(before, after), "step %d fail %ld: %s became %s", step, fail,
+                          before, after);
+        }
+    }
+    wcache_cache_close(c);
+    ck_assert_int_eq(st.live, 0);
+    ck_assert_int_eq(st.bad_frees, 0);
+}
+END_TEST
+
 /* ---- a reader racing the writer ---- */
 
 static _Atomic int STOP;
@@ -850,6 +945,7 @@ Suite *index_suite(void)
     tcase_add_test(tc, test_index_watch_initial_events);
     tcase_add_test(tc, test_index_compaction_prunes);
     tcase_add_test(tc, test_index_model);
+    tcase_add_test(tc, test_index_oom);
     tcase_add_test(tc, test_index_concurrent_reader);
     tcase_set_timeout(tc, tu_timeout(120));
     suite_add_tcase(s, tc);
