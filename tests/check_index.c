@@ -9,6 +9,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -632,6 +633,118 @@ START_TEST(test_index_watch_initial_events)
 }
 END_TEST
 
+/* ---- watchers by value follow a randomized run ---- */
+
+#define WK 40
+#define WREVS 2400
+
+static signed char wmodel[WREVS + 1][WK];
+
+typedef struct follower {
+    wcache_watch *w;
+    int node;
+    bool in[WK];
+    int64_t last;
+} follower;
+
+static int key_index(const wcache_kv *kv)
+{
+    int k = -1;
+    ck_assert_uint_eq(kv->key_len, 5);
+    ck_assert(sscanf((const char *)kv->key + 3, "%2d", &k) == 1);
+    return k;
+}
+
+/* Apply what the watcher has: each event must be consistent with the set. */
+static void follow(follower *f)
+{
+    wcache_watch_event evs[128];
+    size_t n;
+    char want[8], got_node[16];
+    snprintf(want, sizeof want, "n%d", f->node);
+    while (wcache_watch_next(f->w, evs, 128, &n) == WCACHE_OK && n) {
+        for (size_t i = 0; i < n; i++) {
+            wcache_watch_event *e = &evs[i];
+            if (e->type == WCACHE_EV_INITIAL_END || e->type == WCACHE_EV_BOOKMARK) {
+                wcache_event_unref(e->ev);
+                continue;
+            }
+            ck_assert_int_gt(e->revision, 0);
+            int k = key_index(&e->kv);
+            node_of(&e->kv, got_node, sizeof got_node);
+            ck_assert_str_eq(got_node, want);
+            if (e->type == WCACHE_EV_ADDED)
+                ck_assert_msg(!f->in[k], "ADDED %d twice at %lld", k, (long long)e->revision);
+            else
+                ck_assert_msg(f->in[k], "%d of %d absent at %lld", e->type, k,
+                              (long long)e->revision);
+            f->in[k] = e->type != WCACHE_EV_DELETED;
+            f->last = e->revision;
+            wcache_event_unref(e->ev);
+        }
+    }
+}
+
+static void follower_open(follower *f, int node, int64_t from, int initial, int64_t model_rev)
+{
+    char nn[8];
+    snprintf(nn, sizeof nn, "n%d", node);
+    wcache_watch_opts o = {.size = sizeof o,
+                           .start_revision = from,
+                           .initial_events = initial,
+                           .queue_size = 1 << 16,
+                           .index_id = NODE,
+                           .index_value = nn,
+                           .index_value_len = strlen(nn)};
+    memset(f, 0, sizeof *f);
+    f->node = node;
+    ck_assert_ok(wcache_watch_open(C, &o, &f->w));
+    for (int k = 0; !initial && k < WK; k++)
+        f->in[k] = wmodel[model_rev][k] == node;
+}
+
+START_TEST(test_index_watch_model)
+{
+    tu_rng r = {tu_seed(0x77a7c4)};
+    follower fs[10];
+    int nf = 0;
+    memset(wmodel[0], -1, WK);
+    for (int node = 0; node < 4; node++)
+        follower_open(&fs[nf++], node, 0, 0, 0);
+    for (int64_t rev = 1; rev <= WREVS; rev++) {
+        memcpy(wmodel[rev], wmodel[rev - 1], WK);
+        int k = (int)tu_below(&r, WK);
+        char key[16], val[128];
+        snprintf(key, sizeof key, "/w/%02d", k);
+        if (wmodel[rev][k] != -1 && tu_below(&r, 5) == 0) {
+            ck_assert_ok(wcache_ingest_delete(C, key, strlen(key), rev));
+            wmodel[rev][k] = -1;
+        } else {
+            int node = (int)tu_below(&r, 5) - 1; /* -1: no value */
+            char nn[8];
+            snprintf(nn, sizeof nn, "n%d", node);
+            size_t n = pod(val, sizeof val, node >= 0 ? nn : NULL, (int)rev);
+            ck_assert_ok(wcache_ingest_put(C, key, strlen(key), val, n, rev));
+            wmodel[rev][k] = (signed char)(node >= 0 ? node : -2);
+        }
+        if (rev == 800) /* replays history from 400 */
+            follower_open(&fs[nf++], 1, 400, 0, 400);
+        if (rev == 1200) /* starts from the index's state */
+            follower_open(&fs[nf++], 2, 0, 1, 1200);
+        if (rev % 50 == 0)
+            for (int i = 0; i < nf; i++)
+                follow(&fs[i]);
+    }
+    for (int i = 0; i < nf; i++) {
+        follow(&fs[i]);
+        for (int k = 0; k < WK; k++)
+            ck_assert_msg(fs[i].in[k] == (wmodel[WREVS][k] == fs[i].node),
+                          "follower %d (n%d): key %d", i, fs[i].node, k);
+        wcache_watch_close(fs[i].w);
+    }
+}
+END_TEST
+
 /* ---- compaction ---- */
 
 START_TEST(test_index_compaction_prunes)
@@ -943,6 +1056,7 @@ Suite *index_suite(void)
     tcase_add_test(tc, test_index_paging_tokens);
     tcase_add_test(tc, test_index_watch_live_and_replay);
     tcase_add_test(tc, test_index_watch_initial_events);
+    tcase_add_test(tc, test_index_watch_model);
     tcase_add_test(tc, test_index_compaction_prunes);
     tcase_add_test(tc, test_index_model);
     tcase_add_test(tc, test_index_oom);
