@@ -741,6 +741,10 @@ static wcache_code start_locked(wcache_cache *c, const wcache_watch_opts *o, wca
         w->start_rev = want;
     }
     w->cursor = ring_after(&c->ring, w->start_rev);
+    /* Nothing to replay: live at once, or changes made before the first
+     * next() would be left to the ring, where compaction may drop them. */
+    if (w->phase == PHASE_REPLAY && w->cursor == c->ring.tail)
+        w->phase = PHASE_LIVE;
     w->last_rev = w->start_rev;
     return WCACHE_OK;
 }
@@ -972,15 +976,14 @@ static void maybe_bookmark(wcache_watch *w)
     int64_t now = wci_now(w->c);
     if (now < w->next_bm)
         return;
-    int64_t rev = atomic_load_explicit(&w->c->rev, memory_order_seq_cst);
-    if (atomic_load_explicit(&w->qtail, memory_order_seq_cst) !=
-        atomic_load_explicit(&w->qhead, memory_order_relaxed))
-        return; /* events up to rev may still be queued */
     w->next_bm = now + w->bm_ns;
-    if (rev <= w->last_rev)
-        return;
-    pthread_mutex_lock(&w->c->wmu); /* the queue's producer side */
-    if (!queue_full(w))
+    /* Under wmu the writer can neither push nor publish: an empty queue
+     * then means every change up to the current revision was handed out. */
+    pthread_mutex_lock(&w->c->wmu);
+    int64_t rev = atomic_load_explicit(&w->c->rev, memory_order_relaxed);
+    bool idle = atomic_load_explicit(&w->qtail, memory_order_relaxed) ==
+                atomic_load_explicit(&w->qhead, memory_order_acquire);
+    if (idle && rev > w->last_rev)
         push_own(w, EVK_BOOKMARK, WCACHE_EV_BOOKMARK, rev, NULL, NULL);
     pthread_mutex_unlock(&w->c->wmu);
 }
