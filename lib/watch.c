@@ -655,6 +655,9 @@ static wcache_code watch_alloc(wcache_cache *c, const wcache_watch_opts *o, wcac
     w->magic = WCI_WATCH_MAGIC;
     w->c = c;
     w->efd = -1;
+    /* Armed from the start: a consumer that only polls the fd must be
+     * woken by the first change, before it ever called next(). */
+    atomic_init(&w->armed, 1);
     int err = 0;
     if (o && o->prefix_len)
         w->prefix = dup_opt(c, o->prefix, o->prefix_len, &w->plen, &err);

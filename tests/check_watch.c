@@ -319,6 +319,23 @@ START_TEST(test_watch_fd_and_stop)
 }
 END_TEST
 
+/* An event loop may poll the fd before it ever calls next(). */
+START_TEST(test_watch_fd_wakes_before_first_next)
+{
+    wcache_watch *w = open_watch(NULL, 0);
+    struct pollfd p = {.fd = wcache_watch_fd(w), .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 0), 0);
+    put("/x", "v", 1);
+    ck_assert_int_eq(poll(&p, 1, 0), 1);
+    wcache_watch_event evs[4];
+    size_t n;
+    ck_assert_ok(wcache_watch_next(w, evs, 4, &n));
+    ck_assert_uint_eq(n, 1);
+    release(evs, n);
+    wcache_watch_close(w);
+}
+END_TEST
+
 START_TEST(test_watch_events_outlive_compaction)
 {
     wcache_watch *w = open_watch(NULL, 0);
@@ -441,6 +458,7 @@ Suite *watch_suite(void)
     tcase_add_test(tc, test_watch_slow_watcher_ends);
     tcase_add_test(tc, test_watch_bookmarks);
     tcase_add_test(tc, test_watch_fd_and_stop);
+    tcase_add_test(tc, test_watch_fd_wakes_before_first_next);
     tcase_add_test(tc, test_watch_events_outlive_compaction);
     tcase_set_timeout(tc, tu_timeout(60));
     suite_add_tcase(s, tc);
