@@ -25,6 +25,7 @@
  * follows the readable window.
  */
 #include "index.h"
+#include "jsonpath.h"
 
 #include <jansson.h>
 #include <string.h>
@@ -404,207 +405,15 @@ static int json_keep(wci_index *ix, const char *s, size_t n, const void **out, s
     return 1;
 }
 
-/*
- * A scanner for the common case, so that the writer does not pay a full
- * jansson parse (and its allocations) per change: it walks the whole text,
- * checking it as jansson would, and finds the path's string without
- * copying it.  Anything it does not handle exactly as jansson does (an
- * escape it would have to compare or return, a byte above 0x7f, which
- * jansson checks as UTF-8, a number jansson might find out of range, deep
- * nesting) sends the object to jansson instead.  Duplicate members: the
- * last one counts, as in jansson.
- */
-enum { J_BAD = -1, J_JANSSON = -2 };
-
-typedef struct jscan {
-    const char *p, *end;
-    char *const *path;
-    size_t npath;
-    const char *hit; /* the path's string; NULL: none */
-    size_t hitlen;
-} jscan;
-
-static void jws(jscan *s)
-{
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        s->p++;
-}
-
-/* A string at s->p; *esc: it holds an escape. */
-static int jstr(jscan *s, bool *esc)
-{
-    *esc = false;
-    for (s->p++; s->p < s->end;) {
-        unsigned char ch = (unsigned char)*s->p++;
-        if (ch == '"')
-            return 0;
-        if (ch >= 0x80)
-            return J_JANSSON;
-        if (ch < 0x20)
-            return J_BAD;
-        if (ch == '\\') {
-            *esc = true;
-            char e = s->p < s->end ? *s->p++ : 0;
-            if (e == 'u')
-                return J_JANSSON; /* surrogates, \u0000: jansson's rules */
-            if (!e || !strchr("\"\\/bfnrt", e))
-                return J_BAD;
-        }
-    }
-    return J_BAD;
-}
-
-static bool jdigit(const jscan *s)
-{
-    return s->p < s->end && *s->p >= '0' && *s->p <= '9';
-}
-
-/* JSON's number grammar; long ones and exponents go to jansson (range). */
-static int jnum(jscan *s)
-{
-    const char *b = s->p;
-    if (*s->p == '-')
-        s->p++;
-    if (!jdigit(s))
-        return J_BAD;
-    if (*s->p++ != '0')
-        while (jdigit(s))
-            s->p++;
-    if (s->p < s->end && *s->p == '.') {
-        s->p++;
-        if (!jdigit(s))
-            return J_BAD;
-        while (jdigit(s))
-            s->p++;
-    }
-    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E'))
-        return J_JANSSON;
-    return s->p - b > 15 ? J_JANSSON : 0;
-}
-
-static int jlit(jscan *s, const char *lit, size_t n)
-{
-    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n))
-        return J_BAD;
-    s->p += n;
-    return 0;
-}
-
-static int jvalue(jscan *s, size_t at, int depth);
-
-/* Members of an object at s->p; at: how much of the path led here
- * (SIZE_MAX: off the path). */
-static int jobject(jscan *s, size_t at, int depth)
-{
-    s->p++;
-    jws(s);
-    if (s->p < s->end && *s->p == '}')
-        return s->p++, 0;
-    for (;;) {
-        bool esc;
-        jws(s);
-        if (s->p >= s->end || *s->p != '"')
-            return J_BAD;
-        const char *k = s->p + 1;
-        int rc = jstr(s, &esc);
-        if (rc)
-            return rc;
-        size_t kl = (size_t)(s->p - 1 - k), next = SIZE_MAX;
-        if (at < s->npath && esc)
-            return J_JANSSON;
-        if (at < s->npath && strlen(s->path[at]) == kl && !memcmp(k, s->path[at], kl)) {
-            next = at + 1;
-            s->hit = NULL; /* a later duplicate replaces an earlier one */
-        }
-        jws(s);
-        if (s->p >= s->end || *s->p++ != ':')
-            return J_BAD;
-        if ((rc = jvalue(s, next, depth + 1)) != 0)
-            return rc;
-        jws(s);
-        if (s->p < s->end && *s->p == ',') {
-            s->p++;
-            continue;
-        }
-        return s->p < s->end && *s->p++ == '}' ? 0 : J_BAD;
-    }
-}
-
-static int jarray(jscan *s, int depth)
-{
-    s->p++;
-    jws(s);
-    if (s->p < s->end && *s->p == ']')
-        return s->p++, 0;
-    for (;;) {
-        int rc = jvalue(s, SIZE_MAX, depth + 1);
-        if (rc)
-            return rc;
-        jws(s);
-        if (s->p < s->end && *s->p == ',') {
-            s->p++;
-            continue;
-        }
-        return s->p < s->end && *s->p++ == ']' ? 0 : J_BAD;
-    }
-}
-
-static int jvalue(jscan *s, size_t at, int depth)
-{
-    jws(s);
-    if (s->p >= s->end)
-        return J_BAD;
-    if (depth > 64)
-        return J_JANSSON;
-    switch (*s->p) {
-    case '{': return jobject(s, at == s->npath ? SIZE_MAX : at, depth);
-    case '[': return jarray(s, depth);
-    case '"': {
-        const char *b = s->p + 1;
-        bool esc;
-        int rc = jstr(s, &esc);
-        if (rc == 0 && at == s->npath) {
-            if (esc)
-                return J_JANSSON;
-            s->hit = b;
-            s->hitlen = (size_t)(s->p - 1 - b);
-        }
-        return rc;
-    }
-    case 't': return jlit(s, "true", 4);
-    case 'f': return jlit(s, "false", 5);
-    case 'n': return jlit(s, "null", 4);
-    default: return *s->p == '-' || (*s->p >= '0' && *s->p <= '9') ? jnum(s) : J_BAD;
-    }
-}
-
-/* 1 and *out set, 0 (no value, or not JSON), or J_JANSSON. */
-static int json_scan(const wci_index *ix, const char *val, size_t vlen, const void **out,
-                     size_t *olen)
-{
-    jscan s = {val, val + vlen, ix->path, ix->npath, NULL, 0};
-    jws(&s);
-    if (s.p >= s.end || (*s.p != '{' && *s.p != '['))
-        return 0; /* jansson takes only an object or an array at the top */
-    int rc = jvalue(&s, 0, 0);
-    jws(&s);
-    if (rc == J_JANSSON)
-        return rc;
-    if (rc != 0 || s.p != s.end || !s.hit)
-        return 0;
-    *out = s.hit;
-    *olen = s.hitlen;
-    return 1;
-}
-
 /* Calls run under wmu, one at a time, so one buffer per index will do. */
 static int json_extract(const void *key, size_t klen, const void *val, size_t vlen,
                         const void **out, size_t *olen, void *ud)
 {
     (void)key, (void)klen;
     wci_index *ix = ud;
-    int fast = json_scan(ix, val, vlen, out, olen);
-    if (fast != J_JANSSON)
+    /* the common case without jansson's parse and allocations */
+    int fast = wci_jsonpath_scan(ix->path, ix->npath, val, vlen, out, olen);
+    if (fast != WCI_JP_JANSSON)
         return fast;
     json_error_t e;
     json_t *root = json_loadb(val, vlen, JSON_ALLOW_NUL, &e);
