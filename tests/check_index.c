@@ -647,12 +647,12 @@ typedef struct follower {
     int64_t last;
 } follower;
 
+/* "/w/NN" -> NN (keys are not NUL-terminated: no sscanf). */
 static int key_index(const wcache_kv *kv)
 {
-    int k = -1;
+    const char *k = kv->key;
     ck_assert_uint_eq(kv->key_len, 5);
-    ck_assert(sscanf((const char *)kv->key + 3, "%2d", &k) == 1);
-    return k;
+    return (k[3] - '0') * 10 + (k[4] - '0');
 }
 
 /* Apply what the watcher has: each event must be consistent with the set. */
