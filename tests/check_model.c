@@ -628,10 +628,9 @@ static void verify(int thorough)
     }
     MRC(wcache_view_begin(M.w, WCACHE_REV_LATEST), WCACHE_OK);
     check_view(M.w, M.cur, 0);
-    if (M.comp > 0) {
+    if (M.comp > 1) { /* revision 0 means "latest": the lowest exact one is 1 */
         MRC(wcache_view_begin(M.w, M.comp - 1), WCACHE_ECOMPACTED);
-        if (M.comp > 1) /* revision 0 means "latest", so start at 1 */
-            MRC(wcache_view_begin(M.w, tu_range(&M.rng, 1, M.comp - 1)), WCACHE_ECOMPACTED);
+        MRC(wcache_view_begin(M.w, tu_range(&M.rng, 1, M.comp - 1)), WCACHE_ECOMPACTED);
     }
     for (int i = 0; i < 2; i++)
         if (M.watch[i].w)
