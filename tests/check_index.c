@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -603,6 +604,19 @@ START_TEST(test_index_watch_live_and_replay)
     ck_assert_uint_eq(n, 1);
     expect_got(&g[0], WCACHE_EV_MODIFIED, "/pods/c", "n1", 20);
     wcache_watch_close(w);
+
+    /* a caller built before the index fields existed gets no index filter */
+    wcache_watch_opts old = {.size = (uint32_t)offsetof(wcache_watch_opts, index_id),
+                             .index_value = "n1",
+                             .index_value_len = 2};
+    ck_assert_ok(wcache_watch_open(C, &old, &w));
+    put_pod("/pods/z", "n9", 21);
+    n = take(w, g, 32);
+    ck_assert_uint_eq(n, 1);
+    expect_got(&g[0], WCACHE_EV_ADDED, "/pods/z", "n9", 21);
+    wcache_watch_close(w);
+    old.size = (uint32_t)offsetof(wcache_watch_opts, queue_size);
+    ck_assert_wc(wcache_watch_open(C, &old, &w), WCACHE_EINVAL);
 
     /* bad index ids */
     po.index_id = WCACHE_INDEX_MAX;
