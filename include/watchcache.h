@@ -570,9 +570,11 @@ typedef struct wcache_watch_opts {
      * ("app=web,tier in (a,b),!canary"); NULL or empty: every object. */
     const char *label_selector;
     size_t label_selector_len;
-    /* 1: first deliver the state at a consistent revision (start_revision,
-     * or the current one when 0) as ADDED events in key order, then one
-     * WCACHE_EV_INITIAL_END event carrying that revision. */
+    /* 1: first deliver the state at the current revision as ADDED events in
+     * key order, then one WCACHE_EV_INITIAL_END event carrying that
+     * revision (Kubernetes' sendInitialEvents).  start_revision is then only
+     * a minimum: one above the current revision fails with WCACHE_EFUTURE
+     * (wait for it with wcache_view_begin_fresh() first). */
     int initial_events;
     /* 1: events carry the previous object in prev. */
     int prev_value;
@@ -609,6 +611,7 @@ typedef struct wcache_watch_event {
  * @return WCACHE_OK, WCACHE_EINVAL (bad options or selector: the errbuf
  *         says why), WCACHE_ECOMPACTED (start_revision below the compacted
  *         revision: the Kubernetes 410 "too old resource version"),
+ *         WCACHE_EFUTURE (initial_events above the current revision),
  *         WCACHE_ESTATE, WCACHE_EBUSY (initial_events and no reader slot),
  *         WCACHE_ESYS (eventfd), WCACHE_ENOMEM.
  * Ownership: new (*out); close with wcache_watch_close() before closing c.

@@ -203,9 +203,34 @@ static void queue_push(wcache_watch *w, wcache_event *e, uint32_t type)
 
 /* ---- registry: watchers by key prefix ---- */
 
+/*
+ * Prefix hashes are FNV-1a over the bytes, finished by a mix with the
+ * length, so that dispatch can hash every registered prefix of a key in
+ * one pass over it (the state after n bytes is the state of the n-byte
+ * prefix) instead of once per distinct prefix length.
+ */
+#define FNV_BASIS 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+static uint64_t fnv_step(uint64_t h, unsigned char b)
+{
+    return (h ^ b) * FNV_PRIME;
+}
+
+static uint64_t fnv_finish(uint64_t h, size_t n)
+{
+    h ^= (uint64_t)n * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    return h ^ (h >> 32);
+}
+
 static uint64_t prefix_hash(const char *p, size_t n)
 {
-    return wci_hash_bytes(p, n) ^ (uint64_t)n * 0x9E3779B97F4A7C15ull;
+    uint64_t h = FNV_BASIS;
+    for (size_t i = 0; i < n; i++)
+        h = fnv_step(h, (unsigned char)p[i]);
+    return fnv_finish(h, n);
 }
 
 static wci_bucket *bucket_in(wci_bucket *const *tab, size_t mask, const char *p, size_t n,
@@ -293,6 +318,25 @@ static void lens_drop(wci_wreg *r, size_t len)
         }
 }
 
+/* Keep prefix chains short: 10,000 namespace watchers are normal. */
+static void grow_prefix_table(wcache_cache *c, wci_wreg *r)
+{
+    size_t nmask = r->mask * 2 + 1;
+    wci_bucket **t = wci_calloc(&c->al, nmask + 1, sizeof *t);
+    if (!t)
+        return;
+    for (size_t i = 0; i <= r->mask; i++) {
+        for (wci_bucket *b = r->tab[i], *n; b; b = n) {
+            n = b->next;
+            b->next = t[b->hash & nmask];
+            t[b->hash & nmask] = b;
+        }
+    }
+    wci_free(&c->al, r->tab);
+    r->tab = t;
+    r->mask = nmask;
+}
+
 static int reg_add_prefix(wcache_cache *c, wcache_watch *w)
 {
     wci_wreg *r = c->wreg;
@@ -312,6 +356,8 @@ static int reg_add_prefix(wcache_cache *c, wcache_watch *w)
             memcpy(b->prefix, w->prefix, w->plen);
         b->next = r->tab[hv & r->mask];
         r->tab[hv & r->mask] = b;
+        if (++r->nbuckets > r->mask + 1)
+            grow_prefix_table(c, r); /* on failure chains just get longer */
     }
     return vec_push(&c->al, &b->w, &b->n, &b->cap, w);
 }
@@ -328,6 +374,7 @@ static void reg_del_prefix(wcache_cache *c, wcache_watch *w)
         vec_remove(b->w, &b->n, w);
         if (b->n == 0) {
             *pp = b->next;
+            r->nbuckets--;
             lens_drop(r, b->plen);
             wci_free(&c->al, b->w);
             wci_free(&c->al, b);
@@ -510,9 +557,13 @@ static void candidates(wcache_cache *c, const char *key, size_t klen, const wci_
 {
     wci_wreg *r = c->wreg;
     r->ncand = 0;
+    uint64_t h = FNV_BASIS;
+    size_t at = 0;
     for (size_t i = 0; i < r->nlens && r->lens[i].len <= klen; i++) {
         size_t n = r->lens[i].len;
-        wci_bucket *b = bucket_find(r, key, n, prefix_hash(key, n));
+        for (; at < n; at++)
+            h = fnv_step(h, (unsigned char)key[at]);
+        wci_bucket *b = bucket_find(r, key, n, fnv_finish(h, n));
         for (size_t j = 0; b && j < b->n; j++)
             if (cand_push(c, b->w[j]) != 0)
                 end_watch(b->w[j], WCACHE_ENOMEM); /* cannot deliver: must re-list */
@@ -723,6 +774,10 @@ static wcache_code start_locked(wcache_cache *c, const wcache_watch_opts *o, wca
         return wci_err(c, WCACHE_ECOMPACTED, "watch: revision %lld is compacted (oldest %lld)",
                        (long long)want, (long long)comp);
     if (o && o->initial_events) {
+        if (want > cur)
+            return wci_err(c, WCACHE_EFUTURE,
+                           "watch: initial events at %lld, above the current %lld",
+                           (long long)want, (long long)cur);
         wcache_code rc = wcache_view_create(c, &w->iview);
         if (rc == WCACHE_OK)
             rc = wcache_view_begin(w->iview, cur);
@@ -1006,7 +1061,16 @@ static bool arm(wcache_watch *w)
     (void)r;
     atomic_store(&w->armed, 1);
     atomic_thread_fence(memory_order_seq_cst);
-    return atomic_load(&w->qtail) == atomic_load(&w->qhead) && !atomic_load(&w->end_code);
+    if (atomic_load(&w->qtail) == atomic_load(&w->qhead) && !atomic_load(&w->end_code))
+        return true;
+    /* Something came in meanwhile and its producer saw us unarmed: make the
+     * fd readable again, or it would sleep with deliveries left. */
+    if (atomic_exchange(&w->armed, 0)) {
+        uint64_t one = 1;
+        ssize_t wr = write(w->efd, &one, sizeof one);
+        (void)wr;
+    }
+    return false;
 }
 
 wcache_code wcache_watch_next(wcache_watch *w, wcache_watch_event *evs, size_t cap, size_t *n)

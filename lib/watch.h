@@ -36,6 +36,7 @@ typedef struct wci_len {
 typedef struct wci_wreg {
     wci_bucket **tab; /* chained hash of prefixes */
     size_t mask;
+    size_t nbuckets;
     wci_len *lens;    /* distinct prefix lengths, ascending */
     size_t nlens, caplens;
     /* watchers by index value (index.c): chained like tab, keyed by the
