@@ -492,8 +492,11 @@ static void node_of(const wcache_kv *kv, char *out, size_t cap)
     out[0] = 0;
     if (p) {
         p += 11;
-        const char *e = strchr(p, '"');
-        snprintf(out, cap, "%.*s", (int)(e - p), p);
+        /* values are not NUL-terminated: stay inside value_len */
+        const char *end = (const char *)kv->value + kv->value_len;
+        const char *e = memchr(p, '"', (size_t)(end - p));
+        if (e)
+            snprintf(out, cap, "%.*s", (int)(e - p), p);
     }
 }
 
