@@ -12,8 +12,10 @@
  *   SECONDS           length of each measured window (default 3), after a
  *                     warm-up of a third of it
  *   -b US / -B US     consumer round interval of the max-rate run / of the
- *                     latency run, microseconds (default 1000 / 0; 0: a
- *                     consumer serves whatever epoll reports at once)
+ *                     latency run, microseconds (default 1000 / 200; 0: a
+ *                     consumer serves whatever epoll reports at once, which
+ *                     costs two syscalls per watcher and event when the
+ *                     consumers keep up: see the coalescing note below)
  *   MODES             letters of the runs: m(ax deliveries/s) l(atency);
  *                     default "ml"
  *
@@ -258,9 +260,10 @@ static void serve(consumer *c, watcher *wt, wcache_watch_event *evs)
         wcache_code rc = wcache_watch_next(wt->w, evs, NEXT_CAP, &m);
         take_batch(c, wt, evs, m);
         if (rc != WCACHE_OK) {
-            c->overflows += rc == WCACHE_EOVERFLOW;
+            c->overflows += rc == WCACHE_EOVERFLOW; /* reported after the run */
+            if (rc != WCACHE_EOVERFLOW)
+                fprintf(stderr, "bench_watch: a watcher ended: %s\n", wcache_strerror(rc));
             epoll_ctl(c->ep, EPOLL_CTL_DEL, wcache_watch_fd(wt->w), NULL);
-            fprintf(stderr, "bench_watch: a watcher ended: %s\n", wcache_strerror(rc));
             return;
         }
         if (m < NEXT_CAP)
@@ -641,7 +644,7 @@ int main(int argc, char **argv)
     uint64_t seed = 42, nprefix = 10000, nall = 100, nc = 2;
     double secs = 3, rate = 100000;
     const char *modes = "ml";
-    double coalesce_max_us = 1000, coalesce_lat_us = 0;
+    double coalesce_max_us = 1000, coalesce_lat_us = 200;
     int opt;
     n_objects = 1000000;
     while ((opt = getopt(argc, argv, "t:s:w:a:c:r:m:b:B:")) != -1) {
