@@ -836,6 +836,152 @@ WCACHE_API wcache_code wcache_cache_index_stat(const wcache_cache *c, int id,
                                                wcache_index_stat *st);
 
 /* ------------------------------------------------------------------------ */
+/* Sources                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The etcd source feeds a cache from an etcd v3 cluster through its JSON
+ * gateway (libcurl + jansson): a paginated range at one revision loaded
+ * into the cache, then a watch from that revision + 1 (prev_kv,
+ * progress_notify), on a thread of its own.  The events of one etcd
+ * revision are applied as one batch; progress notifications advance the
+ * cache through a guard against etcd-io/etcd#15220.  After a disconnect it
+ * reconnects, with backoff and to the next endpoint, from the last applied
+ * revision + 1; when that revision was compacted it re-lists and applies
+ * the difference as one batch (vanished keys become deletes).  It installs
+ * itself as the cache's source for consistent reads (a count-only range).
+ * The full text is in wcache_source(3).
+ *
+ * Order of calls: wcache_cache_create, parameters, wcache_etcd_create,
+ * wcache_cache_open, (optionally wcache_snapshot_restore: the source then
+ * resumes from the snapshot's revision), wcache_etcd_start ...
+ * wcache_etcd_stop, wcache_etcd_free, wcache_cache_close.
+ */
+
+typedef struct wcache_etcd wcache_etcd; /* one etcd source */
+
+/* Options of an etcd source.  size = sizeof(wcache_etcd_opts); zero means
+ * default for every other field. */
+typedef struct wcache_etcd_opts {
+    uint32_t size;
+    /* Comma-separated member URLs, "http://127.0.0.1:2379,https://h:2379"
+     * (required); the source fails over between them. */
+    const char *endpoints;
+    /* The watched keys: every key beginning with prefix, or when prefix_len
+     * is 0 the range [start, end) (start empty: from the first key; end
+     * empty: to the last key).  Binary-safe. */
+    const void *prefix;
+    size_t prefix_len;
+    const void *start;
+    size_t start_len;
+    const void *end;
+    size_t end_len;
+    /* TLS: CA bundle, client certificate and key (PEM files; NULL: the
+     * system's CAs, no client certificate).  insecure = 1 turns peer and
+     * host verification off (verification is on by default). */
+    const char *ca_file;
+    const char *cert_file;
+    const char *key_file;
+    int insecure;
+    /* etcd auth token (from /v3/auth/authenticate), sent as the
+     * Authorization header of every request; NULL: none. */
+    const char *auth_token;
+    int64_t connect_timeout_ms; /* per connection attempt; 0: 5000 */
+    int64_t request_timeout_ms; /* per range request; 0: 30000 */
+    int64_t backoff_min_ms;     /* first reconnect delay; 0: 100 */
+    int64_t backoff_max_ms;     /* longest reconnect delay; 0: 5000 */
+    uint32_t page_limit;        /* keys per range page; 0: 10000 */
+    /* Longest watch message or range response in bytes: a longer one is an
+     * error that ends the stream (then a reconnect).  0: 256 MiB. */
+    uint64_t max_message_bytes;
+} wcache_etcd_opts;
+
+/* Counters of an etcd source; size = sizeof(wcache_etcd_stats). */
+typedef struct wcache_etcd_stats {
+    uint32_t size;
+    int synced;                /* 1 once listed and a watch is confirmed */
+    int running;               /* 1 between start and the thread's end */
+    int last_error;            /* wcache_code of the latest failure, 0: none */
+    int64_t revision;          /* latest revision applied from etcd */
+    int64_t list_revision;     /* revision of the latest (re)list */
+    int64_t compact_revision;  /* latest compact_revision etcd reported */
+    uint64_t lists;            /* initial lists and re-lists completed */
+    uint64_t relists;          /* re-lists after compaction or divergence */
+    uint64_t connects;         /* watch streams opened */
+    uint64_t reconnects;       /* watch streams that ended and were retried */
+    uint64_t errors;           /* failed requests, malformed or oversized messages */
+    uint64_t messages;         /* watch messages parsed */
+    uint64_t bytes;            /* response bytes received */
+    uint64_t events;           /* watch events applied */
+    uint64_t progress_applied; /* progress notifications applied */
+    uint64_t progress_ignored; /* ... ignored by the #15220 guard */
+} wcache_etcd_stats;
+
+/*
+ * @brief Create an etcd source for c and install it as c's source for
+ *        consistent reads (wcache_cache_set_source()), so c must not be
+ *        open yet.  Nothing is sent to etcd before wcache_etcd_start().
+ *        Calls curl_global_init() (reference-counted by libcurl; thread
+ *        safe with a libcurl that reports CURL_VERSION_THREADSAFE).
+ * @return WCACHE_OK, WCACHE_EINVAL (NULL, opts->size too small, no or bad
+ *         endpoint, an option out of range), WCACHE_ESTATE (c open),
+ *         WCACHE_ECURL (libcurl failed to initialise), WCACHE_ENOMEM.
+ * Ownership: new (*out), release with wcache_etcd_free(); copies every
+ * option.  Thread safety: one thread at a time, before wcache_cache_open.
+ * Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c,
+                                                           const wcache_etcd_opts *opts);
+
+/*
+ * @brief Start the source's thread: list (or resume from the cache's
+ *        revision when it is not 0), then watch, until stopped.  Failures
+ *        are retried inside, with backoff; they show in wcache_etcd_stat()
+ *        and the cache's log.  That thread is then the cache's writer.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE (already running, or the
+ *         cache is not open), WCACHE_ESYS (pthread_create).
+ * Thread safety: one thread at a time per source.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_etcd_start(wcache_etcd *src);
+
+/*
+ * @brief Stop the thread and wait for it: the open transfer is abandoned
+ *        at once, what was applied stays.  A stopped source may be started
+ *        again (it resumes from the cache's revision).  No-op when not
+ *        running.
+ * @return WCACHE_OK, WCACHE_EINVAL.
+ * Thread safety: one thread at a time per source, not from a cache
+ * callback.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_etcd_stop(wcache_etcd *src);
+
+/*
+ * @brief Stop and free the source; accepts NULL.  The cache keeps pointing
+ *        at it for consistent reads, so free it only when no
+ *        wcache_view_begin_fresh() can run any more, then close the cache.
+ * Thread safety: one thread, no other call on the source running.
+ * Since: 0.1
+ */
+WCACHE_API void wcache_etcd_free(wcache_etcd *src);
+
+/*
+ * @brief Fill *st.  Counters are read without stopping the thread.
+ * @return WCACHE_OK, WCACHE_EINVAL (NULL, or st->size too small).
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_etcd_stat(const wcache_etcd *src, wcache_etcd_stats *st);
+
+/*
+ * @brief Ask etcd for its current revision with a linearizable count-only
+ *        range of the source's keys (what consistent reads use), trying
+ *        each endpoint once.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ECURL, WCACHE_EHTTP,
+ *         WCACHE_ECORRUPT (an answer that does not parse), WCACHE_ENOMEM.
+ * Thread safety: any thread, concurrently with everything.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_etcd_current_revision(wcache_etcd *src, int64_t *rev);
+
+/* ------------------------------------------------------------------------ */
 /* Snapshots                                                                 */
 /* ------------------------------------------------------------------------ */
 
