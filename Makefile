@@ -18,12 +18,16 @@
 #   tsan      clang, TSan                           -> build/tsan/
 # CI=true adds -Werror.
 #
-# make check knobs: FUZZ_TIME=15 (seconds per fuzz target), SUITES="a b"
-# (only these Check suites), TSAN_SUITES / VALGRIND_SUITES (the same for one
-# pass), TSAN_SKIP=model (suites the TSan pass leaves out), STEP_TIMEOUT=1200, CHECK_VERBOSE=1 (stream every step),
-# CK_RUN_SUITE / CK_RUN_CASE (Check's own filters).  Logs of every
-# step: build/check/logs/.  Test binaries see WCACHE_ASAN, WCACHE_TSAN,
-# WCACHE_VALGRIND or WCACHE_LONG=1 to size their stress loops.
+# make check knobs:
+#   FUZZ_TIME=15          seconds per fuzz target
+#   SUITES="a b"          only these Check suites (suite_create names)
+#   TSAN_SUITES, VALGRIND_SUITES   the same, for one pass
+#   TSAN_SKIP=model       suites the TSan pass leaves out
+#   STEP_TIMEOUT=1200     seconds before a step is killed
+#   CHECK_VERBOSE=1       stream every step's output
+#   CK_RUN_SUITE, CK_RUN_CASE, CK_FORK=no   Check's own switches
+# Logs of every step: build/check/logs/.  Test binaries see WCACHE_ASAN,
+# WCACHE_TSAN, WCACHE_VALGRIND or WCACHE_LONG=1 to size their stress loops.
 
 .SUFFIXES:
 .DEFAULT_GOAL := all
