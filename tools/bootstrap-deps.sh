@@ -5,6 +5,10 @@
 #   tools/bootstrap-deps.sh check   also the tools `make check` runs
 #                                   (clang + sanitizer runtimes, valgrind, ...)
 #   tools/bootstrap-deps.sh ci      also the test peers (etcd, zstd, gnuplot)
+#   tools/bootstrap-deps.sh go | rust   the toolchain of examples/go or
+#                                   examples/rust, only when its command is
+#                                   missing (a rustup or upstream Go install
+#                                   counts); `check` does the same for both
 #   tools/bootstrap-deps.sh --list PROFILE   print the packages, install nothing
 #
 # Only packages that are missing are installed, with apt-get, as root or
@@ -17,15 +21,31 @@ BUILD_PKGS=(build-essential pkg-config libzstd-dev libcurl4-openssl-dev
     libjansson-dev libyaml-dev libxxhash-dev check)
 CHECK_PKGS=(clang libclang-rt-14-dev llvm valgrind binutils clang-format groff-base python3
     python3-yaml mandoc)
+# Toolchains wanted by command rather than by package: "command:package".
+GO_CMDS=(go:golang-go)
+RUST_CMDS=(cargo:cargo rustc:rustc cargo-clippy:rust-clippy)
 CI_PKGS=(zstd etcd-server etcd-client gnuplot-nox curl ca-certificates git golang-go)
+
+# The packages of the toolchains whose command is missing.
+by_command() {
+    local cp
+    for cp in "$@"; do
+        command -v "${cp%%:*}" >/dev/null 2>&1 || printf '%s\n' "${cp#*:}"
+    done
+}
 
 packages() {
     case $1 in
     build) printf '%s\n' "${BUILD_PKGS[@]}" ;;
-    check) printf '%s\n' "${BUILD_PKGS[@]}" "${CHECK_PKGS[@]}" ;;
+    check)
+        printf '%s\n' "${BUILD_PKGS[@]}" "${CHECK_PKGS[@]}"
+        by_command "${GO_CMDS[@]}" "${RUST_CMDS[@]}"
+        ;;
+    go) by_command "${GO_CMDS[@]}" ;;
+    rust) by_command "${RUST_CMDS[@]}" ;;
     ci) printf '%s\n' "${BUILD_PKGS[@]}" "${CHECK_PKGS[@]}" "${CI_PKGS[@]}" ;;
     *)
-        echo "bootstrap-deps.sh: unknown profile '$1' (build, check, ci)" >&2
+        echo "bootstrap-deps.sh: unknown profile '$1' (build, check, ci, go, rust)" >&2
         exit 2
         ;;
     esac

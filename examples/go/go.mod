@@ -1,0 +1,3 @@
+module watchcache.example/watchcache
+
+go 1.19
