@@ -6,7 +6,8 @@
 #   make check-long       longer fuzzing and stress (WCACHE_LONG=1)
 #   make check-asan | check-tsan | check-valgrind | check-meta | check-fuzz
 #   make check-style      clang-format --dry-run -Werror
-#   make bench            bench/run.sh
+#   make bench            bench/run.sh (examples/go and examples/rust: make bench
+#                         there for the binding overhead, vs bench/bench_bindings.c)
 #   make examples         C examples, plus Go / Rust when present
 #   make install / uninstall   PREFIX=/usr/local DESTDIR=
 #   make clean
@@ -380,6 +381,8 @@ check:
 	$(STEP) tools-present tools/bootstrap-deps.sh check
 	$(STEP) build $(MAKE) $(MFLAGS_SUB) all tests
 	$(STEP) examples $(MAKE) $(MFLAGS_SUB) examples
+	$(STEP) go $(MAKE) $(MFLAGS_SUB) -C examples/go check
+	$(STEP) rust $(MAKE) $(MFLAGS_SUB) -C examples/rust check
 	$(STEP) unit $(MAKE) $(MFLAGS_SUB) run-unit
 	$(STEP) asan+ubsan $(MAKE) $(MFLAGS_SUB) VARIANT=asan run-unit
 	$(STEP) tsan $(MAKE) $(MFLAGS_SUB) VARIANT=tsan run-unit
