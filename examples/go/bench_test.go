@@ -104,3 +104,29 @@ func BenchmarkList100Func(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGetMany: GET through GetMany, 256 keys per cgo call; ns/op is
+// per key.
+func BenchmarkGetMany(b *testing.B) {
+	_, v, order := benchCache(b)
+	buf := make([]byte, 0, benchValue)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := b.N - done
+		if n > 256 {
+			n = 256
+		}
+		off := done % benchN
+		if off+n > benchN {
+			n = benchN - off
+		}
+		v.GetMany(order[off:off+n], func(i int, kv *KV, err error) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf = append(buf[:0], kv.Value...)
+		})
+		done += n
+	}
+}

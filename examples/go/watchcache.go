@@ -89,6 +89,17 @@ static wcache_code wcgo_put(wcache_cache *c, _GoString_ key, const void *value,
     return wcache_ingest_put(c, _GoStringPtr(key), _GoStringLen(key), value, value_len, rev);
 }
 
+// n lookups in one call: keys packed end to end in buf, lens[i] bytes each;
+// rcs[i] and out[i] receive each result.
+static void wcgo_get_many(wcache_view *v, const char *buf, const size_t *lens, size_t n,
+                          wcache_kv *out, int *rcs)
+{
+    for (size_t i = 0; i < n; i++) {
+        rcs[i] = wcache_view_get(v, buf, lens[i], &out[i]);
+        buf += lens[i];
+    }
+}
+
 static wcache_code wcgo_stat(const wcache_cache *c, wcache_stat *st)
 {
     memset(st, 0, sizeof *st);
@@ -420,6 +431,10 @@ type View struct {
 	items *C.wcache_kv // C array for List pages
 	icap  int
 	res   *C.wcache_list_result
+	// GetMany's scratch (Go memory without Go pointers: fine to pass to C)
+	keybuf []byte
+	lens   []C.size_t
+	rcs    []C.int
 }
 
 // View pins a new view at revision rev (RevLatest: the latest).  Errors:
@@ -539,6 +554,66 @@ func (v *View) AppendValue(dst []byte, key string) ([]byte, error) {
 	return append(dst, unsafe.Slice((*byte)(v.kv.value), n)...), nil
 }
 
+// GetMany looks up many keys in one cgo call, which spreads the cost of
+// the call over them: fn(i, kv, err) is called for keys[i] in order, with
+// kv.Value a slice of the cache's memory valid only during the call (copy
+// it to keep it) and kv.Key empty; err is ErrNotFound for a missing key.
+func (v *View) GetMany(keys []string, fn func(i int, kv *KV, err error)) {
+	for len(keys) > 0 {
+		n := len(keys)
+		if n > getManyBatch {
+			n = getManyBatch
+		}
+		v.keybuf = v.keybuf[:0]
+		if cap(v.lens) < n {
+			v.lens = make([]C.size_t, n)
+			v.rcs = make([]C.int, n)
+		}
+		lens, rcs := v.lens[:n], v.rcs[:n]
+		for i, k := range keys[:n] {
+			v.keybuf = append(v.keybuf, k...)
+			lens[i] = C.size_t(len(k))
+		}
+		v.ensureItems(n)
+		var kb *C.char
+		if len(v.keybuf) > 0 {
+			kb = (*C.char)(unsafe.Pointer(&v.keybuf[0]))
+		}
+		C.wcgo_get_many(v.v, kb, &lens[0], C.size_t(n), v.items, &rcs[0])
+		items := unsafe.Slice(v.items, n)
+		var kv KV
+		for i := range items {
+			if rcs[i] != C.WCACHE_OK {
+				fn(i, nil, mkerr("get", C.wcache_code(rcs[i])))
+				continue
+			}
+			it := &items[i]
+			kv.Value = unsafe.Slice((*byte)(it.value), int(it.value_len))
+			kv.CreateRevision = int64(it.create_revision)
+			kv.ModRevision = int64(it.mod_revision)
+			kv.Version = int64(it.version)
+			fn(i, &kv, nil)
+		}
+		keys = keys[n:]
+		fn = shift(fn, n)
+	}
+}
+
+const getManyBatch = 256
+
+// shift renumbers fn's index for the next chunk of GetMany.
+func shift(fn func(int, *KV, error), by int) func(int, *KV, error) {
+	return func(i int, kv *KV, err error) { fn(i+by, kv, err) }
+}
+
+func (v *View) ensureItems(n int) {
+	if n > v.icap {
+		C.free(unsafe.Pointer(v.items))
+		v.items = (*C.wcache_kv)(C.calloc(C.size_t(n), C.sizeof_wcache_kv))
+		v.icap = n
+	}
+}
+
 // ListOptions select a page: a prefix, or the range [Start, End) (empty:
 // unbounded), at most Limit items (0: 500), resuming after Continue.
 type ListOptions struct {
@@ -577,11 +652,7 @@ func (v *View) list(o ListOptions) (int, error) {
 	if limit <= 0 {
 		limit = defaultLimit
 	}
-	if limit > v.icap {
-		C.free(unsafe.Pointer(v.items))
-		v.items = (*C.wcache_kv)(C.calloc(C.size_t(limit), C.sizeof_wcache_kv))
-		v.icap = limit
-	}
+	v.ensureItems(limit)
 	cr := C.int(0)
 	if o.CountRemaining {
 		cr = 1

@@ -365,3 +365,44 @@ func TestErrorsIs(t *testing.T) {
 		t.Fatal(ErrNotFound.Error())
 	}
 }
+
+func TestGetManyAndListFunc(t *testing.T) {
+	c := newCache(t)
+	keys := make([]string, 600)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("/m/%04d", i)
+		if i%3 != 0 {
+			must(t, c.Put(keys[i], []byte(keys[i]), int64(i+1)))
+		}
+	}
+	v, err := c.View(RevLatest)
+	must(t, err)
+	defer v.Close()
+	seen := 0
+	v.GetMany(keys, func(i int, kv *KV, err error) {
+		seen++
+		if i%3 == 0 {
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("%d: %v", i, err)
+			}
+			return
+		}
+		if err != nil || string(kv.Value) != keys[i] {
+			t.Fatalf("%d: %v %q", i, err, kv.Value)
+		}
+	})
+	if seen != len(keys) {
+		t.Fatal(seen)
+	}
+	var got []string
+	p, err := v.ListFunc(ListOptions{Prefix: "/m/", Limit: 10}, func(key, value []byte, kv *KV) {
+		got = append(got, string(key))
+		if string(value) != string(key) || kv.Version != 1 {
+			t.Fatalf("%s %s %+v", key, value, kv)
+		}
+	})
+	must(t, err)
+	if len(got) != 10 || got[0] != "/m/0001" || !p.More || p.Continue == "" {
+		t.Fatalf("%v %+v", got, p)
+	}
+}
