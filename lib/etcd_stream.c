@@ -100,8 +100,8 @@ long wci_b64_decode(const char *s, size_t n, unsigned char *out)
             if (pad || (v[j] = b64val(ch)) < 0)
                 return -1; /* bad character, or data after padding */
         }
-        uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-                     (uint32_t)v[3];
+        uint32_t x =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         out[o++] = (unsigned char)(x >> 16);
         if (pad < 2)
             out[o++] = (unsigned char)(x >> 8);
@@ -166,8 +166,8 @@ int wci_json_i64(const json_t *obj, const char *name, int64_t *out)
     return 0;
 }
 
-long wci_json_b64(const wci_alloc *al, const json_t *obj, const char *name,
-                  unsigned char **buf, size_t *cap)
+long wci_json_b64(const wci_alloc *al, const json_t *obj, const char *name, unsigned char **buf,
+                  size_t *cap)
 {
     const json_t *v = json_is_object(obj) ? json_object_get(obj, name) : NULL;
     if (!v)
@@ -353,8 +353,8 @@ static void apply_events(wci_ew *w, const json_t *evs)
             w->dups += j - i; /* sent again at a stream's start: already applied */
         } else if (r <= w->applied) {
             stop(w, WCI_EW_DIVERGED,
-                 "event of revision %lld arrived after revision %lld was applied",
-                 (long long)r, (long long)w->applied);
+                 "event of revision %lld arrived after revision %lld was applied", (long long)r,
+                 (long long)w->applied);
             return;
         } else {
             apply_group(w, evs, i, j, r, dels);

@@ -27,21 +27,21 @@ enum {
 
 typedef struct wci_ew {
     wcache_cache *c;
-    size_t max_msg;     /* longest message, newline excluded */
-    char *buf;          /* bytes of the message being received */
+    size_t max_msg; /* longest message, newline excluded */
+    char *buf;      /* bytes of the message being received */
     size_t len, cap;
     unsigned char *scratch; /* decoded key / value */
     size_t scap;
     wcache_batch *batch;
-    int64_t applied;    /* the cache's revision, as this stream left it */
-    int64_t floor;      /* the stream was opened from floor + 1 */
-    int64_t pending;    /* progress revision not yet confirmed, 0: none */
-    int created;        /* the server confirmed the watch */
-    int state;          /* WCI_EW_*: GO until the stream must end */
+    int64_t applied;     /* the cache's revision, as this stream left it */
+    int64_t floor;       /* the stream was opened from floor + 1 */
+    int64_t pending;     /* progress revision not yet confirmed, 0: none */
+    int created;         /* the server confirmed the watch */
+    int state;           /* WCI_EW_*: GO until the stream must end */
     int64_t compact_rev; /* from a cancel for compaction */
     /* counters (the transport adds them up) */
     uint64_t messages, events, revisions, progress_applied, progress_ignored, dups;
-    char err[200];      /* why the stream ended, for the log */
+    char err[200]; /* why the stream ended, for the log */
 } wci_ew;
 
 int wci_ew_init(wci_ew *w, wcache_cache *c, size_t max_msg); /* 0, -1 ENOMEM */
@@ -65,7 +65,7 @@ size_t wci_b64_encode(const void *p, size_t n, char *out);
 int wci_json_i64(const json_t *obj, const char *name, int64_t *out);
 /* A base64 field, decoded into a buffer grown as needed; absent is empty.
  * Returns the length or -1 (malformed, or out of memory). */
-long wci_json_b64(const wci_alloc *al, const json_t *obj, const char *name,
-                  unsigned char **buf, size_t *cap);
+long wci_json_b64(const wci_alloc *al, const json_t *obj, const char *name, unsigned char **buf,
+                  size_t *cap);
 
 #endif

@@ -269,7 +269,7 @@ static wcache_code post_json(wcache_etcd *s, size_t ep, const char *path, const 
             fail(s, rc, "%s%s: %s", s->eps[ep], path, curl_easy_strerror(res));
     } else if (status != 200) {
         rc = b.p && strstr(b.p, "required revision has been compacted") ? WCACHE_ECOMPACTED
-                                                                          : WCACHE_EHTTP;
+                                                                        : WCACHE_EHTTP;
         if (!blocking)
             fail(s, rc, "%s%s: HTTP %ld: %.200s", s->eps[ep], path, status, answer_text(&b));
     } else {
@@ -389,7 +389,8 @@ static wcache_code scan_next(scan *sc, wcache_kv *kv)
     if (kl <= 0 || vl < 0 || wci_json_i64(o, "create_revision", &kv->create_revision) != 0 ||
         wci_json_i64(o, "mod_revision", &kv->mod_revision) != 0 ||
         wci_json_i64(o, "version", &kv->version) != 0 || kv->create_revision < 1 ||
-        kv->mod_revision < kv->create_revision || kv->version < 1 || kv->mod_revision > sc->rev) {
+        kv->mod_revision < kv->create_revision || kv->version < 1 ||
+        kv->mod_revision > sc->rev) {
         fail(s, WCACHE_ECORRUPT, "range answer with a malformed key/value");
         return WCACHE_ECORRUPT;
     }
@@ -563,8 +564,7 @@ static wcache_code list_reconcile(wcache_etcd *s, wcache_batch *b)
         } else {
             rc = wcache_ingest_batch(s->c, b, lrev);
             if (rc != WCACHE_OK)
-                fail(s, rc, "re-list: batch at %lld: %s", (long long)lrev,
-                     wcache_strerror(rc));
+                fail(s, rc, "re-list: batch at %lld: %s", (long long)lrev, wcache_strerror(rc));
         }
     } else if (rc == WCACHE_OK && lrev > crev) {
         rc = wcache_ingest_progress(s->c, lrev);
@@ -574,8 +574,8 @@ static wcache_code list_reconcile(wcache_etcd *s, wcache_batch *b)
         atomic_fetch_sub(&s->relists, 1);
     }
     if (rc == WCACHE_OK)
-        wci_log(s->c, WCACHE_LOG_INFO, "etcd: re-listed at %lld: %zu changes",
-                (long long)lrev, wcache_batch_count(b));
+        wci_log(s->c, WCACHE_LOG_INFO, "etcd: re-listed at %lld: %zu changes", (long long)lrev,
+                wcache_batch_count(b));
     wcache_batch_clear(b);
     wci_free(s->al, cs.tok);
     wci_free(s->al, kb);
@@ -651,6 +651,8 @@ static int watch_once(wcache_etcd *s, int *healthy)
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, watch_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
     atomic_fetch_add(&s->connects, 1);
+    wci_log(s->c, WCACHE_LOG_DEBUG, "etcd: watch %s from revision %lld", s->eps[ep],
+            (long long)(w->applied + 1));
     CURLcode res = run_xfer(s, e);
     curl_easy_cleanup(e);
     curl_slist_free_all(hdrs);
@@ -699,8 +701,8 @@ static void *run(void *arg)
     }
     while (!atomic_load(&s->stop)) {
         if (need_list) {
-            wcache_code rc = wcache_cache_revision(s->c) == 0 ? list_load(s, b)
-                                                               : list_reconcile(s, b);
+            wcache_code rc =
+                wcache_cache_revision(s->c) == 0 ? list_load(s, b) : list_reconcile(s, b);
             if (rc == WCACHE_ESTOPPED || atomic_load(&s->stop))
                 break;
             if (rc != WCACHE_OK) {
