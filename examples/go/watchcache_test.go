@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -404,5 +405,31 @@ func TestGetManyAndListFunc(t *testing.T) {
 	must(t, err)
 	if len(got) != 10 || got[0] != "/m/0001" || !p.More || p.Continue == "" {
 		t.Fatalf("%v %+v", got, p)
+	}
+}
+
+// A forgotten view is freed by its finalizer (the safety net), after which
+// the cache closes.
+func TestFinalizerSafetyNet(t *testing.T) {
+	c, err := New(nil)
+	must(t, err)
+	must(t, c.Put("/k", nil, 1))
+	func() {
+		_, err := c.View(RevLatest) // dropped without Close
+		must(t, err)
+	}()
+	if err := c.Close(); !errors.Is(err, ErrBusy) {
+		t.Fatalf("close with a view open: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		if err := c.Close(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the finalizer never freed the view")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -4,7 +4,7 @@ use watchcache::{Cache, Error, ListOptions, WatchOptions, REV_LATEST};
 
 fn main() -> Result<(), Error> {
     let cache = Cache::new()?;
-    let mut watch = cache.watch(&WatchOptions { prefix: b"/pods/".to_vec(), ..Default::default() })?;
+    let watch = cache.watch(&WatchOptions { prefix: b"/pods/".to_vec(), ..Default::default() })?;
     let mut w = cache.writer()?; // the one writer; reads need only &cache
     w.put(b"/pods/web", b"v1", 10)?;
     w.put(b"/pods/db", b"v1", 11)?;

@@ -755,7 +755,9 @@ pub struct WatchOptions {
 /// A subscription.  `Send`, not `Sync`.
 pub struct Watch<'c> {
     w: NonNull<sys::wcache_watch>,
-    evs: Vec<sys::wcache_watch_event>,
+    // Scratch for wcache_watch_next; a RefCell since the reads take &self
+    // (so that a Stopper can borrow the watch meanwhile); Watch is !Sync.
+    evs: std::cell::RefCell<Vec<sys::wcache_watch_event>>,
     _cache: PhantomData<(&'c Cache, std::cell::Cell<()>)>,
 }
 
@@ -859,7 +861,7 @@ impl<'c> Watch<'c> {
         rc(unsafe { sys::wcache_watch_open(cache.raw(), &opts, &mut raw) })?;
         Ok(Watch {
             w: NonNull::new(raw).ok_or(Error::NoMemory)?,
-            evs: Vec::with_capacity(WATCH_BATCH),
+            evs: std::cell::RefCell::new(Vec::with_capacity(WATCH_BATCH)),
             _cache: PhantomData,
         })
     }
@@ -876,10 +878,11 @@ impl<'c> Watch<'c> {
         Stopper { w: self.w, _watch: PhantomData }
     }
 
-    fn take(&mut self, timeout: Option<Duration>) -> Result<Vec<Event>> {
+    fn take(&self, timeout: Option<Duration>) -> Result<Vec<Event>> {
         let mut n = 0usize;
         let w = self.w.as_ptr();
-        let evs = self.evs.as_mut_ptr();
+        let mut buf = self.evs.borrow_mut();
+        let evs = buf.as_mut_ptr();
         // SAFETY: the watch's thread (&mut self); evs has WATCH_BATCH room.
         let code = unsafe {
             match timeout {
@@ -900,12 +903,12 @@ impl<'c> Watch<'c> {
     /// Up to 128 deliveries without blocking (empty when none is ready).
     /// Once the watch has ended and its queue is drained, the reason:
     /// `Overflow`, `Compacted`, `Stopped`.
-    pub fn next_batch(&mut self) -> Result<Vec<Event>> {
+    pub fn next_batch(&self) -> Result<Vec<Event>> {
         self.take(None)
     }
 
     /// As `next_batch`, waiting up to `timeout` for one delivery.
-    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<Event>> {
+    pub fn wait(&self, timeout: Duration) -> Result<Vec<Event>> {
         self.take(Some(timeout))
     }
 }

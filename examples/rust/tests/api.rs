@@ -92,7 +92,7 @@ fn watch_events_and_stop() {
     let c = cache();
     let mut w = c.writer().unwrap();
     w.put(b"/w/a", b"1", 1).unwrap();
-    let mut watch = c
+    let watch = c
         .watch(&WatchOptions {
             prefix: b"/w/".to_vec(),
             initial_events: true,
@@ -118,11 +118,15 @@ fn watch_events_and_stop() {
     // Events own their reference: they may outlive the batch and move.
     let last = got.pop().unwrap();
     std::thread::spawn(move || assert_eq!(last.revision(), 101)).join().unwrap();
+    // Another thread stops the watch while this one waits on it.
     let s = watch.stopper();
     std::thread::scope(|sc| {
-        sc.spawn(|| s.stop());
+        sc.spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            s.stop()
+        });
+        assert_eq!(watch.wait(Duration::from_secs(10)).err(), Some(Error::Stopped));
     });
-    assert_eq!(watch.wait(Duration::from_secs(5)).err(), Some(Error::Stopped));
     assert!(watch.fd() >= 0);
 }
 
@@ -130,7 +134,7 @@ fn watch_events_and_stop() {
 fn watch_overflow() {
     let c = cache();
     let mut w = c.writer().unwrap();
-    let mut watch = c.watch(&WatchOptions { queue_size: 4, ..Default::default() }).unwrap();
+    let watch = c.watch(&WatchOptions { queue_size: 4, ..Default::default() }).unwrap();
     for i in 1..=100 {
         w.put(b"/k", b"", i).unwrap();
     }
