@@ -188,9 +188,11 @@ int wci_jsonpath_scan(char *const *path, size_t npath, const char *json, size_t 
         return 0; /* jansson takes only an object or an array at the top */
     int rc = jvalue(&s, 0, 0);
     jws(&s);
-    if (rc == J_JANSSON)
-        return rc;
-    if (rc != 0 || s.p != s.end || !s.hit)
+    /* Text it finds broken goes to jansson too: jansson has leniencies of
+     * its own (it stops at a NUL byte), and its answer is the contract. */
+    if (rc != 0 || s.p != s.end)
+        return J_JANSSON;
+    if (!s.hit)
         return 0;
     *out = s.hit;
     *olen = s.hitlen;
