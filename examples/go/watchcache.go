@@ -214,7 +214,8 @@ func (c *Cache) werr(op string, rc C.wcache_code) error {
 
 // Close stops and closes the cache's watches, then frees the cache.  It
 // fails with ErrBusy while views or batches are open.  Closing twice is a
-// no-op.
+// no-op.  As in C, no other call on the cache may run concurrently with
+// Close or follow it.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	if c.closed {
