@@ -334,8 +334,23 @@ run-unit: tests
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full \
     --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-origins=yes \
     $(if $(wildcard tests/valgrind.supp),--suppressions=tests/valgrind.supp)
+# Valgrind runs one process per suite, VALGRIND_JOBS at a time: it
+# serialises threads, so one suite keeps one core busy and a 2-core box
+# halves the pass by running two.  Logs: build/VARIANT/valgrind/.
+VALGRIND_JOBS ?= 2
+VG_SEL = $(or $(VALGRIND_SUITES),$(SUITES))
+vg_pick = $(if $(VG_SEL),$(filter $(VG_SEL),$(1)),$(1))
+VG_PAIRS = $(foreach n,$(call vg_pick,$(PUB_SUITE_NAMES)),$(CHECK_PUBLIC):$(n)) \
+    $(if $(CHECK_INTERNAL),$(foreach n,$(call vg_pick,$(WB_SUITE_NAMES)),$(CHECK_INTERNAL):$(n)))
 check-valgrind-run: tests
-	$(call run-runners,CK_FORK=no WCACHE_VALGRIND=1 $(VALGRIND),$(or $(VALGRIND_SUITES),$(SUITES)))
+	@d=$(B)/valgrind; rm -rf $$d; mkdir -p $$d; \
+	printf '%s\n' $(VG_PAIRS) | xargs -P $(VALGRIND_JOBS) -I{} sh -c \
+	    't=$${1%%:*}; s=$${1##*:}; l=$$2/$$(basename $$t)-$$s; \
+	     env CK_RUN_SUITE=$$s CK_FORK=no WCACHE_VALGRIND=1 $(VALGRIND) ./$$t >$$l.log 2>&1 \
+	     || touch $$l.failed' _ {} $$d; \
+	for f in $$d/*.log; do echo "== valgrind $$f"; cat $$f; done; \
+	if ls $$d/*.failed >/dev/null 2>&1; then \
+	    echo "valgrind failed: $$(cd $$d && ls *.failed | sed 's/.failed//' | tr '\n' ' ')"; exit 1; fi
 .PHONY: check-valgrind-run
 
 # --- fuzzing -------------------------------------------------------------------
