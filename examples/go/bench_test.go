@@ -199,6 +199,11 @@ func TestCPUCost(t *testing.T) {
 	must(t, err)
 	defer v.Close()
 	buf := make([]byte, 0, benchValue)
+	fmt.Printf("cgo_call\t%.1f\n", cpuMeasure(secs, func(i int) {
+		if versionNumber() == 0 {
+			t.Fatal("version")
+		}
+	}))
 	fmt.Printf("get\t%.1f\n", cpuMeasure(secs, func(i int) {
 		kv, err := v.Get(order[i%benchN])
 		if err != nil || len(kv.Value) != benchValue {

@@ -751,3 +751,9 @@ func (c *Cache) SnapshotRestore(path string) (SnapshotInfo, error) {
 	}
 	return goInfo(&info), nil
 }
+
+// Version is the library's version string (wcache_version_string).
+func Version() string { return C.GoString(C.wcache_version_string()) }
+
+// versionNumber is one bare cgo call: the benchmark's floor.
+func versionNumber() uint { return uint(C.wcache_version_number()) }
