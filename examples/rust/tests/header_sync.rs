@@ -141,7 +141,12 @@ fn every_header_function_is_declared_alike() {
             problems.push(format!("{}: in src/sys.rs, not in the header", name));
         }
     }
-    assert!(problems.is_empty(), "out of sync:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "examples/rust/src/sys.rs is out of sync with include/watchcache.h (declare a new \
+         function there, or list it in NOT_BOUND in this file with the reason):\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
