@@ -100,7 +100,7 @@ mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 {
     echo "# watchcache core benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "# machine: $(nproc) CPUs, $cpu, $mem; $(uname -sr)"
-    echo "# commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "# commit: $(git describe --always --dirty 2>/dev/null || echo unknown) (the tree make built the lib from)"
     echo "# c:  $build/bench_core -t $secs N"
     echo "# go: $build/go-btree -secs $secs N   ($(go version | cut -d' ' -f3), google/btree 1.0.0)"
     printf 'impl\tmetric\tN\tvalue\tunit\n'
