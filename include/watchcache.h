@@ -65,11 +65,11 @@ typedef enum wcache_code {
     WCACHE_ECOMPACTED = 4,  /* revision is below the compacted revision (HTTP 410) */
     WCACHE_EFUTURE = 5,     /* revision is above the cache's current revision */
     WCACHE_ETIMEDOUT = 6,   /* waited for a revision and gave up (HTTP 504) */
-    WCACHE_ENOTREADY = 7,   /* the cache is not open / not yet synced */
+    WCACHE_ENOTREADY = 7,   /* not yet synced / no source to ask (fresh reads) */
     WCACHE_ESTOPPED = 8,    /* the cache or subscription was stopped */
     WCACHE_EOVERFLOW = 9,   /* a watcher's queue overflowed; it must re-list */
     WCACHE_EORDER = 10,     /* an event's revision is not above the current one */
-    WCACHE_ECORRUPT = 11,   /* damaged input: snapshot, token, stream message */
+    WCACHE_ECORRUPT = 11,   /* damaged input: snapshot, stream message */
     WCACHE_EVERSION = 12,   /* input of an unsupported format version */
     WCACHE_EZSTD = 13,      /* the zstd codec failed */
     WCACHE_EHTTP = 14,      /* an HTTP peer answered with an error status */
@@ -78,7 +78,7 @@ typedef enum wcache_code {
     WCACHE_ERECURSIVE = 17, /* called from inside one of this handle's callbacks */
     WCACHE_EBUSY = 18,      /* resource exhausted (reader slots) or handle in use */
     WCACHE_ESTATE = 19,     /* call not allowed in the handle's current state */
-    WCACHE_EBADTOKEN = 20,  /* a continue token is malformed, forged or mismatched */
+    WCACHE_EBADTOKEN = 20,  /* a continue token is malformed, altered or mismatched */
     WCACHE_ETOOBIG = 21,    /* a key, value or message is over its configured limit */
     WCACHE_EEXIST = 22,     /* the key is present twice in one batch */
     WCACHE_CODE_LAST        /* never use: one past the last code */
@@ -159,7 +159,11 @@ typedef enum wcache_param {
      * (0 = no count bound).  Default 0.  Range 0 .. 2^40. */
     WCACHE_P_RETAIN_REVISIONS = 1,
     /* Keep revisions younger than this many seconds readable (0 = no age
-     * bound).  Default 75, the Kubernetes watch cache's event window. */
+     * bound).  Default 75, the Kubernetes watch cache's event window.
+     * Range 0 .. 2^32.  A revision stays readable while either bound wants
+     * it; with both at 0 nothing is compacted automatically.  The count
+     * bound counts revision numbers, not events.  Automatic compaction runs
+     * inside ingest calls, in steps of 1/64 of the count bound. */
     WCACHE_P_RETAIN_SECONDS = 2,
     /* 1: compact automatically after ingest when a bound is exceeded;
      * 0: only wcache_cache_compact() compacts.  Default 1. */
@@ -355,10 +359,12 @@ WCACHE_API WCACHE_NODISCARD wcache_code wcache_batch_create(wcache_cache *c,
 /* Free a batch; accepts NULL.  One thread at a time.  Since: 0.1 */
 WCACHE_API void wcache_batch_free(wcache_batch *b);
 
-/* Empty a batch for reuse, keeping its memory.  Since: 0.1 */
+/* Empty a batch for reuse, keeping its memory.  Thread safety: the
+ * batch's thread.  Since: 0.1 */
 WCACHE_API void wcache_batch_clear(wcache_batch *b);
 
-/* Number of operations in the batch.  Since: 0.1 */
+/* Number of operations in the batch.  Thread safety: the batch's thread.
+ * Since: 0.1 */
 WCACHE_API size_t wcache_batch_count(const wcache_batch *b);
 
 /*
@@ -448,16 +454,20 @@ WCACHE_API WCACHE_NODISCARD wcache_code wcache_view_create(wcache_cache *c, wcac
  */
 WCACHE_API wcache_code wcache_view_begin(wcache_view *v, int64_t rev);
 
-/* The revision the view is pinned at, or 0 when not pinned.  Since: 0.1 */
+/* The revision the view is pinned at, or 0 when not pinned (or pinned at
+ * the latest revision of a cache that never applied anything).
+ * Thread safety: the view's thread.  Since: 0.1 */
 WCACHE_API int64_t wcache_view_revision(const wcache_view *v);
 
 /*
  * @brief Unpin the view.  Every pointer borrowed from it becomes invalid.
- *        Ending an unpinned view is a no-op.  Since: 0.1
+ *        Ending an unpinned view is a no-op.
+ * Thread safety: the view's thread (any thread may be it).  Since: 0.1
  */
 WCACHE_API void wcache_view_end(wcache_view *v);
 
-/* End and free a view; accepts NULL.  Since: 0.1 */
+/* End and free a view; accepts NULL.  Thread safety: the view's thread.
+ * Since: 0.1 */
 WCACHE_API void wcache_view_free(wcache_view *v);
 
 /*
@@ -521,9 +531,10 @@ WCACHE_API wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *
                                         wcache_list_result *res);
 
 /*
- * @brief Count live keys of a range at the view's revision (O(range)).
+ * @brief Count live keys of a range at the view's revision (O(range)); with
+ *        a token, the keys after it.
  * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_EBADTOKEN, WCACHE_ESTATE.
- * Since: 0.1
+ * Thread safety: the view's thread.  Since: 0.1
  */
 WCACHE_API wcache_code wcache_view_count(wcache_view *v, const wcache_list_opts *opts,
                                          uint64_t *count);
