@@ -26,11 +26,11 @@ awk -F'\t' '
     { r[$1] = $2 }
     END {
         printf "%-14s %10s %10s %7s %10s %7s\n", "CPU ns/call", "C", "Go", "Go/C", "Rust", "Rust/C"
-        n = split("cgo_call get get_append get_many get_borrowed list100 list100_func", m, " ")
+        n = split("cgo_call get get_append get_many get_borrowed list100 list100_func get_raw_ffi get_safe_same_run", m, " ")
         for (i = 1; i <= n; i++) {
             k = m[i]; base = (k ~ /^get/) ? "get" : "list100"
             if (k == "get_borrowed") base = k
-            if (k == "cgo_call") base = "none"
+            if (k == "cgo_call" || k ~ /_ffi$|_run$/) base = "none"
             cv = c[base]
             printf "%-14s %10s %10s %7s %10s %7s\n", k, (k in c) ? c[k] : "", (k in g) ? g[k] : "",
                 (k in g && cv) ? sprintf("%.2f", g[k] / cv) : "", (k in r) ? r[k] : "",
@@ -38,5 +38,7 @@ awk -F'\t' '
         }
         print "(cgo_call: one bare cgo call, the floor of every Go call;"
         print " get_append, get_many: Go against C get, which copies the value too;"
-        print " list100_func: Go ListFunc, no copies, against C list100)"
+        print " list100_func: Go ListFunc, no copies, against C list100;"
+        print " get_raw_ffi / get_safe_same_run: Rust, the raw extern call and the safe"
+        print " View::get alternating in one process, the noise-free overhead ratio)"
     }' bench/build/bindings-c.tsv bench/build/bindings-go.tsv bench/build/bindings-rust.tsv

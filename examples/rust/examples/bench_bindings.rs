@@ -90,6 +90,34 @@ fn main() {
         black_box(v.get(&keys[order[i % N]]).unwrap().value().len());
     });
     println!("get_borrowed\t{:.1}", get_b);
+    // The same GET through the raw declaration, in this process, runs
+    // alternating with the safe one: the safe layer's own cost, free of
+    // the noise between processes.
+    let (mut safe, mut raw) = (f64::MAX, f64::MAX);
+    let raw_view = v.as_ptr();
+    for _ in 0..5 {
+        safe = safe.min(measure(secs / 5.0, |i| {
+            black_box(v.get(&keys[order[i % N]]).unwrap().value().len());
+        }));
+        raw = raw.min(measure(secs / 5.0, |i| {
+            let k = &keys[order[i % N]];
+            let mut kv = std::mem::MaybeUninit::<watchcache::sys::wcache_kv>::uninit();
+            // SAFETY: the view is pinned and used by this thread only.
+            let rc = unsafe {
+                watchcache::sys::wcache_view_get(
+                    raw_view,
+                    k.as_ptr().cast(),
+                    k.len(),
+                    kv.as_mut_ptr(),
+                )
+            };
+            assert_eq!(rc, 0);
+            // SAFETY: written by the successful call.
+            black_box(unsafe { kv.assume_init() }.value_len);
+        }));
+    }
+    println!("get_raw_ffi\t{:.1}", raw);
+    println!("get_safe_same_run\t{:.1}", safe);
     let list = measure(secs, |i| {
         let o = ListOptions { start: &keys[order[i % N]], ..Default::default() };
         black_box(v.list(&o, PAGE).unwrap().items.len());

@@ -556,6 +556,12 @@ impl<'c> View<'c> {
         self.begin_raw(rev)
     }
 
+    /// The C handle, for calls this binding does not wrap.  It stays owned
+    /// by the view; the C rules of wcache_view apply to its use.
+    pub fn as_ptr(&self) -> *mut sys::wcache_view {
+        self.v.as_ptr()
+    }
+
     /// The revision the view is pinned at.
     pub fn revision(&self) -> i64 {
         // SAFETY: the view's thread.
