@@ -130,13 +130,13 @@ table "$tsv" | tee "$out/$stamp-table.txt"
 
 # --- plot: cost per operation against N (lower is better) ------------------
 if command -v gnuplot >/dev/null; then
+    # columns: N, then C and Go each: update ns, GET ns, LIST ns, RSS/raw
     dat=$build/plot.dat
     awk -F'\t' '
         $2 == "update_rate"       { u[$1, $3] = 1e9 / $4 }
         $2 == "get_1t_view_open"  { gt[$1, $3] = 1e9 / $4 }
         $2 == "list_old_rev"      { l[$1, $3] = $4 }
         $2 == "rss_over_raw"      { r[$1, $3] = $4 }
-        $2 == "load_put_rate"     { p[$1, $3] = 1e9 / $4 }
         { if (!($3 in seen)) { seen[$3] = 1; ns[++nn] = $3 } }
         END {
             for (j = 1; j <= nn; j++) {
@@ -144,9 +144,9 @@ if command -v gnuplot >/dev/null; then
                 printf "%s", n
                 split("c go", im, " ")
                 for (k = 1; k <= 2; k++) { i = im[k]
-                    printf " %s %s %s %s %s", (((i, n) in u) ? u[i, n] : "NaN"),
+                    printf " %s %s %s %s", (((i, n) in u) ? u[i, n] : "NaN"),
                         (((i, n) in gt) ? gt[i, n] : "NaN"), (((i, n) in l) ? l[i, n] : "NaN"),
-                        (((i, n) in r) ? r[i, n] : "NaN"), (((i, n) in p) ? p[i, n] : "NaN") }
+                        (((i, n) in r) ? r[i, n] : "NaN") }
                 printf "\n"
             }
         }' <(best_rows "$tsv") | sort -n >"$dat"
@@ -163,24 +163,24 @@ set title "update: ns per event (10,000 revisions kept)"
 set ylabel "ns/event"
 set logscale y
 plot "$dat" using 1:2 with linespoints lw 2 title "C watchcache", \
-     "" using 1:7 with linespoints lw 2 title "Go btree", \
+     "" using 1:6 with linespoints lw 2 title "Go btree", \
      500 with lines dt 2 title "target 2M events/s"
 set title "GET: ns per GET, 1 thread, view kept open"
 set ylabel "ns/GET"
 plot "$dat" using 1:3 with linespoints lw 2 title "C watchcache", \
-     "" using 1:8 with linespoints lw 2 title "Go btree", \
+     "" using 1:7 with linespoints lw 2 title "Go btree", \
      200 with lines dt 2 title "target 5M GET/s"
 set title "LIST: ns per item at an old revision in the window"
 set ylabel "ns/item"
 plot "$dat" using 1:4 with linespoints lw 2 title "C watchcache", \
-     "" using 1:9 with linespoints lw 2 title "Go btree", \
+     "" using 1:8 with linespoints lw 2 title "Go btree", \
      20 with lines dt 2 title "target 20 ns/item"
 set title "memory: peak RSS / raw key+value bytes"
 set ylabel "RSS / raw"
 unset logscale y
 set yrange [0:*]
 plot "$dat" using 1:5 with linespoints lw 2 title "C watchcache", \
-     "" using 1:10 with linespoints lw 2 title "Go btree", \
+     "" using 1:9 with linespoints lw 2 title "Go btree", \
      1.15 with lines dt 2 title "target 1.15"
 unset multiplot
 EOF
