@@ -70,10 +70,13 @@ struct wcache_watch {
     wci_iter iit;
     struct wci_ixmatch *im; /* INITIAL by index value: the matches, sorted */
     size_t imn, impos, imcap;
-    /* queue: producer holds wmu, consumer is the watch's thread */
+    /* queue: producer holds wmu, consumer is the watch's thread.  The
+     * consumer's index and the producer's fields sit on different cache
+     * lines, so a push and a pop do not bounce one line between cores. */
     wci_qslot *q;
     uint32_t qcap;
-    _Atomic uint64_t qhead, qtail;
+    _Alignas(64) _Atomic uint64_t qhead;
+    _Alignas(64) _Atomic uint64_t qtail;
     _Atomic int end_code;
     _Atomic int armed;
     int efd;
