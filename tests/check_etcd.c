@@ -159,13 +159,35 @@ static size_t tbuf_write(char *d, size_t sz, size_t nm, void *ud)
 }
 
 /* POST body to base+path; the parsed answer (NULL on failure), *status. */
+/* TLS material and auth token of the test's own requests ("" when none). */
+static char TLS_DIR[300];
+static char TOKEN[300];
+
+static void tls_opts(CURL *e)
+{
+    static char ca[400], cert[400], key[400];
+    if (!TLS_DIR[0])
+        return;
+    snprintf(ca, sizeof ca, "%s/ca.pem", TLS_DIR);
+    snprintf(cert, sizeof cert, "%s/client.pem", TLS_DIR);
+    snprintf(key, sizeof key, "%s/client-key.pem", TLS_DIR);
+    curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(e, CURLOPT_SSLCERT, cert);
+    curl_easy_setopt(e, CURLOPT_SSLKEY, key);
+}
+
 static json_t *post(const char *base, const char *path, const char *body, long *status)
 {
-    char url[1024];
+    char url[1024], auth[400];
     snprintf(url, sizeof url, "%s%s", base, path);
     CURL *e = curl_easy_init();
     tbuf b = {0};
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    if (TOKEN[0]) {
+        snprintf(auth, sizeof auth, "Authorization: %s", TOKEN);
+        h = curl_slist_append(h, auth);
+    }
+    tls_opts(e);
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
@@ -180,7 +202,11 @@ static json_t *post(const char *base, const char *path, const char *body, long *
     curl_slist_free_all(h);
     if (status)
         *status = rc == CURLE_OK ? st : -1;
+    if (rc != CURLE_OK && getenv("WCACHE_ETCD_LOG"))
+        fprintf(stderr, "post %s: %s\n", url, curl_easy_strerror(rc));
     json_t *j = b.p ? json_loads(b.p, 0, NULL) : NULL;
+    if ((!j || st != 200) && getenv("WCACHE_ETCD_LOG"))
+        fprintf(stderr, "post %s: HTTP %ld, %.300s\n", url, st, b.p ? b.p : "(no body)");
     free(b.p);
     return j;
 }
@@ -736,13 +762,49 @@ END_TEST
 /* a real etcd                                                         */
 /* ------------------------------------------------------------------ */
 
-static char EDIR[256];
+static char EDIR[400];
 static char EPS[640]; /* ETCD_ENDPOINTS */
 static char EP[640];  /* the first endpoint */
 static int ETCD_OK;
 static pid_t RESTARTED;
 
 static int64_t T_UP;
+
+/*
+ * Every etcd of a test case lives under BASE, made by an unchecked fixture
+ * in the runner's process: its teardown runs even when a test failed (a
+ * failing test's own teardown does not run in Check's fork mode), so no
+ * member outlives the run.  etcd's files go to tmpfs when there is one.
+ */
+static char BASE[256];
+
+static void base_up(void)
+{
+    const char *tmp = getenv("WCACHE_ETCD_TMPDIR");
+    struct stat sb;
+    if (!tmp)
+        tmp = stat("/dev/shm", &sb) == 0 && access("/dev/shm", W_OK) == 0 ? "/dev/shm"
+              : getenv("TMPDIR")                                          ? getenv("TMPDIR")
+                                                                          : "/tmp";
+    snprintf(BASE, sizeof BASE, "%s/wcache-etcd-XXXXXX", tmp);
+    if (!mkdtemp(BASE))
+        BASE[0] = 0;
+}
+
+static void base_down(void)
+{
+    if (!BASE[0])
+        return;
+    char cmd[1024];
+    snprintf(
+        cmd, sizeof cmd,
+        "for d in '%s'/etcd-*; do [ -f \"$d/pids\" ] && tests/peers/etcd-local stop \"$d\";"
+        " done >/dev/null 2>&1; rm -rf '%s'",
+        BASE, BASE);
+    if (system(cmd) != 0)
+        fprintf(stderr, "check_etcd: cleanup of %s failed\n", BASE);
+    BASE[0] = 0;
+}
 
 static void etcd_up_n(int members);
 static void etcd_up(void)
@@ -754,21 +816,71 @@ static void etcd_up3(void)
     etcd_up_n(3);
 }
 
+/* A CA, a server certificate for 127.0.0.1 and a client certificate,
+ * made by openssl in dir (EC keys: fast).  The server certificate is for
+ * client use too: etcd's gateway dials its own gRPC server with it. */
+static int make_certs(const char *dir)
+{
+    char cmd[4096];
+    const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    snprintf(
+        cmd, sizeof cmd,
+        "set -e; cd '%s'; exec 2>openssl.log;"
+        "openssl req -x509 %s -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=wcache-ca;"
+        "printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >s.cnf;"
+        "openssl req %s -keyout server-key.pem -out s.csr -subj /CN=127.0.0.1;"
+        "openssl x509 -req -in s.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial "
+        "-out server.pem -days 2 -extfile s.cnf;"
+        "printf 'extendedKeyUsage=clientAuth\n' >c.cnf;"
+        "openssl req %s -keyout client-key.pem -out c.csr -subj /CN=wcache-client;"
+        "openssl x509 -req -in c.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial "
+        "-out client.pem -days 2 -extfile c.cnf",
+        dir, ec, ec, ec);
+    return system(cmd) == 0;
+}
+
+static int TLS_CLIENT_AUTH;
+
+static void etcd_up_tls(void)
+{
+    char d[300];
+    snprintf(d, sizeof d, "%.256s/tls-XXXXXX", BASE);
+    ck_assert_ptr_nonnull(mkdtemp(d));
+    snprintf(TLS_DIR, sizeof TLS_DIR, "%s", d);
+    if (!make_certs(TLS_DIR)) {
+        fprintf(stderr, "check_etcd: SKIPPED TLS: openssl could not make certificates\n");
+        ETCD_OK = 0;
+        return;
+    }
+    setenv("ETCD_LOCAL_TLS_DIR", TLS_DIR, 1);
+    setenv("ETCD_LOCAL_TLS_NO_CLIENT_AUTH", TLS_CLIENT_AUTH ? "0" : "1", 1);
+    etcd_up_n(1);
+    unsetenv("ETCD_LOCAL_TLS_DIR");
+    unsetenv("ETCD_LOCAL_TLS_NO_CLIENT_AUTH");
+}
+
+static void etcd_up_tls_certs(void)
+{
+    TLS_CLIENT_AUTH = 1;
+    etcd_up_tls();
+}
+
+static void etcd_up_tls_token(void)
+{
+    TLS_CLIENT_AUTH = 0;
+    etcd_up_tls();
+}
+
+static void etcd_down_tls(void);
+
 static void etcd_up_n(int members)
 {
     T_UP = now_ms();
     ETCD_OK = 0;
     EPS[0] = EP[0] = 0;
     RESTARTED = 0;
-    /* etcd fsyncs every write: on tmpfs that costs nothing, which makes
-     * the runs several times faster (3.4 has no --unsafe-no-fsync). */
-    const char *tmp = getenv("WCACHE_ETCD_TMPDIR");
-    struct stat sb;
-    if (!tmp)
-        tmp = stat("/dev/shm", &sb) == 0 && access("/dev/shm", W_OK) == 0 ? "/dev/shm"
-              : getenv("TMPDIR")                                          ? getenv("TMPDIR")
-                                                                          : "/tmp";
-    snprintf(EDIR, sizeof EDIR, "%s/wcache-etcd-XXXXXX", tmp);
+    ck_assert_msg(BASE[0], "no base directory");
+    snprintf(EDIR, sizeof EDIR, "%.256s/etcd-XXXXXX", BASE);
     ck_assert_ptr_nonnull(mkdtemp(EDIR));
     setenv("ETCD_LOCAL_EXTRA_ARGS", "--experimental-watch-progress-notify-interval 1s", 1);
     char cmd[1024];
@@ -824,6 +936,7 @@ static int healthy(void)
     char url[800];
     tbuf b = {0};
     snprintf(url, sizeof url, "%s/health", EP);
+    tls_opts(e);
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, tbuf_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
@@ -1140,6 +1253,7 @@ static json_t *etcd_history(int64_t from, int64_t until)
     char url[800];
     snprintf(url, sizeof url, "%s/v3/watch", EP);
     CURL *c = curl_easy_init();
+    tls_opts(c);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, hist_write);
@@ -1596,6 +1710,121 @@ START_TEST(etcd_leader_kill)
 }
 END_TEST
 
+static void etcd_down_tls(void)
+{
+    etcd_down();
+    TOKEN[0] = 0;
+    if (TLS_DIR[0]) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%.300s'", TLS_DIR);
+        if (system(cmd) != 0)
+            fprintf(stderr, "check_etcd: cleanup of %s failed\n", TLS_DIR);
+        TLS_DIR[0] = 0;
+    }
+}
+
+static wcache_etcd *ERR_SRC;
+static int failed_tls(void *ud)
+{
+    (void)ud;
+    wcache_etcd_stats st = {.size = sizeof st};
+    return wcache_etcd_stat(ERR_SRC, &st) == WCACHE_OK && st.errors >= 1;
+}
+
+/* A source over TLS with client certificates and an auth token. */
+static wcache_code tls_source(wcache_cache **c, wcache_etcd **s, int with_ca, int with_cert,
+                              int with_token)
+{
+    char ca[400], cert[400], key[400];
+    snprintf(ca, sizeof ca, "%s/ca.pem", TLS_DIR);
+    snprintf(cert, sizeof cert, "%s/client.pem", TLS_DIR);
+    snprintf(key, sizeof key, "%s/client-key.pem", TLS_DIR);
+    ck_assert_ok(wcache_cache_create(c, NULL));
+    ck_assert_ok(wcache_cache_set_param(*c, WCACHE_P_RETAIN_SECONDS, 0));
+    wcache_etcd_opts o = {
+        .size = sizeof o, .endpoints = EPS, .prefix = PFX, .prefix_len = strlen(PFX)};
+    o.ca_file = with_ca ? ca : NULL;
+    o.cert_file = with_cert ? cert : NULL;
+    o.key_file = with_cert ? key : NULL;
+    o.auth_token = with_token ? TOKEN : NULL;
+    o.backoff_min_ms = 20;
+    o.backoff_max_ms = 200;
+    ck_assert_ok(wcache_etcd_create(s, *c, &o));
+    ck_assert_ok(wcache_cache_open(*c));
+    return wcache_etcd_start(*s);
+}
+
+/* Refused as configured: the source keeps retrying and never syncs. */
+static void expect_refused(int with_ca, int with_cert, int with_token, int code)
+{
+    wcache_cache *c;
+    wcache_etcd *s;
+    ck_assert_ok(tls_source(&c, &s, with_ca, with_cert, with_token));
+    ERR_SRC = s;
+    ck_assert(wait_for(failed_tls, NULL, 10000));
+    wcache_etcd_stats st = {.size = sizeof st};
+    ck_assert_ok(wcache_etcd_stat(s, &st));
+    ck_assert_int_eq(st.synced, 0);
+    ck_assert_int_eq(st.last_error, code);
+    wcache_etcd_free(s);
+    wcache_cache_close(c);
+}
+
+/* Lists, watches and answers consistent reads. */
+static void expect_works(wl *w, int with_cert, int with_token)
+{
+    wcache_cache *c;
+    wcache_etcd *s;
+    ck_assert_ok(tls_source(&c, &s, 1, with_cert, with_token));
+    wait_synced(s);
+    int64_t r0 = wcache_cache_compacted_revision(c);
+    for (int i = 0; i < 50; i++)
+        wl_step(w);
+    caught_up(c, w->last_in);
+    ck_assert_int_eq(compare_at(c, r0, 1) + compare_at(c, w->last_in, 1), 0);
+    int64_t cur;
+    ck_assert_ok(wcache_etcd_current_revision(s, &cur));
+    ck_assert_int_eq(cur, w->rev);
+    wcache_etcd_free(s);
+    wcache_cache_close(c);
+}
+
+START_TEST(etcd_tls_certs)
+{
+    if (!ETCD_OK)
+        return;
+    ck_assert_msg(strncmp(EP, "https://", 8) == 0, "etcd is not on https: %s", EP);
+    wl w = {.r = {tu_seed(0x7157)}};
+    for (int i = 0; i < 10; i++)
+        wl_put(&w, keyname(i));
+    expect_refused(0, 1, 0, WCACHE_ECURL); /* verification is on by default */
+    expect_refused(1, 0, 0, WCACHE_ECURL); /* the member wants a client certificate */
+    expect_works(&w, 1, 0);
+}
+END_TEST
+
+START_TEST(etcd_tls_token)
+{
+    if (!ETCD_OK)
+        return;
+    ck_assert_msg(strncmp(EP, "https://", 8) == 0, "etcd is not on https: %s", EP);
+    wl w = {.r = {tu_seed(0x70c3)}};
+    for (int i = 0; i < 10; i++)
+        wl_put(&w, keyname(i));
+    /* auth on: a root user, its token for everything after */
+    json_decref(etcd_call("/v3/auth/user/add", "{\"name\":\"root\",\"password\":\"pw\"}"));
+    json_decref(etcd_call("/v3/auth/role/add", "{\"name\":\"root\"}"));
+    json_decref(etcd_call("/v3/auth/user/grant", "{\"user\":\"root\",\"role\":\"root\"}"));
+    json_decref(etcd_call("/v3/auth/enable", "{}"));
+    json_t *a = etcd_call("/v3/auth/authenticate", "{\"name\":\"root\",\"password\":\"pw\"}");
+    ck_assert(json_is_string(json_object_get(a, "token")));
+    snprintf(TOKEN, sizeof TOKEN, "%s", json_string_value(json_object_get(a, "token")));
+    json_decref(a);
+    expect_refused(1, 0, 0, WCACHE_EHTTP); /* no token: etcd refuses the range */
+    expect_works(&w, 0, 1);
+}
+END_TEST
+
 Suite *etcd_suite(void)
 {
     Suite *su = suite_create("etcd");
@@ -1606,6 +1835,7 @@ Suite *etcd_suite(void)
     suite_add_tcase(su, tc);
     tc = tcase_create("real");
     tcase_set_timeout(tc, tu_timeout(240));
+    tcase_add_unchecked_fixture(tc, base_up, base_down);
     tcase_add_checked_fixture(tc, etcd_up, etcd_down);
     tcase_add_test(tc, etcd_differential);
     tcase_add_test(tc, etcd_kill_restart);
@@ -1613,8 +1843,21 @@ Suite *etcd_suite(void)
     suite_add_tcase(su, tc);
     tc = tcase_create("cluster");
     tcase_set_timeout(tc, tu_timeout(240));
+    tcase_add_unchecked_fixture(tc, base_up, base_down);
     tcase_add_checked_fixture(tc, etcd_up3, etcd_down);
     tcase_add_test(tc, etcd_leader_kill);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("tls");
+    tcase_set_timeout(tc, tu_timeout(120));
+    tcase_add_unchecked_fixture(tc, base_up, base_down);
+    tcase_add_checked_fixture(tc, etcd_up_tls_certs, etcd_down_tls);
+    tcase_add_test(tc, etcd_tls_certs);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("token");
+    tcase_set_timeout(tc, tu_timeout(120));
+    tcase_add_unchecked_fixture(tc, base_up, base_down);
+    tcase_add_checked_fixture(tc, etcd_up_tls_token, etcd_down_tls);
+    tcase_add_test(tc, etcd_tls_token);
     suite_add_tcase(su, tc);
     return su;
 }
