@@ -24,7 +24,7 @@ CHECK_PKGS=(clang libclang-rt-14-dev llvm valgrind binutils clang-format groff-b
 # Toolchains wanted by command rather than by package: "command:package".
 GO_CMDS=(go:golang-go)
 RUST_CMDS=(cargo:cargo rustc:rustc cargo-clippy:rust-clippy)
-CI_PKGS=(zstd etcd-server etcd-client gnuplot-nox curl ca-certificates git golang-go)
+CI_PKGS=(zstd etcd-server etcd-client openssl gnuplot-nox curl ca-certificates git golang-go)
 
 # The packages of the toolchains whose command is missing.
 by_command() {
