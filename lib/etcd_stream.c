@@ -279,12 +279,14 @@ static wcache_code add_event(wci_ew *w, const json_t *ev, int is_del)
     return rc;
 }
 
-static void apply_group(wci_ew *w, const json_t *evs, size_t i, size_t j, int64_t rev,
-                        const int *del)
+static void apply_group(wci_ew *w, const json_t *evs, size_t i, size_t j, int64_t rev)
 {
     wcache_batch_clear(w->batch);
     for (size_t k = i; k < j; k++) {
-        wcache_code rc = add_event(w, json_array_get(evs, k), del[k - i]);
+        const json_t *ev = json_array_get(evs, k);
+        const json_t *t = json_object_get(ev, "type");
+        int del = json_is_string(t) && strcmp(json_string_value(t), "DELETE") == 0;
+        wcache_code rc = add_event(w, ev, del); /* checked in pass 1 */
         if (rc == WCACHE_ENOMEM) {
             stop(w, WCI_EW_RECONNECT, "out of memory at revision %lld", (long long)rev);
             return;
@@ -313,8 +315,6 @@ static void apply_group(wci_ew *w, const json_t *evs, size_t i, size_t j, int64_
     }
 }
 
-#define GROUP_MAX 4096 /* events of one revision checked per pass */
-
 static void apply_events(wci_ew *w, const json_t *evs)
 {
     size_t n = json_array_size(evs);
@@ -333,19 +333,12 @@ static void apply_events(wci_ew *w, const json_t *evs)
         last = rev;
     }
     /* Pass 2: one batch per revision. */
-    int dels[GROUP_MAX];
     for (size_t i = 0; i < n && w->state == WCI_EW_GO;) {
-        int64_t r;
-        check_event(w, json_array_get(evs, i), &dels[0], &r);
+        int64_t r, r2 = 0;
+        wci_json_i64(json_object_get(json_array_get(evs, i), "kv"), "mod_revision", &r);
         size_t j = i + 1;
         for (; j < n; j++) {
-            int64_t r2;
-            if (j - i >= GROUP_MAX) {
-                stop(w, WCI_EW_FATAL, "more than %d events in revision %lld", GROUP_MAX,
-                     (long long)r);
-                return;
-            }
-            check_event(w, json_array_get(evs, j), &dels[j - i], &r2);
+            wci_json_i64(json_object_get(json_array_get(evs, j), "kv"), "mod_revision", &r2);
             if (r2 != r)
                 break;
         }
@@ -357,7 +350,7 @@ static void apply_events(wci_ew *w, const json_t *evs)
                  (long long)w->applied);
             return;
         } else {
-            apply_group(w, evs, i, j, r, dels);
+            apply_group(w, evs, i, j, r);
         }
         i = j;
     }
