@@ -75,8 +75,11 @@ struct wcache_watch {
      * lines, so a push and a pop do not bounce one line between cores. */
     wci_qslot *q;
     uint32_t qcap;
-    _Alignas(64) _Atomic uint64_t qhead;
-    _Alignas(64) _Atomic uint64_t qtail;
+    char pad0[64];
+    _Atomic uint64_t qhead;
+    char pad1[64 - sizeof(uint64_t)]; /* padding, not _Alignas: allocators
+                                         promise 16-byte alignment only */
+    _Atomic uint64_t qtail;
     _Atomic int end_code;
     _Atomic int armed;
     int efd;
