@@ -1088,6 +1088,15 @@ static void kill_and_restart(void)
     end = now_ms() + 30000;
     while (!healthy() && now_ms() < end)
         pause_ms(20);
+    if (!healthy()) { /* say why before failing: the directory goes with the run */
+        int st = 0;
+        pid_t gone = waitpid(c, &st, WNOHANG);
+        fprintf(stderr, "check_etcd: restarted member %s (exit status %d); log tail:\n",
+                gone == c ? "exited" : "is running but not healthy", gone == c ? st : 0);
+        snprintf(path, sizeof path, "tail -n 4 '%s/%s/etcd.log' >&2", EDIR, name);
+        if (system(path) != 0)
+            fprintf(stderr, "(no log)\n");
+    }
     ck_assert_msg(healthy(), "etcd did not come back after SIGKILL");
 }
 
