@@ -989,38 +989,6 @@ wcache_code wcache_view_count_index(wcache_view *v, int id, const void *value, s
 
 /* ---- LIST by value, with the key range and token rules of view_list ---- */
 
-typedef struct krange {
-    const char *lo, *hi, *prefix;
-    size_t lolen, hilen, plen;
-} krange;
-
-static wcache_code get_krange(const wcache_list_opts *o, krange *r)
-{
-    memset(r, 0, sizeof *r);
-    if (!o)
-        return WCACHE_OK;
-    if (o->size < sizeof *o || (!o->prefix && o->prefix_len) || (!o->start && o->start_len) ||
-        (!o->end && o->end_len) || (!o->token && o->token_len))
-        return WCACHE_EINVAL;
-    if (o->prefix_len) {
-        r->prefix = o->prefix;
-        r->plen = o->prefix_len;
-        return WCACHE_OK;
-    }
-    r->lo = o->start, r->lolen = o->start_len;
-    r->hi = o->end_len ? o->end : NULL, r->hilen = o->end_len;
-    return WCACHE_OK;
-}
-
-static bool in_krange(const krange *r, const wci_key *k)
-{
-    if (r->prefix)
-        return k->klen >= r->plen && !memcmp(k->key, r->prefix, r->plen);
-    if (r->lolen && wci_keycmp(k->key, k->klen, r->lo, r->lolen) < 0)
-        return false;
-    return !r->hi || wci_keycmp(k->key, k->klen, r->hi, r->hilen) < 0;
-}
-
 /* The range hash of view_list, bound to the index and the value: a token
  * of one node's pods cannot be replayed on another node. */
 static uint64_t index_hash(const wcache_list_opts *o, int id, const void *val, size_t len)
@@ -1030,13 +998,13 @@ static uint64_t index_hash(const wcache_list_opts *o, int id, const void *val, s
 }
 
 /* Keep only the matches in the range, in place. */
-static size_t filter(wci_ixmatch *m, size_t n, const krange *r)
+static size_t filter(wci_ixmatch *m, size_t n, const wci_range *r)
 {
-    if (!r->prefix && !r->lolen && !r->hi)
-        return n;
+    if (!r->lolen && !r->hi)
+        return n; /* every key (a prefix sets lolen) */
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (in_krange(r, m[i].k))
+        if (wci_range_has(r, m[i].k))
             m[k++] = m[i];
     return k;
 }
@@ -1087,9 +1055,9 @@ wcache_code wcache_view_list_index(wcache_view *v, int id, const void *value, si
     wcache_code rc = check_read(v, id, value, value_len);
     if (rc == WCACHE_OK && (!items || !cap || !res || res->size < sizeof *res))
         rc = WCACHE_EINVAL;
-    krange r;
+    wci_range r;
     if (rc == WCACHE_OK)
-        rc = get_krange(opts, &r);
+        rc = wci_range_parse(opts, &r);
     size_t n = 0, pos = 0;
     wci_ixmatch **m = &v->ixbuf;
     if (rc == WCACHE_OK)

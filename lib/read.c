@@ -137,16 +137,7 @@ wcache_code wcache_view_get(wcache_view *v, const void *key, size_t klen, wcache
 
 /* ---- ranges ---- */
 
-typedef struct range {
-    const char *lo;
-    size_t lolen;
-    const char *hi; /* exclusive; NULL: unbounded */
-    size_t hilen;
-    const char *prefix;
-    size_t plen;
-} range;
-
-static wcache_code get_range(const wcache_list_opts *o, range *r)
+wcache_code wci_range_parse(const wcache_list_opts *o, wci_range *r)
 {
     memset(r, 0, sizeof *r);
     if (!o)
@@ -170,15 +161,23 @@ static wcache_code get_range(const wcache_list_opts *o, range *r)
     return WCACHE_OK;
 }
 
-static bool in_range(const range *r, const wci_key *k)
+/* For a key reached by seeking to r->lo: only the end needs checking. */
+static bool below_end(const wci_range *r, const wci_key *k)
 {
     if (r->prefix)
         return k->klen >= r->plen && !memcmp(k->key, r->prefix, r->plen);
     return !r->hi || wci_keycmp(k->key, k->klen, r->hi, r->hilen) < 0;
 }
 
+bool wci_range_has(const wci_range *r, const wci_key *k)
+{
+    if (!r->prefix && r->lolen && wci_keycmp(k->key, k->klen, r->lo, r->lolen) < 0)
+        return false;
+    return below_end(r, k);
+}
+
 /* Iterator positioned at the range start, or just after a token's key. */
-static wcache_code start(wcache_view *v, const wcache_list_opts *o, const range *r,
+static wcache_code start(wcache_view *v, const wcache_list_opts *o, const wci_range *r,
                          wci_iter *it)
 {
     if (!o || !o->token_len) {
@@ -206,12 +205,12 @@ static wcache_code start(wcache_view *v, const wcache_list_opts *o, const range 
 }
 
 /* The next key in range visible at the view's revision. */
-static const wci_key *next_visible(wcache_view *v, const range *r, wci_iter *it,
+static const wci_key *next_visible(wcache_view *v, const wci_range *r, wci_iter *it,
                                    const wci_ver **w)
 {
     const wci_key *k;
     while ((k = wci_iter_next(it)) != NULL) {
-        if (!in_range(r, k))
+        if (!below_end(r, k))
             return NULL;
         if ((*w = wci_visible(k, v->rev)) != NULL)
             return k;
@@ -219,7 +218,7 @@ static const wci_key *next_visible(wcache_view *v, const range *r, wci_iter *it,
     return NULL;
 }
 
-static int64_t count_rest(wcache_view *v, const range *r, wci_iter *it)
+static int64_t count_rest(wcache_view *v, const wci_range *r, wci_iter *it)
 {
     int64_t n = 0;
     const wci_ver *w;
@@ -235,9 +234,9 @@ wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *o, wcache_k
         return WCACHE_EINVAL;
     if (!v->slot)
         return WCACHE_ESTATE;
-    range r;
+    wci_range r;
     wci_iter it;
-    wcache_code rc = get_range(o, &r);
+    wcache_code rc = wci_range_parse(o, &r);
     if (rc == WCACHE_OK)
         rc = start(v, o, &r, &it);
     if (rc != WCACHE_OK)
@@ -280,9 +279,9 @@ wcache_code wcache_view_count(wcache_view *v, const wcache_list_opts *o, uint64_
         return WCACHE_EINVAL;
     if (!v->slot)
         return WCACHE_ESTATE;
-    range r;
+    wci_range r;
     wci_iter it;
-    wcache_code rc = get_range(o, &r);
+    wcache_code rc = wci_range_parse(o, &r);
     if (rc == WCACHE_OK)
         rc = start(v, o, &r, &it);
     if (rc != WCACHE_OK)

@@ -299,6 +299,14 @@ void wci_fresh_wake(wcache_cache *c);
 
 /* read.c */
 const wci_ver *wci_visible(const wci_key *k, int64_t rev);
+/* The key range of a LIST: a prefix (lo is the prefix too), or [lo, hi). */
+typedef struct wci_range {
+    const char *lo, *hi, *prefix; /* hi NULL: unbounded */
+    size_t lolen, hilen, plen;
+} wci_range;
+/* opts NULL: every key.  WCACHE_EINVAL on a malformed opts. */
+wcache_code wci_range_parse(const wcache_list_opts *o, wci_range *r);
+bool wci_range_has(const wci_range *r, const wci_key *k);
 
 /* token.c */
 uint64_t wci_range_hash(const wcache_list_opts *o);
