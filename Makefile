@@ -5,6 +5,7 @@
 #   make check            everything CI runs; ends with "N passed, N failed"
 #   make check-long       longer fuzzing and stress (WCACHE_LONG=1)
 #   make check-asan | check-tsan | check-valgrind | check-meta | check-fuzz
+#   make check-gcs-node   the GCS test server against Google's Node client
 #   make check-style      clang-format --dry-run -Werror
 #   make bench            bench/run.sh (examples/go and examples/rust: make bench
 #                         there for the binding overhead, vs bench/bench_bindings.c)
@@ -402,6 +403,7 @@ check:
 	$(STEP) asan+ubsan $(MAKE) $(MFLAGS_SUB) VARIANT=asan run-unit
 	$(STEP) tsan $(MAKE) $(MFLAGS_SUB) VARIANT=tsan run-unit
 	$(STEP) valgrind $(MAKE) $(MFLAGS_SUB) check-valgrind-run
+	$(STEP) gcs-node tests/peers/gcs-node-check build/gcs-node
 	@for t in $(sort $(wildcard tests/meta/*.sh)); do \
 	    $(HARNESS) step meta/$$(basename $$t .sh) $(HARNESS) exec $$t; done
 	@for t in $(sort $(wildcard tests/cli/*.sh)); do \
@@ -424,6 +426,11 @@ check-meta: all tests
 check-cli: all
 	@set -e; for t in $(sort $(wildcard tests/cli/*.sh)); do echo "== $$t"; \
 	    PATH="$(CURDIR)/tools:$$PATH" $(HARNESS) exec $$t; done
+# The GCS stand-in (tests/peers/gcs-server.py) checked with Google's Node
+# client, installed once from npm into build/gcs-node.
+check-gcs-node:
+	tests/peers/gcs-node-check build/gcs-node
+.PHONY: check-gcs-node
 check-fuzz:
 	@set -e; for f in $(FUZZ_SRCS); do $(MAKE) $(MFLAGS_SUB) fuzz-run-$$(basename $$f .c); done
 
