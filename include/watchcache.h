@@ -81,6 +81,7 @@ typedef enum wcache_code {
     WCACHE_EBADTOKEN = 20,  /* a continue token is malformed, altered or mismatched */
     WCACHE_ETOOBIG = 21,    /* a key, value or message is over its configured limit */
     WCACHE_EEXIST = 22,     /* the key is present twice in one batch */
+    WCACHE_ENOTSUP = 23,    /* a URL scheme or feature this build does not support */
     WCACHE_CODE_LAST        /* never use: one past the last code */
 } wcache_code;
 
@@ -1258,6 +1259,300 @@ typedef struct wcache_snapshot_state {
 WCACHE_API wcache_code wcache_snapshot_tick(wcache_cache *c, const wcache_snapshot_policy *policy,
                                             wcache_snapshot_state *st, int64_t now_ms,
                                             int *written);
+
+/* ------------------------------------------------------------------------ */
+/* Snapshot stores: a local directory, S3, GCS                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A store holds snapshots as named objects: a local directory (file://),
+ * an S3-compatible bucket (s3://) or a Google Cloud Storage bucket (gs://).
+ * A store is opened from a URL whose path is the store's base: every key
+ * given to the functions below is relative to it ("" names the base itself,
+ * as `wcache push SNAP s3://b/one.wcsnap` does).  Snapshots of a source are
+ * laid out as BASE/<source identity>/<revision, 20 digits>.wcsnap so that
+ * the newest sorts last; wcache_store_snapshot_key() builds such a key.
+ * Uploads stream from the snapshot writer (a bounded buffer of parts, never
+ * the whole file); downloads stream with ranged GETs that resume after a
+ * broken transfer; transient failures (5xx, 429, timeouts, resets) are
+ * retried with exponential backoff and jitter; 4xx answers are not, and
+ * come back as WCACHE_EHTTP with the bucket, key and status in the errbuf.
+ * Credentials never appear in a log message or an errbuf.  The full text is
+ * in wcache_store(3).
+ */
+
+typedef struct wcache_store wcache_store;               /* an open store */
+typedef struct wcache_store_upload wcache_store_upload; /* an upload in progress */
+
+/* Addressing of S3 requests. */
+typedef enum wcache_store_style {
+    WCACHE_STORE_STYLE_AUTO = 0,    /* path style when an endpoint is set,
+                                       virtual-hosted on AWS */
+    WCACHE_STORE_STYLE_PATH = 1,    /* https://ENDPOINT/BUCKET/KEY */
+    WCACHE_STORE_STYLE_VIRTUAL = 2  /* https://BUCKET.ENDPOINT/KEY */
+} wcache_store_style;
+
+/*
+ * Progress of a transfer: done bytes of total (0: not known yet).  Runs on
+ * the thread that called the store function; return 0 to go on, anything
+ * else stops the transfer (WCACHE_ESTOPPED; an upload is aborted).
+ */
+typedef int (*wcache_store_progress_fn)(uint64_t done, uint64_t total, void *userdata);
+
+/* Options of a store.  size = sizeof(wcache_store_opts); zero or NULL
+ * means the default for every other field.  Strings are copied at open. */
+typedef struct wcache_store_opts {
+    uint32_t size;
+    /* S3 (and GCS's XML API): endpoint URL such as http://127.0.0.1:9000;
+     * NULL: $AWS_ENDPOINT_URL, else AWS's regional endpoint (GCS:
+     * https://storage.googleapis.com or $STORAGE_EMULATOR_HOST). */
+    const char *endpoint;
+    const char *region;             /* NULL: $AWS_REGION, $AWS_DEFAULT_REGION,
+                                       the profile's region, "us-east-1" */
+    wcache_store_style style;
+    /* Credentials; NULL: $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY /
+     * $AWS_SESSION_TOKEN, else the shared credentials file. */
+    const char *access_key_id;
+    const char *secret_access_key;
+    const char *session_token;
+    const char *credentials_file;   /* NULL: $AWS_SHARED_CREDENTIALS_FILE,
+                                       else ~/.aws/credentials */
+    const char *profile;            /* NULL: $AWS_PROFILE, else "default" */
+    /* GCS: a file holding an OAuth2 bearer token (JSON API); NULL:
+     * $GOOGLE_OAUTH_ACCESS_TOKEN.  Or HMAC keys for the XML API. */
+    const char *gcs_token_file;
+    const char *gcs_hmac_access_id;
+    const char *gcs_hmac_secret;
+    /* TLS: verification is always on unless tls_insecure is 1. */
+    const char *ca_file;            /* NULL: the system's CA bundle */
+    const char *ca_path;
+    int tls_insecure;
+    /* Retries of one request: max_retries (0: 5; -1: none), the first
+     * backoff (0: 100 ms) doubling up to backoff_max_ms (0: 10 s), each
+     * with full jitter.  timeout_ms: a transfer with no progress for this
+     * long fails and is retried (0: 30 s); connect_timeout_ms (0: 10 s). */
+    int max_retries;
+    int64_t backoff_ms;
+    int64_t backoff_max_ms;
+    int64_t timeout_ms;
+    int64_t connect_timeout_ms;
+    /* Uploads: objects larger than part_bytes go up in parts of part_bytes
+     * (0: 8 MiB; at least 5 MiB unless allow_small_parts, for test
+     * servers that permit it), up to parallel_parts at once (0: 4, at most
+     * 64).  The part size grows as needed to stay within 10,000 parts. */
+    uint64_t part_bytes;
+    int parallel_parts;
+    int allow_small_parts;
+    /* Downloads for wcache_store_restore(): the directory of the temporary
+     * file (NULL: $TMPDIR, else /tmp). */
+    const char *tmp_dir;
+    wcache_store_progress_fn progress; /* NULL: none */
+    void *progress_userdata;
+    wcache_log_fn log;                 /* NULL: no logging */
+    void *log_userdata;
+    const wcache_allocator *alloc;     /* NULL: malloc/free */
+    char *errbuf;      /* NULL, or errbuf_len bytes for the detail text of */
+    size_t errbuf_len; /* an error, always NUL-terminated */
+} wcache_store_opts;
+
+/* One object of a listing.  Borrowed: valid during the callback only. */
+typedef struct wcache_store_object {
+    uint32_t size;          /* sizeof(wcache_store_object) */
+    const char *key;        /* relative to the store's base, NUL-terminated */
+    size_t key_len;
+    uint64_t bytes;         /* object size */
+    int64_t mtime_unix_ns;  /* last modified; 0: unknown */
+    const char *etag;       /* "" when unknown */
+    int64_t revision;       /* a snapshot key's revision, else 0 */
+} wcache_store_object;
+
+/* Listing callback: return 0 to go on, anything else stops the listing
+ * (which then returns WCACHE_ESTOPPED). */
+typedef int (*wcache_store_list_fn)(const wcache_store_object *obj, void *userdata);
+
+/*
+ * @brief Open a store from url: "file:///dir", "s3://bucket/prefix",
+ *        "gs://bucket/prefix".  No request is made yet.
+ * @return WCACHE_OK, WCACHE_EINVAL (malformed URL or option; the errbuf
+ *         says which), WCACHE_ENOTSUP (a scheme this build cannot serve),
+ *         WCACHE_ESYS (a credentials or token file that cannot be read),
+ *         WCACHE_ENOMEM.
+ * Ownership: new (*out), release with wcache_store_close(); copies url and
+ * the option strings.  Thread safety: any thread; the handle one thread at
+ * a time (transfers use threads of their own inside a call).  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_store_open(wcache_store **out, const char *url,
+                                                          const wcache_store_opts *opts);
+
+/* Close a store; accepts NULL.  No upload of it may be in progress. 0.1 */
+WCACHE_API void wcache_store_close(wcache_store *st);
+
+/*
+ * @brief Begin an upload of the object key (relative to the base).  Bytes
+ *        written are buffered up to parallel_parts parts and sent while the
+ *        writer goes on; nothing is visible under key before
+ *        wcache_store_upload_commit() succeeds.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE (another upload of this
+ *         store is in progress), WCACHE_ENOMEM.
+ * Ownership: new (*out): commit or abort it, either releases it.
+ * Thread safety: the store's thread.  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_store_upload_begin(wcache_store *st,
+                                                                  const char *key,
+                                                                  wcache_store_upload **out);
+
+/*
+ * @brief Append len bytes to an upload.  Its signature is a
+ *        wcache_snap_sink_fn, so wcache_snapshot_write_to(c,
+ *        wcache_store_upload_sink, up, ...) streams a snapshot into a store.
+ * @return a wcache_code (as int, the sink type): WCACHE_OK, or the error
+ *         of a part that failed after its retries
+ *         (every later call returns it too).
+ * Thread safety: the upload's thread.  Since: 0.1
+ */
+WCACHE_API int wcache_store_upload_sink(const void *buf, size_t len, void *upload);
+
+/*
+ * @brief Finish an upload: send the last part, complete it, then check
+ *        the stored object's size and checksum against what was sent.  On
+ *        any failure the upload is aborted (no parts remain) and no object
+ *        is left under key by it.
+ * @param[out] obj  NULL, or the object written (bytes, etag; its strings
+ *        stay valid until the next call on the store).
+ * @return WCACHE_OK, WCACHE_EHTTP, WCACHE_ECURL, WCACHE_ECORRUPT (the
+ *         stored size or checksum differs), WCACHE_ESTOPPED, WCACHE_ESYS,
+ *         WCACHE_ENOMEM.
+ * Ownership: releases up in every case.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_upload_commit(wcache_store_upload *up,
+                                                  wcache_store_object *obj);
+
+/* Abort an upload (its parts are deleted); releases up; accepts NULL. 0.1 */
+WCACHE_API void wcache_store_upload_abort(wcache_store_upload *up);
+
+/*
+ * @brief Upload the local file path as key (streamed, in parts).
+ * @return as wcache_store_upload_commit(), WCACHE_ESYS (path unreadable).
+ * Thread safety: the store's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_put_file(wcache_store *st, const char *key, const char *path,
+                                             wcache_store_object *obj);
+
+/*
+ * @brief Write a snapshot of c straight into the store (no local file):
+ *        the revision is wopts->revision or, when that is
+ *        WCACHE_REV_LATEST, c's current revision; key NULL means the
+ *        layout key of wopts->source_id at that revision (see
+ *        wcache_store_snapshot_key()).  Then, when keep > 0, only the newest
+ *        keep snapshots of that source are kept (wcache_store_retain()).
+ * @param[out] info  NULL, or what was written.
+ * @return the errors of wcache_snapshot_write_to() and
+ *         wcache_store_upload_commit().
+ * Thread safety: the store's thread; c as a reader (ingest goes on).
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_put_snapshot(wcache_store *st, const char *key,
+                                                 wcache_cache *c,
+                                                 const wcache_snapshot_write_opts *wopts,
+                                                 size_t keep, wcache_snapshot_info *info);
+
+/*
+ * @brief Download key, streamed to sink in order (ranged GETs; a broken
+ *        transfer resumes where it stopped, from the same object version).
+ *        The byte count is checked against the object's size, and its MD5
+ *        against a single-part ETag.
+ * @param[out] obj  NULL, or the object read.
+ * @return WCACHE_OK, WCACHE_ENOTFOUND (no such object), WCACHE_EHTTP,
+ *         WCACHE_ECURL, WCACHE_ECORRUPT (size or checksum mismatch: the
+ *         sink has seen bytes that must not be trusted), the code sink
+ *         returned, WCACHE_ENOMEM.
+ * Thread safety: the store's thread; sink runs on it.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_get(wcache_store *st, const char *key,
+                                        wcache_snap_sink_fn sink, void *sink_userdata,
+                                        wcache_store_object *obj);
+
+/*
+ * @brief Download key to the local file path, atomically (temporary file,
+ *        fsync, rename); the file is verified as a snapshot
+ *        (wcache_snapshot_verify()) before it replaces path, unless
+ *        verify_snapshot is 0.
+ * @return as wcache_store_get(), the errors of wcache_snapshot_open() and
+ *         wcache_snapshot_verify(), WCACHE_ESYS.  path is untouched on error.
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_get_file(wcache_store *st, const char *key, const char *path,
+                                             int verify_snapshot, wcache_store_object *obj);
+
+/*
+ * @brief Restore c from the snapshot key (NULL: the newest snapshot of
+ *        ropts->expect_source_id, which is then required): download to a
+ *        temporary file in tmp_dir, restore (which verifies all of it
+ *        first), remove the file.  On any error c is unchanged.
+ * @return the errors of wcache_store_get_file(), wcache_store_newest() and
+ *         wcache_snapshot_restore().
+ * Thread safety: the store's thread; writer of c.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_restore(wcache_store *st, const char *key, wcache_cache *c,
+                                            const wcache_snapshot_read_opts *ropts,
+                                            wcache_snapshot_info *info);
+
+/*
+ * @brief List the objects whose keys begin with prefix (relative to the
+ *        base; NULL or "": all), in byte-wise key order, page by page.
+ * @return WCACHE_OK, WCACHE_ESTOPPED (fn stopped it), WCACHE_EHTTP,
+ *         WCACHE_ECURL, WCACHE_ECORRUPT (a reply that does not parse),
+ *         WCACHE_ESYS, WCACHE_ENOMEM.
+ * Thread safety: the store's thread; fn runs on it.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_list(wcache_store *st, const char *prefix,
+                                         wcache_store_list_fn fn, void *userdata);
+
+/*
+ * @brief Delete key.  Deleting a missing object is not an error.
+ * @return WCACHE_OK, WCACHE_EHTTP, WCACHE_ECURL, WCACHE_ESYS, WCACHE_ENOMEM.
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_delete(wcache_store *st, const char *key);
+
+/*
+ * @brief Build the layout key of a snapshot: "<id>/<revision, 20
+ *        digits>.wcsnap", where <id> is source_id with every byte outside
+ *        [A-Za-z0-9._-] written as ~XX (two upper-case hex digits), so any
+ *        binary identity gives a safe, readable name.
+ * @param[out] out  out_len bytes; the key, NUL-terminated.
+ * @return WCACHE_OK, WCACHE_EINVAL (empty or too long source_id, revision
+ *         < 1), WCACHE_ETOOBIG (out_len too small; 3 * source_id_len + 29
+ *         always suffices).
+ * Thread safety: any thread (no handle).  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_snapshot_key(const void *source_id, size_t source_id_len,
+                                                 int64_t revision, char *out, size_t out_len);
+
+/*
+ * @brief Find the newest snapshot of a source: the highest revision under
+ *        its layout directory.
+ * @param[out] key  key_len bytes for its key (relative to the base).
+ * @param[out] revision  NULL, or its revision.
+ * @return WCACHE_OK, WCACHE_ENOTFOUND (none), WCACHE_ETOOBIG (key_len too
+ *         small), the errors of wcache_store_list().
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_newest(wcache_store *st, const void *source_id,
+                                           size_t source_id_len, char *key, size_t key_len,
+                                           int64_t *revision);
+
+/*
+ * @brief Keep the newest keep snapshots of a source (keep >= 1) and delete
+ *        the older ones.  Objects under the source's directory whose names
+ *        are not layout names are left alone.
+ * @param[out] removed  NULL, or how many were deleted.
+ * @return WCACHE_OK, WCACHE_EINVAL, the errors of wcache_store_list() and
+ *         wcache_store_delete().
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_store_retain(wcache_store *st, const void *source_id,
+                                           size_t source_id_len, size_t keep, size_t *removed);
 
 #ifdef __cplusplus
 }

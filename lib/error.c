@@ -32,6 +32,7 @@ const char *wcache_strerror(int code)
     case WCACHE_EBADTOKEN: return "invalid continue token";
     case WCACHE_ETOOBIG: return "key or value too large";
     case WCACHE_EEXIST: return "key repeated in batch";
+    case WCACHE_ENOTSUP: return "not supported";
     case WCACHE_CODE_LAST: break;
     }
     return "unknown error";

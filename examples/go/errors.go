@@ -36,6 +36,7 @@ const (
 	ErrBadToken       Code = C.WCACHE_EBADTOKEN
 	ErrTooBig         Code = C.WCACHE_ETOOBIG
 	ErrExist          Code = C.WCACHE_EEXIST
+	ErrNotSupported   Code = C.WCACHE_ENOTSUP
 )
 
 // Error is wcache_strerror's text.

@@ -22,6 +22,8 @@ const STRUCTS: &[&str] = &[
     "wcache_snapshot_info",
     "wcache_snapshot_policy",
     "wcache_snapshot_state",
+    "wcache_store_opts",
+    "wcache_store_object",
 ];
 
 fn main() {

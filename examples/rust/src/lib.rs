@@ -105,11 +105,12 @@ pub enum Error {
     BadToken,
     TooBig,
     Exist,
+    NotSupported,
     /// A code this binding does not know (a newer library).
     Other(i32),
 }
 
-const ERRORS: [Error; 22] = [
+const ERRORS: [Error; 23] = [
     Error::Invalid,
     Error::NoMemory,
     Error::NotFound,
@@ -132,6 +133,7 @@ const ERRORS: [Error; 22] = [
     Error::BadToken,
     Error::TooBig,
     Error::Exist,
+    Error::NotSupported,
 ];
 
 impl Error {

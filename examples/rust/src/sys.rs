@@ -19,7 +19,16 @@ macro_rules! opaque {
         }
     )*};
 }
-opaque!(wcache_cache, wcache_batch, wcache_view, wcache_watch, wcache_event, wcache_snapshot);
+opaque!(
+    wcache_cache,
+    wcache_batch,
+    wcache_view,
+    wcache_watch,
+    wcache_event,
+    wcache_snapshot,
+    wcache_store,
+    wcache_store_upload
+);
 
 pub type wcache_code = c_int;
 pub type wcache_param = c_int;
@@ -248,6 +257,61 @@ pub struct wcache_snapshot_state {
     pub size: u32,
     pub last_revision: i64,
     pub last_ms: i64,
+}
+
+pub type wcache_store_progress_fn =
+    Option<unsafe extern "C" fn(done: u64, total: u64, userdata: *mut c_void) -> c_int>;
+pub type wcache_store_list_fn =
+    Option<unsafe extern "C" fn(obj: *const wcache_store_object, userdata: *mut c_void) -> c_int>;
+
+pub const WCACHE_STORE_STYLE_AUTO: c_int = 0;
+pub const WCACHE_STORE_STYLE_PATH: c_int = 1;
+pub const WCACHE_STORE_STYLE_VIRTUAL: c_int = 2;
+
+#[repr(C)]
+pub struct wcache_store_opts {
+    pub size: u32,
+    pub endpoint: *const c_char,
+    pub region: *const c_char,
+    pub style: c_int,
+    pub access_key_id: *const c_char,
+    pub secret_access_key: *const c_char,
+    pub session_token: *const c_char,
+    pub credentials_file: *const c_char,
+    pub profile: *const c_char,
+    pub gcs_token_file: *const c_char,
+    pub gcs_hmac_access_id: *const c_char,
+    pub gcs_hmac_secret: *const c_char,
+    pub ca_file: *const c_char,
+    pub ca_path: *const c_char,
+    pub tls_insecure: c_int,
+    pub max_retries: c_int,
+    pub backoff_ms: i64,
+    pub backoff_max_ms: i64,
+    pub timeout_ms: i64,
+    pub connect_timeout_ms: i64,
+    pub part_bytes: u64,
+    pub parallel_parts: c_int,
+    pub allow_small_parts: c_int,
+    pub tmp_dir: *const c_char,
+    pub progress: wcache_store_progress_fn,
+    pub progress_userdata: *mut c_void,
+    pub log: wcache_log_fn,
+    pub log_userdata: *mut c_void,
+    pub alloc: *const wcache_allocator,
+    pub errbuf: *mut c_char,
+    pub errbuf_len: usize,
+}
+
+#[repr(C)]
+pub struct wcache_store_object {
+    pub size: u32,
+    pub key: *const c_char,
+    pub key_len: usize,
+    pub bytes: u64,
+    pub mtime_unix_ns: i64,
+    pub etag: *const c_char,
+    pub revision: i64,
 }
 
 extern "C" {
@@ -499,5 +563,86 @@ extern "C" {
         st: *mut wcache_snapshot_state,
         now_ms: i64,
         written: *mut c_int,
+    ) -> wcache_code;
+    pub fn wcache_store_open(
+        out: *mut *mut wcache_store,
+        url: *const c_char,
+        opts: *const wcache_store_opts,
+    ) -> wcache_code;
+    pub fn wcache_store_close(st: *mut wcache_store);
+    pub fn wcache_store_upload_begin(
+        st: *mut wcache_store,
+        key: *const c_char,
+        out: *mut *mut wcache_store_upload,
+    ) -> wcache_code;
+    pub fn wcache_store_upload_sink(buf: *const c_void, len: usize, upload: *mut c_void) -> c_int;
+    pub fn wcache_store_upload_commit(
+        up: *mut wcache_store_upload,
+        obj: *mut wcache_store_object,
+    ) -> wcache_code;
+    pub fn wcache_store_upload_abort(up: *mut wcache_store_upload);
+    pub fn wcache_store_put_file(
+        st: *mut wcache_store,
+        key: *const c_char,
+        path: *const c_char,
+        obj: *mut wcache_store_object,
+    ) -> wcache_code;
+    pub fn wcache_store_put_snapshot(
+        st: *mut wcache_store,
+        key: *const c_char,
+        c: *mut wcache_cache,
+        wopts: *const wcache_snapshot_write_opts,
+        keep: usize,
+        info: *mut wcache_snapshot_info,
+    ) -> wcache_code;
+    pub fn wcache_store_get(
+        st: *mut wcache_store,
+        key: *const c_char,
+        sink: wcache_snap_sink_fn,
+        sink_userdata: *mut c_void,
+        obj: *mut wcache_store_object,
+    ) -> wcache_code;
+    pub fn wcache_store_get_file(
+        st: *mut wcache_store,
+        key: *const c_char,
+        path: *const c_char,
+        verify_snapshot: c_int,
+        obj: *mut wcache_store_object,
+    ) -> wcache_code;
+    pub fn wcache_store_restore(
+        st: *mut wcache_store,
+        key: *const c_char,
+        c: *mut wcache_cache,
+        ropts: *const wcache_snapshot_read_opts,
+        info: *mut wcache_snapshot_info,
+    ) -> wcache_code;
+    pub fn wcache_store_list(
+        st: *mut wcache_store,
+        prefix: *const c_char,
+        fn_: wcache_store_list_fn,
+        userdata: *mut c_void,
+    ) -> wcache_code;
+    pub fn wcache_store_delete(st: *mut wcache_store, key: *const c_char) -> wcache_code;
+    pub fn wcache_store_snapshot_key(
+        source_id: *const c_void,
+        source_id_len: usize,
+        revision: i64,
+        out: *mut c_char,
+        out_len: usize,
+    ) -> wcache_code;
+    pub fn wcache_store_newest(
+        st: *mut wcache_store,
+        source_id: *const c_void,
+        source_id_len: usize,
+        key: *mut c_char,
+        key_len: usize,
+        revision: *mut i64,
+    ) -> wcache_code;
+    pub fn wcache_store_retain(
+        st: *mut wcache_store,
+        source_id: *const c_void,
+        source_id_len: usize,
+        keep: usize,
+        removed: *mut usize,
     ) -> wcache_code;
 }

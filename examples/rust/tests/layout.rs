@@ -22,6 +22,8 @@ fn struct_sizes_match_c() {
         ("wcache_snapshot_info", size_of::<wcache_snapshot_info>()),
         ("wcache_snapshot_policy", size_of::<wcache_snapshot_policy>()),
         ("wcache_snapshot_state", size_of::<wcache_snapshot_state>()),
+        ("wcache_store_opts", size_of::<wcache_store_opts>()),
+        ("wcache_store_object", size_of::<wcache_store_object>()),
     ];
     if C_SIZES.is_empty() {
         eprintln!("no C compiler at build time: skipped");
