@@ -993,6 +993,58 @@ WCACHE_API wcache_code wcache_etcd_stat(const wcache_etcd *src, wcache_etcd_stat
  */
 WCACHE_API wcache_code wcache_etcd_current_revision(wcache_etcd *src, int64_t *rev);
 
+/* What wcache_etcd_range() read.  size = sizeof(wcache_etcd_range_info),
+ * set by the caller. */
+typedef struct wcache_etcd_range_info {
+    uint32_t size;
+    int64_t revision;        /* the revision read: the one asked for, or
+                                etcd's current one when 0 was asked */
+    int64_t header_revision; /* etcd's current revision at the first page */
+    uint64_t cluster_id;     /* the cluster's id from etcd's answer, 0: none */
+    uint64_t count;          /* keys read (count only: keys in the range) */
+} wcache_etcd_range_info;
+
+/* One key of a range, borrowed for the call.  Return 0 to go on, anything
+ * else to stop the range (it then returns WCACHE_ESTOPPED). */
+typedef int (*wcache_etcd_kv_fn)(const wcache_kv *kv, void *userdata);
+
+/*
+ * @brief Read the source's key range once, at revision rev (0: etcd's
+ *        current revision), page by page (page_limit keys a request), in
+ *        byte-wise key order, calling fn for every key; fn NULL asks only
+ *        for the count and the header (a count-only range).  Independent
+ *        of the source's thread and of the cache: a check of a snapshot
+ *        against etcd, or a list at an exact revision.  Another endpoint
+ *        is tried only while no key was delivered.
+ * @return WCACHE_OK (*info filled), WCACHE_EINVAL (NULL, rev < 0,
+ *         info->size too small), WCACHE_ECOMPACTED (rev is compacted at
+ *         etcd), WCACHE_EFUTURE (rev is above etcd's revision),
+ *         WCACHE_ESTOPPED (fn stopped it), WCACHE_ECURL, WCACHE_EHTTP,
+ *         WCACHE_ECORRUPT (an answer that does not parse), WCACHE_ETOOBIG
+ *         (a page over max_message_bytes), WCACHE_ENOMEM.
+ * Ownership: the kv passed to fn is borrowed for the call.
+ * Thread safety: any thread, concurrently with the source's thread; fn
+ * runs on the calling thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_etcd_range(wcache_etcd *src, int64_t rev, wcache_etcd_kv_fn fn,
+                                         void *userdata, wcache_etcd_range_info *info);
+
+/*
+ * @brief The source identity a snapshot of this source carries
+ *        (wcache_snapshot_write_opts.source_id, and what a restore
+ *        expects): "etcd:" the cluster id in 16 hex digits, ":", the
+ *        range's key and range_end as etcd's base64 joined by ":".  Asks
+ *        etcd for its cluster id (a count-only range).
+ * @param[out] buf  cap bytes; receives *len bytes, not NUL-terminated.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ETOOBIG (cap too small, or an
+ *         identity over WCACHE_SNAP_MAX_SOURCE_ID), and the errors of
+ *         wcache_etcd_range().
+ * Thread safety: any thread, concurrently with the source's thread.
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_etcd_source_id(wcache_etcd *src, void *buf, size_t cap,
+                                             size_t *len);
+
 /* ------------------------------------------------------------------------ */
 /* Snapshots                                                                 */
 /* ------------------------------------------------------------------------ */

@@ -269,7 +269,8 @@ static wcache_code post_json(wcache_etcd *s, size_t ep, const char *path, const 
             fail(s, rc, "%s%s: %s", s->eps[ep], path, curl_easy_strerror(res));
     } else if (status != 200) {
         rc = b.p && strstr(b.p, "required revision has been compacted") ? WCACHE_ECOMPACTED
-                                                                        : WCACHE_EHTTP;
+             : b.p && strstr(b.p, "required revision is a future revision") ? WCACHE_EFUTURE
+                                                                             : WCACHE_EHTTP;
         if (!blocking)
             fail(s, rc, "%s%s: HTTP %ld: %.200s", s->eps[ep], path, status, answer_text(&b));
     } else {
@@ -289,6 +290,21 @@ static wcache_code post_json(wcache_etcd *s, size_t ep, const char *path, const 
 
 /* ---- ranges ---- */
 
+/* The header's cluster_id: a uint64, which proto3 JSON writes as a string
+ * (it may not fit an int64).  0 when absent or malformed. */
+static uint64_t header_cluster(const json_t *hdr)
+{
+    const json_t *v = json_object_get(hdr, "cluster_id");
+    if (json_is_integer(v))
+        return (uint64_t)json_integer_value(v);
+    const char *t = json_string_value(v);
+    if (!t || *t < '0' || *t > '9')
+        return 0;
+    char *end;
+    unsigned long long id = strtoull(t, &end, 10);
+    return *end ? 0 : (uint64_t)id;
+}
+
 /* A paginated range at one revision, one key at a time. */
 typedef struct scan {
     wcache_etcd *s;
@@ -299,6 +315,10 @@ typedef struct scan {
     char *next_b64; /* where the next page starts; NULL: the range start */
     unsigned char *kb, *vb;
     size_t kcap, vcap;
+    int blocking;        /* wcache_etcd_range: on the caller's thread, */
+    size_t ep;           /* ... at this endpoint */
+    int64_t hdr_rev;     /* etcd's revision when the first page was read */
+    uint64_t cluster_id; /* from the first page's header */
 } scan;
 
 static void scan_fini(scan *sc)
@@ -325,7 +345,9 @@ static wcache_code scan_page(scan *sc)
     snprintf(body + n, cap - (size_t)n, "}");
     json_decref(sc->page);
     sc->page = NULL;
-    wcache_code rc = post_json(s, atomic_load(&s->ep), "/v3/kv/range", body, 0, &sc->page);
+    wcache_code rc =
+        post_json(s, sc->blocking ? sc->ep : atomic_load(&s->ep), "/v3/kv/range", body,
+                  sc->blocking, &sc->page);
     wci_free(s->al, body);
     if (rc != WCACHE_OK)
         return rc;
@@ -335,6 +357,10 @@ static wcache_code scan_page(scan *sc)
         (sc->rev > 0 && rev < sc->rev) || (kvs && !json_is_array(kvs))) {
         fail(s, WCACHE_ECORRUPT, "range answer without a usable header or kvs");
         return WCACHE_ECORRUPT;
+    }
+    if (sc->hdr_rev == 0) {
+        sc->hdr_rev = rev;
+        sc->cluster_id = header_cluster(json_object_get(sc->page, "header"));
     }
     if (sc->rev == 0)
         sc->rev = rev;
@@ -376,7 +402,7 @@ static wcache_code scan_next(scan *sc, wcache_kv *kv)
     while (!sc->page || sc->i >= json_array_size(json_object_get(sc->page, "kvs"))) {
         if (sc->page && !sc->more)
             return WCACHE_ENOTFOUND;
-        if (atomic_load(&s->stop))
+        if (!sc->blocking && atomic_load(&s->stop))
             return WCACHE_ESTOPPED;
         wcache_code rc = scan_page(sc);
         if (rc != WCACHE_OK)
@@ -984,4 +1010,107 @@ wcache_code wcache_etcd_current_revision(wcache_etcd *s, int64_t *rev)
     }
     wci_free(s->al, body);
     return rc;
+}
+
+/* ---- one-shot ranges on the caller's thread (wcache sync and check) ---- */
+
+/* A count-only range at rev (0: current): the header's facts. */
+static wcache_code range_header(wcache_etcd *s, size_t ep, int64_t rev,
+                                wcache_etcd_range_info *ri)
+{
+    size_t cap = strlen(s->key_b64) + strlen(s->end_b64) + 120;
+    char *body = wci_malloc(s->al, cap);
+    if (!body)
+        return WCACHE_ENOMEM;
+    int n = snprintf(body, cap, "{\"key\":\"%s\",\"range_end\":\"%s\",\"count_only\":true",
+                     s->key_b64, s->end_b64);
+    if (rev > 0)
+        n += snprintf(body + n, cap - (size_t)n, ",\"revision\":\"%lld\"", (long long)rev);
+    snprintf(body + n, cap - (size_t)n, "}");
+    json_t *ans = NULL;
+    wcache_code rc = post_json(s, ep, "/v3/kv/range", body, 1, &ans);
+    wci_free(s->al, body);
+    int64_t hr = 0, count = 0;
+    if (rc == WCACHE_OK) {
+        const json_t *h = json_object_get(ans, "header");
+        if (wci_json_i64(h, "revision", &hr) != 0 || hr < 1 ||
+            wci_json_i64(ans, "count", &count) != 0 || count < 0) {
+            rc = WCACHE_ECORRUPT;
+        } else {
+            ri->header_revision = hr;
+            ri->revision = rev > 0 ? rev : hr;
+            ri->cluster_id = header_cluster(h);
+            ri->count = (uint64_t)count;
+        }
+    }
+    json_decref(ans);
+    return rc;
+}
+
+static wcache_code range_once(wcache_etcd *s, size_t ep, int64_t rev, wcache_etcd_kv_fn fn,
+                              void *ud, wcache_etcd_range_info *ri, int *delivered)
+{
+    scan sc = {.s = s, .blocking = 1, .ep = ep, .rev = rev};
+    wcache_kv kv;
+    wcache_code rc;
+    uint64_t n = 0;
+    while ((rc = scan_next(&sc, &kv)) == WCACHE_OK) {
+        *delivered = 1;
+        n++;
+        if (fn(&kv, ud) != 0) {
+            rc = WCACHE_ESTOPPED;
+            break;
+        }
+    }
+    if (rc == WCACHE_ENOTFOUND) {
+        rc = WCACHE_OK;
+        ri->revision = sc.rev;
+        ri->header_revision = sc.hdr_rev;
+        ri->cluster_id = sc.cluster_id;
+        ri->count = n;
+    }
+    scan_fini(&sc);
+    return rc;
+}
+
+wcache_code wcache_etcd_range(wcache_etcd *s, int64_t rev, wcache_etcd_kv_fn fn, void *ud,
+                              wcache_etcd_range_info *info)
+{
+    if (!s || s->magic != WCI_ETCD_MAGIC || rev < 0 || !info || info->size < sizeof *info)
+        return WCACHE_EINVAL;
+    wcache_etcd_range_info ri = {.size = sizeof ri};
+    wcache_code rc = WCACHE_ECURL;
+    size_t ep0 = atomic_load(&s->ep);
+    /* Another member is tried only while nothing was delivered: a range
+     * half read from one member is not finished on another. */
+    for (size_t k = 0; k < s->neps; k++) {
+        int delivered = 0;
+        size_t ep = (ep0 + k) % s->neps;
+        rc = fn ? range_once(s, ep, rev, fn, ud, &ri, &delivered) : range_header(s, ep, rev, &ri);
+        if (delivered || (rc != WCACHE_ECURL && rc != WCACHE_EHTTP))
+            break;
+    }
+    if (rc == WCACHE_OK)
+        *info = ri;
+    return rc;
+}
+
+wcache_code wcache_etcd_source_id(wcache_etcd *s, void *buf, size_t cap, size_t *len)
+{
+    if (!s || s->magic != WCI_ETCD_MAGIC || !buf || !len)
+        return WCACHE_EINVAL;
+    wcache_etcd_range_info ri = {.size = sizeof ri};
+    wcache_code rc = wcache_etcd_range(s, 0, NULL, NULL, &ri);
+    if (rc != WCACHE_OK)
+        return rc;
+    size_t need = 5 + 16 + 1 + strlen(s->key_b64) + 1 + strlen(s->end_b64);
+    if (need > cap || need > WCACHE_SNAP_MAX_SOURCE_ID)
+        return WCACHE_ETOOBIG;
+    char *o = buf;
+    snprintf(o, 5 + 16 + 2, "etcd:%016llx:", (unsigned long long)ri.cluster_id);
+    memcpy(o + 22, s->key_b64, strlen(s->key_b64));
+    o[22 + strlen(s->key_b64)] = ':';
+    memcpy(o + 23 + strlen(s->key_b64), s->end_b64, strlen(s->end_b64));
+    *len = need;
+    return WCACHE_OK;
 }

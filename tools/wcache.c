@@ -10,6 +10,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -695,6 +696,7 @@ static int cmd_diff(const args *a)
     return ex;
 }
 
+
 /* ------------------------------------------------------------------------ */
 /* Command line                                                             */
 /* ------------------------------------------------------------------------ */
@@ -710,13 +712,18 @@ static void usage(FILE *f)
                "  get SNAP KEY [-o json|yaml|value]  one object\n"
                "  export SNAP -o json|yaml           header and every object\n"
                "  diff SNAP1 SNAP2                   added (+), removed (-), changed (~) keys\n"
+               "  sync --etcd URLS --prefix P --out SNAP [--until-revision R] [--timeout S]\n"
+               "       [--level N] [--workers N]     list+watch etcd, write one snapshot\n"
+               "  check --etcd URLS --prefix P SNAP  compare a snapshot with etcd at its\n"
+               "                                     revision (digest and differing keys)\n"
                "  version                            library and format versions\n"
                "\n"
                "  --max-block-bytes N  read blocks up to N bytes uncompressed (default\n"
                "                       64 MiB; snapshots of values larger than that)\n"
                "\n"
-               "exit: 0 ok (diff: same), 1 usage or system error (diff: differ),\n"
-               "      2 damaged snapshot (diff: any trouble), 3 key not found.\n"
+               "exit: 0 ok (diff, check: same), 1 usage or system error (diff, check:\n"
+               "      differ; sync: any failure), 2 damaged snapshot (diff, check: any\n"
+               "      trouble), 3 key not found.\n"
                "See wcache(1).\n");
 }
 
@@ -826,6 +833,531 @@ static int parse(int argc, char **argv, args *a)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* sync and check: a real etcd                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct etcd_args {
+    const char *etcd, *prefix, *out, *snap;
+    long long until; /* 0: follow until a signal */
+    long long timeout_s;
+    int level, workers;
+} etcd_args;
+
+static volatile sig_atomic_t got_signal;
+static char last_warn[400]; /* the source's latest warning, for the error */
+
+static void on_signal(int sig)
+{
+    got_signal = sig;
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: a wait wakes up */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static void keep_warning(int level, const char *msg, size_t len, void *ud)
+{
+    (void)ud;
+    if (level <= WCACHE_LOG_WARN)
+        snprintf(last_warn, sizeof last_warn, "%.*s", (int)len, msg);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL); /* a signal cuts it short, as wanted */
+}
+
+/* A cache and an etcd source for ea (not started). */
+static int etcd_open(const etcd_args *ea, int follow, wcache_cache **c, wcache_etcd **src)
+{
+    wcache_etcd_opts o = {.size = sizeof o};
+    o.endpoints = ea->etcd;
+    o.prefix = ea->prefix;
+    o.prefix_len = strlen(ea->prefix);
+    o.connect_timeout_ms = 3000;
+    o.request_timeout_ms = ea->timeout_s * 1000;
+    o.backoff_max_ms = 1000;
+    int rc = wcache_cache_create(c, NULL);
+    /* Until R, history back to the list stays: the snapshot is pinned at
+     * R, which may already be below the revision the watch reached. */
+    if (!rc && !follow)
+        rc = wcache_cache_set_param(*c, WCACHE_P_AUTO_COMPACT, 0);
+    if (!rc)
+        rc = wcache_cache_set_log(*c, keep_warning, WCACHE_LOG_WARN, NULL);
+    if (!rc)
+        rc = wcache_etcd_create(src, *c, &o);
+    if (!rc)
+        rc = wcache_cache_open(*c);
+    if (rc) {
+        fprintf(stderr, "%s: --etcd %s: %s\n", prog, ea->etcd, wcache_strerror(rc));
+        return EX_ERR;
+    }
+    return EX_OK;
+}
+
+static void etcd_close(wcache_cache *c, wcache_etcd *src)
+{
+    wcache_etcd_free(src);
+    wcache_cache_close(c);
+}
+
+/* Why etcd could not be used, on stderr. */
+static int etcd_fail(const etcd_args *ea, const char *what, int rc)
+{
+    fprintf(stderr, "%s: %s: %s: %s%s%s\n", prog, ea->etcd, what, wcache_strerror(rc),
+            last_warn[0] ? ": " : "", last_warn);
+    return EX_ERR;
+}
+
+/* The progress bar of a snapshot write. */
+static int write_progress(int st, uint64_t bytes, uint64_t objs, uint64_t total, void *ud)
+{
+    (void)bytes;
+    progress *p = ud;
+    if (st == WCACHE_SNAP_STEP_WRITE && (objs & 1023) == 0)
+        progress_tick(p, objs);
+    (void)total;
+    return 0;
+}
+
+/*
+ * Where a snapshot goes.  A plain path is written atomically by the
+ * library; a URL (scheme://...) is for a store sink, which this build
+ * does not have yet.
+ */
+static int write_out(wcache_cache *c, const char *out, wcache_snapshot_write_opts *o,
+                     wcache_snapshot_info *in)
+{
+    progress p;
+    if (strstr(out, "://")) {
+        fprintf(stderr, "%s: %s: this build writes snapshots to files only\n", prog, out);
+        return EX_ERR;
+    }
+    wcache_stat st = {.size = sizeof st};
+    wcache_cache_stat(c, &st);
+    progress_start(&p, "writing", st.objects);
+    o->progress = write_progress;
+    o->userdata = &p;
+    o->errbuf = errbuf;
+    o->errbuf_len = sizeof errbuf;
+    in->size = sizeof *in;
+    int rc = wcache_snapshot_write(c, out, o, in);
+    progress_end(&p);
+    return rc ? report(out, rc) : EX_OK;
+}
+
+static int sync_write(const etcd_args *ea, wcache_cache *c, int64_t rev, const void *id,
+                      size_t idlen)
+{
+    wcache_snapshot_write_opts o = {.size = sizeof o};
+    wcache_snapshot_info in;
+    o.revision = rev;
+    o.level = ea->level;
+    o.workers = ea->workers;
+    o.source_id = id;
+    o.source_id_len = idlen;
+    int ex = write_out(c, ea->out, &o, &in);
+    if (!ex)
+        fprintf(stderr, "%s: wrote %s: %llu objects at revision %lld, %llu bytes\n", prog,
+                ea->out, (unsigned long long)in.objects, (long long)in.revision,
+                (unsigned long long)in.file_bytes);
+    return ex;
+}
+
+typedef struct loader {
+    wcache_batch *b;
+    progress p;
+    uint64_t n;
+    int rc;
+} loader;
+
+static int load_kv(const wcache_kv *kv, void *ud)
+{
+    loader *l = ud;
+    l->rc = wcache_batch_put_meta(l->b, kv->key, kv->key_len, kv->value, kv->value_len,
+                                  kv->create_revision, kv->mod_revision, kv->version);
+    if ((++l->n & 1023) == 0)
+        progress_tick(&l->p, l->n);
+    return l->rc != WCACHE_OK || got_signal;
+}
+
+/* The range at exactly rev into the empty cache c. */
+static int list_at(const etcd_args *ea, wcache_cache *c, wcache_etcd *src, int64_t rev,
+                   uint64_t count)
+{
+    loader l = {0};
+    wcache_etcd_range_info ri = {.size = sizeof ri};
+    int rc = wcache_batch_create(c, &l.b);
+    if (rc)
+        return etcd_fail(ea, "batch", rc);
+    progress_start(&l.p, "listing", count);
+    rc = wcache_etcd_range(src, rev, load_kv, &l, &ri);
+    progress_end(&l.p);
+    if (rc == WCACHE_ESTOPPED && l.rc)
+        rc = l.rc;
+    if (rc == WCACHE_OK && wcache_batch_count(l.b) > 0)
+        rc = wcache_ingest_load(c, l.b, rev);
+    else if (rc == WCACHE_OK) /* nothing under the prefix at rev */
+        rc = wcache_ingest_progress(c, rev);
+    wcache_batch_free(l.b);
+    if (got_signal) {
+        fprintf(stderr, "%s: interrupted during the list: nothing written\n", prog);
+        return EX_ERR;
+    }
+    if (rc == WCACHE_ECOMPACTED)
+        fprintf(stderr, "%s: %s: revision %lld is compacted at the source\n", prog, ea->etcd,
+                (long long)rev);
+    else if (rc)
+        return etcd_fail(ea, "list", rc);
+    return rc ? EX_ERR : EX_OK;
+}
+
+/* The source's revision and identity, retried until the deadline. */
+static int etcd_hello(const etcd_args *ea, wcache_etcd *src, int64_t deadline,
+                      wcache_etcd_range_info *ri, char *id, size_t *idlen)
+{
+    int rc;
+    ri->size = sizeof *ri;
+    for (;;) {
+        rc = wcache_etcd_range(src, 0, NULL, NULL, ri);
+        if (!rc)
+            rc = wcache_etcd_source_id(src, id, WCACHE_SNAP_MAX_SOURCE_ID, idlen);
+        if (!rc || got_signal || mono_ms() >= deadline ||
+            (rc != WCACHE_ECURL && rc != WCACHE_EHTTP))
+            break;
+        nap_ms(200);
+    }
+    if (got_signal) {
+        fprintf(stderr, "%s: interrupted before the list: nothing written\n", prog);
+        return EX_ERR;
+    }
+    return rc ? etcd_fail(ea, "unreachable", rc) : EX_OK;
+}
+
+/* Follow the source until R is applied, or etcd passed R and the watch did
+ * not bring it (an idle prefix: nothing changed up to R) within a grace;
+ * then the range at exactly R.  Timed progress notifications also move an
+ * idle prefix on; requested ones are not used, as etcd 3.4 may send them
+ * before events of their revision (etcd-io/etcd#15220). */
+static int sync_until(const etcd_args *ea, wcache_cache *c, wcache_etcd *src, int64_t deadline,
+                      const char *id, size_t idlen)
+{
+    int64_t R = ea->until, passed_at = 0;
+    int rc = wcache_etcd_start(src);
+    if (rc)
+        return etcd_fail(ea, "start", rc);
+    while (!got_signal && mono_ms() < deadline && wcache_cache_revision(c) < R) {
+        wcache_etcd_range_info ri = {.size = sizeof ri};
+        if (!passed_at && wcache_etcd_range(src, 0, NULL, NULL, &ri) == WCACHE_OK &&
+            ri.header_revision >= R)
+            passed_at = mono_ms();
+        if (passed_at && mono_ms() - passed_at > 1000)
+            break;
+        nap_ms(100);
+    }
+    wcache_etcd_stop(src);
+    if (got_signal) {
+        fprintf(stderr, "%s: interrupted before revision %lld: nothing written\n", prog,
+                (long long)R);
+        return EX_ERR;
+    }
+    if (wcache_cache_revision(c) >= R)
+        return sync_write(ea, c, R, id, idlen);
+    if (!passed_at) {
+        fprintf(stderr, "%s: %s: revision %lld not reached in %lld s (the cache is at %lld)%s%s\n",
+                prog, ea->etcd, (long long)R, ea->timeout_s, (long long)wcache_cache_revision(c),
+                last_warn[0] ? ": " : "", last_warn);
+        return EX_ERR;
+    }
+    /* The cache is at some other state: list R into a fresh one. */
+    wcache_cache *c2;
+    wcache_etcd *s2;
+    int ex = etcd_open(ea, 0, &c2, &s2);
+    if (!ex)
+        ex = list_at(ea, c2, s2, R, 0);
+    if (!ex)
+        ex = sync_write(ea, c2, R, id, idlen);
+    etcd_close(c2, s2);
+    return ex;
+}
+
+/* Follow until SIGINT/SIGTERM, then write the latest applied revision. */
+static int sync_follow(const etcd_args *ea, wcache_cache *c, wcache_etcd *src, int64_t deadline,
+                       const char *id, size_t idlen)
+{
+    int rc = wcache_etcd_start(src);
+    if (rc)
+        return etcd_fail(ea, "start", rc);
+    while (!got_signal && wcache_cache_revision(c) == 0 && mono_ms() < deadline)
+        nap_ms(50);
+    if (wcache_cache_revision(c) == 0) {
+        wcache_etcd_stop(src);
+        if (got_signal)
+            fprintf(stderr, "%s: interrupted during the initial list: nothing written\n", prog);
+        else
+            etcd_fail(ea, "initial list not done in time", WCACHE_ETIMEDOUT);
+        return EX_ERR;
+    }
+    wcache_stat st0 = {.size = sizeof st0};
+    wcache_cache_stat(c, &st0);
+    fprintf(stderr, "%s: listed %llu objects at revision %lld; following until SIGINT or SIGTERM\n",
+            prog, (unsigned long long)st0.objects, (long long)wcache_cache_revision(c));
+    int tty = isatty(STDERR_FILENO);
+    int64_t shown = -1;
+    while (!got_signal) {
+        int64_t r = wcache_cache_revision(c);
+        if (tty && r != shown) {
+            wcache_stat st = {.size = sizeof st};
+            wcache_cache_stat(c, &st);
+            fprintf(stderr, "\r\033[Kfollowing: revision %lld, %llu objects (Ctrl-C writes)",
+                    (long long)r, (unsigned long long)st.objects);
+            shown = r;
+        }
+        nap_ms(200);
+    }
+    wcache_etcd_stop(src);
+    if (tty)
+        fprintf(stderr, "\r\033[K");
+    return sync_write(ea, c, WCACHE_REV_LATEST, id, idlen);
+}
+
+static int cmd_sync(const etcd_args *ea)
+{
+    wcache_cache *c;
+    wcache_etcd *src;
+    wcache_etcd_range_info ri;
+    static char id[WCACHE_SNAP_MAX_SOURCE_ID];
+    size_t idlen = 0;
+    int64_t deadline = mono_ms() + ea->timeout_s * 1000;
+    catch_signals();
+    int ex = etcd_open(ea, ea->until == 0, &c, &src);
+    if (ex)
+        return ex;
+    fprintf(stderr, "%s: syncing prefix \"%s\" from %s\n", prog, ea->prefix, ea->etcd);
+    ex = etcd_hello(ea, src, deadline, &ri, id, &idlen);
+    if (!ex && ea->until && ri.header_revision >= ea->until) {
+        ex = list_at(ea, c, src, ea->until, ri.count);
+        if (!ex)
+            ex = sync_write(ea, c, ea->until, id, idlen);
+    } else if (!ex && ea->until) {
+        ex = sync_until(ea, c, src, deadline, id, idlen);
+    } else if (!ex) {
+        ex = sync_follow(ea, c, src, deadline, id, idlen);
+    }
+    etcd_close(c, src);
+    return ex;
+}
+
+/*
+ * check: the snapshot against the source at the snapshot's revision S,
+ * like Kubernetes' consistency checker: a digest of both sides (64-bit
+ * FNV-1 over key "/" mod_revision of every object in key order), and the
+ * keys that differ, found by merging the two key-ordered streams.
+ */
+typedef struct checker {
+    wcache_snapshot *s;
+    wcache_kv kv; /* the snapshot's next record, when rc is WCACHE_OK */
+    int rc;
+    uint64_t dsnap, dsrc, differ, nsnap, nsrc;
+    progress p;
+} checker;
+
+static uint64_t fnv1(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h *= 1099511628211ULL;
+        h ^= b[i];
+    }
+    return h;
+}
+
+static uint64_t digest_kv(uint64_t h, const wcache_kv *kv)
+{
+    char r[32];
+    int n = snprintf(r, sizeof r, "/%lld", (long long)kv->mod_revision);
+    return fnv1(fnv1(h, kv->key, kv->key_len), r, (size_t)n);
+}
+
+static void snap_advance(checker *k)
+{
+    k->rc = wcache_snapshot_next(k->s, &k->kv);
+    if (k->rc == WCACHE_OK) {
+        k->dsnap = digest_kv(k->dsnap, &k->kv);
+        if ((++k->nsnap & 1023) == 0)
+            progress_tick(&k->p, k->nsnap);
+    }
+}
+
+static int check_kv(const wcache_kv *e, void *ud)
+{
+    checker *k = ud;
+    k->dsrc = digest_kv(k->dsrc, e);
+    k->nsrc++;
+    for (;;) {
+        int c = k->rc ? 1 : key_cmp(k->kv.key, k->kv.key_len, e->key, e->key_len);
+        if (c < 0) { /* only in the snapshot */
+            diff_line('-', &k->kv);
+            k->differ++;
+            snap_advance(k);
+            continue;
+        }
+        if (c > 0) {
+            diff_line('+', e);
+            k->differ++;
+        } else {
+            if (!same_kv(&k->kv, e)) {
+                diff_line('~', e);
+                k->differ++;
+            }
+            snap_advance(k);
+        }
+        break;
+    }
+    return (k->rc != WCACHE_OK && k->rc != WCACHE_ENOTFOUND) || got_signal;
+}
+
+static int cmd_check(const etcd_args *ea)
+{
+    checker k = {.dsnap = 14695981039346656037ULL, .dsrc = 14695981039346656037ULL};
+    wcache_snapshot_info in;
+    wcache_cache *c;
+    wcache_etcd *src;
+    static char id[WCACHE_SNAP_MAX_SOURCE_ID];
+    size_t idlen = 0;
+    catch_signals();
+    int rc = open_snap(ea->snap, &k.s, &in);
+    if (rc) {
+        report(ea->snap, rc);
+        return 2;
+    }
+    int ex = etcd_open(ea, 1, &c, &src);
+    if (!ex)
+        ex = etcd_hello(ea, src, mono_ms() + ea->timeout_s * 1000,
+                        &(wcache_etcd_range_info){.size = sizeof(wcache_etcd_range_info)}, id,
+                        &idlen);
+    if (!ex && in.source_id_len &&
+        (in.source_id_len != idlen || memcmp(in.source_id, id, idlen) != 0)) {
+        fprintf(stderr, "%s: %s: a snapshot of source \"", prog, ea->snap);
+        put_escaped(stderr, in.source_id, in.source_id_len);
+        fprintf(stderr, "\", not of this one (\"%.*s\")\n", (int)idlen, id);
+        ex = EX_ERR;
+    }
+    if (ex) {
+        wcache_snapshot_close(k.s);
+        etcd_close(c, src);
+        return 2;
+    }
+    wcache_etcd_range_info ri = {.size = sizeof ri};
+    progress_start(&k.p, "checking", in.objects);
+    snap_advance(&k);
+    rc = in.revision > 0 ? wcache_etcd_range(src, in.revision, check_kv, &k, &ri) : WCACHE_OK;
+    while (rc == WCACHE_OK && k.rc == WCACHE_OK) { /* the rest is only in the snapshot */
+        diff_line('-', &k.kv);
+        k.differ++;
+        snap_advance(&k);
+    }
+    progress_end(&k.p);
+    if (k.rc != WCACHE_ENOTFOUND && k.rc != WCACHE_OK) {
+        report(ea->snap, k.rc);
+        ex = 2;
+    } else if (rc == WCACHE_ECOMPACTED) {
+        fprintf(stderr, "%s: %s: revision %lld is compacted at the source: nothing to compare\n",
+                prog, ea->etcd, (long long)in.revision);
+        ex = 2;
+    } else if (rc) {
+        etcd_fail(ea, got_signal ? "interrupted" : "range", rc);
+        ex = 2;
+    } else {
+        printf("%s at revision %lld: snapshot %llu objects, digest %016llx; source %llu "
+               "objects, digest %016llx\n",
+               k.differ ? "differ" : "consistent", (long long)in.revision,
+               (unsigned long long)k.nsnap, (unsigned long long)k.dsnap,
+               (unsigned long long)k.nsrc, (unsigned long long)k.dsrc);
+        ex = k.differ ? 1 : 0;
+    }
+    wcache_snapshot_close(k.s);
+    etcd_close(c, src);
+    return ex;
+}
+
+static long long num_arg(const char *v, long long lo, long long hi, const char *what)
+{
+    char *end;
+    long long n = v ? strtoll(v, &end, 10) : lo - 1;
+    if (!v || !*v || *end || n < lo || n > hi) {
+        bad(what, v);
+        return lo - 1;
+    }
+    return n;
+}
+
+/* sync and check take their own options. */
+static int run_etcd(int check, int argc, char **argv)
+{
+    etcd_args ea = {.timeout_s = 60, .level = 1};
+    int npos = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *s = argv[i], *v;
+        if (is_opt(s, "--etcd", NULL)) {
+            ea.etcd = opt_value(argc, argv, &i, "--etcd", NULL);
+        } else if (is_opt(s, "--prefix", NULL)) {
+            ea.prefix = opt_value(argc, argv, &i, "--prefix", NULL);
+        } else if (is_opt(s, "--timeout", NULL)) {
+            v = opt_value(argc, argv, &i, "--timeout", NULL);
+            if ((ea.timeout_s = num_arg(v, 1, 86400, "--timeout needs seconds, 1 to 86400")) < 1)
+                return EX_ERR + check;
+        } else if (!check && is_opt(s, "--out", NULL)) {
+            ea.out = opt_value(argc, argv, &i, "--out", NULL);
+        } else if (!check && is_opt(s, "--until-revision", NULL)) {
+            v = opt_value(argc, argv, &i, "--until-revision", NULL);
+            if ((ea.until = num_arg(v, 1, INT64_MAX, "--until-revision needs a revision >= 1")) <
+                1)
+                return EX_ERR;
+        } else if (!check && is_opt(s, "--level", NULL)) {
+            v = opt_value(argc, argv, &i, "--level", NULL);
+            if ((ea.level = (int)num_arg(v, 1, 19, "--level needs 1 to 19")) < 1)
+                return EX_ERR;
+        } else if (!check && is_opt(s, "--workers", NULL)) {
+            v = opt_value(argc, argv, &i, "--workers", NULL);
+            if ((ea.workers = (int)num_arg(v, 0, 64, "--workers needs 0 to 64")) < 0)
+                return EX_ERR;
+        } else if (s[0] == '-' && s[1]) {
+            bad("unknown option", s);
+            return EX_ERR + check;
+        } else if (check && npos++ == 0) {
+            ea.snap = s;
+        } else {
+            bad("too many arguments", s);
+            return EX_ERR + check;
+        }
+    }
+    if (!ea.etcd || !*ea.etcd || !ea.prefix) {
+        bad("--etcd URLS and --prefix P are required", NULL);
+        return EX_ERR + check;
+    }
+    if (check ? !ea.snap : !ea.out) {
+        bad(check ? "expected one snapshot file" : "--out SNAP is required", NULL);
+        return EX_ERR + check;
+    }
+    return check ? cmd_check(&ea) : cmd_sync(&ea);
+}
+
 static int run(const command *c, int argc, char **argv)
 {
     args a = {.cmd = c->name, .limit = -1, .fmt = c->dflt};
@@ -864,10 +1396,12 @@ int main(int argc, char **argv)
                wcache_version_string(), WCACHE_SNAP_FORMAT_MAJOR, WCACHE_SNAP_FORMAT_MINOR);
         return EX_OK;
     }
+    if (!strcmp(cmd, "sync") || !strcmp(cmd, "check"))
+        return run_etcd(cmd[0] == 'c', argc, argv);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (strcmp(cmd, commands[i].name) == 0)
             return run(&commands[i], argc, argv);
-    fprintf(stderr, "%s: unknown command '%s' (sync and check are not built yet)\n", prog, cmd);
+    fprintf(stderr, "%s: unknown command '%s'\n", prog, cmd);
     fprintf(stderr, "Try 'wcache --help'.\n");
     return EX_ERR;
 }

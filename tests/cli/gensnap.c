@@ -7,6 +7,12 @@
  * N pod-like objects "/registry/pods/ns/pod-NNNNN", one key and one value
  * that are not UTF-8, one empty value.  VARIANT 1 is the same state later:
  * pod-00003 changed, pod-00005 deleted, "/registry/zz-new" added.
+ *
+ *   gensnap OUT 0 2 SOURCE_ID REV FROM
+ *
+ * VARIANT 2 copies the snapshot FROM (for the check tests of sync.sh) with
+ * "/reg/pods/p5" altered, "/reg/pods/p6" left out and "/reg/zz-extra"
+ * added, as a snapshot of SOURCE_ID at REV.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +46,31 @@ static int feed(wcache_cache *c, int n, int variant, int64_t *rev)
     return bad;
 }
 
+static int copy_altered(wcache_cache *c, const char *from, int64_t rev)
+{
+    wcache_snapshot *s;
+    wcache_batch *b;
+    wcache_kv kv;
+    int rc;
+    if (wcache_snapshot_open(&s, from, NULL) != WCACHE_OK || wcache_batch_create(c, &b))
+        return 1;
+    while ((rc = wcache_snapshot_next(s, &kv)) == WCACHE_OK) {
+        if (kv.key_len == 12 && memcmp(kv.key, "/reg/pods/p6", 12) == 0)
+            continue;
+        if (kv.key_len == 12 && memcmp(kv.key, "/reg/pods/p5", 12) == 0)
+            kv.value = "altered", kv.value_len = 7;
+        if (wcache_batch_put_meta(b, kv.key, kv.key_len, kv.value, kv.value_len,
+                                  kv.create_revision, kv.mod_revision, kv.version))
+            return 1;
+    }
+    rc = rc != WCACHE_ENOTFOUND ||
+         wcache_batch_put_meta(b, "/reg/zz-extra", 13, "x", 1, rev, rev, 1) ||
+         wcache_ingest_load(c, b, rev);
+    wcache_batch_free(b);
+    wcache_snapshot_close(s);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     wcache_cache *c = NULL;
@@ -49,13 +80,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: gensnap OUT N [VARIANT]\n");
         return 2;
     }
+    int variant = argc > 3 ? atoi(argv[3]) : 0;
+    if (variant == 2 && argc != 7) {
+        fprintf(stderr, "usage: gensnap OUT 0 2 SOURCE_ID REV FROM\n");
+        return 2;
+    }
     if (wcache_cache_create(&c, NULL) != WCACHE_OK || wcache_cache_open(c) != WCACHE_OK ||
-        feed(c, atoi(argv[2]), argc > 3 ? atoi(argv[3]) : 0, &rev)) {
+        (variant == 2 ? copy_altered(c, argv[6], atoll(argv[5]))
+                      : feed(c, atoi(argv[2]), variant, &rev))) {
         fprintf(stderr, "gensnap: could not fill the cache\n");
         return 1;
     }
     wcache_snapshot_write_opts o = {.size = sizeof o};
-    o.source_id = "test:/registry/";
+    o.source_id = variant == 2 ? argv[4] : "test:/registry/";
     o.source_id_len = strlen(o.source_id);
     o.block_bytes = 4096;
     o.errbuf = eb;

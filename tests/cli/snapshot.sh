@@ -6,39 +6,10 @@ set -u
 cd "$(dirname "$0")/../.." || exit 1
 T=$(mktemp -d "${TMPDIR:-/tmp}/wcache-cli.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-fails=0
-pass=0
-
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { pass=$((pass + 1)); }
-
-# expect CODE CMD...: run CMD, stdout to $T/out, stderr to $T/err.
-expect() {
-    local want=$1
-    shift
-    "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" -ne "$want" ]; then
-        fail "'$*' exited $got, want $want; stderr: $(head -c 300 "$T/err")"
-        return 1
-    fi
-    ok
-}
-
-has() { grep -q -- "$1" "$T/out" && ok || fail "output of the last command lacks '$1'"; }
-has_err() { grep -q -- "$1" "$T/err" && ok || fail "stderr of the last command lacks '$1'"; }
-lines() {
-    local n
-    n=$(wc -l <"$T/out")
-    [ "$n" -eq "$1" ] && ok || fail "last output has $n lines, want $1"
-}
+. tests/cli/common.inc
 
 command -v wcache >/dev/null || { echo "FAIL: wcache is not on PATH"; exit 1; }
-[ -f lib/libwatchcache.a ] || { echo "FAIL: lib/libwatchcache.a missing (run make)"; exit 1; }
-libs=$(sed -n 's/^DEP_LIBS := //p' build/config.mk 2>/dev/null)
-${CC:-cc} -std=c11 -Iinclude tests/cli/gensnap.c lib/libwatchcache.a \
-    ${libs:--lzstd -lxxhash} -lpthread -lm -o "$T/gensnap" ||
-    { echo "FAIL: cannot build gensnap"; exit 1; }
+build_gensnap
 
 "$T/gensnap" "$T/a.wcsnap" 40 || { echo "FAIL: gensnap"; exit 1; }
 "$T/gensnap" "$T/b.wcsnap" 40 1 || { echo "FAIL: gensnap"; exit 1; }

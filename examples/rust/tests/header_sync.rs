@@ -11,6 +11,8 @@ const NOT_BOUND: &[(&str, &str)] = &[
     ("wcache_etcd_free", "etcd source"),
     ("wcache_etcd_stat", "etcd source"),
     ("wcache_etcd_current_revision", "etcd source"),
+    ("wcache_etcd_range", "etcd source"),
+    ("wcache_etcd_source_id", "etcd source"),
 ];
 
 fn read(rel: &str) -> String {
