@@ -1046,6 +1046,203 @@ WCACHE_API wcache_code wcache_etcd_source_id(wcache_etcd *src, void *buf, size_t
                                              size_t *len);
 
 /* ------------------------------------------------------------------------ */
+/* Kubernetes watch-stream source                                            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The Kubernetes source feeds a cache from a Kubernetes watch stream: one
+ * JSON object per line, {"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR",
+ * "object":{...}}, on a thread of its own.  An object's
+ * metadata.resourceVersion is the revision; its key is the configured
+ * prefix + "namespace/name" (prefix + "name" for cluster-scoped objects);
+ * its value is the object as compact JSON.  BOOKMARK advances the cache's
+ * revision (wcache_ingest_progress).  An ERROR of code 410 (the watch start
+ * is too old) re-lists through the list URL, reconciles (keys that vanished
+ * become deletes) and resumes from the list's resourceVersion.  The stream
+ * comes from a file descriptor, a file, an HTTP(S) URL (a proxy in front of
+ * an API server; bearer token, TLS verified by default) or the built-in
+ * synthetic stream of pods and configmaps (seeded, for demos and tests).
+ * The full text is in wcache_k8s(3).
+ *
+ * Order of calls: wcache_cache_create, parameters, wcache_k8s_create,
+ * wcache_cache_open, (optionally wcache_snapshot_restore: the source then
+ * resumes from the snapshot's revision), wcache_k8s_start ...
+ * wcache_k8s_stop, wcache_k8s_free, wcache_cache_close.
+ */
+
+typedef struct wcache_k8s wcache_k8s; /* one Kubernetes watch-stream source */
+
+/* Where the watch stream comes from. */
+typedef enum wcache_k8s_input {
+    WCACHE_K8S_INPUT_FD = 1,       /* read fd (not closed) until end of file */
+    WCACHE_K8S_INPUT_FILE = 2,     /* read the file at path, to its end */
+    WCACHE_K8S_INPUT_URL = 3,      /* GET url, reconnect from the last revision */
+    WCACHE_K8S_INPUT_SYNTHETIC = 4 /* the built-in seeded stream */
+} wcache_k8s_input;
+
+/* Resources of the synthetic stream (either or both). */
+typedef enum wcache_k8s_resource {
+    WCACHE_K8S_PODS = 1,
+    WCACHE_K8S_CONFIGMAPS = 2
+} wcache_k8s_resource;
+
+/* Options of a Kubernetes source.  size = sizeof(wcache_k8s_opts); zero
+ * means default for every other field. */
+typedef struct wcache_k8s_opts {
+    uint32_t size;
+    /* The source's identity (required, 1 .. 1024 bytes): what snapshots of
+     * the cache are tagged with (wcache_k8s_source_id()). */
+    const char *name;
+    int input;           /* a wcache_k8s_input (required) */
+    int fd;              /* WCACHE_K8S_INPUT_FD: the descriptor */
+    const char *path;    /* WCACHE_K8S_INPUT_FILE: the file */
+    /* WCACHE_K8S_INPUT_URL: the watch URL, http:// or https://
+     * ("https://h:6443/api/v1/pods?watch=true"); the source appends
+     * resourceVersion=R and allowWatchBookmarks=true. */
+    const char *url;
+    /* The LIST URL of the same resource ("https://h:6443/api/v1/pods"),
+     * for the initial list of an empty cache (URL input), the re-list
+     * after an ERROR 410 (any input) and the current revision of
+     * consistent reads.  NULL: none (an ERROR 410 then ends the stream). */
+    const char *list_url;
+    /* Prepended to "namespace/name" to make a key ("/registry/pods/").
+     * Binary-safe; may be empty. */
+    const void *prefix;
+    size_t prefix_len;
+    /* HTTP(S): "Authorization: Bearer <bearer_token>" on every request
+     * (NULL: none); CA bundle (PEM; NULL: the system's).  insecure = 1
+     * turns peer and host verification off (it is on by default). */
+    const char *bearer_token;
+    const char *ca_file;
+    int insecure;
+    int64_t connect_timeout_ms; /* per connection attempt; 0: 5000 */
+    int64_t request_timeout_ms; /* per LIST page; 0: 60000 */
+    int64_t backoff_min_ms;     /* first reconnect delay; 0: 100 */
+    int64_t backoff_max_ms;     /* longest reconnect delay; 0: 5000 */
+    uint32_t page_limit;        /* objects per LIST page (limit=); 0: 10000 */
+    /* Longest line of the stream: a longer one is an error (see
+     * wcache_k8s(3)).  0: 16 MiB. */
+    uint64_t max_line_bytes;
+    uint64_t max_list_bytes; /* longest LIST page; 0: 1 GiB */
+    /* WCACHE_K8S_INPUT_SYNTHETIC: the seed (0 is a seed like any other)
+     * and the resources (wcache_k8s_resource bits; 0: both). */
+    uint64_t seed;
+    int resources;
+} wcache_k8s_opts;
+
+/* Counters of a Kubernetes source; size = sizeof(wcache_k8s_stats). */
+typedef struct wcache_k8s_stats {
+    uint32_t size;
+    int synced;              /* 1 once the stream (or a list) applied something */
+    int running;             /* 1 between start and the thread's end */
+    int ended;               /* 1: the input ended (end of file or of the
+                                synthetic stream, or an error that a file
+                                cannot recover from); see last_error */
+    int last_error;          /* wcache_code of the latest failure, 0: none */
+    int64_t revision;        /* the cache's revision */
+    int64_t list_revision;   /* resourceVersion of the latest (re)list */
+    uint64_t lists;          /* lists and re-lists completed */
+    uint64_t relists;        /* re-lists after ERROR 410 or a diverged stream */
+    uint64_t connects;       /* watch streams opened (URL input) */
+    uint64_t reconnects;     /* watch streams that ended and were reopened */
+    uint64_t errors;         /* failed requests, malformed or oversized lines */
+    uint64_t lines;          /* lines parsed */
+    uint64_t bytes;          /* bytes read: stream and lists */
+    uint64_t events;         /* ADDED, MODIFIED and DELETED applied */
+    uint64_t bookmarks;      /* BOOKMARKs that advanced the cache */
+    uint64_t skipped;        /* events at or below the resume revision */
+    uint64_t relist_changes; /* puts and deletes made by re-lists */
+} wcache_k8s_stats;
+
+/*
+ * @brief Create a Kubernetes source for c and install it as c's source for
+ *        consistent reads (wcache_cache_set_source()), so c must not be
+ *        open yet.  Nothing is read before wcache_k8s_start().  Calls
+ *        curl_global_init() (reference-counted by libcurl).
+ * @return WCACHE_OK, WCACHE_EINVAL (NULL, opts->size too small, no name or
+ *         input, a URL that is not http(s), an option out of range),
+ *         WCACHE_ESTATE (c open), WCACHE_ECURL (libcurl failed to
+ *         initialise), WCACHE_ENOMEM.
+ * Ownership: new (*out), release with wcache_k8s_free(); copies every
+ * option (the fd stays the caller's: it is not closed).  Thread safety:
+ * one thread at a time, before wcache_cache_open.  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_k8s_create(wcache_k8s **out, wcache_cache *c,
+                                                          const wcache_k8s_opts *opts);
+
+/*
+ * @brief Start the source's thread: (URL input, empty cache, list URL set)
+ *        list, then read the stream from the cache's revision, until the
+ *        input ends or the source is stopped.  That thread is then the
+ *        cache's writer.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE (already running, or the
+ *         cache is not open), WCACHE_ESYS (pthread_create).
+ * Thread safety: one thread at a time per source.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_k8s_start(wcache_k8s *src);
+
+/*
+ * @brief Stop the thread and wait for it: a read or transfer in progress
+ *        is abandoned at once; what was applied stays.  A stopped source
+ *        may be started again (a file is then read again from its start,
+ *        skipping what the cache has).  No-op when not running.
+ * @return WCACHE_OK, WCACHE_EINVAL.
+ * Thread safety: one thread at a time per source, not from a cache
+ * callback.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_k8s_stop(wcache_k8s *src);
+
+/*
+ * @brief Stop and free the source; accepts NULL.  The cache keeps pointing
+ *        at it for consistent reads, so free it only when no
+ *        wcache_view_begin_fresh() can run any more, then close the cache.
+ * Thread safety: one thread, no other call on the source running.
+ * Since: 0.1
+ */
+WCACHE_API void wcache_k8s_free(wcache_k8s *src);
+
+/*
+ * @brief Fill *st.  Counters are read without stopping the thread.
+ * @return WCACHE_OK, WCACHE_EINVAL (NULL, or st->size too small).
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_k8s_stat(const wcache_k8s *src, wcache_k8s_stats *st);
+
+/*
+ * @brief The source's current revision, for consistent reads: with a list
+ *        URL the resourceVersion of a LIST with limit=1 (a quorum read of
+ *        the API server); otherwise, once a file, descriptor or the
+ *        synthetic stream has ended, the last revision it held.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ENOTREADY (no list URL and the
+ *         input has not ended), WCACHE_ECURL, WCACHE_EHTTP, WCACHE_ECORRUPT
+ *         (an answer that does not parse), WCACHE_ENOMEM.
+ * Thread safety: any thread, concurrently with everything.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_k8s_current_revision(wcache_k8s *src, int64_t *rev);
+
+/*
+ * @brief The source's identity (its configured name), what snapshots of
+ *        the cache are written with and checked against on restore.
+ * @return the name, NUL-terminated; *len (when not NULL) its length.
+ *         NULL for an invalid handle.
+ * Ownership: borrowed until wcache_k8s_free().  Thread safety: any thread.
+ * Since: 0.1
+ */
+WCACHE_API const char *wcache_k8s_source_id(const wcache_k8s *src, size_t *len);
+
+/*
+ * @brief Write the built-in synthetic watch stream to fd: the lines a
+ *        watch from resourceVersion after_rev would get (after_rev 0: all),
+ *        the same bytes for the same seed and resources on every platform.
+ * @param[out] last_rev  NULL, or the stream's last resourceVersion.
+ * @return WCACHE_OK, WCACHE_EINVAL (after_rev < 0, bad resources),
+ *         WCACHE_ESYS (write failed; see errno), WCACHE_ENOMEM.
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_k8s_synthetic_write(int fd, uint64_t seed, int resources,
+                                                  int64_t after_rev, int64_t *last_rev);
+
+/* ------------------------------------------------------------------------ */
 /* Snapshots                                                                 */
 /* ------------------------------------------------------------------------ */
 

@@ -24,6 +24,8 @@ const STRUCTS: &[&str] = &[
     "wcache_snapshot_state",
     "wcache_store_opts",
     "wcache_store_object",
+    "wcache_k8s_opts",
+    "wcache_k8s_stats",
 ];
 
 fn main() {

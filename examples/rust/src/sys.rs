@@ -29,6 +29,7 @@ opaque!(
     wcache_store,
     wcache_store_upload
 );
+opaque!(wcache_k8s);
 
 pub type wcache_code = c_int;
 pub type wcache_param = c_int;
@@ -312,6 +313,61 @@ pub struct wcache_store_object {
     pub mtime_unix_ns: i64,
     pub etag: *const c_char,
     pub revision: i64,
+}
+
+pub const WCACHE_K8S_INPUT_FD: c_int = 1;
+pub const WCACHE_K8S_INPUT_FILE: c_int = 2;
+pub const WCACHE_K8S_INPUT_URL: c_int = 3;
+pub const WCACHE_K8S_INPUT_SYNTHETIC: c_int = 4;
+pub const WCACHE_K8S_PODS: c_int = 1;
+pub const WCACHE_K8S_CONFIGMAPS: c_int = 2;
+
+#[repr(C)]
+pub struct wcache_k8s_opts {
+    pub size: u32,
+    pub name: *const c_char,
+    pub input: c_int,
+    pub fd: c_int,
+    pub path: *const c_char,
+    pub url: *const c_char,
+    pub list_url: *const c_char,
+    pub prefix: *const c_void,
+    pub prefix_len: usize,
+    pub bearer_token: *const c_char,
+    pub ca_file: *const c_char,
+    pub insecure: c_int,
+    pub connect_timeout_ms: i64,
+    pub request_timeout_ms: i64,
+    pub backoff_min_ms: i64,
+    pub backoff_max_ms: i64,
+    pub page_limit: u32,
+    pub max_line_bytes: u64,
+    pub max_list_bytes: u64,
+    pub seed: u64,
+    pub resources: c_int,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct wcache_k8s_stats {
+    pub size: u32,
+    pub synced: c_int,
+    pub running: c_int,
+    pub ended: c_int,
+    pub last_error: c_int,
+    pub revision: i64,
+    pub list_revision: i64,
+    pub lists: u64,
+    pub relists: u64,
+    pub connects: u64,
+    pub reconnects: u64,
+    pub errors: u64,
+    pub lines: u64,
+    pub bytes: u64,
+    pub events: u64,
+    pub bookmarks: u64,
+    pub skipped: u64,
+    pub relist_changes: u64,
 }
 
 extern "C" {
@@ -644,5 +700,23 @@ extern "C" {
         source_id_len: usize,
         keep: usize,
         removed: *mut usize,
+    ) -> wcache_code;
+    pub fn wcache_k8s_create(
+        out: *mut *mut wcache_k8s,
+        c: *mut wcache_cache,
+        opts: *const wcache_k8s_opts,
+    ) -> wcache_code;
+    pub fn wcache_k8s_start(src: *mut wcache_k8s) -> wcache_code;
+    pub fn wcache_k8s_stop(src: *mut wcache_k8s) -> wcache_code;
+    pub fn wcache_k8s_free(src: *mut wcache_k8s);
+    pub fn wcache_k8s_stat(src: *const wcache_k8s, st: *mut wcache_k8s_stats) -> wcache_code;
+    pub fn wcache_k8s_current_revision(src: *mut wcache_k8s, rev: *mut i64) -> wcache_code;
+    pub fn wcache_k8s_source_id(src: *const wcache_k8s, len: *mut usize) -> *const c_char;
+    pub fn wcache_k8s_synthetic_write(
+        fd: c_int,
+        seed: u64,
+        resources: c_int,
+        after_rev: i64,
+        last_rev: *mut i64,
     ) -> wcache_code;
 }

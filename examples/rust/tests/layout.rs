@@ -24,6 +24,8 @@ fn struct_sizes_match_c() {
         ("wcache_snapshot_state", size_of::<wcache_snapshot_state>()),
         ("wcache_store_opts", size_of::<wcache_store_opts>()),
         ("wcache_store_object", size_of::<wcache_store_object>()),
+        ("wcache_k8s_opts", size_of::<wcache_k8s_opts>()),
+        ("wcache_k8s_stats", size_of::<wcache_k8s_stats>()),
     ];
     if C_SIZES.is_empty() {
         eprintln!("no C compiler at build time: skipped");
