@@ -8,10 +8,12 @@
 
 struct wci_selector;
 
-typedef struct wci_qslot {
-    wcache_event *ev;
-    uint32_t type;
-} wci_qslot;
+/* A queue slot: the event's address with the type this watcher sees in
+ * the low 3 bits (events are allocated aligned for any type).  8 bytes,
+ * not 16: a cache line carries 8 deliveries from the writer's core to a
+ * consumer's. */
+typedef uintptr_t wci_qslot;
+#define WCI_QSLOT_TYPE 7u
 
 typedef struct wci_cand {
     wcache_watch *w;
@@ -36,6 +38,14 @@ typedef struct wci_len {
 typedef struct wci_wreg {
     wci_bucket **tab; /* chained hash of prefixes */
     size_t mask;
+    /* Counting filter over the prefix hashes (bits 32..): dispatch probes
+     * every registered prefix length of a key, and most lengths have no
+     * bucket for it; one bit of a small array says so without walking a
+     * chain to a bucket that is a cache miss.  Counters stuck at 255 are
+     * never decremented (a false "maybe", not a lost watcher). */
+    uint8_t *pfilt;
+    uint64_t *pfbits; /* pfilt[i] != 0 */
+    size_t pfmask;
     size_t nbuckets;
     wci_len *lens;    /* distinct prefix lengths, ascending */
     size_t nlens, caplens;
@@ -62,6 +72,7 @@ struct wcache_watch {
     char *ixval;
     size_t ixlen;
     int prev_value;
+    int plain;         /* no selector, no index: the type depends on the change only */
     int64_t start_rev; /* deliver revisions above this */
     /* phase; changed under wmu */
     int phase;
@@ -75,6 +86,10 @@ struct wcache_watch {
      * lines, so a push and a pop do not bounce one line between cores. */
     wci_qslot *q;
     uint32_t qcap;
+    /* The writer's last look at qhead (dispatch, under wmu): the queue has
+     * at least qcap - (qtail - qhead_seen) free slots, so the consumer's
+     * line is read only when that runs out. */
+    uint64_t qhead_seen;
     char pad0[64];
     _Atomic uint64_t qhead;
     char pad1[64 - sizeof(uint64_t)]; /* padding, not _Alignas: allocators
