@@ -7,6 +7,8 @@
 #   make check-asan | check-tsan | check-valgrind | check-meta | check-fuzz
 #   make check-gcs-node   the GCS test server against Google's Node client
 #   make check-style      clang-format --dry-run -Werror
+#   make check-proxy      tests/proxy/test-*.sh (wcache-proxy with kubectl, curl, etcd)
+#   make serve            run wcache-proxy over a throw-away etcd until ^C
 #   make bench            bench/run.sh (examples/go and examples/rust: make bench
 #                         there for the binding overhead, vs bench/bench_bindings.c)
 #   make examples         C examples, plus Go / Rust when present
@@ -68,6 +70,8 @@ INSTALL ?= install
 PKG_CONFIG ?= pkg-config
 DEP_PKGS := libzstd libcurl jansson yaml-0.1 libxxhash
 TEST_PKGS := check
+# wcache-proxy only (examples/proxy): the HTTP server and its TLS library.
+PROXY_PKGS := libmicrohttpd gnutls
 CONFIG_MK := build/config.mk
 
 # Goals that must not trigger dependency discovery (or an apt-get).
@@ -83,10 +87,10 @@ endif
 
 $(CONFIG_MK): Makefile tools/bootstrap-deps.sh
 	@mkdir -p $(@D)
-	@if ! $(PKG_CONFIG) --exists $(DEP_PKGS) $(TEST_PKGS) 2>/dev/null; then \
+	@if ! $(PKG_CONFIG) --exists $(DEP_PKGS) $(TEST_PKGS) $(PROXY_PKGS) 2>/dev/null; then \
 	    echo "make: missing build dependencies; running tools/bootstrap-deps.sh" >&2; \
 	    tools/bootstrap-deps.sh build || exit 1; \
-	    for p in $(DEP_PKGS) $(TEST_PKGS); do $(PKG_CONFIG) --exists $$p || \
+	    for p in $(DEP_PKGS) $(TEST_PKGS) $(PROXY_PKGS); do $(PKG_CONFIG) --exists $$p || \
 	        { echo "make: pkg-config still cannot find $$p" >&2; exit 1; }; done; \
 	fi
 	@{ \
@@ -95,6 +99,8 @@ $(CONFIG_MK): Makefile tools/bootstrap-deps.sh
 	  echo "DEP_LIBS := $$($(PKG_CONFIG) --libs $(DEP_PKGS))"; \
 	  echo "CHECK_CFLAGS := $$($(PKG_CONFIG) --cflags $(TEST_PKGS))"; \
 	  echo "CHECK_LIBS := $$($(PKG_CONFIG) --libs $(TEST_PKGS))"; \
+	  echo "PROXY_CFLAGS := $$($(PKG_CONFIG) --cflags $(PROXY_PKGS))"; \
+	  echo "PROXY_LIBS := $$($(PKG_CONFIG) --libs $(PROXY_PKGS))"; \
 	} > $@.tmp && mv $@.tmp $@
 
 # --- flags ---------------------------------------------------------------------
@@ -162,6 +168,11 @@ WCACHE_BIN := $(if $(TOOL_SRCS),$(BINOUT)/tools/wcache)
 EX_SRCS := $(sort $(wildcard examples/c/*.c))
 EX_BINS := $(patsubst %.c,$(BINOUT)/%,$(EX_SRCS))
 
+# wcache-proxy(1): the read-only Kubernetes-style API server (examples/proxy).
+PROXY_SRCS := $(sort $(wildcard examples/proxy/*.c))
+PROXY_OBJS := $(patsubst %.c,$(B)/obj/%.o,$(PROXY_SRCS))
+PROXY_BIN := $(if $(PROXY_SRCS),$(BINOUT)/examples/proxy/wcache-proxy)
+
 # --- tests ----------------------------------------------------------------------
 PUB_SRCS := $(filter-out tests/check_main.c,$(sort $(wildcard tests/check_*.c)))
 WB_SRCS := $(sort $(wildcard tests/wb_*.c))
@@ -174,13 +185,14 @@ FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/asan/fuzz/%,$(FUZZ_SRCS))
 
 .PHONY: all lib tools examples demo tests check check-long check-unit check-asan \
         check-tsan check-valgrind check-meta check-cli check-fuzz check-style bench \
-        install uninstall clean distclean help run-unit fuzz-bins
+        install uninstall clean distclean help run-unit fuzz-bins check-proxy
 
-all: lib tools c-examples
+all: lib tools c-examples proxy
 lib: $(STATIC) $(SHARED) $(SHARED_LINKS)
 tools: $(WCACHE_BIN)
-.PHONY: c-examples
+.PHONY: c-examples proxy serve
 c-examples: $(EX_BINS)
+proxy: $(PROXY_BIN)
 
 # Objects depend on the flags they were built with, so that switching, say,
 # CI=true on in a built tree recompiles instead of reusing -Werror-less objects.
@@ -212,6 +224,23 @@ $(SHARED_LINKS): $(SHARED)
 $(BINOUT)/tools/wcache: $(TOOL_OBJS) $(STATIC)
 	@mkdir -p $(@D)
 	$(VCC) $(BASE_CFLAGS) $(LDFLAGS_ALL) -o $@ $(TOOL_OBJS) $(STATIC) $(DEP_LIBS) $(SYS_LIBS)
+
+# The proxy links the static library like the CLI (an installed
+# wcache-proxy needs no rpath) and uses its label-selector code, so that a
+# LIST filters exactly as a watch does.
+$(B)/obj/examples/proxy/%.o: examples/proxy/%.c $(FLAGS_STAMP) | $(CONFIG_MK)
+	@mkdir -p $(@D)
+	$(VCC) $(CPPFLAGS_ALL) $(APP_CFLAGS) $(PROXY_CFLAGS) -I. -MMD -MP -c $< -o $@
+
+$(BINOUT)/examples/proxy/wcache-proxy: $(PROXY_OBJS) $(STATIC)
+	@mkdir -p $(@D)
+	$(VCC) $(BASE_CFLAGS) $(LDFLAGS_ALL) -o $@ $(PROXY_OBJS) $(STATIC) $(PROXY_LIBS) \
+	    $(DEP_LIBS) $(SYS_LIBS)
+
+# make serve: a proxy kept running in front of a throw-away etcd with demo
+# objects; it prints the kubectl command to point at it.
+serve: proxy
+	tests/proxy/serve.sh
 
 # Examples link the shared library like any program would, found through a
 # relative rpath so the tree can move.
@@ -409,6 +438,8 @@ check:
 	@for t in $(sort $(wildcard tests/cli/*.sh)); do \
 	    $(HARNESS) step cli/$$(basename $$t .sh) \
 	        env PATH="$(CURDIR)/tools:$$PATH" $(HARNESS) exec $$t; done
+	@for t in $(sort $(wildcard tests/proxy/test-*.sh)); do \
+	    $(HARNESS) step proxy/$$(basename $$t .sh) $(HARNESS) exec $$t; done
 	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
 	    $(HARNESS) step fuzz/$$n $(MAKE) $(MFLAGS_SUB) fuzz-run-$$n; done
 	@$(HARNESS) summary
@@ -431,6 +462,9 @@ check-cli: all
 check-gcs-node:
 	tests/peers/gcs-node-check build/gcs-node
 .PHONY: check-gcs-node
+check-proxy: proxy
+	@set -e; for t in $(sort $(wildcard tests/proxy/test-*.sh)); do echo "== $$t"; \
+	    $(HARNESS) exec $$t; done
 check-fuzz:
 	@set -e; for f in $(FUZZ_SRCS); do $(MAKE) $(MFLAGS_SUB) fuzz-run-$$(basename $$f .c); done
 
@@ -485,13 +519,17 @@ install: all watchcache.pc
 	    $(INSTALL) -d $(DESTDIR)$(BINDIR); \
 	    echo "$(INSTALL) -m 755 $(WCACHE_BIN) $(DESTDIR)$(BINDIR)/"; \
 	    $(INSTALL) -m 755 $(WCACHE_BIN) $(DESTDIR)$(BINDIR)/; fi
+	@if [ -n "$(PROXY_BIN)" ]; then \
+	    $(INSTALL) -d $(DESTDIR)$(BINDIR); \
+	    echo "$(INSTALL) -m 755 $(PROXY_BIN) $(DESTDIR)$(BINDIR)/wcache-proxy"; \
+	    $(INSTALL) -m 755 $(PROXY_BIN) $(DESTDIR)$(BINDIR)/wcache-proxy; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/watchcache.h
 	rm -f $(DESTDIR)$(LIBDIR)/libwatchcache.a $(DESTDIR)$(LIBDIR)/$(SOREAL)
 	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libwatchcache.so
 	rm -f $(DESTDIR)$(PKGCONFIGDIR)/watchcache.pc
-	rm -f $(DESTDIR)$(BINDIR)/wcache
+	rm -f $(DESTDIR)$(BINDIR)/wcache $(DESTDIR)$(BINDIR)/wcache-proxy
 	@for p in $(MAN_PAGES); do s=$$(basename $$(dirname $$p)); \
 	    rm -f $(DESTDIR)$(MANDIR)/$$s/$$(basename $$p); done
 
@@ -499,6 +537,7 @@ clean:
 	rm -rf build
 	rm -f lib/libwatchcache.a lib/libwatchcache.so lib/libwatchcache.so.*
 	rm -f tools/wcache tests/check_public tests/check_internal watchcache.pc
+	rm -f examples/proxy/wcache-proxy
 	rm -f $(patsubst %.c,%,$(wildcard examples/c/*.c))
 	@if [ -f examples/go/Makefile ]; then $(MAKE) -C examples/go clean; fi
 	@if [ -f examples/rust/Makefile ]; then $(MAKE) -C examples/rust clean; fi
@@ -509,5 +548,5 @@ help:
 
 ifndef SKIP_CONFIG
 -include $(LIB_OBJS:.o=.d) $(wildcard $(B)/obj/tools/*.d $(B)/obj/tests/*.d \
-                    $(B)/obj/examples/c/*.d)
+                    $(B)/obj/examples/c/*.d $(B)/obj/examples/proxy/*.d)
 endif

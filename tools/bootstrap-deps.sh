@@ -17,7 +17,7 @@
 # packages to look for.
 set -euo pipefail
 
-BUILD_PKGS=(build-essential pkg-config libzstd-dev libcurl4-openssl-dev
+BUILD_PKGS=(build-essential pkg-config libzstd-dev libcurl4-openssl-dev libmicrohttpd-dev
     libjansson-dev libyaml-dev libxxhash-dev check)
 CHECK_PKGS=(clang libclang-rt-14-dev llvm valgrind binutils clang-format groff-base python3
     python3-yaml mandoc)

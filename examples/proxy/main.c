@@ -1,0 +1,482 @@
+/*
+ * main.c - wcache-proxy(1): flags over the configuration file, one cache
+ * and one source per resource, restore from the newest snapshot, serve,
+ * snapshots on a schedule and on SIGTERM, clean shutdown.
+ */
+#include "proxy.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+
+px_config G;
+atomic_int px_stopping;
+static int verbose;
+
+void px_log(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    fprintf(stderr, "%02d:%02d:%02d.%03ld wcache-proxy: %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
+            ts.tv_nsec / 1000000, msg);
+}
+
+static void lib_log(int level, const char *msg, size_t len, void *ud)
+{
+    px_resource *r = ud;
+    if (level <= WCACHE_LOG_WARN || verbose)
+        px_log("%s: %.*s", r->name, (int)len, msg);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: wcache-proxy [--config FILE] [--listen HOST:PORT] [--etcd URLS]\n"
+            "                    [--stream FILE|URL] [--snapshot-dir DIR] [--snapshot-url URL]\n"
+            "                    [--snapshot-interval SECONDS] [--tls-cert FILE --tls-key FILE]\n"
+            "                    [--client-ca FILE] [--token-file FILE] [--threads N]\n"
+            "                    [--insecure-allow-remote] [--verbose]\n"
+            "A read-only Kubernetes-style API server over libwatchcache; see wcache-proxy(1).\n");
+}
+
+/* ------------------------------------------------------------------------ */
+/* snapshots                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void snap_prefix(const px_resource *r, char *out, size_t n)
+{
+    snprintf(out, n, "%s-", r->name);
+}
+
+static void source_id(const px_resource *r, char *out, size_t n)
+{
+    snprintf(out, n, "etcd:%s", r->prefix);
+}
+
+/* The newest PREFIX<20 digits>.wcsnap in dir (names sort by revision). */
+static int newest_snapshot(const char *dir, const char *prefix, char *out, size_t n)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    char best[256] = "";
+    struct dirent *e;
+    size_t pl = strlen(prefix);
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l != pl + 20 + 7 || strncmp(e->d_name, prefix, pl) ||
+            strcmp(e->d_name + l - 7, ".wcsnap"))
+            continue;
+        if (strcmp(e->d_name, best) > 0)
+            snprintf(best, sizeof best, "%s", e->d_name);
+    }
+    closedir(d);
+    if (!best[0])
+        return -1;
+    snprintf(out, n, "%s/%s", dir, best);
+    return 0;
+}
+
+static int snapshot_one(px_resource *r, int force)
+{
+    if (!G.snapshot_dir || !atomic_load(&r->ready))
+        return 0;
+    char pfx[96], sid[300];
+    snap_prefix(r, pfx, sizeof pfx);
+    source_id(r, sid, sizeof sid);
+    char eb[256] = "";
+    wcache_snapshot_write_opts wo = {.size = sizeof wo,
+                                     .source_id = sid,
+                                     .source_id_len = strlen(sid),
+                                     .errbuf = eb,
+                                     .errbuf_len = sizeof eb};
+    wcache_snapshot_policy pol = {.size = sizeof pol,
+                                  .dir = G.snapshot_dir,
+                                  .name_prefix = pfx,
+                                  .keep = (size_t)G.snapshot_keep,
+                                  .interval_ms = force ? 1 : G.snapshot_interval_s * 1000,
+                                  .write = &wo};
+    if (!force && G.snapshot_interval_s <= 0)
+        return 0;
+    wcache_snapshot_state st = {.size = sizeof st,
+                                .last_revision = r->snap_last_rev,
+                                .last_ms = r->snap_last_ms};
+    int written = 0;
+    int64_t t0 = now_ms();
+    wcache_code rc = wcache_snapshot_tick(r->cache, &pol, &st, t0, &written);
+    if (rc != WCACHE_OK) {
+        px_log("%s: snapshot failed: %s%s%s", r->name, wcache_strerror(rc), eb[0] ? ": " : "",
+               eb);
+        return -1;
+    }
+    r->snap_last_rev = st.last_revision;
+    r->snap_last_ms = st.last_ms;
+    if (written)
+        px_log("%s: snapshot at revision %lld in %lld ms", r->name, (long long)st.last_revision,
+               (long long)(now_ms() - t0));
+    return 0;
+}
+
+static void restore(px_resource *r)
+{
+    if (!G.snapshot_dir)
+        return;
+    char pfx[96], path[1024], sid[300];
+    snap_prefix(r, pfx, sizeof pfx);
+    if (newest_snapshot(G.snapshot_dir, pfx, path, sizeof path))
+        return;
+    source_id(r, sid, sizeof sid);
+    char eb[256] = "";
+    wcache_snapshot_read_opts ro = {.size = sizeof ro,
+                                    .expect_source_id = sid,
+                                    .expect_source_id_len = strlen(sid),
+                                    .errbuf = eb,
+                                    .errbuf_len = sizeof eb};
+    wcache_snapshot_info info = {.size = sizeof info};
+    int64_t t0 = now_ms();
+    wcache_code rc = wcache_snapshot_restore(r->cache, path, &ro, &info);
+    if (rc != WCACHE_OK) {
+        px_log("%s: not restoring %s: %s%s%s; listing the source instead", r->name, path,
+               wcache_strerror(rc), eb[0] ? ": " : "", eb);
+        return;
+    }
+    r->snap_last_rev = info.revision;
+    r->snap_last_ms = now_ms();
+    px_log("%s: restored %llu objects at revision %lld from %s in %lld ms", r->name,
+           (unsigned long long)info.objects, (long long)info.revision, path,
+           (long long)(now_ms() - t0));
+}
+
+/* ------------------------------------------------------------------------ */
+/* sources                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int open_resource(px_resource *r)
+{
+    wcache_code rc = wcache_cache_create(&r->cache, NULL);
+    if (rc != WCACHE_OK)
+        return -1;
+    wcache_cache_set_log(r->cache, lib_log, WCACHE_LOG_DEBUG, r);
+    if (G.retain_seconds >= 0)
+        wcache_cache_set_param(r->cache, WCACHE_P_RETAIN_SECONDS, G.retain_seconds);
+    if (G.retain_revisions >= 0)
+        wcache_cache_set_param(r->cache, WCACHE_P_RETAIN_REVISIONS, G.retain_revisions);
+    wcache_cache_set_param(r->cache, WCACHE_P_READER_SLOTS, 65536);
+    for (int i = 0; i < r->nidx; i++) {
+        rc = wcache_cache_add_index_json(r->cache, r->idx[i].path, strlen(r->idx[i].path),
+                                         r->idx[i].path, strlen(r->idx[i].path), &r->idx[i].id);
+        if (rc != WCACHE_OK) {
+            fprintf(stderr, "wcache-proxy: %s: index %s: %s\n", r->name, r->idx[i].path,
+                    wcache_strerror(rc));
+            return -1;
+        }
+    }
+    if (G.etcd) {
+        wcache_etcd_opts eo = {.size = sizeof eo,
+                               .endpoints = G.etcd,
+                               .prefix = r->prefix,
+                               .prefix_len = strlen(r->prefix)};
+        rc = wcache_etcd_create(&r->etcd, r->cache, &eo);
+        if (rc != WCACHE_OK) {
+            fprintf(stderr, "wcache-proxy: --etcd %s: %s\n", G.etcd, wcache_strerror(rc));
+            return -1;
+        }
+    }
+    if (wcache_cache_open(r->cache) != WCACHE_OK)
+        return -1;
+    restore(r);
+    atomic_store(&r->ready_change_ms, now_ms());
+    if (r->etcd && wcache_etcd_start(r->etcd) != WCACHE_OK)
+        return -1;
+    return 0;
+}
+
+static void poll_ready(void)
+{
+    for (int i = 0; i < G.nres; i++) {
+        px_resource *r = &G.res[i];
+        int ready = 0;
+        if (r->etcd) {
+            wcache_etcd_stats st = {.size = sizeof st};
+            if (wcache_etcd_stat(r->etcd, &st) == WCACHE_OK)
+                ready = st.synced;
+        }
+        if (ready != atomic_load(&r->ready)) {
+            atomic_store(&r->ready, ready);
+            atomic_store(&r->ready_change_ms, now_ms());
+            px_log("%s: %s at revision %lld", r->name, ready ? "synced" : "not synced",
+                   (long long)wcache_cache_revision(r->cache));
+        }
+    }
+}
+
+int px_resource_ready(px_resource *r) { return atomic_load(&r->ready); }
+
+/* ------------------------------------------------------------------------ */
+/* the loopback rule                                                         */
+/* ------------------------------------------------------------------------ */
+
+static int listen_is_loopback(const char *listen)
+{
+    /* the test seam: treat the address as remote, to test the rules on lo */
+    const char *seam = getenv("WCACHE_PROXY_ASSUME_REMOTE");
+    if (seam && *seam == '1')
+        return 0;
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || (size_t)(colon - listen) >= sizeof host)
+        return 0;
+    size_t hl = (size_t)(colon - listen);
+    const char *h = listen;
+    if (h[0] == '[' && hl >= 2) {
+        h++;
+        hl -= 2;
+    }
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    if (!strcmp(host, "localhost"))
+        return 1;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* main                                                                      */
+/* ------------------------------------------------------------------------ */
+
+static void set(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = strdup(v);
+}
+
+int main(int argc, char **argv)
+{
+    cfg_defaults(&G);
+    enum {
+        O_CONFIG = 256, O_LISTEN, O_ETCD, O_STREAM, O_SDIR, O_SURL, O_SINT, O_CERT, O_KEY, O_CA,
+        O_TOKENS, O_THREADS, O_INSECURE, O_VERBOSE, O_WATCH_TIMEOUT
+    };
+    static const struct option lo[] = {{"config", 1, 0, O_CONFIG},
+                                       {"listen", 1, 0, O_LISTEN},
+                                       {"etcd", 1, 0, O_ETCD},
+                                       {"stream", 1, 0, O_STREAM},
+                                       {"snapshot-dir", 1, 0, O_SDIR},
+                                       {"snapshot-url", 1, 0, O_SURL},
+                                       {"snapshot-interval", 1, 0, O_SINT},
+                                       {"tls-cert", 1, 0, O_CERT},
+                                       {"tls-key", 1, 0, O_KEY},
+                                       {"client-ca", 1, 0, O_CA},
+                                       {"token-file", 1, 0, O_TOKENS},
+                                       {"threads", 1, 0, O_THREADS},
+                                       {"watch-timeout", 1, 0, O_WATCH_TIMEOUT},
+                                       {"insecure-allow-remote", 0, 0, O_INSECURE},
+                                       {"verbose", 0, 0, O_VERBOSE},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
+    /* the config file first, so that every flag overrides it */
+    for (int i = 1; i < argc; i++) {
+        const char *cf = NULL;
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            cf = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9))
+            cf = argv[i] + 9;
+        if (cf && cfg_load_yaml(&G, cf))
+            return 2;
+    }
+    int o;
+    while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (o) {
+        case O_CONFIG:
+            break;
+        case O_LISTEN:
+            set(&G.listen, optarg);
+            break;
+        case O_ETCD:
+            set(&G.etcd, optarg);
+            break;
+        case O_STREAM:
+            set(&G.stream, optarg);
+            break;
+        case O_SDIR:
+            set(&G.snapshot_dir, optarg);
+            break;
+        case O_SURL:
+            set(&G.snapshot_url, optarg);
+            break;
+        case O_SINT:
+            G.snapshot_interval_s = atoll(optarg);
+            break;
+        case O_CERT:
+            set(&G.tls_cert, optarg);
+            break;
+        case O_KEY:
+            set(&G.tls_key, optarg);
+            break;
+        case O_CA:
+            set(&G.client_ca, optarg);
+            break;
+        case O_TOKENS:
+            set(&G.token_file, optarg);
+            break;
+        case O_THREADS:
+            G.threads = atoi(optarg);
+            if (G.threads < 1 || G.threads > 256) {
+                fprintf(stderr, "wcache-proxy: --threads: 1..256\n");
+                return 2;
+            }
+            break;
+        case O_WATCH_TIMEOUT:
+            G.watch_timeout_s = atoll(optarg);
+            break;
+        case O_INSECURE:
+            G.insecure_allow_remote = 1;
+            break;
+        case O_VERBOSE:
+            verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "wcache-proxy: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (!G.listen)
+        G.listen = strdup("127.0.0.1:8080");
+    cfg_default_resources(&G);
+    if (G.stream) {
+        fprintf(stderr, "wcache-proxy: --stream: no Kubernetes watch-stream source in this "
+                        "build yet; use --etcd\n");
+        return 2;
+    }
+    if (G.snapshot_url) {
+        fprintf(stderr, "wcache-proxy: --snapshot-url: object-store snapshots are not in this "
+                        "build yet; use --snapshot-dir\n");
+        return 2;
+    }
+    if (!G.etcd) {
+        fprintf(stderr, "wcache-proxy: no source: give --etcd URLS (or sources.etcd)\n");
+        return 2;
+    }
+    if ((G.tls_cert != NULL) != (G.tls_key != NULL)) {
+        fprintf(stderr, "wcache-proxy: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (G.client_ca && !G.tls_cert) {
+        fprintf(stderr, "wcache-proxy: --client-ca needs --tls-cert and --tls-key\n");
+        return 2;
+    }
+    if (cfg_load_tokens(&G))
+        return 2;
+    if (!listen_is_loopback(G.listen)) {
+        int authn = G.ntokens > 0 || G.client_ca;
+        if (!G.tls_cert || !authn) {
+            if (!G.insecure_allow_remote) {
+                fprintf(stderr,
+                        "wcache-proxy: refusing to listen on %s (not loopback) without TLS and "
+                        "authentication (--tls-cert/--tls-key and --token-file or --client-ca); "
+                        "--insecure-allow-remote overrides\n",
+                        G.listen);
+                return 2;
+            }
+            px_log("WARNING: serving %s on %s without %s: anyone who can reach it can read "
+                   "every served object",
+                   G.tls_cert ? "HTTPS" : "plain HTTP", G.listen,
+                   authn ? "TLS" : "authentication");
+        }
+    }
+    if (G.snapshot_dir && mkdir(G.snapshot_dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "wcache-proxy: %s: %s\n", G.snapshot_dir, strerror(errno));
+        return 2;
+    }
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGTERM);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &ss, NULL); /* every thread inherits it */
+    signal(SIGPIPE, SIG_IGN);
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    enc_cache_init(G.encode_cache_bytes);
+    int64_t t0 = now_ms();
+    for (int i = 0; i < G.nres; i++)
+        if (open_resource(&G.res[i])) {
+            fprintf(stderr, "wcache-proxy: cannot start resource %s\n", G.res[i].name);
+            return 1;
+        }
+    if (api_init() || http_start())
+        return 1;
+    px_log("serving %d resources on %s (started in %lld ms)", G.nres, G.listen,
+           (long long)(now_ms() - t0));
+    int synced_logged = 0;
+    while (!atomic_load(&px_stopping)) {
+        struct timespec to = {0, 100 * 1000000};
+        int sig = sigtimedwait(&ss, NULL, &to);
+        if (sig == SIGTERM || sig == SIGINT) {
+            px_log("signal %d: shutting down", sig);
+            atomic_store(&px_stopping, 1);
+            break;
+        }
+        if (sig == SIGHUP) { /* an on-demand snapshot */
+            for (int i = 0; i < G.nres; i++)
+                snapshot_one(&G.res[i], 1);
+        }
+        poll_ready();
+        if (!synced_logged) {
+            int all = 1;
+            for (int i = 0; i < G.nres; i++)
+                all &= atomic_load(&G.res[i].ready);
+            if (all) {
+                px_log("all resources synced in %lld ms", (long long)(now_ms() - t0));
+                synced_logged = 1;
+            }
+        }
+        static int64_t last_tick;
+        if (now_ms() - last_tick >= 1000) {
+            last_tick = now_ms();
+            for (int i = 0; i < G.nres; i++)
+                snapshot_one(&G.res[i], 0);
+        }
+    }
+    int64_t t1 = now_ms();
+    http_stop();
+    px_log("watches ended, server stopped in %lld ms", (long long)(now_ms() - t1));
+    for (int i = 0; i < G.nres; i++)
+        snapshot_one(&G.res[i], 1);
+    for (int i = 0; i < G.nres; i++) {
+        wcache_etcd_free(G.res[i].etcd);
+        wcache_cache_close(G.res[i].cache);
+    }
+    px_log("stopped");
+    return 0;
+}
