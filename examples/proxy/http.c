@@ -650,6 +650,7 @@ int http_start(void)
     struct MHD_OptionItem opts[32];
     int n = 0;
 #define OPT(o, v, p) opts[n++] = (struct MHD_OptionItem){o, (intptr_t)(v), p}
+    OPT(MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL); /* first: it covers what follows */
     OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
     OPT(MHD_OPTION_THREAD_POOL_SIZE, G.threads, NULL);
     OPT(MHD_OPTION_CONNECTION_LIMIT, G.max_connections, NULL);
@@ -659,7 +660,6 @@ int http_start(void)
     /* bounds the request line and headers of one request */
     OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)G.max_header_bytes * 2, NULL);
     OPT(MHD_OPTION_NOTIFY_COMPLETED, completed, NULL);
-    OPT(MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL);
     OPT(MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL);
     if (G.tls_cert) {
         if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {

@@ -50,7 +50,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: wcache-proxy [--config FILE] [--listen HOST:PORT] [--etcd URLS]\n"
-            "                    [--stream FILE|URL] [--snapshot-dir DIR] [--snapshot-url URL]\n"
+            "                    [--stream [RES=]FILE|URL] [--seed N] [--snapshot-dir DIR] [--snapshot-url URL]\n"
             "                    [--snapshot-interval SECONDS] [--tls-cert FILE --tls-key FILE]\n"
             "                    [--client-ca FILE] [--token-file FILE] [--threads N]\n"
             "                    [--insecure-allow-remote] [--verbose]\n"
@@ -68,7 +68,10 @@ static void snap_prefix(const px_resource *r, char *out, size_t n)
 
 static void source_id(const px_resource *r, char *out, size_t n)
 {
-    snprintf(out, n, "etcd:%s", r->prefix);
+    if (r->k8s)
+        snprintf(out, n, "%s", wcache_k8s_source_id(r->k8s, NULL));
+    else
+        snprintf(out, n, "etcd:%s", r->prefix);
 }
 
 /* The newest PREFIX<20 digits>.wcsnap in dir (names sort by revision). */
@@ -169,6 +172,44 @@ static void restore(px_resource *r)
 /* sources                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* The synthetic stream's resource bits for r (0: it has none). */
+static int synthetic_bits(const px_resource *r)
+{
+    if (!strcmp(r->name, "pods"))
+        return WCACHE_K8S_PODS;
+    if (!strcmp(r->name, "configmaps"))
+        return WCACHE_K8S_CONFIGMAPS;
+    return 0;
+}
+
+/* --stream [RESOURCE=]FILE|URL: which stream feeds r, if any.  Without
+ * RESOURCE= a URL names its resource in its path; a file feeds pods. */
+static const char *stream_for(const px_resource *r)
+{
+    for (int i = 0; i < G.nstreams; i++) {
+        const char *s = G.streams[i];
+        const char *eq = strchr(s, '=');
+        const char *colon = strchr(s, ':');
+        if (eq && (!colon || eq < colon)) {
+            if ((size_t)(eq - s) == strlen(r->name) && !strncmp(s, r->name, (size_t)(eq - s)))
+                return eq + 1;
+            continue;
+        }
+        if (!strncmp(s, "http://", 7) || !strncmp(s, "https://", 8)) {
+            char seg[80];
+            snprintf(seg, sizeof seg, "/%s", r->name);
+            const char *q = strstr(s, seg);
+            size_t l = strlen(seg);
+            if (q && (q[l] == 0 || q[l] == '?' || q[l] == '/'))
+                return s;
+            continue;
+        }
+        if (!strcmp(r->name, "pods"))
+            return s;
+    }
+    return NULL;
+}
+
 static int open_resource(px_resource *r)
 {
     wcache_code rc = wcache_cache_create(&r->cache, NULL);
@@ -200,11 +241,44 @@ static int open_resource(px_resource *r)
             return -1;
         }
     }
+    const char *stream = stream_for(r);
+    if (!G.etcd && (stream || (G.synthetic && synthetic_bits(r)))) {
+        char name[400];
+        snprintf(name, sizeof name, "%s:%s", stream ? "stream" : "synthetic", r->prefix);
+        wcache_k8s_opts ko = {.size = sizeof ko,
+                              .name = name,
+                              .prefix = r->prefix,
+                              .prefix_len = strlen(r->prefix)};
+        char list_url[1024];
+        if (!stream) {
+            ko.input = WCACHE_K8S_INPUT_SYNTHETIC;
+            ko.seed = G.seed;
+            ko.resources = synthetic_bits(r);
+        } else if (!strncmp(stream, "http://", 7) || !strncmp(stream, "https://", 8)) {
+            ko.input = WCACHE_K8S_INPUT_URL;
+            ko.url = stream;
+            /* the same path without the query lists the resource */
+            snprintf(list_url, sizeof list_url, "%.*s", (int)strcspn(stream, "?"), stream);
+            ko.list_url = list_url;
+        } else {
+            ko.input = WCACHE_K8S_INPUT_FILE;
+            ko.path = stream;
+        }
+        wcache_k8s *k;
+        rc = wcache_k8s_create(&k, r->cache, &ko);
+        if (rc != WCACHE_OK) {
+            fprintf(stderr, "wcache-proxy: %s: stream source: %s\n", r->name, wcache_strerror(rc));
+            return -1;
+        }
+        r->k8s = k;
+    }
     if (wcache_cache_open(r->cache) != WCACHE_OK)
         return -1;
     restore(r);
     atomic_store(&r->ready_change_ms, now_ms());
     if (r->etcd && wcache_etcd_start(r->etcd) != WCACHE_OK)
+        return -1;
+    if (r->k8s && wcache_k8s_start(r->k8s) != WCACHE_OK)
         return -1;
     return 0;
 }
@@ -218,6 +292,12 @@ static void poll_ready(void)
             wcache_etcd_stats st = {.size = sizeof st};
             if (wcache_etcd_stat(r->etcd, &st) == WCACHE_OK)
                 ready = st.synced;
+        } else if (r->k8s) {
+            wcache_k8s_stats st = {.size = sizeof st};
+            if (wcache_k8s_stat(r->k8s, &st) == WCACHE_OK)
+                ready = st.synced || st.ended;
+        } else {
+            ready = 1; /* nothing feeds it: always empty, always current */
         }
         if (ready != atomic_load(&r->ready)) {
             atomic_store(&r->ready, ready);
@@ -278,12 +358,13 @@ int main(int argc, char **argv)
     cfg_defaults(&G);
     enum {
         O_CONFIG = 256, O_LISTEN, O_ETCD, O_STREAM, O_SDIR, O_SURL, O_SINT, O_CERT, O_KEY, O_CA,
-        O_TOKENS, O_THREADS, O_INSECURE, O_VERBOSE, O_WATCH_TIMEOUT
+        O_TOKENS, O_THREADS, O_INSECURE, O_VERBOSE, O_WATCH_TIMEOUT, O_SEED
     };
     static const struct option lo[] = {{"config", 1, 0, O_CONFIG},
                                        {"listen", 1, 0, O_LISTEN},
                                        {"etcd", 1, 0, O_ETCD},
                                        {"stream", 1, 0, O_STREAM},
+                                       {"seed", 1, 0, O_SEED},
                                        {"snapshot-dir", 1, 0, O_SDIR},
                                        {"snapshot-url", 1, 0, O_SURL},
                                        {"snapshot-interval", 1, 0, O_SINT},
@@ -319,7 +400,11 @@ int main(int argc, char **argv)
             set(&G.etcd, optarg);
             break;
         case O_STREAM:
-            set(&G.stream, optarg);
+            if (G.nstreams < PX_MAX_RESOURCES)
+                G.streams[G.nstreams++] = strdup(optarg);
+            break;
+        case O_SEED:
+            G.seed = strtoull(optarg, NULL, 10);
             break;
         case O_SDIR:
             set(&G.snapshot_dir, optarg);
@@ -374,20 +459,18 @@ int main(int argc, char **argv)
     if (!G.listen)
         G.listen = strdup("127.0.0.1:8080");
     cfg_default_resources(&G);
-    if (G.stream) {
-        fprintf(stderr, "wcache-proxy: --stream: no Kubernetes watch-stream source in this "
-                        "build yet; use --etcd\n");
-        return 2;
-    }
+    if (G.stream && G.nstreams < PX_MAX_RESOURCES) /* sources.stream of the file */
+        G.streams[G.nstreams++] = strdup(G.stream);
     if (G.snapshot_url) {
         fprintf(stderr, "wcache-proxy: --snapshot-url: object-store snapshots are not in this "
                         "build yet; use --snapshot-dir\n");
         return 2;
     }
-    if (!G.etcd) {
-        fprintf(stderr, "wcache-proxy: no source: give --etcd URLS (or sources.etcd)\n");
+    if (G.etcd && G.nstreams) {
+        fprintf(stderr, "wcache-proxy: --etcd and --stream: give one source\n");
         return 2;
     }
+    G.synthetic = !G.etcd && !G.nstreams; /* the embedded default */
     if ((G.tls_cert != NULL) != (G.tls_key != NULL)) {
         fprintf(stderr, "wcache-proxy: --tls-cert and --tls-key go together\n");
         return 2;
@@ -475,6 +558,7 @@ int main(int argc, char **argv)
         snapshot_one(&G.res[i], 1);
     for (int i = 0; i < G.nres; i++) {
         wcache_etcd_free(G.res[i].etcd);
+        wcache_k8s_free(G.res[i].k8s);
         wcache_cache_close(G.res[i].cache);
     }
     px_log("stopped");

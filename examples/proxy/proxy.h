@@ -79,6 +79,10 @@ typedef struct px_config {
     char *listen;
     char *etcd;
     char *stream;
+    char *streams[PX_MAX_RESOURCES]; /* --stream, repeatable */
+    int nstreams;
+    int synthetic; /* no source given: the built-in synthetic stream */
+    uint64_t seed;
     char *snapshot_dir;
     char *snapshot_url;
     char *tls_cert, *tls_key, *client_ca;
