@@ -24,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { pass=$((pass + 1)); echo "ok - $*"; }
+ok() { pass=$((pass + 1)); echo "ok - $*${TEST_TIMES:+ [$(date +%S.%N | cut -c1-5)]}"; }
 nok() { fail=$((fail + 1)); echo "FAIL - $*"; }
 # check DESC CMD...: pass when CMD succeeds
 check() { local d=$1; shift; if "$@"; then ok "$d"; else nok "$d"; fi; }
