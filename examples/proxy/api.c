@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -1102,6 +1103,7 @@ static int do_watch(px_req *q)
     }
     if (ws->bookmarks)
         o.bookmark_interval_ms = 60000;
+    o.queue_size = (uint32_t)G.watch_queue;
     /* where the stream starts (notes 5.2) */
     int mret = MHD_NO;
     if (sie == 1 || (sie == 0 && rv < 0)) {
@@ -1188,6 +1190,13 @@ static int do_watch(px_req *q)
     MHD_add_response_header(resp, "Cache-Control", "no-cache, private");
     MHD_set_connection_option(q->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)G.write_timeout_s);
+    /* a bounded kernel buffer per watcher: a client that stops reading is
+     * found out (and cut off by the write timeout) after this much, not
+     * after the megabytes a socket may otherwise autotune to */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(q->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci && G.watch_sndbuf > 0)
+        setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &G.watch_sndbuf, sizeof G.watch_sndbuf);
     int ret = MHD_queue_response(q->conn, 200, resp);
     MHD_destroy_response(resp);
     return ret;

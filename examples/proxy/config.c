@@ -25,6 +25,8 @@ void cfg_defaults(px_config *c)
     c->max_watches_per_client = 1200;
     c->idle_timeout_s = 60;
     c->write_timeout_s = 10;
+    c->watch_sndbuf = 256 * 1024;
+    c->watch_queue = 4096;
     c->max_header_bytes = 16384;
     c->max_query_bytes = 8192;
     c->watch_timeout_s = 0;
@@ -376,6 +378,10 @@ static int do_section(ycx *y, px_config *c, const char *sec, yaml_node_t *n)
                 rc = get_intv(y, v, k, 1, 86400, &c->idle_timeout_s);
             else if (!strcmp(k, "writeTimeout"))
                 rc = get_intv(y, v, k, 1, 86400, &c->write_timeout_s);
+            else if (!strcmp(k, "watchSendBuffer"))
+                rc = get_intv(y, v, k, 0, 64 << 20, &c->watch_sndbuf);
+            else if (!strcmp(k, "watchQueue"))
+                rc = get_intv(y, v, k, 16, 1 << 20, &c->watch_queue);
             else if (!strcmp(k, "maxHeaderBytes"))
                 rc = get_intv(y, v, k, 1024, 1 << 20, &c->max_header_bytes);
             else if (!strcmp(k, "maxQueryBytes"))

@@ -98,6 +98,8 @@ typedef struct px_config {
     int max_watches_per_client;
     int idle_timeout_s;
     int write_timeout_s; /* a watch that cannot be written to this long is cut */
+    int watch_sndbuf;    /* SO_SNDBUF of watch connections; 0: the kernel's */
+    int watch_queue;     /* events queued per watcher before it is ended */
     int max_header_bytes;
     int max_query_bytes;
     int64_t watch_timeout_s; /* server's watch lifetime when none asked; 0: 1800 */

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""load.py - many watchers, LIST clients and a stuck client against
+wcache-proxy, on loopback only, bounded in count and time.
+
+usage: load.py PROXY_HOST:PORT ETCD_URL WATCHERS EVENTS LISTERS
+
+Prints "ok - ..." / "FAIL - ..." lines; exit status 1 on any failure.
+"""
+import base64, http.client, json, socket, sys, threading, time
+
+proxy, etcd, nwatch, nev, nlist = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+host, port = proxy.rsplit(":", 1)
+port = int(port)
+fails = 0
+
+
+def report(ok, what):
+    global fails
+    print(("ok - " if ok else "FAIL - ") + what)
+    if not ok:
+        fails += 1
+
+
+def etcd_put_many(prefix, n, size):
+    u = etcd.split("//", 1)[1]
+    h, p = u.rsplit(":", 1)
+    c = http.client.HTTPConnection(h, int(p), timeout=30)
+    pad = "x" * size
+    for i in range(n):
+        name = "w%05d" % i
+        obj = {"kind": "Pod", "apiVersion": "v1",
+               "metadata": {"name": name, "namespace": "load", "labels": {"app": "load"}},
+               "spec": {"nodeName": "n1"}, "status": {"phase": "Running", "pad": pad}}
+        body = json.dumps({"key": base64.b64encode((prefix + name).encode()).decode(),
+                           "value": base64.b64encode(json.dumps(obj).encode()).decode()})
+        c.request("POST", "/v3/kv/put", body, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            raise SystemExit("etcd put: %d" % r.status)
+    c.close()
+
+
+def current_rv():
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    c.request("GET", "/api/v1/namespaces/load/pods?limit=1")
+    d = json.loads(c.getresponse().read())
+    c.close()
+    return d["metadata"]["resourceVersion"]
+
+
+def open_watch(rv, rcvbuf=None):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(30)
+    s.connect((host, port))
+    s.sendall(("GET /api/v1/namespaces/load/pods?watch=true&resourceVersion=%s HTTP/1.1\r\n"
+               "Host: x\r\n\r\n" % rv).encode())
+    return s
+
+
+def count_events(buf):
+    """events in a chunked body received so far (one JSON line each)"""
+    return buf.count(b'{"type":')
+
+
+rv = current_rv()
+# the stuck client: a tiny receive buffer, never reads
+stuck = open_watch(rv, rcvbuf=4096)
+socks = [open_watch(rv) for _ in range(nwatch)]
+# wait until every watch is registered
+deadline = time.time() + 20
+while time.time() < deadline:
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    c.request("GET", "/metrics")
+    m = c.getresponse().read().decode()
+    c.close()
+    w = [l for l in m.splitlines() if l.startswith("wcache_proxy_watchers ")]
+    if w and int(w[0].split()[1]) >= nwatch + 1:
+        break
+    time.sleep(0.05)
+report(time.time() < deadline, "%d watchers open" % (nwatch + 1))
+
+# LIST clients while events flow
+list_ok = [0]
+list_bad = []
+
+
+def lister():
+    c = http.client.HTTPConnection(host, port, timeout=30)
+    for _ in range(20):
+        c.request("GET", "/api/v1/namespaces/load/pods")
+        r = c.getresponse()
+        body = r.read()
+        try:
+            d = json.loads(body)
+            assert r.status == 200 and d["kind"] == "PodList"
+            list_ok[0] += 1
+        except Exception as e:  # noqa
+            list_bad.append(repr(e)[:200])
+    c.close()
+
+
+th = [threading.Thread(target=lister) for _ in range(nlist)]
+for t in th:
+    t.start()
+t0 = time.time()
+etcd_put_many("/registry/pods/load/", nev, 2048)
+for t in th:
+    t.join()
+report(not list_bad and list_ok[0] == 20 * nlist, "%d concurrent LISTs while writing (%s)" % (list_ok[0], list_bad[:1]))
+
+# every healthy watcher gets every event, in order
+bufs = [b""] * nwatch
+deadline = time.time() + 60
+for i, s in enumerate(socks):
+    s.setblocking(False)
+pending = set(range(nwatch))
+while pending and time.time() < deadline:
+    for i in list(pending):
+        try:
+            d = socks[i].recv(1 << 20)
+            if d:
+                bufs[i] += d
+            else:
+                pending.discard(i)
+        except BlockingIOError:
+            pass
+        if count_events(bufs[i]) >= nev:
+            pending.discard(i)
+    time.sleep(0.01)
+good = sum(1 for b in bufs if count_events(b) == nev)
+report(good == nwatch, "%d/%d watchers got all %d events" % (good, nwatch, nev))
+def dechunk(raw):
+    """the body of a chunked HTTP response"""
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    out = b""
+    while body:
+        line, rest = body.split(b"\r\n", 1)
+        n = int(line.split(b";")[0], 16)
+        if n == 0:
+            break
+        out += rest[:n]
+        body = rest[n + 2:]
+    return out
+
+
+names_in_order = all(
+    [json.loads(l)["object"]["metadata"]["name"] for l in dechunk(b).split(b"\n") if l] ==
+    ["w%05d" % i for i in range(nev)] for b in bufs[:5])
+report(names_in_order, "events arrive in revision order")
+print("# %d events x %d watchers delivered in %.2f s" % (nev, nwatch, time.time() - t0))
+
+# the stuck client was cut off: its connection ends although it never read
+stuck.settimeout(30)
+got = 0
+closed = False
+end = time.time() + 30
+try:
+    while time.time() < end:
+        d = stuck.recv(1 << 20)
+        if not d:
+            closed = True
+            break
+        got += len(d)
+except (ConnectionResetError, socket.timeout):
+    closed = True
+report(closed and got < nev * 2048, "a client that stops reading is cut off (read %d bytes before the end)" % got)
+for s in socks:
+    s.close()
+sys.exit(1 if fails else 0)
