@@ -20,7 +20,7 @@ cleanup() {
     if [ "$fail" -gt 0 ] && [ -f "$T/proxy.err" ]; then
         echo "--- proxy stderr (last 30 lines)"; tail -n 30 "$T/proxy.err"
     fi
-    rm -rf "$T"
+    [ -n "${KEEP_T:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
 
@@ -79,7 +79,7 @@ stop_proxy() {
     kill -TERM "$PROXY_PID" 2>/dev/null || true
     wait "$PROXY_PID" 2>/dev/null || true
 }
-wait_ready() { wait_for "the proxy to be ready" curl -sf "http://$P/readyz"; }
+wait_ready() { WAIT_S=${WAIT_S:-20} wait_for "the proxy to be ready" curl -sf "http://$P/readyz"; }
 
 # kubeconfig pointing at the proxy, and a kubectl with its own cache dir
 kubeconf() {
