@@ -169,22 +169,23 @@ static uint32_t classify(wcache_cache *c, const wcache_watch *w, lazy_labels *cu
 
 /* ---- the queue ---- */
 
+static void efd_signal(wcache_watch *w);
+static void to_delivery(const wcache_watch *w, wci_qslot s, wcache_watch_event *out);
+
 static void wake(wcache_watch *w)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_exchange(&w->armed, 0)) {
-        uint64_t one = 1;
-        ssize_t r = write(w->efd, &one, sizeof one);
-        (void)r; /* a full counter is still readable: nothing is lost */
-    }
+    if (atomic_exchange(&w->armed, 0))
+        efd_signal(w);
 }
 
+/* The fd wakes whatever armed says: the consumer must see the end. */
 static void end_watch(wcache_watch *w, wcache_code why)
 {
     int expect = 0;
     atomic_compare_exchange_strong(&w->end_code, &expect, (int)why);
-    atomic_store(&w->armed, 1);
-    wake(w);
+    atomic_thread_fence(memory_order_seq_cst);
+    efd_signal(w);
 }
 
 static bool queue_full(const wcache_watch *w)
@@ -398,6 +399,271 @@ static void grow_prefix_table(wcache_cache *c, wci_wreg *r)
     (void)pfilt_build(c, r); /* on failure the smaller filter stays valid */
 }
 
+/* ---- fans: one shared ring per prefix bucket (see watch.h) ---- */
+
+/* Below this queue_size a watcher keeps its own queue: the writer finds a
+ * fan watcher's overflow only when it scans, which it arranges to do at
+ * the exact position; a small queue would make it scan at every change. */
+#define FAN_MIN_QUEUE 256
+
+static void efd_signal(wcache_watch *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->efd, &one, sizeof one);
+    (void)r; /* a full counter is still readable: nothing is lost */
+}
+
+static wci_seg *seg_new(wcache_cache *c, wci_fan *f, uint64_t base)
+{
+    wci_seg *s = f->spare;
+    if (s)
+        f->spare = NULL;
+    else if (!(s = wci_malloc(&c->al, sizeof *s)))
+        return NULL;
+    atomic_store_explicit(&s->next, NULL, memory_order_relaxed);
+    s->base = base;
+    return s;
+}
+
+static wci_fan *fan_new(wcache_cache *c)
+{
+    wci_fan *f = wci_calloc(&c->al, 1, sizeof *f);
+    if (!f)
+        return NULL;
+    f->head = f->last = seg_new(c, f, 0);
+    if (!f->head) {
+        wci_free(&c->al, f);
+        return NULL;
+    }
+    f->scan_at = UINT64_MAX;
+    return f;
+}
+
+/* Every watcher detached: the cache or the bucket is going. */
+static void fan_free(wcache_cache *c, wci_fan *f)
+{
+    if (!f)
+        return;
+    for (wci_seg *s = f->head, *n; s; s = n) {
+        n = atomic_load_explicit(&s->next, memory_order_relaxed);
+        wci_free(&c->al, s);
+    }
+    wci_free(&c->al, f->spare);
+    wci_free(&c->al, f->w);
+    wci_free(&c->al, f);
+}
+
+/* Cut w's stream at position p: it gets nothing at or after it. */
+static void fan_cut(wcache_watch *w, uint64_t p)
+{
+    uint64_t cur = atomic_load_explicit(&w->rcut, memory_order_relaxed);
+    while (p < cur && !atomic_compare_exchange_weak(&w->rcut, &cur, p))
+        ;
+}
+
+static uint64_t queued_own(const wcache_watch *w)
+{
+    return atomic_load_explicit(&w->qtail, memory_order_relaxed) -
+           atomic_load_explicit(&w->qhead, memory_order_acquire);
+}
+
+/* Under wmu and w->rmu: take w off the fan.  Its backlog before the cut
+ * goes to its own queue when copy is set (and fits), the rest of the
+ * references it owns are dropped. */
+static void fan_detach(wci_fan *f, wcache_watch *w, bool copy)
+{
+    uint64_t pos = atomic_load_explicit(&w->rpos, memory_order_relaxed), t = f->wtail;
+    uint64_t cut = atomic_load_explicit(&w->rcut, memory_order_relaxed);
+    wci_seg *s = w->rseg;
+    for (; pos < t; pos++) {
+        if (pos - s->base == WCI_SEG_SLOTS)
+            s = atomic_load_explicit(&s->next, memory_order_relaxed);
+        wci_qslot q = s->s[pos - s->base];
+        if (copy && pos < cut && !queue_full(w))
+            queue_push(w, slot_event(q), (uint32_t)(q & WCI_QSLOT_TYPE));
+        else
+            wcache_event_unref(slot_event(q));
+    }
+    vec_remove(f->w, &f->n, w);
+    w->fan = NULL;
+    w->rseg = NULL;
+    if (atomic_exchange(&w->armed, 0)) { /* asleep: what was copied must wake it */
+        atomic_fetch_sub(&f->narmed, 1);
+        efd_signal(w);
+    }
+}
+
+/* Under wmu: attach w (LIVE, nothing queued, every change from the next
+ * one on is for it) at the current end of its bucket's fan. */
+static bool fan_attach(wcache_cache *c, wci_bucket *b, wcache_watch *w)
+{
+    if (!b->fan && !(b->fan = fan_new(c)))
+        return false;
+    wci_fan *f = b->fan;
+    if (f->n == f->cap) {
+        size_t nc = f->cap ? f->cap * 2 : 8;
+        wcache_watch **nw = wci_malloc(&c->al, nc * sizeof *nw);
+        if (!nw)
+            return false;
+        if (f->n)
+            memcpy(nw, f->w, f->n * sizeof *nw);
+        wci_free(&c->al, f->w);
+        f->w = nw;
+        f->cap = nc;
+    }
+    if (pthread_mutex_trylock(&w->rmu) != 0)
+        return false; /* its consumer is in next(): another time */
+    w->rseg = f->last;
+    atomic_store_explicit(&w->rpos, f->wtail, memory_order_relaxed);
+    atomic_store_explicit(&w->rcut, UINT64_MAX, memory_order_relaxed);
+    w->fan = f;
+    if (atomic_load(&w->armed))
+        atomic_fetch_add(&f->narmed, 1);
+    pthread_mutex_unlock(&w->rmu);
+    f->w[f->n++] = w;
+    if (f->wtail + w->qcap < f->scan_at)
+        f->scan_at = f->wtail + w->qcap;
+    return true;
+}
+
+/* Under wmu, before a push at f->wtail: end the watchers whose backlog is
+ * full, detach the ended ones, and find the next position worth a scan. */
+static void fan_scan(wcache_cache *c, wci_fan *f)
+{
+    uint64_t t = f->wtail, next = UINT64_MAX;
+    atomic_store_explicit(&f->rescan, 0, memory_order_relaxed);
+    for (size_t i = 0; i < f->n;) {
+        wcache_watch *w = f->w[i];
+        uint64_t pos = atomic_load_explicit(&w->rpos, memory_order_acquire);
+        uint64_t own = queued_own(w);
+        bool ended = atomic_load(&w->end_code) != 0;
+        if (!ended && t - pos + own >= w->qcap) {
+            atomic_fetch_add_explicit(&c->st_overflows, 1, memory_order_relaxed);
+            fan_cut(w, t);
+            end_watch(w, WCACHE_EOVERFLOW);
+            ended = true;
+        }
+        if (ended) {
+            if (pthread_mutex_trylock(&w->rmu) == 0) {
+                fan_detach(f, w, true); /* f->w[i] is now another watcher */
+                pthread_mutex_unlock(&w->rmu);
+                continue;
+            }
+            next = t + 1; /* its consumer is reading: try again */
+        } else if (pos + w->qcap - own < next) {
+            next = pos + w->qcap - own;
+        }
+        i++;
+    }
+    f->scan_at = next;
+}
+
+/* Under wmu: drop the segments every attached watcher is past.  A reader
+ * at exactly a segment's end may still hold it: strictly past only. */
+static void fan_reclaim(wcache_cache *c, wci_fan *f)
+{
+    uint64_t min = f->wtail;
+    for (size_t i = 0; i < f->n; i++) {
+        uint64_t p = atomic_load_explicit(&f->w[i]->rpos, memory_order_acquire);
+        min = p < min ? p : min;
+    }
+    while (f->head != f->last && f->head->base + WCI_SEG_SLOTS < min) {
+        wci_seg *s = f->head;
+        f->head = atomic_load_explicit(&s->next, memory_order_relaxed);
+        if (!f->spare)
+            f->spare = s;
+        else
+            wci_free(&c->al, s);
+    }
+}
+
+/* Under wmu: the change cannot reach f's watchers; end them all. */
+static void fan_fail(wci_fan *f, wcache_code why)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        fan_cut(f->w[i], f->wtail);
+        end_watch(f->w[i], why);
+    }
+    atomic_store_explicit(&f->rescan, 1, memory_order_relaxed);
+}
+
+/* Under wmu: room for one more slot, and the watchers that get it are the
+ * attached ones.  false: nobody left to get it. */
+static bool fan_prepare(wcache_cache *c, wci_fan *f)
+{
+    if (f->wtail >= f->scan_at || atomic_load_explicit(&f->rescan, memory_order_relaxed))
+        fan_scan(c, f);
+    if (f->n == 0)
+        return false;
+    if (f->wtail - f->last->base == WCI_SEG_SLOTS) {
+        wci_seg *s = seg_new(c, f, f->wtail);
+        if (!s) {
+            fan_fail(f, WCACHE_ENOMEM);
+            return false;
+        }
+        atomic_store_explicit(&f->last->next, s, memory_order_release);
+        f->last = s;
+        fan_reclaim(c, f);
+    }
+    return true;
+}
+
+static void fan_push(wci_fan *f, wcache_event *e, uint32_t type)
+{
+    uint64_t t = f->wtail;
+    f->last->s[t - f->last->base] = (uintptr_t)e | type;
+    f->wtail = t + 1;
+    atomic_store_explicit(&f->tail, t + 1, memory_order_release);
+}
+
+/* After the writer's fence: wake the attached watchers that sleep. */
+static void fan_wake(wci_fan *f)
+{
+    if (!atomic_load_explicit(&f->narmed, memory_order_relaxed))
+        return;
+    for (size_t i = 0; i < f->n; i++) {
+        wcache_watch *w = f->w[i];
+        if (atomic_load_explicit(&w->armed, memory_order_relaxed) &&
+            atomic_exchange(&w->armed, 0)) {
+            atomic_fetch_sub(&f->narmed, 1);
+            efd_signal(w);
+        }
+    }
+}
+
+/* The consumer: take from the fan, up to the cut. */
+static size_t fan_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&w->rmu);
+    wci_fan *f = w->fan;
+    if (f) {
+        uint64_t pos = atomic_load_explicit(&w->rpos, memory_order_relaxed);
+        uint64_t end = atomic_load_explicit(&f->tail, memory_order_acquire);
+        uint64_t cut = atomic_load_explicit(&w->rcut, memory_order_relaxed);
+        end = cut < end ? cut : end;
+        wci_seg *s = w->rseg;
+        for (; pos < end && n < cap; pos++) {
+            if (pos - s->base == WCI_SEG_SLOTS)
+                s = atomic_load_explicit(&s->next, memory_order_acquire);
+            to_delivery(w, s->s[pos - s->base], &evs[n++]);
+        }
+        w->rseg = s;
+        atomic_store_explicit(&w->rpos, pos, memory_order_release);
+    }
+    pthread_mutex_unlock(&w->rmu);
+    return n;
+}
+
+/* Under rmu (or wmu): nothing left for the consumer in the fan. */
+static bool fan_empty(const wcache_watch *w)
+{
+    if (!w->fan)
+        return true;
+    uint64_t end = atomic_load(&w->fan->tail), cut = atomic_load(&w->rcut);
+    return atomic_load(&w->rpos) >= (cut < end ? cut : end);
+}
+
 static int reg_add_prefix(wcache_cache *c, wcache_watch *w)
 {
     wci_wreg *r = c->wreg;
@@ -421,7 +687,11 @@ static int reg_add_prefix(wcache_cache *c, wcache_watch *w)
         if (++r->nbuckets > r->mask + 1)
             grow_prefix_table(c, r); /* on failure chains just get longer */
     }
-    return vec_push(&c->al, &b->w, &b->n, &b->cap, w);
+    if (vec_push(&c->al, &b->w, &b->n, &b->cap, w) != 0)
+        return -1;
+    w->bucket = b;
+    b->nfan_ok += (size_t)w->fan_ok;
+    return 0;
 }
 
 static void reg_del_prefix(wcache_cache *c, wcache_watch *w)
@@ -433,12 +703,21 @@ static void reg_del_prefix(wcache_cache *c, wcache_watch *w)
         if (b->hash != hv || b->plen != w->plen ||
             (w->plen && memcmp(b->prefix, w->prefix, w->plen)))
             continue;
-        vec_remove(b->w, &b->n, w);
-        if (b->n == 0) {
+        if (w->fan) {
+            pthread_mutex_lock(&w->rmu); /* its consumer is not in next(): no wait */
+            fan_detach(w->fan, w, false);
+            pthread_mutex_unlock(&w->rmu);
+        } else {
+            vec_remove(b->w, &b->n, w);
+        }
+        b->nfan_ok -= (size_t)w->fan_ok;
+        w->bucket = NULL;
+        if (b->n == 0 && (!b->fan || b->fan->n == 0)) {
             *pp = b->next;
             r->nbuckets--;
             pfilt_del(r, hv);
             lens_drop(r, b->plen);
+            fan_free(c, b->fan);
             wci_free(&c->al, b->w);
             wci_free(&c->al, b);
         }
@@ -550,6 +829,7 @@ void wci_watch_fini(wcache_cache *c)
     for (size_t i = 0; i <= r->mask; i++) {
         for (wci_bucket *b = r->tab[i], *n; b; b = n) {
             n = b->next;
+            fan_free(c, b->fan);
             wci_free(&c->al, b->w);
             wci_free(&c->al, b);
         }
@@ -568,6 +848,7 @@ void wci_watch_fini(wcache_cache *c)
     wci_free(&c->al, r->lens);
     wci_free(&c->al, r->ranged);
     wci_free(&c->al, r->cand);
+    wci_free(&c->al, r->fcand);
     wci_free(&c->al, r);
     c->wreg = NULL;
     pthread_mutex_destroy(&c->wmu);
@@ -653,13 +934,50 @@ static void ix_candidates(wcache_cache *c, dctx *d, const char *key, size_t klen
     }
 }
 
+/* Under wmu: w would take this change and every later one, and has
+ * nothing queued: from now on it can read the bucket's fan. */
+static bool may_attach(const wci_bucket *b, const wcache_watch *w, const dctx *d)
+{
+    return w->fan_ok && b->nfan_ok >= 2 && d->plain_type && takes_live(w, d->rev) &&
+           queued_own(w) == 0;
+}
+
+static void bucket_recipients(wcache_cache *c, dctx *d, wci_bucket *b)
+{
+    wci_wreg *r = c->wreg;
+    for (size_t j = b->n; j-- > 0;) { /* backwards: attaching moves the last to j */
+        wcache_watch *w = b->w[j];
+        if (may_attach(b, w, d) && fan_attach(c, b, w))
+            b->w[j] = b->w[--b->n];
+        else
+            consider(c, d, w);
+    }
+    wci_fan *f = b->fan;
+    if (!f || !f->n || !d->plain_type || !fan_prepare(c, f))
+        return;
+    if (r->nfcand == r->capfcand) {
+        size_t nc = r->capfcand ? r->capfcand * 2 : 8;
+        wci_fan **nf = wci_malloc(&c->al, nc * sizeof *nf);
+        if (!nf) {
+            fan_fail(f, WCACHE_ENOMEM);
+            return;
+        }
+        if (r->nfcand)
+            memcpy(nf, r->fcand, r->nfcand * sizeof *nf);
+        wci_free(&c->al, r->fcand);
+        r->fcand = nf;
+        r->capfcand = nc;
+    }
+    r->fcand[r->nfcand++] = f;
+}
+
 /* Collect into r->cand the watchers that get the change, with their types
  * (old / neu: the index values of the change, when index watchers exist). */
 static void recipients(wcache_cache *c, dctx *d, const char *key, size_t klen,
                        const wci_ixval *old, const wci_ixval *neu)
 {
     wci_wreg *r = c->wreg;
-    r->ncand = 0;
+    r->ncand = r->nfcand = 0;
     uint64_t h = FNV_BASIS;
     size_t at = 0;
     for (size_t i = 0; i < r->nlens && r->lens[i].len <= klen; i++) {
@@ -668,8 +986,8 @@ static void recipients(wcache_cache *c, dctx *d, const char *key, size_t klen,
             h = fnv_step(h, (unsigned char)key[at]);
         uint64_t hv = fnv_finish(h, n);
         wci_bucket *b = pfilt_maybe(r, hv) ? bucket_find(r, key, n, hv) : NULL;
-        for (size_t j = 0; b && j < b->n; j++)
-            consider(c, d, b->w[j]);
+        if (b)
+            bucket_recipients(c, d, b);
     }
     for (size_t j = 0; j < r->nranged; j++)
         if (key_in(r->ranged[j], key, klen))
@@ -693,26 +1011,34 @@ void wci_dispatch(wcache_cache *c, wci_key *k, wci_ver *v, wci_ver *prev, int64_
     recipients(c, &d, k->key, k->klen, ix ? ixo : NULL, ix ? ixn : NULL);
     labels_done(c, &d.cur);
     labels_done(c, &d.old);
-    size_t m = r->ncand;
-    if (m == 0)
+    size_t m = r->ncand, refs = m;
+    for (size_t i = 0; i < r->nfcand; i++)
+        refs += r->fcand[i]->n;
+    if (refs == 0)
         return;
     wcache_event *e = event_new(c, now ? EVK_PUT : EVK_DELETE, rev, k->key, k->klen, v,
                                 was ? prev : NULL);
     if (!e) {
         for (size_t i = 0; i < m; i++)
             end_watch(r->cand[i].w, WCACHE_ENOMEM);
+        for (size_t i = 0; i < r->nfcand; i++)
+            fan_fail(r->fcand[i], WCACHE_ENOMEM);
         return;
     }
     /* all references first: a consumer may release its one at once */
-    atomic_fetch_add_explicit(&e->refs, (uint32_t)m, memory_order_relaxed);
+    atomic_fetch_add_explicit(&e->refs, (uint32_t)refs, memory_order_relaxed);
     for (size_t i = 0; i < m; i++)
         queue_push(r->cand[i].w, e, r->cand[i].type);
+    for (size_t i = 0; i < r->nfcand; i++)
+        fan_push(r->fcand[i], e, d.plain_type);
     /* one fence for all: a consumer arms, fences, then re-checks its queue */
     atomic_thread_fence(memory_order_seq_cst);
     for (size_t i = 0; i < m; i++)
         if (atomic_load_explicit(&r->cand[i].w->armed, memory_order_relaxed))
             wake(r->cand[i].w);
-    atomic_fetch_add_explicit(&c->st_deliveries, m, memory_order_relaxed);
+    for (size_t i = 0; i < r->nfcand; i++)
+        fan_wake(r->fcand[i]);
+    atomic_fetch_add_explicit(&c->st_deliveries, refs, memory_order_relaxed);
     wcache_event_unref(e);
 }
 
@@ -773,6 +1099,8 @@ static void watch_free(wcache_watch *w)
     wci_free(&c->al, w->start);
     wci_free(&c->al, w->end);
     wci_free(&c->al, w->q);
+    if (w->rmu_ok)
+        pthread_mutex_destroy(&w->rmu);
     w->magic = 0;
     wci_free(&c->al, w);
 }
@@ -785,6 +1113,12 @@ static wcache_code watch_alloc(wcache_cache *c, const wcache_watch_opts *o, wcac
     w->magic = WCI_WATCH_MAGIC;
     w->c = c;
     w->efd = -1;
+    atomic_init(&w->rcut, UINT64_MAX);
+    if (pthread_mutex_init(&w->rmu, NULL) != 0) {
+        *out = w;
+        return WCACHE_ENOMEM;
+    }
+    w->rmu_ok = 1;
     /* Armed from the start: a consumer that only polls the fd must be
      * woken by the first change, before it ever called next(). */
     atomic_init(&w->armed, 1);
@@ -902,6 +1236,7 @@ wcache_code wcache_watch_open(wcache_cache *c, const wcache_watch_opts *o, wcach
     if (rc == WCACHE_OK) {
         w->prev_value = o ? o->prev_value : 0;
         w->plain = !w->sel && !w->has_ix;
+        w->fan_ok = w->plain && w->qcap >= FAN_MIN_QUEUE && !w->slen && !w->elen;
         w->bm_ns = o ? o->bookmark_interval_ms * 1000000 : 0;
         pthread_mutex_lock(&c->wmu);
         rc = start_locked(c, o, w);
@@ -910,6 +1245,11 @@ wcache_code wcache_watch_open(wcache_cache *c, const wcache_watch_opts *o, wcach
         if (rc == WCACHE_OK) {
             w->registered = 1;
             c->wreg->nwatch++;
+            wci_bucket *b = w->bucket;
+            if (w->phase == PHASE_LIVE && b && w->fan_ok && b->nfan_ok >= 2 &&
+                w->start_rev <= atomic_load_explicit(&c->rev, memory_order_relaxed) &&
+                fan_attach(c, b, w))
+                vec_remove(b->w, &b->n, w);
         }
         pthread_mutex_unlock(&c->wmu);
     }
@@ -1122,7 +1462,8 @@ static void maybe_bookmark(wcache_watch *w)
     pthread_mutex_lock(&w->c->wmu);
     int64_t rev = atomic_load_explicit(&w->c->rev, memory_order_relaxed);
     bool idle = atomic_load_explicit(&w->qtail, memory_order_relaxed) ==
-                atomic_load_explicit(&w->qhead, memory_order_acquire);
+                    atomic_load_explicit(&w->qhead, memory_order_acquire) &&
+                fan_empty(w);
     if (idle && rev > w->last_rev)
         push_own(w, EVK_BOOKMARK, WCACHE_EV_BOOKMARK, rev, NULL, NULL);
     pthread_mutex_unlock(&w->c->wmu);
@@ -1133,7 +1474,9 @@ static bool watch_ok(const wcache_watch *w)
     return w && w->magic == WCI_WATCH_MAGIC;
 }
 
-/* Nothing to hand out: let the fd sleep until a producer wakes it. */
+/* Nothing to hand out: let the fd sleep until a producer wakes it.  Under
+ * rmu, so that the fan cannot change: an attached watcher's armed counts
+ * in its fan's narmed, which the writer reads before looking at anyone's. */
 static bool arm(wcache_watch *w)
 {
     uint64_t drain;
@@ -1141,18 +1484,22 @@ static bool arm(wcache_watch *w)
         return false; /* more to replay: stay readable */
     ssize_t r = read(w->efd, &drain, sizeof drain);
     (void)r;
-    atomic_store(&w->armed, 1);
+    pthread_mutex_lock(&w->rmu);
+    wci_fan *f = w->fan;
+    if (!atomic_exchange(&w->armed, 1) && f)
+        atomic_fetch_add(&f->narmed, 1);
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load(&w->qtail) == atomic_load(&w->qhead) && !atomic_load(&w->end_code))
-        return true;
+    bool idle = atomic_load(&w->qtail) == atomic_load(&w->qhead) && fan_empty(w) &&
+                !atomic_load(&w->end_code);
     /* Something came in meanwhile and its producer saw us unarmed: make the
      * fd readable again, or it would sleep with deliveries left. */
-    if (atomic_exchange(&w->armed, 0)) {
-        uint64_t one = 1;
-        ssize_t wr = write(w->efd, &one, sizeof one);
-        (void)wr;
+    if (!idle && atomic_exchange(&w->armed, 0)) {
+        if (f)
+            atomic_fetch_sub(&f->narmed, 1);
+        efd_signal(w);
     }
-    return false;
+    pthread_mutex_unlock(&w->rmu);
+    return idle;
 }
 
 wcache_code wcache_watch_next(wcache_watch *w, wcache_watch_event *evs, size_t cap, size_t *n)
@@ -1164,6 +1511,8 @@ wcache_code wcache_watch_next(wcache_watch *w, wcache_watch_event *evs, size_t c
         if (!atomic_load(&w->end_code))
             advance(w);
         *n = queue_pop(w, evs, cap);
+        if (*n < cap) /* what its own queue holds is older than the fan */
+            *n += fan_pop(w, evs + *n, cap - *n);
         if (*n == 0 && !atomic_load(&w->end_code)) {
             maybe_bookmark(w);
             *n = queue_pop(w, evs, cap);
@@ -1218,8 +1567,17 @@ int wcache_watch_fd(const wcache_watch *w)
 
 void wcache_watch_stop(wcache_watch *w)
 {
-    if (watch_ok(w))
-        end_watch(w, WCACHE_ESTOPPED);
+    if (!watch_ok(w))
+        return;
+    /* On a fan, what is queued is what the fan holds now: cut there.  rmu
+     * is only ever held briefly (the writer never waits for it). */
+    pthread_mutex_lock(&w->rmu);
+    if (w->fan) {
+        fan_cut(w, atomic_load_explicit(&w->fan->tail, memory_order_acquire));
+        atomic_store_explicit(&w->fan->rescan, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&w->rmu);
+    end_watch(w, WCACHE_ESTOPPED);
 }
 
 void wcache_watch_close(wcache_watch *w)

@@ -20,12 +20,50 @@ typedef struct wci_cand {
     uint32_t type;
 } wci_cand;
 
+/*
+ * A fan: the changes of one prefix bucket, written once for all the plain
+ * watchers attached to it, each reading at its own position.  A change to
+ * a prefix 100 watchers follow costs the writer one slot, not 100 queue
+ * pushes to 100 cache lines its consumers keep taking back.
+ *
+ * Positions count from 0; slots live in segments of WCI_SEG_SLOTS, linked
+ * oldest to newest.  Each attached watcher owns one reference to the event
+ * of every slot from its position on (the writer adds them all at once),
+ * as a queue slot does.  The writer (under wmu) frees a segment once every
+ * attached watcher is past it, and ends a watcher whose backlog reaches its
+ * queue_size (WCACHE_EOVERFLOW), as with a queue: then, when it can take
+ * the watcher's rmu (never waiting for it), it moves the backlog into the
+ * watcher's own queue and detaches it.
+ */
+#define WCI_SEG_SLOTS 512
+
+typedef struct wci_seg {
+    _Atomic(struct wci_seg *) next;
+    uint64_t base; /* position of s[0] */
+    wci_qslot s[WCI_SEG_SLOTS];
+} wci_seg;
+
+typedef struct wci_fan {
+    _Atomic uint64_t tail;   /* positions published */
+    _Atomic uint32_t narmed; /* attached watchers with armed set (never too low) */
+    _Atomic int rescan;      /* a watcher was stopped: detach it at the next push */
+    char pad[64];
+    /* the writer's, under wmu */
+    uint64_t wtail;
+    uint64_t scan_at; /* before this position nobody can overflow */
+    wci_seg *head, *last, *spare;
+    wcache_watch **w; /* attached */
+    size_t n, cap;
+} wci_fan;
+
 /* Watchers sharing one key prefix. */
 typedef struct wci_bucket {
     struct wci_bucket *next;
     uint64_t hash;
-    wcache_watch **w;
+    wcache_watch **w; /* not attached to the fan */
     size_t n, cap;
+    size_t nfan_ok;   /* watchers (attached or not) that may use a fan */
+    wci_fan *fan;     /* made when a second such watcher comes */
     size_t plen;
     char prefix[];
 } wci_bucket;
@@ -58,6 +96,8 @@ typedef struct wci_wreg {
     size_t nranged, capranged;
     wci_cand *cand;   /* dispatch scratch */
     size_t ncand, capcand;
+    wci_fan **fcand;  /* ... fans a change goes to */
+    size_t nfcand, capfcand;
     size_t nwatch;
 } wci_wreg;
 
@@ -73,6 +113,16 @@ struct wcache_watch {
     size_t ixlen;
     int prev_value;
     int plain;         /* no selector, no index: the type depends on the change only */
+    int fan_ok;        /* plain, in a prefix bucket, queue big enough to share a fan */
+    wci_bucket *bucket; /* its prefix bucket, if any */
+    /* Attached to the bucket's fan: fan and rseg change under wmu and rmu;
+     * the consumer holds rmu while it reads the fan. */
+    wci_fan *fan;
+    wci_seg *rseg;
+    pthread_mutex_t rmu;
+    int rmu_ok;
+    _Atomic uint64_t rpos; /* next position to read (the consumer's) */
+    _Atomic uint64_t rcut; /* ended: nothing from this position on */
     int64_t start_rev; /* deliver revisions above this */
     /* phase; changed under wmu */
     int phase;

@@ -271,6 +271,116 @@ START_TEST(test_watch_slow_watcher_ends)
 }
 END_TEST
 
+/*
+ * Plain watchers on one prefix with queues of 256 or more share their
+ * bucket's ring (a "fan", see lib/watch.h): each must still get exactly
+ * its own stream, with its own options, across segment boundaries (512
+ * slots), with overflow at exactly its queue_size, stop, close with a
+ * backlog, bookmarks and fd wake-ups as a watcher with its own queue.
+ */
+static wcache_watch *open_fan(int64_t from, uint32_t qs, int prev, int64_t bm_ms)
+{
+    wcache_watch_opts o = {.size = sizeof o, .start_revision = from, .prefix = "/f/",
+                           .prefix_len = 3, .queue_size = qs, .prev_value = prev,
+                           .bookmark_interval_ms = bm_ms};
+    wcache_watch *w = NULL;
+    ck_assert_ok(wcache_watch_open(C, &o, &w));
+    return w;
+}
+
+/* What fan_write made each revision: key /f/<rev % 7>, put, or a delete
+ * every 5th revision when the key is there. */
+static wcache_event_type FAN_TYPE[1200];
+static int FAN_LIVE[7];
+
+/* Check the next want events of w against revisions [from, from + want). */
+static void expect_fan_stream(wcache_watch *w, int64_t from, size_t want, int prev)
+{
+    static wcache_watch_event evs[1200];
+    wcache_code end;
+    size_t total = 0, n;
+    while (total < want && (end = wcache_watch_next(w, evs + total, want - total, &n)) ==
+                               WCACHE_OK && n)
+        total += n;
+    ck_assert_uint_eq(total, want);
+    for (size_t i = 0; i < total; i++) {
+        int64_t rev = from + (int64_t)i;
+        char key[16];
+        snprintf(key, sizeof key, "/f/%d", (int)(rev % 7));
+        wcache_event_type t = FAN_TYPE[rev];
+        expect_ev(&evs[i], t, key, rev);
+        ck_assert_int_eq(evs[i].prev.key_len > 0, prev && t == WCACHE_EV_MODIFIED);
+    }
+    release(evs, total);
+}
+
+static void fan_write(int64_t from, int64_t to)
+{
+    for (int64_t rev = from; rev <= to; rev++) {
+        char key[16];
+        int k = (int)(rev % 7);
+        snprintf(key, sizeof key, "/f/%d", k);
+        if (rev % 5 == 0 && FAN_LIVE[k]) {
+            del(key, rev);
+            FAN_TYPE[rev] = WCACHE_EV_DELETED;
+        } else {
+            put(key, "v", rev);
+            FAN_TYPE[rev] = FAN_LIVE[k] ? WCACHE_EV_MODIFIED : WCACHE_EV_ADDED;
+        }
+        FAN_LIVE[k] = FAN_TYPE[rev] != WCACHE_EV_DELETED;
+    }
+}
+
+START_TEST(test_watch_shared_fan)
+{
+    memset(FAN_LIVE, 0, sizeof FAN_LIVE);
+    wcache_watch *a = open_fan(0, 1024, 0, 0), *b = open_fan(0, 1024, 1, 0);
+    wcache_watch *slow = open_fan(0, 256, 0, 0), *stopped = open_fan(0, 1024, 0, 0);
+    wcache_watch *gone = open_fan(0, 1024, 0, 0), *future = open_fan(700, 1024, 0, 0);
+    wcache_watch_event evs[4];
+    size_t n;
+    ck_assert_ok(wcache_watch_next(a, evs, 4, &n)); /* arms a's fd */
+    ck_assert_uint_eq(n, 0);
+    struct pollfd p = {.fd = wcache_watch_fd(a), .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 0), 0);
+    fan_write(1, 100);
+    ck_assert_int_eq(poll(&p, 1, 0), 1);
+    wcache_watch_stop(stopped); /* after 100 revisions: those are its backlog */
+    fan_write(101, 400);
+    expect_fan_stream(a, 1, 400, 0);
+    expect_fan_stream(b, 1, 400, 1);
+    wcache_watch *late = open_fan(0, 1024, 0, 0); /* joins at 400 */
+    fan_write(401, 1100);                         /* past two segment ends */
+    expect_fan_stream(a, 401, 700, 0);
+    expect_fan_stream(b, 401, 700, 1);
+    expect_fan_stream(late, 401, 700, 0);
+    expect_fan_stream(future, 701, 400, 0);
+    /* never read: exactly its queue, then the reason */
+    expect_fan_stream(slow, 1, 256, 0);
+    ck_assert_wc(wcache_watch_next(slow, evs, 4, &n), WCACHE_EOVERFLOW);
+    ck_assert_uint_eq(n, 0);
+    expect_fan_stream(stopped, 1, 100, 0);
+    ck_assert_wc(wcache_watch_next(stopped, evs, 4, &n), WCACHE_ESTOPPED);
+    wcache_wait_stat ws = {.size = sizeof ws};
+    ck_assert_ok(wcache_cache_wait_stat(C, &ws));
+    ck_assert_uint_eq(ws.overflows, 2); /* slow, and gone past 1,024 */
+    wcache_watch_close(gone); /* 1,024 undelivered: their references go with it */
+    /* an idle fan watcher gets its bookmark after what the fan holds */
+    wcache_watch *bm = open_fan(0, 1024, 0, 1000);
+    fan_write(1101, 1102);
+    __atomic_add_fetch(&NOW_NS, 2000000000, __ATOMIC_SEQ_CST);
+    put("/elsewhere", "v", 1103);
+    expect_fan_stream(bm, 1101, 2, 0);
+    ck_assert_ok(wcache_watch_next(bm, evs, 4, &n));
+    ck_assert_uint_eq(n, 1);
+    expect_ev(&evs[0], WCACHE_EV_BOOKMARK, NULL, 1103);
+    release(evs, n);
+    wcache_watch *all[] = {a, b, slow, stopped, future, late, bm};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        wcache_watch_close(all[i]);
+}
+END_TEST
+
 START_TEST(test_watch_bookmarks)
 {
     put("/a/1", "v", 1);
@@ -456,6 +566,7 @@ Suite *watch_suite(void)
     tcase_add_test(tc, test_watch_initial_events);
     tcase_add_test(tc, test_watch_selector_transitions);
     tcase_add_test(tc, test_watch_slow_watcher_ends);
+    tcase_add_test(tc, test_watch_shared_fan);
     tcase_add_test(tc, test_watch_bookmarks);
     tcase_add_test(tc, test_watch_fd_and_stop);
     tcase_add_test(tc, test_watch_fd_wakes_before_first_next);
