@@ -68,7 +68,7 @@ INSTALL ?= install
 # the Debian -dev packages.  The result is cached in build/config.mk, which
 # make regenerates (and then restarts) whenever it is missing or stale.
 PKG_CONFIG ?= pkg-config
-DEP_PKGS := libzstd libcurl jansson yaml-0.1 libxxhash
+DEP_PKGS := libzstd libcurl jansson yaml-0.1 libxxhash expat libcrypto
 TEST_PKGS := check
 # wcache-proxy only (examples/proxy): the HTTP server and its TLS library.
 PROXY_PKGS := libmicrohttpd gnutls

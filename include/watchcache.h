@@ -1597,7 +1597,8 @@ typedef struct wcache_store_opts {
     const char *tmp_dir;
     wcache_store_progress_fn progress; /* NULL: none */
     void *progress_userdata;
-    wcache_log_fn log;                 /* NULL: no logging */
+    wcache_log_fn log;                 /* NULL: no logging; may run on a part's
+                                          transfer thread (serialised) */
     void *log_userdata;
     const wcache_allocator *alloc;     /* NULL: malloc/free */
     char *errbuf;      /* NULL, or errbuf_len bytes for the detail text of */

@@ -23,6 +23,7 @@ static const struct {
     const wci_store_ops *ops;
 } schemes[] = {
     {"file://", &wci_store_file_ops},
+    {"s3://", &wci_store_s3_ops},
 };
 
 #define SNAP_SUFFIX ".wcsnap"
@@ -48,13 +49,16 @@ void wci_store_log(wcache_store *st, int level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    pthread_mutex_lock(&st->emu);
     vlog_msg(st, level, fmt, ap);
+    pthread_mutex_unlock(&st->emu);
     va_end(ap);
 }
 
 int wci_store_err(wcache_store *st, int code, const char *fmt, ...)
 {
     va_list ap;
+    pthread_mutex_lock(&st->emu);
     if (st->eb && st->el) {
         va_start(ap, fmt);
         vsnprintf(st->eb, st->el, fmt, ap);
@@ -63,6 +67,7 @@ int wci_store_err(wcache_store *st, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vlog_msg(st, WCACHE_LOG_DEBUG, fmt, ap);
     va_end(ap);
+    pthread_mutex_unlock(&st->emu);
     return code;
 }
 
@@ -136,11 +141,12 @@ static const char *scopy(char **p, const char *s)
     return r;
 }
 
-#define STORE_STRINGS(X)                                                                 \
-    X(endpoint)                                                                          \
-    X(region) X(access_key_id) X(secret_access_key) X(session_token) X(credentials_file) \
-        X(profile) X(gcs_token_file) X(gcs_hmac_access_id) X(gcs_hmac_secret) X(ca_file) \
-            X(ca_path) X(tmp_dir)
+#define STORE_STRINGS(X)                                                                  \
+    X(endpoint)                                                                           \
+    X(region)                                                                             \
+    X(access_key_id) X(secret_access_key) X(session_token) X(credentials_file) X(profile) \
+        X(gcs_token_file) X(gcs_hmac_access_id) X(gcs_hmac_secret) X(ca_file) X(ca_path)  \
+            X(tmp_dir)
 
 static int copy_opts(wcache_store *st, const wcache_store_opts *in)
 {
@@ -249,6 +255,7 @@ wcache_code wcache_store_open(wcache_store **out, const char *url,
         return WCACHE_ENOMEM;
     st->magic = WCI_STORE_MAGIC;
     st->a = a;
+    pthread_mutex_init(&st->emu, NULL);
     if (opts && opts->size >= offsetof(wcache_store_opts, errbuf_len) + sizeof(size_t)) {
         st->eb = opts->errbuf;
         st->el = opts->errbuf_len;
@@ -299,6 +306,7 @@ void wcache_store_close(wcache_store *st)
     if (st->ops && st->be)
         st->ops->close(st);
     st->magic = 0;
+    pthread_mutex_destroy(&st->emu);
     wci_alloc a = st->a;
     wci_free(&a, st->strs);
     wci_free(&a, st->url);

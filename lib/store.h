@@ -13,6 +13,7 @@
 #define WCI_STORE_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "alloc.h"
@@ -72,6 +73,9 @@ struct wcache_store {
     size_t el;
     char last_key[1024]; /* obj->key of the last upload or get */
     char last_etag[WCI_STORE_ETAG_MAX];
+    /* Serialises the errbuf and the log callback: the part threads of a
+     * multipart upload report through them too. */
+    pthread_mutex_t emu;
 };
 
 struct wcache_store_upload {

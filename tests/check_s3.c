@@ -11,11 +11,16 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -298,8 +303,667 @@ START_TEST(urls_and_keys)
     ck_assert_int_eq(wcache_store_snapshot_key("x", 1, 0, k, sizeof k), WCACHE_EINVAL);
     ck_assert_int_eq(wcache_store_snapshot_key("", 0, 1, k, sizeof k), WCACHE_EINVAL);
     ck_assert_int_eq(wcache_store_snapshot_key("abc", 3, 1, k, 10), WCACHE_ETOOBIG);
+
+    ck_assert_int_eq(wcache_store_open(&st, "s3:///nobucket", NULL), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_store_open(&st, "s3://b@d/x", NULL), WCACHE_EINVAL);
+    /* gs:// is ENOTSUP until its backend is built in. */
+    int rc = wcache_store_open(&st, "gs://bucket/x", &o);
+    if (rc == WCACHE_ENOTSUP)
+        ck_assert_ptr_nonnull(strstr(errbuf, "not supported yet"));
+    wcache_store_close(st);
+    st = NULL;
+    o.part_bytes = 0;
+    o.endpoint = "ftp://x";
+    ck_assert_int_eq(wcache_store_open(&st, "s3://b/p", &o), WCACHE_EINVAL);
 }
 END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Suite "s3": a real S3 server on loopback                                 */
+/* ------------------------------------------------------------------------ */
+
+static char sdir[256];      /* s3-local's directory */
+static char endpoint[128];  /* the SigV4 gate */
+static char pendpoint[128]; /* the fault proxy in front of it */
+
+static int valgrind(void)
+{
+    const char *v = getenv("WCACHE_VALGRIND");
+    return v && *v && strcmp(v, "0");
+}
+
+static void s3_up(void)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(sdir, sizeof sdir, "%s/wcs3-XXXXXX", t && *t ? t : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(sdir));
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "tests/peers/s3-local start %s/srv --bucket snaps >%s/start.out 2>%s/start.log",
+             sdir, sdir, sdir);
+    if (system(cmd) != 0) {
+        snprintf(cmd, sizeof cmd, "cat %s/start.log >&2", sdir);
+        (void)system(cmd);
+        ck_abort_msg("tests/peers/s3-local start failed (needs node and npm); see above");
+    }
+    char path[400], line[256];
+    snprintf(path, sizeof path, "%s/srv/env", sdir);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "S3_ENDPOINT=", 12))
+            snprintf(endpoint, sizeof endpoint, "%s", strtok(line + 12, "\n"));
+    fclose(f);
+    ck_assert(endpoint[0]);
+    /* For awscli and for the library's environment lookup alike. */
+    setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
+    setenv("AWS_DEFAULT_REGION", "us-east-1", 1);
+    setenv("AWS_CONFIG_FILE", "/dev/null", 1);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null", 1);
+    unsetenv("AWS_ENDPOINT_URL");
+    unsetenv("AWS_PROFILE");
+}
+
+static void s3_down(void)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "tests/peers/s3-local stop %s/srv >/dev/null 2>&1; rm -rf %s",
+             sdir, sdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "check_s3: stopping s3-local in %s failed\n", sdir);
+}
+
+/* ---- the fault proxy ---------------------------------------------------- */
+
+/* What the proxy does to the requests that match (method, and a substring
+ * of the request line): fail N of them with 503/500, drop N (close without
+ * an answer), or truncate N answers halfway through their bytes. */
+enum { F_NONE, F_5XX, F_DROP, F_TRUNCATE };
+static struct {
+    int lfd;
+    int port;
+    pthread_t th;
+    _Atomic int mode;
+    _Atomic int count; /* faults left to inject; -1: forever */
+    char method[8];
+    char match[64];
+    _Atomic int injected;
+    _Atomic int requests;
+    _Atomic int stop;
+} px;
+
+static void px_set(int mode, int count, const char *method, const char *match)
+{
+    snprintf(px.method, sizeof px.method, "%s", method);
+    snprintf(px.match, sizeof px.match, "%s", match);
+    atomic_store(&px.count, count);
+    atomic_store(&px.injected, 0);
+    atomic_store(&px.mode, mode);
+}
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k <= 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* One request (headers and a Content-Length body) into *buf; its length. */
+static ssize_t read_request(int fd, char **buf)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    char *end = NULL;
+    while (!end) {
+        if (n + 1 >= cap) {
+            cap *= 2;
+            b = realloc(b, cap);
+        }
+        ssize_t k = recv(fd, b + n, cap - n - 1, 0);
+        if (k <= 0) {
+            free(b);
+            return -1;
+        }
+        n += (size_t)k;
+        b[n] = '\0';
+        end = strstr(b, "\r\n\r\n");
+    }
+    size_t hl = (size_t)(end + 4 - b), cl = 0;
+    for (char *h = strcasestr(b, "\r\ncontent-length:"); h && h < end; h = NULL)
+        cl = strtoul(h + 17, NULL, 10);
+    while (n < hl + cl) {
+        if (hl + cl + 1 > cap) {
+            cap = hl + cl + 1;
+            b = realloc(b, cap);
+        }
+        ssize_t k = recv(fd, b + n, hl + cl - n, 0);
+        if (k <= 0) {
+            free(b);
+            return -1;
+        }
+        n += (size_t)k;
+    }
+    *buf = b;
+    return (ssize_t)n;
+}
+
+static int take_fault(const char *req)
+{
+    int mode = atomic_load(&px.mode);
+    if (mode == F_NONE || strncmp(req, px.method, strlen(px.method)) ||
+        req[strlen(px.method)] != ' ')
+        return F_NONE;
+    const char *eol = strstr(req, "\r\n");
+    const char *m = strstr(req, px.match);
+    if (!m || m > eol)
+        return F_NONE;
+    int c = atomic_load(&px.count);
+    while (c != 0) {
+        if (c < 0 || atomic_compare_exchange_weak(&px.count, &c, c - 1)) {
+            atomic_fetch_add(&px.injected, 1);
+            return mode;
+        }
+    }
+    return F_NONE;
+}
+
+static struct sockaddr_in loopback(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)port);
+    return a;
+}
+
+static void *px_conn(void *arg)
+{
+    int cfd = (int)(intptr_t)arg;
+    char *req = NULL;
+    ssize_t n;
+    /* One request per connection: the upstream is asked to close after its
+     * answer, which then marks the answer's end. */
+    while ((n = read_request(cfd, &req)) > 0) {
+        atomic_fetch_add(&px.requests, 1);
+        int f = take_fault(req);
+        if (f == F_DROP) {
+            free(req);
+            break;
+        }
+        if (f == F_5XX) {
+            static const char body[] = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>"
+                                       "<Message>injected by the test proxy</Message></Error>";
+            char hdr[256];
+            int code = atomic_load(&px.injected) % 2 ? 503 : 500;
+            int hl = snprintf(hdr, sizeof hdr,
+                              "HTTP/1.1 %d Injected\r\nContent-Type: application/xml\r\n"
+                              "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                              code, sizeof body - 1);
+            (void)send_all(cfd, hdr, (size_t)hl);
+            (void)send_all(cfd, body, sizeof body - 1);
+            free(req);
+            break;
+        }
+        int ufd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = loopback(atoi(strrchr(endpoint, ':') + 1));
+        if (connect(ufd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(ufd);
+            free(req);
+            break;
+        }
+        char *eol = strstr(req, "\r\n");
+        (void)send_all(ufd, req, (size_t)(eol + 2 - req));
+        (void)send_all(ufd, "Connection: close\r\n", 19);
+        (void)send_all(ufd, eol + 2, (size_t)(n - (eol + 2 - req)));
+        free(req);
+        /* The whole answer, then forward all or half of it. */
+        size_t cap = 1 << 16, got = 0;
+        char *ans = malloc(cap);
+        ssize_t k;
+        while ((k = recv(ufd, ans + got, cap - got, 0)) > 0) {
+            got += (size_t)k;
+            if (got == cap)
+                ans = realloc(ans, cap *= 2);
+        }
+        close(ufd);
+        (void)send_all(cfd, ans, f == F_TRUNCATE ? got / 2 : got);
+        free(ans);
+        break;
+    }
+    close(cfd);
+    return NULL;
+}
+
+static void *px_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&px.stop)) {
+        int cfd = accept(px.lfd, NULL, NULL);
+        if (cfd < 0)
+            continue;
+        if (atomic_load(&px.stop)) {
+            close(cfd);
+            break;
+        }
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &at, px_conn, (void *)(intptr_t)cfd) != 0)
+            close(cfd);
+        pthread_attr_destroy(&at);
+    }
+    return NULL;
+}
+
+static void px_up(void)
+{
+    memset(&px, 0, sizeof px);
+    px.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(px.lfd, 0);
+    struct sockaddr_in a = loopback(0);
+    socklen_t al = sizeof a;
+    ck_assert_int_eq(bind(px.lfd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(px.lfd, 64), 0);
+    ck_assert_int_eq(getsockname(px.lfd, (struct sockaddr *)&a, &al), 0);
+    px.port = ntohs(a.sin_port);
+    snprintf(pendpoint, sizeof pendpoint, "http://127.0.0.1:%d", px.port);
+    ck_assert_int_eq(pthread_create(&px.th, NULL, px_main, NULL), 0);
+    errbuf[0] = 0;
+}
+
+static void px_down(void)
+{
+    atomic_store(&px.stop, 1);
+    /* Wake accept() with a connection of our own. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = loopback(px.port);
+    (void)connect(fd, (struct sockaddr *)&a, sizeof a);
+    close(fd);
+    pthread_join(px.th, NULL);
+    close(px.lfd);
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static wcache_store_opts s3opts(const char *ep)
+{
+    wcache_store_opts o;
+    memset(&o, 0, sizeof o);
+    o.size = sizeof o;
+    o.endpoint = ep;
+    o.style = WCACHE_STORE_STYLE_PATH;
+    o.backoff_ms = 1; /* the retries themselves are under test, not their pace */
+    o.backoff_max_ms = 5;
+    o.timeout_ms = 20000;
+    return o;
+}
+
+/* Run a shell command with awscli's environment; its exit status. */
+static int sh(const char *fmt, const char *a, const char *b)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, fmt, endpoint, a, b);
+    int r = system(cmd);
+    return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+}
+
+static int same_file(const char *a, const char *b)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    return system(cmd) == 0;
+}
+
+/* Multipart uploads in progress in the bucket, as awscli lists them. */
+static int open_uploads(void)
+{
+    char out[400];
+    snprintf(out, sizeof out, "%s/uploads.json", sdir);
+    ck_assert_int_eq(sh("aws --endpoint-url %s s3api list-multipart-uploads --bucket snaps "
+                        "--output json >'%s' 2>&1%s",
+                        out, ""),
+                     0);
+    FILE *f = fopen(out, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "\"UploadId\""))
+            n++;
+    fclose(f);
+    return n;
+}
+
+static void write_file(const char *path, size_t n, uint64_t seed)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    uint64_t x = seed | 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        fputc((int)(x & 0xff), f);
+    }
+    fclose(f);
+}
+
+static void snap_file(const char *path, int n)
+{
+    wcache_cache *c = new_cache();
+    fill(c, n, 64);
+    wcache_snapshot_write_opts w = wopts("snapfile");
+    ck_assert_int_eq(wcache_snapshot_write(c, path, &w, NULL), WCACHE_OK);
+    wcache_cache_close(c);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+START_TEST(s3_layout_cycle)
+{
+    wcache_store_opts o = s3opts(endpoint);
+    wcache_store *st = open_store("s3://snaps/cycle", &o);
+    layout_cycle(st, valgrind() ? 200 : 2000, 100);
+    wcache_store_close(st);
+}
+END_TEST
+
+/* Our uploads read back by awscli, awscli's uploads restored by us. */
+START_TEST(s3_awscli_both_ways)
+{
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/ours.wcsnap", tdir);
+    snprintf(b, sizeof b, "%s/theirs.wcsnap", tdir);
+    snap_file(a, 500);
+    wcache_store_opts o = s3opts(endpoint);
+    wcache_store *st = open_store("s3://snaps", &o);
+    ck_assert_int_eq(wcache_store_put_file(st, "x/key with space+plus.wcsnap", a, NULL),
+                     WCACHE_OK);
+    ck_assert_int_eq(sh("aws --endpoint-url %s s3 cp 's3://snaps/x/key with space+plus.wcsnap' "
+                        "'%s' >/dev/null%s",
+                        b, ""),
+                     0);
+    ck_assert(same_file(a, b));
+
+    /* awscli uploads (multipart above its 8 MiB threshold when not under
+     * valgrind), we restore. */
+    snap_file(a, valgrind() ? 300 : 60000);
+    ck_assert_int_eq(sh("aws --endpoint-url %s s3 cp '%s' s3://snaps/from-aws/s.wcsnap "
+                        ">/dev/null%s",
+                        a, ""),
+                     0);
+    wcache_cache *r = new_cache();
+    int rc = wcache_store_restore(st, "from-aws/s.wcsnap", r, NULL, NULL);
+    ck_assert_msg(rc == WCACHE_OK, "restore: %s: %s", wcache_strerror(rc), errbuf);
+    wcache_cache *c = new_cache();
+    fill(c, valgrind() ? 300 : 60000, 64);
+    same_content(c, r, valgrind() ? 300 : 60000);
+    wcache_cache_close(c);
+    wcache_cache_close(r);
+    wcache_store_close(st);
+}
+END_TEST
+
+static char logged[8192];
+static void log_cb(int level, const char *msg, size_t len, void *ud)
+{
+    (void)level, (void)ud;
+    size_t have = strlen(logged);
+    if (have + len + 2 < sizeof logged) {
+        memcpy(logged + have, msg, len);
+        logged[have + len] = '\n';
+        logged[have + len + 1] = '\0';
+    }
+}
+
+/* A wrong secret: a clear error that names bucket, key and status, no
+ * retry, and the secret nowhere in the errbuf, the log or wcache's output. */
+START_TEST(s3_wrong_secret)
+{
+    static const char secret[] = "wrong-SECRET-8f3a1c";
+    wcache_store_opts o = s3opts(pendpoint);
+    o.access_key_id = "S3RVER";
+    o.secret_access_key = secret;
+    o.session_token = "TOKEN-5e2b9d-secret";
+    o.log = log_cb;
+    logged[0] = 0;
+    char a[400];
+    snprintf(a, sizeof a, "%s/a.wcsnap", tdir);
+    snap_file(a, 50);
+    wcache_store *st = open_store("s3://snaps/auth", &o);
+    px_set(F_NONE, 0, "", "");
+    int before = atomic_load(&px.requests);
+    ck_assert_int_eq(wcache_store_put_file(st, "one.wcsnap", a, NULL), WCACHE_EHTTP);
+    ck_assert_int_eq(atomic_load(&px.requests) - before, 1); /* 4xx: no retry */
+    ck_assert_ptr_nonnull(strstr(errbuf, "403"));
+    ck_assert_ptr_nonnull(strstr(errbuf, "SignatureDoesNotMatch"));
+    ck_assert_ptr_nonnull(strstr(errbuf, "s3://snaps/auth/one.wcsnap"));
+    ck_assert_ptr_null(strstr(errbuf, secret));
+    ck_assert_ptr_null(strstr(errbuf, "TOKEN-5e2b9d"));
+    ck_assert_ptr_null(strstr(logged, secret));
+    ck_assert_ptr_null(strstr(logged, "TOKEN-5e2b9d"));
+    wcache_store_close(st);
+
+    /* The CLI, with the secret in the environment. */
+    char out[400];
+    snprintf(out, sizeof out, "%s/cli.out", tdir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "AWS_SECRET_ACCESS_KEY='%s' AWS_SESSION_TOKEN=TOKEN-5e2b9d-secret ./tools/wcache "
+             "push '%s' s3://snaps/auth/two.wcsnap --endpoint %s >'%s' 2>&1",
+             secret, a, endpoint, out);
+    int r = system(cmd);
+    ck_assert(WIFEXITED(r) && WEXITSTATUS(r) == 1);
+    snprintf(cmd, sizeof cmd,
+             "grep -q SignatureDoesNotMatch '%s' && ! grep -q -e '%s' -e "
+             "TOKEN-5e2b9d '%s'",
+             out, secret, out);
+    ck_assert_msg(system(cmd) == 0, "wcache push: wrong message or a leaked secret in %s", out);
+}
+END_TEST
+
+/* Several parts in parallel, read back by awscli, no upload left open. */
+START_TEST(s3_multipart)
+{
+    size_t n = valgrind() ? 700000 : 3000000;
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/big.bin", tdir);
+    snprintf(b, sizeof b, "%s/big.aws", tdir);
+    write_file(a, n, 42);
+    wcache_store_opts o = s3opts(endpoint);
+    /* s3rver has no 5 MiB minimum, so small parts keep the test quick. */
+    o.allow_small_parts = 1;
+    o.part_bytes = 256 << 10;
+    o.parallel_parts = 3;
+    wcache_store *st = open_store("s3://snaps/mp", &o);
+    wcache_store_object obj;
+    memset(&obj, 0, sizeof obj);
+    obj.size = sizeof obj;
+    int rc = wcache_store_put_file(st, "big.bin", a, &obj);
+    ck_assert_msg(rc == WCACHE_OK, "put: %s: %s", wcache_strerror(rc), errbuf);
+    ck_assert_uint_eq(obj.bytes, n);
+    ck_assert_int_eq(
+        sh("aws --endpoint-url %s s3 cp s3://snaps/mp/big.bin '%s' >/dev/null%s", b, ""), 0);
+    ck_assert(same_file(a, b));
+    ck_assert_int_eq(open_uploads(), 0);
+    ck_assert_int_eq(wcache_store_get_file(st, "big.bin", b, 0, NULL), WCACHE_OK);
+    ck_assert(same_file(a, b));
+    wcache_store_close(st);
+}
+END_TEST
+
+/* Faults the retries must survive: 500/503, dropped connections, bodies
+ * cut in half, on every kind of request. */
+START_TEST(s3_faults_survived)
+{
+    size_t n = valgrind() ? 600000 : 2000000;
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/f.bin", tdir);
+    snprintf(b, sizeof b, "%s/f.out", tdir);
+    write_file(a, n, 7);
+    wcache_store_opts o = s3opts(pendpoint);
+    o.allow_small_parts = 1;
+    o.part_bytes = 200 << 10;
+    o.parallel_parts = 2;
+    o.max_retries = 4;
+    wcache_store *st = open_store("s3://snaps/faults", &o);
+
+    px_set(F_5XX, 3, "PUT", "partNumber=");
+    ck_assert_int_eq(wcache_store_put_file(st, "a.bin", a, NULL), WCACHE_OK);
+    ck_assert_int_eq(atomic_load(&px.injected), 3);
+    px_set(F_DROP, 3, "PUT", "partNumber=");
+    ck_assert_int_eq(wcache_store_put_file(st, "b.bin", a, NULL), WCACHE_OK);
+    ck_assert_int_eq(atomic_load(&px.injected), 3);
+    px_set(F_5XX, 2, "POST", "uploads=");
+    ck_assert_int_eq(wcache_store_put_file(st, "c.bin", a, NULL), WCACHE_OK);
+    px_set(F_DROP, 1, "POST", "uploadId=");
+    int rc = wcache_store_put_file(st, "d.bin", a, NULL);
+    /* A dropped complete may have completed: the retry then finds no
+     * upload (404) unless the server had not acted yet.  Either way
+     * nothing is half-done: an object is whole, or absent. */
+    if (rc != WCACHE_OK)
+        ck_assert_int_eq(wcache_store_get_file(st, "d.bin", b, 0, NULL), WCACHE_ENOTFOUND);
+
+    /* Downloads: truncated bodies resume where they stopped. */
+    px_set(F_TRUNCATE, 3, "GET", "/faults/a.bin");
+    rc = wcache_store_get_file(st, "a.bin", b, 0, NULL);
+    ck_assert_msg(rc == WCACHE_OK, "get: %s: %s", wcache_strerror(rc), errbuf);
+    ck_assert_int_eq(atomic_load(&px.injected), 3);
+    ck_assert(same_file(a, b));
+    px_set(F_DROP, 2, "GET", "/faults/b.bin");
+    ck_assert_int_eq(wcache_store_get_file(st, "b.bin", b, 0, NULL), WCACHE_OK);
+    ck_assert(same_file(a, b));
+    px_set(F_5XX, 2, "GET", "list-type=2");
+    ck_assert_int_eq(count_objects(st, NULL) >= 3, 1);
+    px_set(F_5XX, 2, "DELETE", "/faults/c.bin");
+    ck_assert_int_eq(wcache_store_delete(st, "c.bin"), WCACHE_OK);
+    px_set(F_NONE, 0, "", "");
+    ck_assert_int_eq(open_uploads(), 0);
+    wcache_store_close(st);
+}
+END_TEST
+
+/* Faults that outlast the retries: the upload is aborted (no parts left
+ * behind) and no object appears; a download fails cleanly. */
+START_TEST(s3_faults_give_up)
+{
+    size_t n = 900000;
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/g.bin", tdir);
+    snprintf(b, sizeof b, "%s/g.out", tdir);
+    write_file(a, n, 9);
+    wcache_store_opts o = s3opts(pendpoint);
+    o.allow_small_parts = 1;
+    o.part_bytes = 200 << 10;
+    o.parallel_parts = 2;
+    o.max_retries = 2;
+    wcache_store *st = open_store("s3://snaps/giveup", &o);
+    px_set(F_5XX, -1, "PUT", "partNumber=3");
+    int rc = wcache_store_put_file(st, "x.bin", a, NULL);
+    ck_assert_int_eq(rc, WCACHE_EHTTP);
+    ck_assert_ptr_nonnull(strstr(errbuf, "s3://snaps/giveup/x.bin"));
+    ck_assert_int_eq(atomic_load(&px.injected), 3); /* the try and two retries */
+    px_set(F_NONE, 0, "", "");
+    ck_assert_int_eq(open_uploads(), 0);
+    ck_assert_int_eq(wcache_store_get_file(st, "x.bin", b, 0, NULL), WCACHE_ENOTFOUND);
+
+    /* Every answer truncated: the download gives up, b is untouched. */
+    ck_assert_int_eq(wcache_store_put_file(st, "y.bin", a, NULL), WCACHE_OK);
+    px_set(F_TRUNCATE, -1, "GET", "/giveup/y.bin");
+    rc = wcache_store_get_file(st, "y.bin", b, 0, NULL);
+    ck_assert_int_ne(rc, WCACHE_OK);
+    ck_assert_int_eq(access(b, F_OK), -1);
+    px_set(F_NONE, 0, "", "");
+    wcache_store_close(st);
+}
+END_TEST
+
+/* A restore never trusts an object whose checksums fail. */
+START_TEST(s3_damaged_object_refused)
+{
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/d.wcsnap", tdir);
+    snprintf(b, sizeof b, "%s/d.out", tdir);
+    snap_file(a, 300);
+    /* Flip one byte in the middle, then upload the damaged file. */
+    FILE *f = fopen(a, "r+b");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, len / 2, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, len / 2, SEEK_SET);
+    fputc(ch ^ 0x20, f);
+    fclose(f);
+    wcache_store_opts o = s3opts(endpoint);
+    wcache_store *st = open_store("s3://snaps/damage", &o);
+    ck_assert_int_eq(wcache_store_put_file(st, "d.wcsnap", a, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_store_get_file(st, "d.wcsnap", b, 1, NULL), WCACHE_ECORRUPT);
+    ck_assert_int_eq(access(b, F_OK), -1);
+    wcache_cache *r = new_cache();
+    ck_assert_int_eq(wcache_store_restore(st, "d.wcsnap", r, NULL, NULL), WCACHE_ECORRUPT);
+    ck_assert_int_eq(wcache_cache_revision(r), 0);
+    wcache_cache_close(r);
+    ck_assert_int_eq(wcache_store_get_file(st, "nope.wcsnap", b, 1, NULL), WCACHE_ENOTFOUND);
+    wcache_store_close(st);
+}
+END_TEST
+
+/* Credentials from the shared credentials file and a profile. */
+START_TEST(s3_credentials_file)
+{
+    char cred[400];
+    snprintf(cred, sizeof cred, "%s/credentials", tdir);
+    FILE *f = fopen(cred, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("[default]\naws_access_key_id = NOPE\naws_secret_access_key = nope\n\n"
+          "[profile test]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n",
+          f);
+    fclose(f);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    wcache_store_opts o = s3opts(endpoint);
+    o.credentials_file = cred;
+    o.profile = "test";
+    wcache_store *st = open_store("s3://snaps/creds", &o);
+    ck_assert_int_eq(count_objects(st, NULL), 0);
+    wcache_store_close(st);
+    o.profile = NULL; /* default: the wrong key */
+    st = open_store("s3://snaps/creds", &o);
+    int n = 0;
+    ck_assert_int_eq(wcache_store_list(st, NULL, count_cb, &n), WCACHE_EHTTP);
+    ck_assert_ptr_nonnull(strstr(errbuf, "InvalidAccessKeyId"));
+    wcache_store_close(st);
+    setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
+}
+END_TEST
+
+Suite *s3_suite(void)
+{
+    Suite *s = suite_create("s3");
+    TCase *t = tcase_create("s3");
+    tcase_add_unchecked_fixture(t, s3_up, s3_down);
+    tcase_add_checked_fixture(t, tmp_setup, tmp_teardown);
+    tcase_add_checked_fixture(t, px_up, px_down);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, s3_layout_cycle);
+    tcase_add_test(t, s3_awscli_both_ways);
+    tcase_add_test(t, s3_wrong_secret);
+    tcase_add_test(t, s3_multipart);
+    tcase_add_test(t, s3_faults_survived);
+    tcase_add_test(t, s3_faults_give_up);
+    tcase_add_test(t, s3_damaged_object_refused);
+    tcase_add_test(t, s3_credentials_file);
+    suite_add_tcase(s, t);
+    return s;
+}
 
 Suite *store_suite(void)
 {

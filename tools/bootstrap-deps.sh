@@ -18,12 +18,16 @@
 set -euo pipefail
 
 BUILD_PKGS=(build-essential pkg-config libzstd-dev libcurl4-openssl-dev libmicrohttpd-dev
-    libjansson-dev libyaml-dev libxxhash-dev check)
+    libjansson-dev libyaml-dev libxxhash-dev libexpat1-dev libssl-dev check)
 CHECK_PKGS=(clang libclang-rt-14-dev llvm valgrind binutils clang-format groff-base python3
     python3-yaml mandoc)
 # Toolchains wanted by command rather than by package: "command:package".
 GO_CMDS=(go:golang-go)
 RUST_CMDS=(cargo:cargo rustc:rustc cargo-clippy:rust-clippy)
+# The S3 tests: tests/peers/s3-local runs s3rver (from npm) on node, and
+# awscli cross-checks what the library writes and reads.  A newer node or
+# aws already on PATH is kept.
+S3_CMDS=(node:nodejs npm:npm aws:awscli)
 CI_PKGS=(zstd etcd-server etcd-client openssl gnuplot-nox curl ca-certificates git golang-go)
 
 # The packages of the toolchains whose command is missing.
@@ -39,11 +43,14 @@ packages() {
     build) printf '%s\n' "${BUILD_PKGS[@]}" ;;
     check)
         printf '%s\n' "${BUILD_PKGS[@]}" "${CHECK_PKGS[@]}"
-        by_command "${GO_CMDS[@]}" "${RUST_CMDS[@]}"
+        by_command "${GO_CMDS[@]}" "${RUST_CMDS[@]}" "${S3_CMDS[@]}"
         ;;
     go) by_command "${GO_CMDS[@]}" ;;
     rust) by_command "${RUST_CMDS[@]}" ;;
-    ci) printf '%s\n' "${BUILD_PKGS[@]}" "${CHECK_PKGS[@]}" "${CI_PKGS[@]}" ;;
+    ci)
+        printf '%s\n' "${BUILD_PKGS[@]}" "${CHECK_PKGS[@]}" "${CI_PKGS[@]}"
+        by_command "${S3_CMDS[@]}"
+        ;;
     *)
         echo "bootstrap-deps.sh: unknown profile '$1' (build, check, ci, go, rust)" >&2
         exit 2

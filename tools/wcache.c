@@ -23,6 +23,8 @@
 
 #include <watchcache.h>
 
+#include "store_cmds.h"
+
 enum { EX_OK = 0, EX_ERR = 1, EX_DAMAGED = 2, EX_NOTFOUND = 3 };
 enum fmt { F_TEXT, F_JSON, F_YAML, F_KEYS, F_VALUE };
 
@@ -716,6 +718,9 @@ static void usage(FILE *f)
                "       [--level N] [--workers N]     list+watch etcd, write one snapshot\n"
                "  check --etcd URLS --prefix P SNAP  compare a snapshot with etcd at its\n"
                "                                     revision (digest and differing keys)\n"
+               "  push SNAP URL                      upload a snapshot (s3://, gs://, file://)\n"
+               "  pull URL SNAP [--no-verify]        download and verify a snapshot\n"
+               "  ls URL                             objects under a store prefix\n"
                "  version                            library and format versions\n"
                "\n"
                "  --max-block-bytes N  read blocks up to N bytes uncompressed (default\n"
@@ -1398,6 +1403,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "sync") || !strcmp(cmd, "check"))
         return run_etcd(cmd[0] == 'c', argc, argv);
+    if (store_is_command(cmd))
+        return store_main(argc, argv);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (strcmp(cmd, commands[i].name) == 0)
             return run(&commands[i], argc, argv);
