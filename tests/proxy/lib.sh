@@ -39,7 +39,7 @@ wait_for() {
         if "$@" >/dev/null 2>&1; then return 0; fi
         sleep 0.05
     done
-    echo "timed out waiting for: $d" >&2
+    nok "timed out waiting for: $d"
     return 1
 }
 
@@ -69,6 +69,9 @@ ns_json() {
 
 # start_proxy ARGS...: the proxy on a free port; sets P (host:port), PROXY_PID
 start_proxy() {
+    # the redirection below happens in the background child: remove the
+    # old file first, or its LISTEN line may be read before it is truncated
+    rm -f "$T/proxy.out"
     "$PROXY" --listen "${LISTEN:-127.0.0.1:0}" "$@" >"$T/proxy.out" 2>>"$T/proxy.err" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
