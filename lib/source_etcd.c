@@ -31,6 +31,7 @@
  * endpoint index.
  */
 #include "etcd_stream.h"
+#include "http.h"
 
 #include <curl/curl.h>
 #include <stdarg.h>
@@ -83,13 +84,6 @@ static char *b64dup(const wci_alloc *al, const void *p, size_t n)
     return o;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void fail(wcache_etcd *s, wcache_code rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(wcache_etcd *s, wcache_code rc, const char *fmt, ...)
@@ -102,45 +96,6 @@ static void fail(wcache_etcd *s, wcache_code rc, const char *fmt, ...)
     atomic_store(&s->last_error, (int)rc);
     atomic_fetch_add(&s->errors, 1);
     wci_log(s->c, WCACHE_LOG_WARN, "etcd: %s", msg);
-}
-
-/* ---- response buffer ---- */
-
-typedef struct rbuf {
-    const wci_alloc *al;
-    char *p;
-    size_t len, cap, max;
-    int over;
-    _Atomic uint64_t *bytes;
-} rbuf;
-
-static size_t rbuf_write(char *data, size_t sz, size_t nm, void *ud)
-{
-    rbuf *b = ud;
-    size_t n = sz * nm;
-    if (b->bytes)
-        atomic_fetch_add_explicit(b->bytes, n, memory_order_relaxed);
-    if (b->len + n > b->max) {
-        b->over = 1;
-        return 0;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = wci_malloc(b->al, cap);
-        if (!np)
-            return 0;
-        if (b->len)
-            memcpy(np, b->p, b->len);
-        wci_free(b->al, b->p);
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return n;
 }
 
 /* ---- transfers ---- */
@@ -178,43 +133,17 @@ static CURL *easy_new(wcache_etcd *s, const char *path, const char *body,
     return e;
 }
 
-/* Run e in the source's multi handle until it is done or the source is
- * stopped (then CURLE_ABORTED_BY_CALLBACK). */
+/* Run e in the source's multi handle; a stop interrupts it. */
 static CURLcode run_xfer(wcache_etcd *s, CURL *e)
 {
-    if (curl_multi_add_handle(s->multi, e) != CURLM_OK)
-        return CURLE_OUT_OF_MEMORY;
-    CURLcode res = CURLE_OK;
-    for (;;) {
-        if (atomic_load(&s->stop)) {
-            res = CURLE_ABORTED_BY_CALLBACK;
-            break;
-        }
-        int running = 0, q;
-        if (curl_multi_perform(s->multi, &running) != CURLM_OK) {
-            res = CURLE_OUT_OF_MEMORY;
-            break;
-        }
-        CURLMsg *m;
-        int done = 0;
-        while ((m = curl_multi_info_read(s->multi, &q)))
-            if (m->msg == CURLMSG_DONE && m->easy_handle == e) {
-                res = m->data.result;
-                done = 1;
-            }
-        if (done)
-            break;
-        curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
-    }
-    curl_multi_remove_handle(s->multi, e);
-    return res;
+    return wci_xfer_run(s->multi, e, &s->stop);
 }
 
 /* Sleep ms, or less when stopped. */
 static void nap(wcache_etcd *s, int64_t ms)
 {
-    int64_t end = mono_ms() + ms;
-    for (int64_t now = mono_ms(); now < end && !atomic_load(&s->stop); now = mono_ms())
+    int64_t end = wci_mono_ms() + ms;
+    for (int64_t now = wci_mono_ms(); now < end && !atomic_load(&s->stop); now = wci_mono_ms())
         curl_multi_poll(s->multi, NULL, 0, (int)(end - now), NULL);
 }
 
@@ -225,7 +154,7 @@ static void next_endpoint(wcache_etcd *s)
 }
 
 /* An error answer's message, for the log. */
-static const char *answer_text(const rbuf *b)
+static const char *answer_text(const wci_rbuf *b)
 {
     return b->p ? b->p : "(empty)";
 }
@@ -240,7 +169,7 @@ static wcache_code post_json(wcache_etcd *s, size_t ep, const char *path, const 
 {
     char url[1024];
     struct curl_slist *hdrs = NULL;
-    rbuf b = {.al = s->al, .max = s->max_msg, .bytes = &s->bytes};
+    wci_rbuf b = {.al = s->al, .max = s->max_msg, .bytes = &s->bytes};
     *out = NULL;
     CURL *e = easy_new(s, path, body, &hdrs, url, sizeof url, ep);
     if (!e || !hdrs) {
@@ -248,7 +177,7 @@ static wcache_code post_json(wcache_etcd *s, size_t ep, const char *path, const 
         curl_easy_cleanup(e);
         return WCACHE_ENOMEM;
     }
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, rbuf_write);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, wci_rbuf_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->request_ms);
     CURLcode res = blocking ? curl_easy_perform(e) : run_xfer(s, e);
@@ -640,10 +569,9 @@ static size_t watch_header(char *data, size_t sz, size_t nm, void *ud)
 {
     wcache_etcd *s = ud;
     size_t n = sz * nm;
-    if (n > 9 && memcmp(data, "HTTP/", 5) == 0) {
-        const char *sp = memchr(data, ' ', n);
-        s->watch_status = sp ? strtol(sp + 1, NULL, 10) : 0;
-    }
+    long st = wci_http_status_line(data, n);
+    if (st >= 0)
+        s->watch_status = st;
     return n;
 }
 
@@ -867,7 +795,7 @@ wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_
         s->backoff_max = s->backoff_min;
     s->page_limit = o->page_limit ? o->page_limit : 10000;
     s->max_msg = o->max_message_bytes ? (size_t)o->max_message_bytes : (size_t)256 << 20;
-    s->rng = (uint64_t)(uintptr_t)s ^ (uint64_t)mono_ms();
+    s->rng = (uint64_t)(uintptr_t)s ^ (uint64_t)wci_mono_ms();
     wcache_code rc = parse_endpoints(s, o->endpoints);
     if (rc == WCACHE_OK)
         rc = set_range(s, o);

@@ -38,6 +38,7 @@
  * handle of its own and only immutable fields and atomics.
  */
 #include "etcd_stream.h"
+#include "http.h"
 #include "source_k8s.h"
 
 #include <curl/curl.h>
@@ -95,13 +96,6 @@ static char *dupstr(const wci_alloc *al, const char *s)
     return s ? wci_memdup(al, s, strlen(s)) : NULL;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void fail(wcache_k8s *s, wcache_code rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(wcache_k8s *s, wcache_code rc, const char *fmt, ...)
@@ -128,43 +122,6 @@ static void publish(wcache_k8s *s)
 }
 
 /* ---- HTTP ---- */
-
-typedef struct rbuf {
-    const wci_alloc *al;
-    char *p;
-    size_t len, cap, max;
-    int over;
-    _Atomic uint64_t *bytes;
-} rbuf;
-
-static size_t rbuf_write(char *data, size_t sz, size_t nm, void *ud)
-{
-    rbuf *b = ud;
-    size_t n = sz * nm;
-    if (b->bytes)
-        atomic_fetch_add_explicit(b->bytes, n, memory_order_relaxed);
-    if (b->len + n > b->max) {
-        b->over = 1;
-        return 0;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = wci_malloc(b->al, cap);
-        if (!np)
-            return 0;
-        if (b->len)
-            memcpy(np, b->p, b->len);
-        wci_free(b->al, b->p);
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return n;
-}
 
 static CURL *easy_new(wcache_k8s *s, const char *url, struct curl_slist **hdrs)
 {
@@ -193,43 +150,17 @@ static CURL *easy_new(wcache_k8s *s, const char *url, struct curl_slist **hdrs)
     return e;
 }
 
-/* Run e in the source's multi handle until it is done or the source is
- * stopped (then CURLE_ABORTED_BY_CALLBACK). */
+/* Run e in the source's multi handle; a stop interrupts it. */
 static CURLcode run_xfer(wcache_k8s *s, CURL *e)
 {
-    if (curl_multi_add_handle(s->multi, e) != CURLM_OK)
-        return CURLE_OUT_OF_MEMORY;
-    CURLcode res = CURLE_OK;
-    for (;;) {
-        if (atomic_load(&s->stop)) {
-            res = CURLE_ABORTED_BY_CALLBACK;
-            break;
-        }
-        int running = 0, q;
-        if (curl_multi_perform(s->multi, &running) != CURLM_OK) {
-            res = CURLE_OUT_OF_MEMORY;
-            break;
-        }
-        CURLMsg *m;
-        int done = 0;
-        while ((m = curl_multi_info_read(s->multi, &q)))
-            if (m->msg == CURLMSG_DONE && m->easy_handle == e) {
-                res = m->data.result;
-                done = 1;
-            }
-        if (done)
-            break;
-        curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
-    }
-    curl_multi_remove_handle(s->multi, e);
-    return res;
+    return wci_xfer_run(s->multi, e, &s->stop);
 }
 
 /* Sleep ms, or less when stopped. */
 static void nap(wcache_k8s *s, int64_t ms)
 {
-    int64_t end = mono_ms() + ms;
-    for (int64_t now = mono_ms(); now < end && !atomic_load(&s->stop); now = mono_ms()) {
+    int64_t end = wci_mono_ms() + ms;
+    for (int64_t now = wci_mono_ms(); now < end && !atomic_load(&s->stop); now = wci_mono_ms()) {
         struct pollfd p = {s->wake[0], POLLIN, 0};
         poll(&p, 1, (int)(end - now));
     }
@@ -254,7 +185,7 @@ static wcache_code get_json(wcache_k8s *s, const char *url, int blocking, json_t
                             long *status_out)
 {
     struct curl_slist *hdrs = NULL;
-    rbuf b = {.al = s->al, .max = s->max_list, .bytes = blocking ? NULL : &s->bytes};
+    wci_rbuf b = {.al = s->al, .max = s->max_list, .bytes = blocking ? NULL : &s->bytes};
     *out = NULL;
     CURL *e = easy_new(s, url, &hdrs);
     if (!e || !hdrs) {
@@ -262,7 +193,7 @@ static wcache_code get_json(wcache_k8s *s, const char *url, int blocking, json_t
         curl_easy_cleanup(e);
         return WCACHE_ENOMEM;
     }
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, rbuf_write);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, wci_rbuf_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->request_ms);
     CURLcode res = blocking ? curl_easy_perform(e) : run_xfer(s, e);
@@ -818,10 +749,9 @@ static size_t watch_header(char *data, size_t sz, size_t nm, void *ud)
 {
     wcache_k8s *s = ud;
     size_t n = sz * nm;
-    if (n > 9 && memcmp(data, "HTTP/", 5) == 0) {
-        const char *sp = memchr(data, ' ', n);
-        s->watch_status = sp ? strtol(sp + 1, NULL, 10) : 0;
-    }
+    long st = wci_http_status_line(data, n);
+    if (st >= 0)
+        s->watch_status = st;
     return n;
 }
 
@@ -1030,7 +960,7 @@ wcache_code wcache_k8s_create(wcache_k8s **out, wcache_cache *c, const wcache_k8
     s->max_list = o->max_list_bytes ? (size_t)o->max_list_bytes : (size_t)1 << 30;
     s->seed = o->seed;
     s->resources = o->resources ? o->resources : WCACHE_K8S_PODS | WCACHE_K8S_CONFIGMAPS;
-    s->rng = (uint64_t)(uintptr_t)s ^ (uint64_t)mono_ms();
+    s->rng = (uint64_t)(uintptr_t)s ^ (uint64_t)wci_mono_ms();
     s->name = o->name ? dupstr(s->al, o->name) : default_name(s, o);
     if (!s->name)
         rc = WCACHE_ENOMEM;

@@ -1,0 +1,38 @@
+/*
+ * http.h - libcurl helpers shared by the sources that speak HTTP (private
+ * to lib/): a response gathered in memory with a size bound, a transfer
+ * run in a multi handle that a stop interrupts at once, the status of a
+ * response's first header line.
+ */
+#ifndef WCI_HTTP_H
+#define WCI_HTTP_H
+
+#include "wcache_int.h"
+
+#include <curl/curl.h>
+
+/* A response body gathered in memory, at most max bytes. */
+typedef struct wci_rbuf {
+    const wci_alloc *al;
+    char *p; /* NUL-terminated once anything arrived; NULL before */
+    size_t len, cap, max;
+    int over;                /* the body went over max: the transfer stops */
+    _Atomic uint64_t *bytes; /* NULL, or a counter of the bytes received */
+} wci_rbuf;
+
+/* CURLOPT_WRITEFUNCTION for a wci_rbuf (CURLOPT_WRITEDATA). */
+size_t wci_rbuf_write(char *data, size_t sz, size_t nm, void *ud);
+
+/* Run e in multi until it is done, or until *stop is set: then
+ * CURLE_ABORTED_BY_CALLBACK (curl_multi_wakeup(multi) makes a stop seen at
+ * once).  e is added to and removed from multi here. */
+CURLcode wci_xfer_run(CURLM *multi, CURL *e, _Atomic int *stop);
+
+/* The status code of an "HTTP/1.1 200 OK" header line, or -1 for any
+ * other header line (CURLOPT_HEADERFUNCTION sees every line). */
+long wci_http_status_line(const char *data, size_t n);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t wci_mono_ms(void);
+
+#endif
