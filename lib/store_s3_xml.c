@@ -132,7 +132,10 @@ int64_t wci_s3_parse_time(const char *s)
         for (const char *q = rest + 1; *q >= '0' && *q <= '9' && scale; q++, scale /= 10)
             ns += (*q - '0') * scale;
     }
-    return (int64_t)timegm(&tm) * 1000000000 + ns;
+    time_t t = timegm(&tm);
+    if (t < 0 || (int64_t)t > INT64_MAX / 1000000000 - 1)
+        return 0; /* beyond 2262: not a time int64 ns can hold */
+    return (int64_t)t * 1000000000 + ns;
 }
 
 /* Copy with truncation: these fields are for messages and ids that a
