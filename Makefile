@@ -489,6 +489,7 @@ bench: all
 	@if [ -x bench/run.sh ]; then bench/run.sh; \
 	elif [ -f bench/run.sh ]; then bash bench/run.sh; \
 	else echo "bench: bench/run.sh not present yet" >&2; exit 1; fi
+	@if [ -x bench/s3.sh ]; then bench/s3.sh; fi
 
 # --- install -------------------------------------------------------------------------
 # Directories under the prefix are written relative to ${prefix} in the .pc

@@ -951,7 +951,7 @@ static int source_revs(wcache_store *st, const void *id, size_t len, revs *r)
     int rc = wcache_store_list(st, dir, collect_rev, r);
     if (r->oom)
         rc = WCACHE_ENOMEM;
-    if (rc == WCACHE_OK)
+    if (rc == WCACHE_OK && r->n)
         qsort(r->v, r->n, sizeof *r->v, rev_cmp);
     return rc;
 }

@@ -333,7 +333,7 @@ static int flist(wcache_store *st, const char *prefix, wci_store_list_cb cb, voi
     char *top = wci_memdup(&st->a, prefix, sl ? (size_t)(sl - prefix + 1) : 0);
     int rc = top ? walk_dir(&w, top, 0) : WCACHE_ENOMEM;
     wci_free(&st->a, top);
-    if (rc == WCACHE_OK)
+    if (rc == WCACHE_OK && w.n)
         qsort(w.v, w.n, sizeof *w.v, ent_cmp);
     for (size_t i = 0; rc == WCACHE_OK && i < w.n; i++)
         if (cb(w.v[i].key, strlen(w.v[i].key), &w.v[i].o, ud))
