@@ -229,12 +229,18 @@ int json_splice_rv(pbuf *out, const char *j, size_t n, int64_t rv)
     int f = find_member(j, n, o, "metadata", &ms, &me, &close);
     if (f < 0)
         return -1;
-    if (f == 0 || j[ms] != '{') {
-        /* no metadata object: give it one */
+    if (f == 1 && j[ms] != '{') { /* metadata that is not an object: replace it */
+        pb_add(out, j, ms);
+        pb_fmt(out, "{\"resourceVersion\":%s}", rvs);
+        pb_add(out, j + me, n - me);
+        return 0;
+    }
+    if (f == 0) {
+        /* no metadata: give it one */
         pb_add(out, j, o + 1);
         pb_fmt(out, "\"metadata\":{\"resourceVersion\":%s}", rvs);
         size_t rest = ws(j, n, o + 1);
-        if (f == 0 && rest < n && j[rest] != '}')
+        if (rest < n && j[rest] != '}')
             pb_add(out, ",", 1);
         pb_add(out, j + o + 1, n - o - 1);
         return 0;
