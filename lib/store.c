@@ -208,11 +208,15 @@ static int parse_url(wcache_store *st, const char *rest, int is_file)
         if (rest[0] != '/')
             return wci_store_err(st, WCACHE_EINVAL,
                                  "store: file URL must be file:///absolute/path");
+        /* The file system is the "bucket" and the path its key prefix, so
+         * that file:///dir/one.wcsnap names one object as s3:// URLs do. */
+        while (*rest == '/')
+            rest++;
         size_t n = strlen(rest);
-        while (n > 1 && rest[n - 1] == '/')
+        while (n && rest[n - 1] == '/')
             n--;
-        st->bucket = wci_memdup(&st->a, rest, n);
-        st->base = wci_store_strdup(st, "");
+        st->bucket = wci_store_strdup(st, "");
+        st->base = wci_memdup(&st->a, rest, n);
         return st->bucket && st->base ? WCACHE_OK : WCACHE_ENOMEM;
     }
     const char *slash = strchr(rest, '/');

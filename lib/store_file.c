@@ -1,7 +1,8 @@
 /*
  * store_file.c - the local-directory snapshot store (file:///dir).
  *
- * Keys are paths under the directory.  An upload goes to a temporary file
+ * Full keys are absolute paths without their leading '/' (the URL's path is
+ * the store's base), so st->bucket is "".  An upload goes to a temporary file
  * beside its target (".NAME.tmp.XXXXXX", which listings skip, as
  * wcache_snapshot_prune() does) and is renamed into place after fsync, so a
  * reader never sees half an object.

@@ -945,14 +945,37 @@ static int write_progress(int st, uint64_t bytes, uint64_t objs, uint64_t total,
  * library; a URL (scheme://...) is for a store sink, which this build
  * does not have yet.
  */
+/* Store options of sync (--endpoint, --region, ...; see store_flag()). */
+static wcache_store_opts sync_store;
+
+/* sync --out URL: the URL is a store prefix; the snapshot goes straight
+ * from the cache into the store (no local file) under the layout
+ * PREFIX/<source>/<revision>.wcsnap. */
+static int write_store(wcache_cache *c, const char *url, wcache_snapshot_write_opts *o,
+                       wcache_snapshot_info *in)
+{
+    wcache_store *st = NULL;
+    int rc = store_open(url, &sync_store, &st, errbuf, sizeof errbuf);
+    o->errbuf = errbuf;
+    o->errbuf_len = sizeof errbuf;
+    in->size = sizeof *in;
+    if (rc == WCACHE_OK)
+        rc = wcache_store_put_snapshot(st, NULL, c, o, 0, in);
+    char key[3 * WCACHE_SNAP_MAX_SOURCE_ID + 32];
+    if (rc == WCACHE_OK &&
+        wcache_store_snapshot_key(o->source_id, o->source_id_len, in->revision, key,
+                                  sizeof key) == WCACHE_OK)
+        fprintf(stderr, "%s: uploaded %s/%s\n", prog, url, key);
+    wcache_store_close(st);
+    return rc ? report(url, rc) : EX_OK;
+}
+
 static int write_out(wcache_cache *c, const char *out, wcache_snapshot_write_opts *o,
                      wcache_snapshot_info *in)
 {
     progress p;
-    if (strstr(out, "://")) {
-        fprintf(stderr, "%s: %s: this build writes snapshots to files only\n", prog, out);
-        return EX_ERR;
-    }
+    if (strstr(out, "://"))
+        return write_store(c, out, o, in);
     wcache_stat st = {.size = sizeof st};
     wcache_cache_stat(c, &st);
     progress_start(&p, "writing", st.objects);
@@ -1316,7 +1339,7 @@ static long long num_arg(const char *v, long long lo, long long hi, const char *
 static int run_etcd(int check, int argc, char **argv)
 {
     etcd_args ea = {.timeout_s = 60, .level = 1};
-    int npos = 0;
+    int npos = 0, sf;
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i], *v;
         if (is_opt(s, "--etcd", NULL)) {
@@ -1327,6 +1350,9 @@ static int run_etcd(int check, int argc, char **argv)
             v = opt_value(argc, argv, &i, "--timeout", NULL);
             if ((ea.timeout_s = num_arg(v, 1, 86400, "--timeout needs seconds, 1 to 86400")) < 1)
                 return EX_ERR + check;
+        } else if (!check && (sf = store_flag(argc, argv, &i, &sync_store)) != 0) {
+            if (sf < 0) /* store_flag said why */
+                return EX_ERR;
         } else if (!check && is_opt(s, "--out", NULL)) {
             ea.out = opt_value(argc, argv, &i, "--out", NULL);
         } else if (!check && is_opt(s, "--until-revision", NULL)) {
