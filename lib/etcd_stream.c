@@ -297,12 +297,16 @@ static void apply_group(wci_ew *w, const json_t *evs, size_t i, size_t j, int64_
             return;
         }
     }
+    atomic_fetch_add(&w->events, j - i);
+    atomic_fetch_add(&w->revisions, 1);
     wcache_code rc = wcache_ingest_batch(w->c, w->batch, rev);
     wcache_batch_clear(w->batch);
+    if (rc != WCACHE_OK) {
+        atomic_fetch_sub(&w->events, j - i);
+        atomic_fetch_sub(&w->revisions, 1);
+    }
     if (rc == WCACHE_OK) {
         w->applied = rev;
-        w->events += j - i;
-        w->revisions++;
         if (w->pending && rev >= w->pending)
             w->pending = 0;
     } else if (rc == WCACHE_EORDER || rc == WCACHE_EEXIST || rc == WCACHE_ENOTFOUND) {
@@ -343,7 +347,7 @@ static void apply_events(wci_ew *w, const json_t *evs)
                 break;
         }
         if (r <= w->floor) {
-            w->dups += j - i; /* sent again at a stream's start: already applied */
+            atomic_fetch_add(&w->dups, j - i); /* sent again at a stream's start: already applied */
         } else if (r <= w->applied) {
             stop(w, WCI_EW_DIVERGED,
                  "event of revision %lld arrived after revision %lld was applied", (long long)r,
@@ -370,10 +374,12 @@ static void progress(wci_ew *w, int64_t p)
     w->pending = target >= p ? 0 : p;
     if (target <= w->applied)
         return;
+    atomic_fetch_add(&w->progress_applied, 1);
     wcache_code rc = wcache_ingest_progress(w->c, target);
+    if (rc != WCACHE_OK)
+        atomic_fetch_sub(&w->progress_applied, 1);
     if (rc == WCACHE_OK) {
         w->applied = target;
-        w->progress_applied++;
     } else if (rc == WCACHE_EORDER) {
         stop(w, WCI_EW_DIVERGED, "progress %lld below the cache", (long long)target);
     } else {
@@ -409,7 +415,7 @@ static void handle_result(wci_ew *w, const json_t *res)
         return; /* its revision is the store's, not the watcher's */
     }
     if (wid != 0) {
-        w->progress_ignored++; /* rule 1: a requested progress (-1), or not our watch */
+        atomic_fetch_add(&w->progress_ignored, 1); /* rule 1: a requested progress (-1), or not our watch */
         return;
     }
     if (evs && json_array_size(evs) > 0) {
@@ -417,7 +423,7 @@ static void handle_result(wci_ew *w, const json_t *res)
         return;
     }
     if (!w->created) {
-        w->progress_ignored++;
+        atomic_fetch_add(&w->progress_ignored, 1);
         return;
     }
     progress(w, rev);
@@ -429,7 +435,7 @@ static void handle_msg(wci_ew *w, const char *p, size_t n)
         n--;
     if (n == 0)
         return;
-    w->messages++;
+    atomic_fetch_add(&w->messages, 1);
     json_error_t je;
     json_t *root = json_loadb(p, n, JSON_REJECT_DUPLICATES, &je);
     if (!root) {

@@ -39,8 +39,10 @@ typedef struct wci_ew {
     int created;         /* the server confirmed the watch */
     int state;           /* WCI_EW_*: GO until the stream must end */
     int64_t compact_rev; /* from a cancel for compaction */
-    /* counters (the transport adds them up) */
-    uint64_t messages, events, revisions, progress_applied, progress_ignored, dups;
+    /* Counters, read by other threads (wcache_etcd_stat).  Each one moves
+     * before the cache does, so that whoever sees the new revision sees
+     * the counter too. */
+    _Atomic uint64_t messages, events, revisions, progress_applied, progress_ignored, dups;
     char err[200]; /* why the stream ended, for the log */
 } wci_ew;
 

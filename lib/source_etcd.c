@@ -63,8 +63,7 @@ struct wcache_etcd {
     _Atomic int stop, running, synced, last_error;
     _Atomic int64_t list_rev, compact_rev;
     _Atomic uint64_t lists, relists, connects, reconnects, errors, bytes;
-    _Atomic uint64_t messages, events, prog_applied, prog_ignored;
-    wci_ew ew; /* the watch stream, thread only */
+    wci_ew ew; /* the watch stream: the thread's, but for its atomic counters */
     long watch_status;
     uint64_t rng;
 };
@@ -544,12 +543,7 @@ static wcache_code list_reconcile(wcache_etcd *s, wcache_batch *b)
 
 static void publish_counters(wcache_etcd *s)
 {
-    const wci_ew *w = &s->ew;
-    atomic_store_explicit(&s->messages, w->messages, memory_order_relaxed);
-    atomic_store_explicit(&s->events, w->events, memory_order_relaxed);
-    atomic_store_explicit(&s->prog_applied, w->progress_applied, memory_order_relaxed);
-    atomic_store_explicit(&s->prog_ignored, w->progress_ignored, memory_order_relaxed);
-    if (w->created && !atomic_load_explicit(&s->synced, memory_order_relaxed))
+    if (s->ew.created && !atomic_load_explicit(&s->synced, memory_order_relaxed))
         atomic_store(&s->synced, 1);
 }
 
@@ -901,11 +895,11 @@ wcache_code wcache_etcd_stat(const wcache_etcd *s, wcache_etcd_stats *st)
     r.connects = atomic_load(&m->connects);
     r.reconnects = atomic_load(&m->reconnects);
     r.errors = atomic_load(&m->errors);
-    r.messages = atomic_load(&m->messages);
+    r.messages = atomic_load(&m->ew.messages);
     r.bytes = atomic_load(&m->bytes);
-    r.events = atomic_load(&m->events);
-    r.progress_applied = atomic_load(&m->prog_applied);
-    r.progress_ignored = atomic_load(&m->prog_ignored);
+    r.events = atomic_load(&m->ew.events);
+    r.progress_applied = atomic_load(&m->ew.progress_applied);
+    r.progress_ignored = atomic_load(&m->ew.progress_ignored);
     *st = r;
     return WCACHE_OK;
 }
