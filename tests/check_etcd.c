@@ -71,10 +71,20 @@ static void pause_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* A deadline of ms on a plain build, longer where everything is slower
+ * (valgrind serialises threads and runs OpenSSL's handshake 50 times
+ * slower; the sanitizers less so).  Deadlines only bound a wait. */
+static int64_t patient(int64_t ms)
+{
+    if (getenv("WCACHE_VALGRIND") || getenv("WCACHE_TSAN"))
+        return ms * 6;
+    return getenv("WCACHE_ASAN") ? ms * 3 : ms;
+}
+
 /* Poll cond(ud) until it holds or ms pass. */
 static int wait_for(int (*cond)(void *), void *ud, int64_t ms)
 {
-    int64_t end = now_ms() + ms;
+    int64_t end = now_ms() + patient(ms);
     while (!cond(ud)) {
         if (now_ms() > end)
             return 0;
@@ -653,7 +663,7 @@ START_TEST(fake_gateway_guard_and_faults)
     ck_assert_str_eq(value_at(FC, 8, "/c"), "c8");
     ck_assert_ptr_null(value_at(FC, 8, "/b"));
     ck_assert_str_eq(value_at(FC, 7, "/b"), "b6");
-    ck_assert_ok(wcache_view_begin_fresh(v, -1, 5000));
+    ck_assert_ok(wcache_view_begin_fresh(v, -1, patient(5000)));
     ck_assert_int_eq(wcache_view_revision(v), 8);
     wcache_view_end(v);
     atomic_store(&FK.gate, 3);
@@ -694,7 +704,7 @@ START_TEST(fake_gateway_guard_and_faults)
                 {14, WCACHE_EV_MODIFIED, "/c"}, {14, WCACHE_EV_DELETED, "/d"},
                 {14, WCACHE_EV_ADDED, "/e"}};
     size_t got = 0, nwant = sizeof want / sizeof want[0];
-    int64_t end = now_ms() + 5000;
+    int64_t end = now_ms() + patient(5000);
     while (got < nwant && now_ms() < end) {
         wcache_watch_event evs[16];
         size_t n;
@@ -1158,7 +1168,7 @@ static void kill_and_restart(void)
         fclose(f);
         int st = 0;
         pid_t gone = 0;
-        end = now_ms() + 30000;
+        end = now_ms() + patient(30000);
         while (!(up = healthy()) && now_ms() < end && (gone = waitpid(c, &st, WNOHANG)) == 0)
             pause_ms(20);
         if (!up) { /* say why: the directory goes with the run */
@@ -1469,7 +1479,7 @@ static int compare_watch(wcache_watch *w, const json_t *hist, int64_t from)
         x->vl = vl;
         free(k), free(v);
     }
-    int64_t end = now_ms() + 20000;
+    int64_t end = now_ms() + patient(20000);
     int bad = 0;
     while (ng < ne && now_ms() < end) {
         wcache_watch_event evs[64];
@@ -1587,7 +1597,7 @@ static void caught_up(wcache_cache *c, int64_t rev)
 {
     wcache_view *v;
     ck_assert_ok(wcache_view_create(c, &v));
-    ck_assert_ok(wcache_view_begin_fresh(v, rev, 30000));
+    ck_assert_ok(wcache_view_begin_fresh(v, rev, patient(30000)));
     wcache_view_free(v);
 }
 
@@ -1624,7 +1634,7 @@ START_TEST(etcd_differential)
     /* The last write is outside the prefix: the cache can only learn that
      * revision from progress notifications (an idle etcd from here on). */
     wl_put(&w, "/u/outside");
-    int64_t fr = fresh(c, 20000);
+    int64_t fr = fresh(c, patient(20000));
     ck_assert_int_ge(fr, w.rev);
     wcache_etcd_stats st = {.size = sizeof st};
     ck_assert_ok(wcache_etcd_stat(s, &st));
@@ -1758,7 +1768,7 @@ START_TEST(etcd_compaction_relist)
     ck_assert_int_gt(st.list_revision, before);
     ck_assert_int_eq(compare_at(c, w.rev, 0), 0);
     /* The watcher's events, applied to the model, give etcd's state. */
-    int64_t last = r0, end = now_ms() + 20000;
+    int64_t last = r0, end = now_ms() + patient(20000);
     for (size_t k = 1; (last < st.list_revision || k > 0) && now_ms() < end;) {
         wcache_watch_event evs[64]; /* until the re-list's batch is drained */
         ck_assert_ok(wcache_watch_wait(wt, evs, 64, &k, last < st.list_revision ? 200 : 0));
@@ -1918,6 +1928,7 @@ static wcache_code tls_source(wcache_cache **c, wcache_etcd **s, int with_ca, in
     o.cert_file = with_cert ? cert : NULL;
     o.key_file = with_cert ? key : NULL;
     o.auth_token = with_token ? TOKEN : NULL;
+    o.connect_timeout_ms = patient(5000); /* the TLS handshake counts */
     o.backoff_min_ms = 20;
     o.backoff_max_ms = 200;
     ck_assert_ok(wcache_etcd_create(s, *c, &o));
