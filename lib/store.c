@@ -24,6 +24,7 @@ static const struct {
 } schemes[] = {
     {"file://", &wci_store_file_ops},
     {"s3://", &wci_store_s3_ops},
+    {"gs://", &wci_store_gcs_ops},
 };
 
 #define SNAP_SUFFIX ".wcsnap"
@@ -275,8 +276,8 @@ wcache_code wcache_store_open(wcache_store **out, const char *url,
     }
     if (rc == WCACHE_OK) {
         rc = wci_store_err(st, WCACHE_ENOTSUP,
-                           "store: unsupported URL scheme in '%.200s' (file://, s3:// are "
-                           "supported; gs:// is not supported yet)",
+                           "store: unsupported URL scheme in '%.200s' (file://, s3:// and "
+                           "gs:// are supported)",
                            url);
         for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
             size_t pl = strlen(schemes[i].prefix);

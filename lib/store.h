@@ -55,6 +55,7 @@ typedef struct wci_store_ops {
 
 extern const wci_store_ops wci_store_file_ops;
 extern const wci_store_ops wci_store_s3_ops;
+extern const wci_store_ops wci_store_gcs_ops;
 /* A new backend adds its ops to the scheme table in store.c; a scheme
  * missing there is WCACHE_ENOTSUP. */
 

@@ -59,8 +59,11 @@
 #        Retry-After: 0), "drop" (read the request, close without an
 #        answer: nothing is stored), "truncate" (media GET: headers and
 #        half the body, then close), "short" (resumable chunk: store only
-#        256 KiB less than sent, answer 308 with that Range).
-#   GET  /_gcs/log       every request so far, "METHOD PATH?QUERY STATUS"
+#        256 KiB less than sent, answer 308 with that Range), "corrupt"
+#        (media GET: the first byte flipped, headers as usual), "lie" (the
+#        chunk that completes an upload: report a wrong crc32c).
+#   GET  /_gcs/log       every request so far, "METHOD PATH?QUERY [Content-Range]
+#                        {Range} STATUS"
 #   GET  /_gcs/state     {"sessions": open resumable sessions, "objects":..}
 #   POST /_gcs/reset     forget faults and the log
 # A header line "Authorization" is never logged.
@@ -226,6 +229,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif isinstance(body, str):
             body = body.encode()
         self.status = code
+        self.record()
         self.send_response(code, "Resume Incomplete" if code == 308 else None)
         for k, v in headers:
             self.send_header(k, v)
@@ -249,10 +253,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send(code, body, "application/xml; charset=UTF-8")
 
     def handle_one_request(self):
-        # Record the status of every request, including dropped ones.
         self.status = None
         self.xml_api = False
+        self.line = None
         super().handle_one_request()
+
+    def record(self):
+        # Logged before the answer goes out, so a test that reads the log
+        # right after its request returned always finds it there.
+        if self.line is not None:
+            with self.st.lock:
+                self.st.log.append("%s %s" % (self.line, self.status))
+            self.line = None
 
     def dispatch(self):
         u = urllib.parse.urlsplit(self.path)
@@ -261,8 +273,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         line = "%s %s" % (self.command, self.path)
         if self.headers.get("Content-Range"):
             line += " [%s]" % self.headers["Content-Range"]
+        if self.headers.get("Range"):
+            line += " {%s}" % self.headers["Range"]
         if self.rawpath.startswith("/_gcs/"):
             return self.control()
+        self.line = line
         fault = None
         with self.st.lock:
             for f in self.st.faults:
@@ -276,8 +291,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.status = "dropped"
             self.close_connection = True
         finally:
-            with self.st.lock:
-                self.st.log.append("%s %s" % (line, self.status))
+            self.record()
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = dispatch
 
@@ -471,8 +485,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 code = 206
                 hdrs.append(("Content-Range", "bytes %d-%d/%d" % (a, b, len(data))))
                 data = data[a:b + 1]
+        if fault and fault.get("action") == "corrupt" and data:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
         if fault and fault.get("action") == "truncate":
             self.status = "%d truncated" % code
+            self.record()
             self.send_response(code)
             for k, v in hdrs:
                 self.send_header(k, v)
@@ -551,14 +568,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             o = self.store(s.bucket, s.name, s.data, s.ctype)
             s.done = o
             s.data = bytearray()
-            return self.finished(s)
+            return self.finished(s, fault is not None and fault.get("action") == "lie")
         if total is not None and len(s.data) > total:
             return self.json_error(400, "invalid", "More bytes than the declared size")
         hdrs = [("Range", "bytes=0-%d" % (len(s.data) - 1))] if s.data else []
         self.send(308, b"", "text/plain", hdrs)
 
-    def finished(self, s):
+    def finished(self, s, lie=False):
         o = s.done
+        if lie:  # report a checksum other than the stored bytes'
+            o = Obj(o.bucket, o.name, o.data, o.ctype, o.gen)
+            o._crc = bytes(b ^ 0x5A for b in o.crc)
         if s.xml:
             return self.send(200, b"", "text/plain", self.obj_headers(o))
         self.send(200, o.resource(self.base()))
