@@ -3,7 +3,7 @@
  * consumers on the same cores as the writer.
  *
  * Usage: bench_watch [-t SECONDS] [-s SEED] [-w PREFIX_WATCHERS] [-a ALL_WATCHERS]
- *                    [-c CONSUMERS] [-r RATE] [-b US] [-B US] [-m MODES] [N]
+ *                    [-c CONSUMERS] [-r RATE] [-b US] [-B US] [-m MODES] [-O] [N]
  *   N                 objects in the cache (default 1000000)
  *   PREFIX_WATCHERS   watchers on distinct key prefixes (default 10000)
  *   ALL_WATCHERS      watchers on every key (default 100)
@@ -18,6 +18,9 @@
  *                     consumers keep up: see the coalescing note below)
  *   MODES             letters of the runs: m(ax deliveries/s) l(atency);
  *                     default "ml"
+ *   -O                consumers take owned deliveries (wcache_watch_next(),
+ *                     one wcache_event_unref() each) instead of borrowed
+ *                     ones (wcache_watch_next_borrowed(), the default)
  *
  * Build (from the top directory, after `make lib`; bench/run.sh does not
  * run it yet):
@@ -46,9 +49,16 @@
  *    key (about 9 at N = 1M).
  *  - Consumers: each thread owns a share of the watchers and an epoll set
  *    of their wcache_watch_fd()s (level-triggered); for each ready fd it
- *    calls wcache_watch_next() with cap 1024 until a call returns fewer
- *    than the cap, and releases every event with wcache_event_unref().
- *    A delivery counts when the consumer has taken it out.
+ *    calls wcache_watch_next_borrowed() with cap 1024 until a call returns
+ *    fewer than the cap, reading each delivery's revision (and, in the
+ *    latency run, its ingest time) before the next call takes the batch
+ *    back.  With -O it calls wcache_watch_next() instead and releases
+ *    every event with wcache_event_unref(), as the first version of this
+ *    benchmark did: a borrowing event loop is what a server that writes
+ *    each delivery to a socket before asking for more would use, and it
+ *    saves the reference count update that 100 watchers of one change
+ *    make on one cache line from both cores.  A delivery counts when the
+ *    consumer has taken it out, either way.
  *  - Max deliveries/s: the writer ingests as fast as it can, but stays at
  *    most LAG revisions ahead of the slowest all-keys watcher (queues of
  *    QUEUE_ALL), so that no watcher overflows: the figure is a sustained
@@ -221,6 +231,7 @@ static struct {
     int64_t ts_cap;
     atomic_int stop, measuring;
     int latency_mode;
+    int owned; /* -O: wcache_watch_next() instead of wcache_watch_next_borrowed() */
     int64_t coalesce_ns; /* consumer round interval, 0: none */
     /* update pool */
     char *arena;
@@ -243,7 +254,7 @@ static void take_batch(consumer *c, watcher *wt, wcache_watch_event *evs, size_t
         }
     }
     for (size_t i = 0; i < m; i++)
-        wcache_event_unref(evs[i].ev);
+        wcache_event_unref(evs[i].ev); /* NULL when borrowed: nothing to do */
     c->taken += m;
     if (!wt->all)
         c->taken_prefix += m;
@@ -257,7 +268,8 @@ static void serve(consumer *c, watcher *wt, wcache_watch_event *evs)
 {
     for (int it = 0; it < 64 && wt->w; it++) {
         size_t m = 0;
-        wcache_code rc = wcache_watch_next(wt->w, evs, NEXT_CAP, &m);
+        wcache_code rc = S.owned ? wcache_watch_next(wt->w, evs, NEXT_CAP, &m)
+                                 : wcache_watch_next_borrowed(wt->w, evs, NEXT_CAP, &m);
         take_batch(c, wt, evs, m);
         if (rc != WCACHE_OK) {
             c->overflows += rc == WCACHE_EOVERFLOW; /* reported after the run */
@@ -556,11 +568,12 @@ static void run_max(int nc, double secs)
     }
     double dps = (double)(d1 - d0) / el, eps = (double)(e1 - e0) / el;
     fprintf(stderr,
-            "bench_watch: max: %d consumers, rounds every %lld us, %.0f events/s ingested, "
+            "bench_watch: max: %d consumers (%s), rounds every %lld us, %.0f events/s ingested, "
             "%.0f deliveries/s "
             "(%.2f per event; %.3f%% to prefix watchers), CPU %.2f s in %.2f s, writer "
             "waits %llu, overflows %llu\n",
-            nc, (long long)(S.coalesce_ns / 1000), eps, dps, eps > 0 ? dps / eps : 0,
+            nc, S.owned ? "owned" : "borrowed", (long long)(S.coalesce_ns / 1000), eps, dps,
+            eps > 0 ? dps / eps : 0,
             taken ? 100.0 * (double)prefix / (double)taken : 0, cpu, el,
             (unsigned long long)wr.waits, (unsigned long long)overflows);
     metric("watch_deliveries_max", dps, "deliveries/s");
@@ -611,10 +624,12 @@ static void run_latency(int nc, double rate, double secs)
             max = (double)i + 0.5;
     double eps = (double)(e1 - e0) / el, dps = (double)(d1 - d0) / el;
     fprintf(stderr,
-            "bench_watch: latency: %d consumers, rounds every %lld us, %.0f events/s ingested "
+            "bench_watch: latency: %d consumers (%s), rounds every %lld us, %.0f events/s "
+            "ingested "
             "(asked %.0f), %.0f "
             "deliveries/s, %llu latency samples, CPU %.2f of %.2f s, overflows %llu\n",
-            nc, (long long)(S.coalesce_ns / 1000), eps, rate, dps, (unsigned long long)total,
+            nc, S.owned ? "owned" : "borrowed", (long long)(S.coalesce_ns / 1000), eps, rate, dps,
+            (unsigned long long)total,
             cpu, el, (unsigned long long)overflows);
     metric("watch_latency_rate", eps, "events/s");
     metric("watch_latency_p50", pct(h, total, 0.50), "us");
@@ -647,7 +662,7 @@ int main(int argc, char **argv)
     double coalesce_max_us = 1000, coalesce_lat_us = 200;
     int opt;
     n_objects = 1000000;
-    while ((opt = getopt(argc, argv, "t:s:w:a:c:r:m:b:B:")) != -1) {
+    while ((opt = getopt(argc, argv, "t:s:w:a:c:r:m:b:B:O")) != -1) {
         if (opt == 't')
             secs = strtod(optarg, NULL);
         else if (opt == 's')
@@ -666,10 +681,12 @@ int main(int argc, char **argv)
             coalesce_max_us = strtod(optarg, NULL);
         else if (opt == 'B')
             coalesce_lat_us = strtod(optarg, NULL);
+        else if (opt == 'O')
+            S.owned = 1;
         else {
             fprintf(stderr,
                     "usage: %s [-t SECONDS] [-s SEED] [-w PREFIX_WATCHERS] [-a ALL_WATCHERS] "
-                    "[-c CONSUMERS] [-r RATE] [-b US] [-B US] [-m MODES] [N]\n",
+                    "[-c CONSUMERS] [-r RATE] [-b US] [-B US] [-m MODES] [-O] [N]\n",
                     argv[0]);
             return 2;
         }

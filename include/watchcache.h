@@ -648,6 +648,25 @@ WCACHE_API wcache_code wcache_watch_next(wcache_watch *w, wcache_watch_event *ev
                                          size_t *n);
 
 /*
+ * @brief As wcache_watch_next(), but the deliveries are lent instead of
+ *        given: every evs[i].ev is NULL, nothing is to be released, and the
+ *        pointers in evs[0..*n) stay valid until the next call on w of
+ *        wcache_watch_next(), wcache_watch_next_borrowed(),
+ *        wcache_watch_wait() or wcache_watch_close().  Until then the lent
+ *        deliveries still count against the watch's queue_size.  For event
+ *        loops that handle each delivery before asking for more: it saves
+ *        a reference count update per delivery, which many watchers of one
+ *        change would otherwise all make on the same cache line.  Calls of
+ *        both kinds may be mixed on one watch.
+ * @return as wcache_watch_next().
+ * Ownership: borrowed (see above); copy what must outlive the next call,
+ *         or use wcache_watch_next() for it.
+ * Thread safety: the watch's thread (one at a time).  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_watch_next_borrowed(wcache_watch *w, wcache_watch_event *evs,
+                                                  size_t cap, size_t *n);
+
+/*
  * @brief As wcache_watch_next(), but wait up to timeout_ms (-1: forever)
  *        for at least one delivery; *n = 0 on timeout.
  * Thread safety: the watch's thread.  Since: 0.1

@@ -50,14 +50,18 @@
 enum { PHASE_INITIAL = 1, PHASE_REPLAY, PHASE_LIVE };
 enum { EVK_PUT = 1, EVK_DELETE, EVK_BOOKMARK, EVK_INITIAL_END };
 
+/* What consumers read comes first, the count they all write on its own
+ * line after it: 100 watchers' unrefs from two cores would otherwise take
+ * the line away from every reader of the same event. */
 struct wcache_event {
-    _Atomic uint32_t refs;
     uint32_t kind;
+    uint32_t klen;
     int64_t rev;
     wcache_cache *c;
     wci_ver *ver;  /* the new version (put) or tombstone (delete) */
     wci_ver *prev; /* the version it replaced, if live, else NULL */
-    uint32_t klen;
+    char pad[64 - 2 * sizeof(uint32_t) - sizeof(int64_t) - 3 * sizeof(void *)];
+    _Atomic uint32_t refs;
     char key[];
 };
 
@@ -440,12 +444,19 @@ static wci_fan *fan_new(wcache_cache *c)
 }
 
 /* Every watcher detached: the cache or the bucket is going. */
+static void seg_release(const wci_seg *s, uint64_t end)
+{
+    for (uint64_t p = s->base; p < end && p - s->base < WCI_SEG_SLOTS; p++)
+        wcache_event_unref(slot_event(s->s[p - s->base]));
+}
+
 static void fan_free(wcache_cache *c, wci_fan *f)
 {
     if (!f)
         return;
     for (wci_seg *s = f->head, *n; s; s = n) {
         n = atomic_load_explicit(&s->next, memory_order_relaxed);
+        seg_release(s, f->wtail);
         wci_free(&c->al, s);
     }
     wci_free(&c->al, f->spare);
@@ -467,22 +478,50 @@ static uint64_t queued_own(const wcache_watch *w)
            atomic_load_explicit(&w->qhead, memory_order_acquire);
 }
 
+/* Under wmu, nobody attached: drop every slot and start over at wtail
+ * in one segment, so that no event stays pinned by a fan nobody reads. */
+static void fan_reset(wcache_cache *c, wci_fan *f)
+{
+    for (wci_seg *s = f->head, *n; s; s = n) {
+        n = atomic_load_explicit(&s->next, memory_order_relaxed);
+        seg_release(s, f->wtail);
+        if (s != f->last)
+            wci_free(&c->al, s);
+    }
+    f->head = f->last;
+    atomic_store_explicit(&f->last->next, NULL, memory_order_relaxed);
+    f->last->base = f->wtail;
+    f->scan_at = UINT64_MAX;
+}
+
 /* Under wmu and w->rmu: take w off the fan.  Its backlog before the cut
- * goes to its own queue when copy is set (and fits), the rest of the
- * references it owns are dropped. */
-static void fan_detach(wci_fan *f, wcache_watch *w, bool copy)
+ * goes to its own queue when copy is set (and fits); what it has lent
+ * keeps references in w->hold until its next call.  false: no memory for
+ * those, try again later. */
+static bool fan_detach(wcache_cache *c, wci_fan *f, wcache_watch *w, bool copy)
 {
     uint64_t pos = atomic_load_explicit(&w->rpos, memory_order_relaxed), t = f->wtail;
     uint64_t cut = atomic_load_explicit(&w->rcut, memory_order_relaxed);
     wci_seg *s = w->rseg;
-    for (; pos < t; pos++) {
+    if (w->lent_fan && w->lent_pos > pos) {
+        w->hold = wci_malloc(&c->al, (size_t)(w->lent_pos - pos) * sizeof *w->hold);
+        if (!w->hold)
+            return false;
+        for (; pos < w->lent_pos; pos++) {
+            if (pos - s->base == WCI_SEG_SLOTS)
+                s = atomic_load_explicit(&s->next, memory_order_relaxed);
+            wcache_event *e = slot_event(s->s[pos - s->base]);
+            atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+            w->hold[w->nhold++] = e;
+        }
+    }
+    w->lent_fan = 0;
+    for (; copy && pos < t && pos < cut && !queue_full(w); pos++) {
         if (pos - s->base == WCI_SEG_SLOTS)
             s = atomic_load_explicit(&s->next, memory_order_relaxed);
         wci_qslot q = s->s[pos - s->base];
-        if (copy && pos < cut && !queue_full(w))
-            queue_push(w, slot_event(q), (uint32_t)(q & WCI_QSLOT_TYPE));
-        else
-            wcache_event_unref(slot_event(q));
+        atomic_fetch_add_explicit(&slot_event(q)->refs, 1, memory_order_relaxed);
+        queue_push(w, slot_event(q), (uint32_t)(q & WCI_QSLOT_TYPE));
     }
     vec_remove(f->w, &f->n, w);
     w->fan = NULL;
@@ -491,6 +530,9 @@ static void fan_detach(wci_fan *f, wcache_watch *w, bool copy)
         atomic_fetch_sub(&f->narmed, 1);
         efd_signal(w);
     }
+    if (f->n == 0)
+        fan_reset(c, f);
+    return true;
 }
 
 /* Under wmu: attach w (LIVE, nothing queued, every change from the next
@@ -545,9 +587,10 @@ static void fan_scan(wcache_cache *c, wci_fan *f)
         }
         if (ended) {
             if (pthread_mutex_trylock(&w->rmu) == 0) {
-                fan_detach(f, w, true); /* f->w[i] is now another watcher */
+                bool done = fan_detach(c, f, w, true); /* f->w[i] is now another one */
                 pthread_mutex_unlock(&w->rmu);
-                continue;
+                if (done)
+                    continue;
             }
             next = t + 1; /* its consumer is reading: try again */
         } else if (pos + w->qcap - own < next) {
@@ -570,6 +613,7 @@ static void fan_reclaim(wcache_cache *c, wci_fan *f)
     while (f->head != f->last && f->head->base + WCI_SEG_SLOTS < min) {
         wci_seg *s = f->head;
         f->head = atomic_load_explicit(&s->next, memory_order_relaxed);
+        seg_release(s, f->wtail);
         if (!f->spare)
             f->spare = s;
         else
@@ -619,7 +663,7 @@ static void fan_push(wci_fan *f, wcache_event *e, uint32_t type)
 /* After the writer's fence: wake the attached watchers that sleep. */
 static void fan_wake(wci_fan *f)
 {
-    if (!atomic_load_explicit(&f->narmed, memory_order_relaxed))
+    if (!atomic_load_explicit(&f->narmed, memory_order_acquire))
         return;
     for (size_t i = 0; i < f->n; i++) {
         wcache_watch *w = f->w[i];
@@ -631,8 +675,9 @@ static void fan_wake(wci_fan *f)
     }
 }
 
-/* The consumer: take from the fan, up to the cut. */
-static size_t fan_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap)
+/* The consumer: take from the fan, up to the cut.  lend: no reference
+ * per delivery; the position moves at the next call (settle()). */
+static size_t fan_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap, bool lend)
 {
     size_t n = 0;
     pthread_mutex_lock(&w->rmu);
@@ -646,13 +691,50 @@ static size_t fan_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap)
         for (; pos < end && n < cap; pos++) {
             if (pos - s->base == WCI_SEG_SLOTS)
                 s = atomic_load_explicit(&s->next, memory_order_acquire);
-            to_delivery(w, s->s[pos - s->base], &evs[n++]);
+            wcache_watch_event *out = &evs[n++];
+            to_delivery(w, s->s[pos - s->base], out);
+            if (lend)
+                out->ev = NULL;
+            else
+                atomic_fetch_add_explicit(&out->ev->refs, 1, memory_order_relaxed);
         }
-        w->rseg = s;
-        atomic_store_explicit(&w->rpos, pos, memory_order_release);
+        if (lend) {
+            w->lent_fan = n > 0;
+            w->lent_pos = pos;
+            w->lent_seg = s;
+        } else {
+            w->rseg = s;
+            atomic_store_explicit(&w->rpos, pos, memory_order_release);
+        }
     }
     pthread_mutex_unlock(&w->rmu);
     return n;
+}
+
+/* Give back what the last wcache_watch_next_borrowed() lent. */
+static void settle(wcache_watch *w)
+{
+    if (w->lent_own) {
+        uint64_t h = atomic_load_explicit(&w->qhead, memory_order_relaxed);
+        for (size_t i = 0; i < w->lent_own; i++)
+            wcache_event_unref(slot_event(w->q[(h + i) & (w->qcap - 1)]));
+        atomic_store_explicit(&w->qhead, h + w->lent_own, memory_order_release);
+        w->lent_own = 0;
+    }
+    if (!w->lent_fan && !w->nhold)
+        return;
+    pthread_mutex_lock(&w->rmu);
+    if (w->lent_fan && w->fan) {
+        w->rseg = w->lent_seg;
+        atomic_store_explicit(&w->rpos, w->lent_pos, memory_order_release);
+    }
+    w->lent_fan = 0;
+    for (size_t i = 0; i < w->nhold; i++)
+        wcache_event_unref(w->hold[i]);
+    wci_free(&w->c->al, w->hold);
+    w->hold = NULL;
+    w->nhold = 0;
+    pthread_mutex_unlock(&w->rmu);
 }
 
 /* Under rmu (or wmu): nothing left for the consumer in the fan. */
@@ -705,7 +787,7 @@ static void reg_del_prefix(wcache_cache *c, wcache_watch *w)
             continue;
         if (w->fan) {
             pthread_mutex_lock(&w->rmu); /* its consumer is not in next(): no wait */
-            fan_detach(w->fan, w, false);
+            (void)fan_detach(c, w->fan, w, false); /* settled: nothing lent */
             pthread_mutex_unlock(&w->rmu);
         } else {
             vec_remove(b->w, &b->n, w);
@@ -1011,9 +1093,9 @@ void wci_dispatch(wcache_cache *c, wci_key *k, wci_ver *v, wci_ver *prev, int64_
     recipients(c, &d, k->key, k->klen, ix ? ixo : NULL, ix ? ixn : NULL);
     labels_done(c, &d.cur);
     labels_done(c, &d.old);
-    size_t m = r->ncand, refs = m;
+    size_t m = r->ncand, refs = m + r->nfcand, deliveries = m;
     for (size_t i = 0; i < r->nfcand; i++)
-        refs += r->fcand[i]->n;
+        deliveries += r->fcand[i]->n;
     if (refs == 0)
         return;
     wcache_event *e = event_new(c, now ? EVK_PUT : EVK_DELETE, rev, k->key, k->klen, v,
@@ -1038,7 +1120,7 @@ void wci_dispatch(wcache_cache *c, wci_key *k, wci_ver *v, wci_ver *prev, int64_
             wake(r->cand[i].w);
     for (size_t i = 0; i < r->nfcand; i++)
         fan_wake(r->fcand[i]);
-    atomic_fetch_add_explicit(&c->st_deliveries, refs, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->st_deliveries, deliveries, memory_order_relaxed);
     wcache_event_unref(e);
 }
 
@@ -1304,16 +1386,23 @@ static void to_delivery(const wcache_watch *w, wci_qslot s, wcache_watch_event *
         fill_kv(&out->prev, e->key, e->klen, e->prev);
 }
 
-static size_t queue_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap)
+/* lend: the slots (and their references) stay until the next call. */
+static size_t queue_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap, bool lend)
 {
     uint64_t h = atomic_load_explicit(&w->qhead, memory_order_relaxed);
     uint64_t t = atomic_load_explicit(&w->qtail, memory_order_acquire);
     size_t n = 0;
     while (h < t && n < cap) {
-        to_delivery(w, w->q[h & (w->qcap - 1)], &evs[n++]);
+        to_delivery(w, w->q[h & (w->qcap - 1)], &evs[n]);
+        if (lend)
+            evs[n].ev = NULL;
+        n++;
         h++;
     }
-    atomic_store_explicit(&w->qhead, h, memory_order_release);
+    if (lend)
+        w->lent_own = n;
+    else
+        atomic_store_explicit(&w->qhead, h, memory_order_release);
     return n;
 }
 
@@ -1502,20 +1591,22 @@ static bool arm(wcache_watch *w)
     return idle;
 }
 
-wcache_code wcache_watch_next(wcache_watch *w, wcache_watch_event *evs, size_t cap, size_t *n)
+static wcache_code take(wcache_watch *w, wcache_watch_event *evs, size_t cap, size_t *n,
+                        bool lend)
 {
     if (!watch_ok(w) || !evs || !cap || !n)
         return WCACHE_EINVAL;
     *n = 0;
+    settle(w);
     for (int round = 0; round < 2; round++) {
         if (!atomic_load(&w->end_code))
             advance(w);
-        *n = queue_pop(w, evs, cap);
+        *n = queue_pop(w, evs, cap, lend);
         if (*n < cap) /* what its own queue holds is older than the fan */
-            *n += fan_pop(w, evs + *n, cap - *n);
+            *n += fan_pop(w, evs + *n, cap - *n, lend);
         if (*n == 0 && !atomic_load(&w->end_code)) {
             maybe_bookmark(w);
-            *n = queue_pop(w, evs, cap);
+            *n = queue_pop(w, evs, cap, lend);
         }
         if (*n) {
             w->last_rev = evs[*n - 1].revision > w->last_rev ? evs[*n - 1].revision : w->last_rev;
@@ -1528,6 +1619,17 @@ wcache_code wcache_watch_next(wcache_watch *w, wcache_watch_event *evs, size_t c
             return WCACHE_OK;
     }
     return WCACHE_OK;
+}
+
+wcache_code wcache_watch_next(wcache_watch *w, wcache_watch_event *evs, size_t cap, size_t *n)
+{
+    return take(w, evs, cap, n, false);
+}
+
+wcache_code wcache_watch_next_borrowed(wcache_watch *w, wcache_watch_event *evs, size_t cap,
+                                       size_t *n)
+{
+    return take(w, evs, cap, n, true);
 }
 
 static int64_t mono_ms(void)
@@ -1585,6 +1687,7 @@ void wcache_watch_close(wcache_watch *w)
     if (!watch_ok(w))
         return;
     wcache_cache *c = w->c;
+    settle(w);
     pthread_mutex_lock(&c->wmu);
     if (w->registered) {
         reg_del(c, w);

@@ -27,10 +27,12 @@ typedef struct wci_cand {
  * pushes to 100 cache lines its consumers keep taking back.
  *
  * Positions count from 0; slots live in segments of WCI_SEG_SLOTS, linked
- * oldest to newest.  Each attached watcher owns one reference to the event
- * of every slot from its position on (the writer adds them all at once),
- * as a queue slot does.  The writer (under wmu) frees a segment once every
- * attached watcher is past it, and ends a watcher whose backlog reaches its
+ * oldest to newest.  The fan holds one reference per slot; a consumer
+ * takes one for each delivery it gives away (wcache_watch_next()) and none
+ * for what it lends (wcache_watch_next_borrowed(): its position moves at
+ * its next call).  The writer (under wmu) frees a segment, and drops the
+ * references it holds, once every attached watcher's position is past it,
+ * and ends a watcher whose backlog reaches its
  * queue_size (WCACHE_EOVERFLOW), as with a queue: then, when it can take
  * the watcher's rmu (never waiting for it), it moves the backlog into the
  * watcher's own queue and detaches it.
@@ -123,6 +125,16 @@ struct wcache_watch {
     int rmu_ok;
     _Atomic uint64_t rpos; /* next position to read (the consumer's) */
     _Atomic uint64_t rcut; /* ended: nothing from this position on */
+    /* Lent by wcache_watch_next_borrowed(), given back at the next call:
+     * lent_own slots of its own queue from qhead; fan positions up to
+     * lent_pos (under rmu); hold: references the writer took for lent fan
+     * events when it detached the watcher (under rmu). */
+    size_t lent_own;
+    int lent_fan;
+    uint64_t lent_pos;
+    wci_seg *lent_seg;
+    wcache_event **hold;
+    size_t nhold;
     int64_t start_rev; /* deliver revisions above this */
     /* phase; changed under wmu */
     int phase;

@@ -276,7 +276,9 @@ END_TEST
  * bucket's ring (a "fan", see lib/watch.h): each must still get exactly
  * its own stream, with its own options, across segment boundaries (512
  * slots), with overflow at exactly its queue_size, stop, close with a
- * backlog, bookmarks and fd wake-ups as a watcher with its own queue.
+ * backlog, bookmarks and fd wake-ups as a watcher with its own queue;
+ * and deliveries lent by wcache_watch_next_borrowed() stay valid until
+ * the next call even when the watcher overflows meanwhile.
  */
 static wcache_watch *open_fan(int64_t from, uint32_t qs, int prev, int64_t bm_ms)
 {
@@ -293,17 +295,9 @@ static wcache_watch *open_fan(int64_t from, uint32_t qs, int prev, int64_t bm_ms
 static wcache_event_type FAN_TYPE[1200];
 static int FAN_LIVE[7];
 
-/* Check the next want events of w against revisions [from, from + want). */
-static void expect_fan_stream(wcache_watch *w, int64_t from, size_t want, int prev)
+static void expect_fan_batch(const wcache_watch_event *evs, size_t n, int64_t from, int prev)
 {
-    static wcache_watch_event evs[1200];
-    wcache_code end;
-    size_t total = 0, n;
-    while (total < want && (end = wcache_watch_next(w, evs + total, want - total, &n)) ==
-                               WCACHE_OK && n)
-        total += n;
-    ck_assert_uint_eq(total, want);
-    for (size_t i = 0; i < total; i++) {
+    for (size_t i = 0; i < n; i++) {
         int64_t rev = from + (int64_t)i;
         char key[16];
         snprintf(key, sizeof key, "/f/%d", (int)(rev % 7));
@@ -311,7 +305,35 @@ static void expect_fan_stream(wcache_watch *w, int64_t from, size_t want, int pr
         expect_ev(&evs[i], t, key, rev);
         ck_assert_int_eq(evs[i].prev.key_len > 0, prev && t == WCACHE_EV_MODIFIED);
     }
-    release(evs, total);
+}
+
+/* Check the next want events of w against revisions [from, from + want),
+ * taken by wcache_watch_next(), or borrowed (checked before the next call
+ * takes them back). */
+static void expect_fan_stream_by(wcache_watch *w, int64_t from, size_t want, int prev, int lend)
+{
+    wcache_watch_event evs[64];
+    size_t total = 0, n;
+    while (total < want) {
+        size_t cap = want - total < 64 ? want - total : 64;
+        wcache_code rc = lend ? wcache_watch_next_borrowed(w, evs, cap, &n)
+                              : wcache_watch_next(w, evs, cap, &n);
+        ck_assert_ok(rc);
+        if (!n)
+            break;
+        expect_fan_batch(evs, n, from + (int64_t)total, prev);
+        for (size_t i = 0; i < n; i++)
+            ck_assert(lend ? evs[i].ev == NULL : evs[i].ev != NULL);
+        if (!lend)
+            release(evs, n);
+        total += n;
+    }
+    ck_assert_uint_eq(total, want);
+}
+
+static void expect_fan_stream(wcache_watch *w, int64_t from, size_t want, int prev)
+{
+    expect_fan_stream_by(w, from, want, prev, 0);
 }
 
 static void fan_write(int64_t from, int64_t to)
@@ -343,16 +365,25 @@ START_TEST(test_watch_shared_fan)
     ck_assert_uint_eq(n, 0);
     struct pollfd p = {.fd = wcache_watch_fd(a), .events = POLLIN};
     ck_assert_int_eq(poll(&p, 1, 0), 0);
+    wcache_watch *lender = open_fan(0, 256, 0, 0);
     fan_write(1, 100);
     ck_assert_int_eq(poll(&p, 1, 0), 1);
     wcache_watch_stop(stopped); /* after 100 revisions: those are its backlog */
+    /* lender borrows 10, then falls 256 behind while they are lent: the
+     * writer ends and detaches it, and what it lent must stay readable */
+    wcache_watch_event lent[10];
+    ck_assert_ok(wcache_watch_next_borrowed(lender, lent, 10, &n));
+    ck_assert_uint_eq(n, 10);
     fan_write(101, 400);
+    expect_fan_batch(lent, 10, 1, 0);
+    expect_fan_stream_by(lender, 11, 246, 0, 1);
+    ck_assert_wc(wcache_watch_next_borrowed(lender, evs, 4, &n), WCACHE_EOVERFLOW);
     expect_fan_stream(a, 1, 400, 0);
-    expect_fan_stream(b, 1, 400, 1);
+    expect_fan_stream_by(b, 1, 400, 1, 1);
     wcache_watch *late = open_fan(0, 1024, 0, 0); /* joins at 400 */
     fan_write(401, 1100);                         /* past two segment ends */
     expect_fan_stream(a, 401, 700, 0);
-    expect_fan_stream(b, 401, 700, 1);
+    expect_fan_stream_by(b, 401, 700, 1, 1);
     expect_fan_stream(late, 401, 700, 0);
     expect_fan_stream(future, 701, 400, 0);
     /* never read: exactly its queue, then the reason */
@@ -363,7 +394,7 @@ START_TEST(test_watch_shared_fan)
     ck_assert_wc(wcache_watch_next(stopped, evs, 4, &n), WCACHE_ESTOPPED);
     wcache_wait_stat ws = {.size = sizeof ws};
     ck_assert_ok(wcache_cache_wait_stat(C, &ws));
-    ck_assert_uint_eq(ws.overflows, 2); /* slow, and gone past 1,024 */
+    ck_assert_uint_eq(ws.overflows, 3); /* slow, lender, and gone past 1,024 */
     wcache_watch_close(gone); /* 1,024 undelivered: their references go with it */
     /* an idle fan watcher gets its bookmark after what the fan holds */
     wcache_watch *bm = open_fan(0, 1024, 0, 1000);
@@ -375,7 +406,7 @@ START_TEST(test_watch_shared_fan)
     ck_assert_uint_eq(n, 1);
     expect_ev(&evs[0], WCACHE_EV_BOOKMARK, NULL, 1103);
     release(evs, n);
-    wcache_watch *all[] = {a, b, slow, stopped, future, late, bm};
+    wcache_watch *all[] = {a, b, slow, stopped, future, late, bm, lender};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         wcache_watch_close(all[i]);
 }

@@ -12,7 +12,8 @@
  *    (whose transitions turn puts into ADDED / DELETED), some asking for
  *    the previous object, some for bookmarks;
  *  - consumer threads, each serving many watchers: two sweep theirs with
- *    wcache_watch_next(), one poll()s their wcache_watch_fd()s; while the
+ *    wcache_watch_next() (wcache_watch_next_borrowed() for every third
+ *    watcher), one poll()s their wcache_watch_fd()s; while the
  *    writer runs they also open watchers from past revisions (replay, some
  *    of them deliberately slow so that compaction may overtake them), with
  *    initial events, and close some early;
@@ -484,15 +485,21 @@ static int take(tw *t, const wcache_watch_event *e)
 }
 
 /* One next() call: record and release what it hands out.  Returns the
- * number taken, or -1 once the watch has ended (t->end set). */
+ * number taken, or -1 once the watch has ended (t->end set).  Every third
+ * watcher borrows instead (wcache_watch_next_borrowed): what it checks in
+ * take() must still be there, and nothing is released. */
 static long pull(tw *t, size_t cap)
 {
     wcache_watch_event evs[EVCAP];
     size_t n = 0;
-    wcache_code rc = wcache_watch_next(t->w, evs, cap, &n);
+    int lend = (t - W) % 3 == 0;
+    wcache_code rc = lend ? wcache_watch_next_borrowed(t->w, evs, cap, &n)
+                          : wcache_watch_next(t->w, evs, cap, &n);
     for (size_t i = 0; i < n; i++) {
         if (!atomic_load(&T.failed))
             take(t, &evs[i]);
+        if (lend && evs[i].ev)
+            tfail("a borrowed delivery carries a reference");
         wcache_event_unref(evs[i].ev);
     }
     if (rc != WCACHE_OK) {

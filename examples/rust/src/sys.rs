@@ -505,6 +505,12 @@ extern "C" {
         cap: usize,
         n: *mut usize,
     ) -> wcache_code;
+    pub fn wcache_watch_next_borrowed(
+        w: *mut wcache_watch,
+        evs: *mut wcache_watch_event,
+        cap: usize,
+        n: *mut usize,
+    ) -> wcache_code;
     pub fn wcache_watch_wait(
         w: *mut wcache_watch,
         evs: *mut wcache_watch_event,
