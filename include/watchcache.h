@@ -1278,7 +1278,10 @@ typedef struct wcache_snapshot wcache_snapshot; /* a snapshot open for reading *
 
 /* The format version this library writes; it reads every 1.x file. */
 #define WCACHE_SNAP_FORMAT_MAJOR 1
-#define WCACHE_SNAP_FORMAT_MINOR 0
+#define WCACHE_SNAP_FORMAT_MINOR 1
+/* Header flag of an incremental snapshot (a delta, format 1.1): it holds
+ * the changes since a base snapshot, puts and tombstones. */
+#define WCACHE_SNAP_FLAG_DELTA 0x1u
 /* Longest source identity, in bytes. */
 #define WCACHE_SNAP_MAX_SOURCE_ID 4096
 
@@ -1331,6 +1334,14 @@ typedef struct wcache_snapshot_write_opts {
     void *userdata;                   /* passed to progress */
     char *errbuf;       /* NULL, or errbuf_len bytes for the detail text of */
     size_t errbuf_len;  /* an error, always NUL-terminated */
+    /* NULL: a full snapshot.  Else write a delta (WCACHE_SNAP_FLAG_DELTA)
+     * holding the changes from base's revision B to S, which names base by
+     * B and its whole-file checksum: the cache must still hold revision B
+     * (else WCACHE_ECOMPACTED), B <= S, and the source identity is base's
+     * (source_id, when set, must equal it).  base is only read (its header
+     * and trailer) and may be closed after the call.  Since 0.1, format
+     * 1.1; a caller whose size ends before this field writes full ones. */
+    const wcache_snapshot *base;
 } wcache_snapshot_write_opts;
 
 /* Options of a read or restore.  size = sizeof(wcache_snapshot_read_opts);
@@ -1355,7 +1366,7 @@ typedef struct wcache_snapshot_info {
     uint32_t size;
     uint32_t format_major;      /* format version of the file */
     uint32_t format_minor;
-    uint32_t flags;             /* header flags; 0 in format 1.0 */
+    uint32_t flags;             /* header flags: WCACHE_SNAP_FLAG_DELTA */
     int64_t revision;           /* S: the revision of the state held */
     int64_t compacted_revision; /* the source's compaction revision, 0: unknown */
     uint64_t objects;           /* records */
@@ -1368,6 +1379,13 @@ typedef struct wcache_snapshot_info {
     uint64_t kv_bytes;          /* bytes of keys and values */
     uint64_t raw_bytes;         /* uncompressed bytes of all blocks */
     uint64_t file_bytes;        /* size of the file */
+    /* Format 1.1 (a caller whose size ends before them gets the fields
+     * above only): */
+    int64_t base_revision;      /* a delta's base revision B, else 0 */
+    uint64_t base_file_hash;    /* a delta's base's whole-file checksum */
+    uint64_t tombstones;        /* a delta's records that delete a key */
+    uint64_t file_hash;         /* this file's whole-file checksum (the
+                                   trailer's), what a delta on it names */
 } wcache_snapshot_info;
 
 /*
@@ -1446,7 +1464,9 @@ WCACHE_API wcache_code wcache_snapshot_get_info(const wcache_snapshot *s,
                                                 wcache_snapshot_info *info);
 
 /*
- * @brief Read the next record, in byte-wise key order.  Each block's
+ * @brief Read the next record, in byte-wise key order.  In a delta a
+ *        record with version 0 is a tombstone: the key was deleted at
+ *        mod_revision (value empty, create_revision 0).  Each block's
  *        checksum, size bound and records are checked before the first of
  *        its records is returned; the file checksum and the trailer's
  *        counts are checked before the end is reported.
@@ -1480,13 +1500,34 @@ WCACHE_API void wcache_snapshot_close(wcache_snapshot *s);
  * @param[out] info  NULL, or what the snapshot held.
  * @return WCACHE_OK, the errors of wcache_snapshot_open() and
  *         wcache_snapshot_next(), WCACHE_EINVAL (a source identity other
- *         than opts->expect_source_id), WCACHE_ESTATE (c not open or not
- *         empty).
+ *         than opts->expect_source_id, or a delta: restore it with its
+ *         base through wcache_snapshot_restore_chain()), WCACHE_ESTATE (c
+ *         not open or not empty).
  * Thread safety: writer.  Since: 0.1
  */
 WCACHE_API wcache_code wcache_snapshot_restore(wcache_cache *c, const char *path,
                                                const wcache_snapshot_read_opts *opts,
                                                wcache_snapshot_info *info);
+
+/*
+ * @brief Restore a chain: paths[0] a full snapshot, each later one a delta
+ *        whose base is the file before it (its base revision and
+ *        whole-file checksum match that file's).  Every link and every
+ *        file is verified before c changes; then the full snapshot is
+ *        loaded with the deltas' puts and tombstones applied, at the last
+ *        file's revision S.  Each delta's records are held in memory
+ *        during the restore.  n == 1 is wcache_snapshot_restore().
+ * @param[out] info  NULL, or what the last file held.
+ * @return as wcache_snapshot_restore(); WCACHE_EINVAL also for a broken
+ *         chain (a first file that is a delta, a later one that is not, a
+ *         base revision or checksum that is not the previous file's, or
+ *         another source identity), with the errbuf naming the file.
+ * Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_restore_chain(wcache_cache *c, const char *const *paths,
+                                                     size_t n,
+                                                     const wcache_snapshot_read_opts *opts,
+                                                     wcache_snapshot_info *info);
 
 /* When wcache_snapshot_tick() writes.  size = sizeof(wcache_snapshot_policy);
  * zero means default. */

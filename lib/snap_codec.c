@@ -83,14 +83,14 @@ void wci_xxh_free(wci_xxh *x, const wci_alloc *a)
 /* Header, frame, trailer, record                                           */
 /* ------------------------------------------------------------------------ */
 
-size_t wci_snap_hdr_len(size_t source_id_len)
+size_t wci_snap_hdr_len(size_t source_id_len, uint32_t minor)
 {
-    return WCI_SNAP_HDR_FIXED + source_id_len + 8;
+    return WCI_SNAP_HDR_FIXED + source_id_len + (minor >= 1 ? WCI_SNAP_HDR_EXT : 0) + 8;
 }
 
 void wci_snap_hdr_encode(unsigned char *out, const wci_snap_hdr *h)
 {
-    size_t n = wci_snap_hdr_len(h->source_id_len);
+    size_t n = wci_snap_hdr_len(h->source_id_len, h->minor);
     memset(out, 0, n);
     memcpy(out, wci_snap_magic, 8);
     out[8] = (unsigned char)h->major;
@@ -107,6 +107,12 @@ void wci_snap_hdr_encode(unsigned char *out, const wci_snap_hdr *h)
     wci_put32(out + 56, h->block_bytes);
     if (h->source_id_len)
         memcpy(out + WCI_SNAP_HDR_FIXED, h->source_id, h->source_id_len);
+    if (h->minor >= 1) {
+        unsigned char *x = out + WCI_SNAP_HDR_FIXED + h->source_id_len;
+        wci_put64(x, (uint64_t)h->base_rev);
+        wci_put64(x + 8, h->base_hash);
+        wci_put64(x + 16, h->tombstones);
+    }
     wci_put64(out + n - 8, XXH3_64bits(out, n - 8));
 }
 
@@ -126,7 +132,8 @@ int wci_snap_hdr_fixed(const unsigned char *p, wci_snap_hdr *h, char *eb, size_t
                             "format version %u.%u: this library reads %u.x", h->major, h->minor,
                             WCACHE_SNAP_FORMAT_MAJOR);
     if (h->source_id_len > WCACHE_SNAP_MAX_SOURCE_ID ||
-        h->header_len < wci_snap_hdr_len(h->source_id_len) || h->header_len > WCI_SNAP_HDR_MAX)
+        h->header_len < wci_snap_hdr_len(h->source_id_len, h->minor) ||
+        h->header_len > WCI_SNAP_HDR_MAX)
         return wci_snap_err(eb, el, WCACHE_ECORRUPT, "header length %u is impossible",
                             h->header_len);
     return WCACHE_OK;
@@ -137,9 +144,9 @@ int wci_snap_hdr_check(const unsigned char *p, wci_snap_hdr *h, char *eb, size_t
     uint32_t n = h->header_len;
     if (XXH3_64bits(p, n - 8) != wci_get64(p + n - 8))
         return wci_snap_err(eb, el, WCACHE_ECORRUPT, "header checksum mismatch");
-    if (h->flags & WCI_SNAP_FLAGS_REQUIRED)
+    if (h->flags & WCI_SNAP_FLAGS_REQUIRED & ~WCI_SNAP_FLAGS_KNOWN)
         return wci_snap_err(eb, el, WCACHE_EVERSION, "header flags 0x%x need a newer reader",
-                            h->flags & WCI_SNAP_FLAGS_REQUIRED);
+                            h->flags & WCI_SNAP_FLAGS_REQUIRED & ~WCI_SNAP_FLAGS_KNOWN);
     h->revision = (int64_t)wci_get64(p + 24);
     h->compacted = (int64_t)wci_get64(p + 32);
     h->objects = wci_get64(p + 40);
@@ -151,6 +158,23 @@ int wci_snap_hdr_check(const unsigned char *p, wci_snap_hdr *h, char *eb, size_t
                             (long long)h->revision, (long long)h->compacted);
     if (h->revision == 0 && h->objects)
         return wci_snap_err(eb, el, WCACHE_ECORRUPT, "objects at revision 0");
+    h->base_rev = 0;
+    h->base_hash = h->tombstones = 0;
+    if (h->minor >= 1) {
+        const unsigned char *x = p + WCI_SNAP_HDR_FIXED + h->source_id_len;
+        h->base_rev = (int64_t)wci_get64(x);
+        h->base_hash = wci_get64(x + 8);
+        h->tombstones = wci_get64(x + 16);
+    }
+    if (h->flags & WCACHE_SNAP_FLAG_DELTA) {
+        if (h->minor < 1 || h->base_rev < 0 || h->base_rev > h->revision ||
+            h->tombstones > h->objects)
+            return wci_snap_err(eb, el, WCACHE_ECORRUPT,
+                                "delta header impossible: base revision %lld, S %lld",
+                                (long long)h->base_rev, (long long)h->revision);
+    } else if (h->base_rev || h->base_hash || h->tombstones) {
+        return wci_snap_err(eb, el, WCACHE_ECORRUPT, "a full snapshot with a base");
+    }
     return WCACHE_OK;
 }
 
@@ -232,7 +256,7 @@ struct wcache_snapshot {
     size_t ccap, rcap, last_cap, last_len;
     size_t rpos, rend;
     uint32_t rec_left;
-    uint64_t blocks, objects, kv_bytes, raw_bytes;
+    uint64_t blocks, objects, kv_bytes, raw_bytes, tombstones;
     int have_last;
 };
 
@@ -459,26 +483,36 @@ void wcache_snapshot_close(wcache_snapshot *s)
     wci_free(&a, s);
 }
 
+void wci_snap_info_copy(wcache_snapshot_info *dst, const wcache_snapshot_info *src)
+{
+    uint32_t size = dst->size;
+    memcpy(dst, src, size < sizeof *src ? size : sizeof *src);
+    dst->size = size;
+}
+
 wcache_code wcache_snapshot_get_info(const wcache_snapshot *s, wcache_snapshot_info *info)
 {
-    if (!s || s->magic != SNAP_MAGIC || !info || info->size < sizeof *info)
+    if (!s || s->magic != SNAP_MAGIC || !info || info->size < WCI_SNAP_INFO_V0)
         return WCACHE_EINVAL;
-    uint32_t size = info->size;
-    memset(info, 0, sizeof *info);
-    info->size = size;
-    info->format_major = s->hdr.major;
-    info->format_minor = s->hdr.minor;
-    info->flags = s->hdr.flags;
-    info->revision = s->hdr.revision;
-    info->compacted_revision = s->hdr.compacted;
-    info->objects = s->hdr.objects;
-    info->created_unix_ns = s->hdr.created_ns;
-    info->source_id = s->hdr.source_id;
-    info->source_id_len = s->hdr.source_id_len;
-    info->blocks = s->tr.blocks;
-    info->kv_bytes = s->tr.kv_bytes;
-    info->raw_bytes = s->tr.raw_bytes;
-    info->file_bytes = s->size;
+    wcache_snapshot_info in = {.size = sizeof in};
+    in.format_major = s->hdr.major;
+    in.format_minor = s->hdr.minor;
+    in.flags = s->hdr.flags;
+    in.revision = s->hdr.revision;
+    in.compacted_revision = s->hdr.compacted;
+    in.objects = s->hdr.objects;
+    in.created_unix_ns = s->hdr.created_ns;
+    in.source_id = s->hdr.source_id;
+    in.source_id_len = s->hdr.source_id_len;
+    in.blocks = s->tr.blocks;
+    in.kv_bytes = s->tr.kv_bytes;
+    in.raw_bytes = s->tr.raw_bytes;
+    in.file_bytes = s->size;
+    in.base_revision = s->hdr.base_rev;
+    in.base_file_hash = s->hdr.base_hash;
+    in.tombstones = s->hdr.tombstones;
+    in.file_hash = s->tr.file_hash;
+    wci_snap_info_copy(info, &in);
     return WCACHE_OK;
 }
 
@@ -506,11 +540,15 @@ static int check_rec(wcache_snapshot *s, size_t pos, size_t end, wcache_kv *kv)
     kv->create_revision = (int64_t)wci_get64(p + 8);
     kv->mod_revision = (int64_t)wci_get64(p + 16);
     kv->version = (int64_t)wci_get64(p + 24);
-    if (kv->create_revision < 1 || kv->mod_revision < kv->create_revision ||
-        kv->mod_revision > s->hdr.revision || kv->version < 1)
+    int delta = (s->hdr.flags & WCACHE_SNAP_FLAG_DELTA) != 0;
+    int tomb = delta && kv->version == 0 && kv->create_revision == 0 && vl == 0;
+    if ((!tomb && (kv->create_revision < 1 || kv->mod_revision < kv->create_revision ||
+                   kv->version < 1)) ||
+        kv->mod_revision > s->hdr.revision || (delta && kv->mod_revision <= s->hdr.base_rev))
         return fail(s, WCACHE_ECORRUPT, "block %llu: record revisions %lld/%lld/%lld invalid",
                     (unsigned long long)s->blocks, (long long)kv->create_revision,
                     (long long)kv->mod_revision, (long long)kv->version);
+    s->tombstones += tomb;
     return WCACHE_OK;
 }
 
@@ -644,13 +682,15 @@ static int finish(wcache_snapshot *s, const unsigned char *f)
     if (h != tr.file_hash)
         return fail(s, WCACHE_ECORRUPT, "whole-file checksum mismatch");
     if (s->blocks != tr.blocks || s->objects != tr.objects || s->kv_bytes != tr.kv_bytes ||
-        s->raw_bytes != tr.raw_bytes || tr.objects != s->hdr.objects)
+        s->raw_bytes != tr.raw_bytes || tr.objects != s->hdr.objects ||
+        s->tombstones != s->hdr.tombstones)
         return fail(s, WCACHE_ECORRUPT,
-                    "count mismatch: read %llu blocks/%llu objects, "
-                    "trailer says %llu/%llu, header %llu objects",
+                    "count mismatch: read %llu blocks/%llu objects/%llu tombstones, "
+                    "trailer says %llu/%llu, header %llu objects/%llu tombstones",
                     (unsigned long long)s->blocks, (unsigned long long)s->objects,
-                    (unsigned long long)tr.blocks, (unsigned long long)tr.objects,
-                    (unsigned long long)s->hdr.objects);
+                    (unsigned long long)s->tombstones, (unsigned long long)tr.blocks,
+                    (unsigned long long)tr.objects, (unsigned long long)s->hdr.objects,
+                    (unsigned long long)s->hdr.tombstones);
     s->err = WCACHE_ENOTFOUND;
     return WCACHE_ENOTFOUND;
 }

@@ -151,7 +151,7 @@ wcache_code wcache_snapshot_write(wcache_cache *c, const char *path,
     if (!c || !path)
         return WCACHE_EINVAL;
     if (!wci_snap_opts_ok(o))
-        return o && o->size >= sizeof *o ? wci_snap_err(o->errbuf, o->errbuf_len, WCACHE_EINVAL,
+        return o && o->size >= WCI_SNAP_WOPTS_V0 ? wci_snap_err(o->errbuf, o->errbuf_len, WCACHE_EINVAL,
                                                         "bad wcache_snapshot_write_opts")
                                          : WCACHE_EINVAL;
     if (o) {
@@ -172,8 +172,8 @@ wcache_code wcache_snapshot_write(wcache_cache *c, const char *path,
         unlink(f.tmp);
     if (!rc) {
         step_ok(&f, WCACHE_SNAP_STEP_DONE);
-        if (info && info->size >= sizeof *info)
-            *info = li;
+        if (info && info->size >= WCI_SNAP_INFO_V0)
+            wci_snap_info_copy(info, &li);
     }
     wci_free(&wci_libc_alloc, f.tmp);
     wci_free(&wci_libc_alloc, f.dir);
@@ -320,8 +320,10 @@ wcache_code wcache_snapshot_tick(wcache_cache *c, const wcache_snapshot_policy *
     const char *prefix = p->name_prefix ? p->name_prefix : "snap-";
     wcache_snapshot_write_opts o = {.size = sizeof o};
     if (p->write)
-        o = *p->write;
+        memcpy(&o, p->write, p->write->size < sizeof o ? p->write->size : sizeof o);
     o.size = sizeof o;
+    if (o.base)
+        return WCACHE_EINVAL; /* the policy writes full snapshots only */
     o.revision = rev; /* the file is named after it: pin exactly it */
     size_t n = strlen(p->dir) + strlen(prefix) + 40;
     char *path = wci_malloc(&wci_libc_alloc, n);

@@ -43,7 +43,8 @@ typedef struct slot {
 
 typedef struct writer {
     wcache_cache *c;
-    wcache_view *v;
+    wcache_view *v, *vb; /* vb: pinned at a delta's base revision */
+    wci_changes *ch;     /* a delta's records */
     wci_alloc a;
     int level, workers, nslots;
     uint32_t block_bytes;
@@ -55,7 +56,7 @@ typedef struct writer {
     void *sink_ud;
     wci_xxh fh;
     wci_snap_hdr hdr;
-    uint64_t bytes, objects, total, kv_bytes, raw_bytes, seq_next, seq_emit;
+    uint64_t bytes, objects, total, kv_bytes, raw_bytes, seq_next, seq_emit, file_hash;
     slot *slots, *cur;
     ZSTD_CCtx *cctx; /* the caller's own, when workers == 0 */
     pthread_t *threads;
@@ -351,10 +352,22 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* o as a whole struct: the fields a shorter (older) caller's struct does
+ * not have are zero. */
+static wcache_snapshot_write_opts full_opts(const wcache_snapshot_write_opts *o)
+{
+    wcache_snapshot_write_opts f = {.size = sizeof f};
+    if (o && o->size >= WCI_SNAP_WOPTS_V0) {
+        memcpy(&f, o, o->size < sizeof f ? o->size : sizeof f);
+        f.size = sizeof f;
+    }
+    return f;
+}
+
 int wci_snap_opts_ok(const wcache_snapshot_write_opts *o)
 {
     return !o ||
-           (o->size >= sizeof *o && o->level >= 0 && o->level <= 19 && o->workers >= 0 &&
+           (o->size >= WCI_SNAP_WOPTS_V0 && o->level >= 0 && o->level <= 19 && o->workers >= 0 &&
             o->workers <= 64 &&
             (!o->block_bytes || (o->block_bytes >= 4096 && o->block_bytes <= (64u << 20))) &&
             o->source_id_len <= WCACHE_SNAP_MAX_SOURCE_ID &&
@@ -365,6 +378,7 @@ int wci_snap_opts_ok(const wcache_snapshot_write_opts *o)
 static int check_opts(writer *w, const wcache_snapshot_write_opts *o)
 {
     w->level = 1;
+    w->a = wci_cache_alloc(w->c);
     w->block_bytes = WCI_SNAP_DEFAULT_BLOCK;
     if (!o)
         return WCACHE_OK;
@@ -381,13 +395,51 @@ static int check_opts(writer *w, const wcache_snapshot_write_opts *o)
     return WCACHE_OK;
 }
 
+/* A delta: the base's facts in the header, its revision pinned too. */
+static int pin_base(writer *w, const wcache_snapshot_write_opts *o)
+{
+    wcache_snapshot_info bi = {.size = sizeof bi};
+    int rc = wcache_snapshot_get_info(o->base, &bi);
+    if (rc)
+        return wci_snap_err(w->eb, w->el, rc, "base: not an open snapshot");
+    if (bi.revision > w->hdr.revision)
+        return wci_snap_err(w->eb, w->el, WCACHE_EINVAL,
+                            "base revision %lld is above the delta's %lld",
+                            (long long)bi.revision, (long long)w->hdr.revision);
+    if (o->source_id_len && (o->source_id_len != bi.source_id_len ||
+                             memcmp(o->source_id, bi.source_id, bi.source_id_len) != 0))
+        return wci_snap_err(w->eb, w->el, WCACHE_EINVAL,
+                            "source_id differs from the base's source identity");
+    rc = wcache_view_create(w->c, &w->vb);
+    if (!rc)
+        rc = wcache_view_begin(w->vb, bi.revision);
+    if (rc == WCACHE_ECOMPACTED)
+        return wci_snap_err(w->eb, w->el, rc,
+                            "the cache no longer holds the base revision %lld (compacted at "
+                            "%lld): write a full snapshot",
+                            (long long)bi.revision, (long long)wcache_cache_compacted_revision(w->c));
+    if (!rc)
+        rc = wci_changes_collect(w->vb, w->v, &w->ch);
+    if (rc)
+        return wci_snap_err(w->eb, w->el, rc, "pinning the base revision %lld: %s",
+                            (long long)bi.revision, wcache_strerror(rc));
+    w->hdr.flags |= WCACHE_SNAP_FLAG_DELTA;
+    w->hdr.base_rev = bi.revision;
+    w->hdr.base_hash = bi.file_hash;
+    w->hdr.tombstones = wci_changes_tombstones(w->ch);
+    w->hdr.source_id = bi.source_id;
+    w->hdr.source_id_len = (uint32_t)bi.source_id_len;
+    w->hdr.objects = w->total = wci_changes_count(w->ch);
+    return WCACHE_OK;
+}
+
 static int pin(writer *w, const wcache_snapshot_write_opts *o)
 {
     int rc = wcache_view_create(w->c, &w->v);
     if (!rc)
-        rc = wcache_view_begin(w->v, o ? o->revision : WCACHE_REV_LATEST);
+        rc = wcache_view_begin(w->v, o->revision);
     wcache_list_opts all = {.size = sizeof all};
-    if (!rc)
+    if (!rc && !o->base)
         rc = wcache_view_count(w->v, &all, &w->total);
     if (rc)
         return wci_snap_err(w->eb, w->el, rc, "pinning a view: %s", wcache_strerror(rc));
@@ -397,16 +449,26 @@ static int pin(writer *w, const wcache_snapshot_write_opts *o)
                             .objects = w->total,
                             .block_bytes = w->block_bytes,
                             .created_ns = now_ns()};
-    if (o) {
-        w->hdr.compacted = o->compacted_revision;
-        w->hdr.source_id = o->source_id;
-        w->hdr.source_id_len = (uint32_t)o->source_id_len;
-        if (o->created_unix_ns)
-            w->hdr.created_ns = o->created_unix_ns;
-    }
+    w->hdr.compacted = o->compacted_revision;
+    w->hdr.source_id = o->source_id;
+    w->hdr.source_id_len = (uint32_t)o->source_id_len;
+    if (o->created_unix_ns)
+        w->hdr.created_ns = o->created_unix_ns;
     if (w->hdr.compacted > w->hdr.revision)
         return wci_snap_err(w->eb, w->el, WCACHE_EINVAL, "compacted_revision above S");
-    return WCACHE_OK;
+    return o->base ? pin_base(w, o) : WCACHE_OK;
+}
+
+/* A delta's records, from the changes gathered at pin time. */
+static int changes_all(writer *w)
+{
+    wcache_kv kv;
+    int rc = WCACHE_OK;
+    for (size_t i = 0; !rc && i < wci_changes_count(w->ch); i++) {
+        wci_changes_get(w->ch, i, &kv);
+        rc = add_record(w, &kv);
+    }
+    return rc;
 }
 
 static int setup(writer *w)
@@ -432,12 +494,14 @@ static void teardown(writer *w)
     }
     wci_free(&w->a, w->slots);
     wci_xxh_free(&w->fh, &w->a);
+    wci_changes_free(w->ch);
+    wcache_view_free(w->vb);
     wcache_view_free(w->v);
 }
 
 static int emit_header(writer *w)
 {
-    size_t n = wci_snap_hdr_len(w->hdr.source_id_len);
+    size_t n = wci_snap_hdr_len(w->hdr.source_id_len, w->hdr.minor);
     unsigned char *h = wci_malloc(&w->a, n);
     if (!h)
         return WCACHE_ENOMEM;
@@ -457,33 +521,40 @@ static int emit_trailer(writer *w)
                             (unsigned long long)w->objects, (unsigned long long)w->total);
     wci_snap_trailer_encode(t, &tr);
     XXH3_64bits_update(w->fh.st, t, 48);
-    wci_put64(t + 48, XXH3_64bits_digest(w->fh.st));
+    w->file_hash = XXH3_64bits_digest(w->fh.st);
+    wci_put64(t + 48, w->file_hash);
     return emit(w, t, sizeof t, 0);
 }
 
 static void fill_info(const writer *w, wcache_snapshot_info *info)
 {
-    if (!info || info->size < sizeof *info)
+    if (!info || info->size < WCI_SNAP_INFO_V0)
         return;
-    uint32_t size = info->size;
-    memset(info, 0, sizeof *info);
-    *info = (wcache_snapshot_info){.size = size,
-                                   .format_major = w->hdr.major,
-                                   .format_minor = w->hdr.minor,
-                                   .revision = w->hdr.revision,
-                                   .compacted_revision = w->hdr.compacted,
-                                   .objects = w->objects,
-                                   .created_unix_ns = w->hdr.created_ns,
-                                   .source_id = w->hdr.source_id,
-                                   .source_id_len = w->hdr.source_id_len,
-                                   .blocks = w->seq_emit,
-                                   .kv_bytes = w->kv_bytes,
-                                   .raw_bytes = w->raw_bytes,
-                                   .file_bytes = w->bytes};
+    wcache_snapshot_info in = {.size = sizeof in,
+                               .format_major = w->hdr.major,
+                               .format_minor = w->hdr.minor,
+                               .flags = w->hdr.flags,
+                               .revision = w->hdr.revision,
+                               .compacted_revision = w->hdr.compacted,
+                               .objects = w->objects,
+                               .created_unix_ns = w->hdr.created_ns,
+                               .source_id = w->hdr.source_id,
+                               .source_id_len = w->hdr.source_id_len,
+                               .blocks = w->seq_emit,
+                               .kv_bytes = w->kv_bytes,
+                               .raw_bytes = w->raw_bytes,
+                               .file_bytes = w->bytes,
+                               .base_revision = w->hdr.base_rev,
+                               .base_file_hash = w->hdr.base_hash,
+                               .tombstones = w->hdr.tombstones,
+                               .file_hash = w->file_hash};
+    wci_snap_info_copy(info, &in);
 }
 
 static int write_stream(writer *w, const wcache_snapshot_write_opts *o)
 {
+    wcache_snapshot_write_opts f = full_opts(o);
+    o = &f;
     wcache_kv *items = wci_calloc(&w->a, LIST_PAGE, sizeof *items);
     int rc = items ? WCACHE_OK : WCACHE_ENOMEM;
     if (!rc)
@@ -495,7 +566,7 @@ static int write_stream(writer *w, const wcache_snapshot_write_opts *o)
     if (!rc)
         rc = emit_header(w);
     if (!rc)
-        rc = list_all(w, items);
+        rc = w->ch ? changes_all(w) : list_all(w, items);
     if (!rc)
         rc = drain(w);
     if (!rc)
@@ -536,8 +607,8 @@ wcache_code wcache_snapshot_write_to(wcache_cache *c, wcache_snap_sink_fn sink,
         return rc;
     if (o && o->progress)
         o->progress(WCACHE_SNAP_STEP_DONE, bytes, li.objects, li.objects, o->userdata);
-    if (info && info->size >= sizeof *info)
-        *info = li;
+    if (info && info->size >= WCI_SNAP_INFO_V0)
+        wci_snap_info_copy(info, &li);
     return WCACHE_OK;
 }
 
@@ -617,15 +688,122 @@ static int pop_block(blockq *q, wci_snap_block *b)
     return got;
 }
 
-static int add_block(wcache_batch *b, const wci_snap_block *blk)
+/*
+ * A chain's deltas, merged into one key-ordered overlay on the full
+ * snapshot: for each key the newest record of any delta, a put or a
+ * tombstone (version 0).  Records point into the deltas' decoded blocks,
+ * which the overlay keeps.
+ */
+typedef struct overlay {
+    wci_alloc a;
+    wcache_kv *v;
+    size_t n, i; /* i: the next record to merge */
+    unsigned char **bufs;
+    size_t nbufs, bufcap;
+} overlay;
+
+static void overlay_free(overlay *ov)
+{
+    for (size_t i = 0; i < ov->nbufs; i++)
+        wci_free(&ov->a, ov->bufs[i]);
+    wci_free(&ov->a, ov->bufs);
+    wci_free(&ov->a, ov->v);
+}
+
+static int kv_cmp(const wcache_kv *x, const wcache_kv *y)
+{
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+
+static int keep_buf(overlay *ov, unsigned char *p)
+{
+    if (ov->nbufs == ov->bufcap) {
+        size_t nc = ov->bufcap ? ov->bufcap * 2 : 16;
+        unsigned char **nb = wci_calloc(&ov->a, nc, sizeof *nb);
+        if (!nb)
+            return WCACHE_ENOMEM;
+        if (ov->nbufs)
+            memcpy(nb, ov->bufs, ov->nbufs * sizeof *nb);
+        wci_free(&ov->a, ov->bufs);
+        ov->bufs = nb;
+        ov->bufcap = nc;
+    }
+    ov->bufs[ov->nbufs++] = p;
+    return WCACHE_OK;
+}
+
+/* Read the delta s whole and merge it over the overlay (s wins). */
+static int overlay_add(overlay *ov, wcache_snapshot *s, uint64_t records)
+{
+    wcache_kv *d = wci_calloc(&ov->a, records ? records : 1, sizeof *d);
+    size_t nd = 0;
+    int rc = d ? WCACHE_OK : WCACHE_ENOMEM;
+    wci_snap_block blk;
+    while (!rc && (rc = wci_snap_next_block(s, &blk)) == WCACHE_OK) {
+        size_t pos = 0;
+        for (uint32_t i = 0; i < blk.nrec && nd < records; i++)
+            pos += wci_snap_rec_decode(blk.raw + pos, &d[nd++]);
+        rc = keep_buf(ov, blk.raw);
+        if (rc)
+            wci_snap_block_free(s, &blk);
+    }
+    if (rc == WCACHE_ENOTFOUND)
+        rc = WCACHE_OK; /* the reader checked the counts against the header */
+    wcache_kv *m = rc ? NULL : wci_calloc(&ov->a, ov->n + nd + 1, sizeof *m);
+    if (!rc && !m)
+        rc = WCACHE_ENOMEM;
+    if (rc) {
+        wci_free(&ov->a, d);
+        return rc;
+    }
+    size_t i = 0, j = 0, k = 0;
+    while (i < ov->n || j < nd) {
+        int c = i == ov->n ? 1 : j == nd ? -1 : kv_cmp(&ov->v[i], &d[j]);
+        m[k++] = c < 0 ? ov->v[i] : d[j];
+        i += c <= 0;
+        j += c >= 0;
+    }
+    wci_free(&ov->a, ov->v);
+    wci_free(&ov->a, d);
+    ov->v = m;
+    ov->n = k;
+    return WCACHE_OK;
+}
+
+static int put_kv(wcache_batch *b, const wcache_kv *kv)
+{
+    return wcache_batch_put_meta(b, kv->key, kv->key_len, kv->value, kv->value_len,
+                                 kv->create_revision, kv->mod_revision, kv->version);
+}
+
+/* Overlay records before kv (all of them when kv is NULL) into b; the
+ * tombstones among them delete keys the base did not have: nothing. */
+static int overlay_upto(wcache_batch *b, overlay *ov, const wcache_kv *kv)
+{
+    for (; ov && ov->i < ov->n && (!kv || kv_cmp(&ov->v[ov->i], kv) < 0); ov->i++)
+        if (ov->v[ov->i].version) {
+            int rc = put_kv(b, &ov->v[ov->i]);
+            if (rc)
+                return rc;
+        }
+    return WCACHE_OK;
+}
+
+static int add_block(wcache_batch *b, const wci_snap_block *blk, overlay *ov)
 {
     size_t pos = 0;
     wcache_kv kv;
     for (uint32_t i = 0; i < blk->nrec; i++) {
         pos += wci_snap_rec_decode(blk->raw + pos, &kv);
-        int rc = wcache_batch_put_meta(b, kv.key, kv.key_len, kv.value, kv.value_len,
-                                       kv.create_revision, kv.mod_revision, kv.version);
+        int rc = overlay_upto(b, ov, &kv);
         if (rc)
+            return rc;
+        const wcache_kv *use = &kv;
+        if (ov && ov->i < ov->n && kv_cmp(&ov->v[ov->i], &kv) == 0)
+            use = ov->v[ov->i++].version ? &ov->v[ov->i - 1] : NULL;
+        if (use && (rc = put_kv(b, use)) != WCACHE_OK)
             return rc;
     }
     return WCACHE_OK;
@@ -644,8 +822,9 @@ static void stop_reader(blockq *q, pthread_t th)
     pthread_mutex_destroy(&q->mu);
 }
 
-/* Decode and verify every record into b; nothing touches the cache. */
-static int read_all(wcache_snapshot *s, wcache_batch *b, char *eb, size_t el)
+/* Decode and verify every record into b, with the overlay's changes;
+ * nothing touches the cache. */
+static int read_all(wcache_snapshot *s, wcache_batch *b, overlay *ov, char *eb, size_t el)
 {
     blockq q = {.s = s};
     pthread_t th;
@@ -655,10 +834,12 @@ static int read_all(wcache_snapshot *s, wcache_batch *b, char *eb, size_t el)
     wci_snap_block blk;
     int rc = WCACHE_OK;
     while (!rc && pop_block(&q, &blk)) {
-        rc = add_block(b, &blk);
+        rc = add_block(b, &blk, ov);
         wci_snap_block_free(s, &blk);
     }
     stop_reader(&q, th);
+    if (!rc && !q.rc)
+        rc = overlay_upto(b, ov, NULL);
     /* Worded only now: the reader thread may have been writing the errbuf. */
     if (rc)
         return wci_snap_err(eb, el, rc, "adding records to the batch: %s", wcache_strerror(rc));
@@ -680,21 +861,130 @@ static int load(wcache_cache *c, wcache_batch *b, int64_t rev)
 }
 
 /* Fill the batch and load it; the cache is touched only by the load. */
-static int restore_from(wcache_cache *c, wcache_snapshot *s, const wcache_snapshot_info *in,
+static int restore_from(wcache_cache *c, wcache_snapshot *s, overlay *ov, int64_t rev,
                         char *eb, size_t el)
 {
     wcache_batch *b = NULL;
     int rc = wcache_batch_create(c, &b);
     if (!rc)
-        rc = read_all(s, b, eb, el);
+        rc = read_all(s, b, ov, eb, el);
     if (!rc) {
-        rc = load(c, b, in->revision);
+        rc = load(c, b, rev);
         if (rc)
-            wci_snap_err(eb, el, rc, "loading %llu objects at revision %lld: %s",
-                         (unsigned long long)in->objects, (long long)in->revision,
-                         wcache_strerror(rc));
+            wci_snap_err(eb, el, rc, "loading %zu objects at revision %lld: %s",
+                         wcache_batch_count(b), (long long)rev, wcache_strerror(rc));
     }
     wcache_batch_free(b);
+    return rc;
+}
+
+static int is_delta(const wcache_snapshot_info *in)
+{
+    return (in->flags & WCACHE_SNAP_FLAG_DELTA) != 0;
+}
+
+/* Each file of the chain is the base of the next. */
+static int check_links(const wcache_snapshot_info *in, const char *const *paths, size_t n,
+                       char *eb, size_t el)
+{
+    if (is_delta(&in[0]))
+        return wci_snap_err(eb, el, WCACHE_EINVAL,
+                            "%s is a delta on revision %lld: restore it after its base "
+                            "(a chain begins with a full snapshot)",
+                            paths[0], (long long)in[0].base_revision);
+    for (size_t i = 1; i < n; i++) {
+        const wcache_snapshot_info *d = &in[i], *b = &in[i - 1];
+        if (!is_delta(d))
+            return wci_snap_err(eb, el, WCACHE_EINVAL,
+                                "%s is a full snapshot, not a delta on %s", paths[i],
+                                paths[i - 1]);
+        if (d->base_revision != b->revision || d->base_file_hash != b->file_hash)
+            return wci_snap_err(
+                eb, el, WCACHE_EINVAL,
+                "broken chain: %s is a delta on revision %lld with checksum %016llx, but %s "
+                "is revision %lld with checksum %016llx (a base missing, out of order, or "
+                "rewritten)",
+                paths[i], (long long)d->base_revision, (unsigned long long)d->base_file_hash,
+                paths[i - 1], (long long)b->revision, (unsigned long long)b->file_hash);
+        if (d->source_id_len != in[0].source_id_len ||
+            memcmp(d->source_id, in[0].source_id, d->source_id_len) != 0)
+            return wci_snap_err(eb, el, WCACHE_EINVAL,
+                                "%s is of another source than %s", paths[i], paths[0]);
+    }
+    return WCACHE_OK;
+}
+
+typedef struct chain {
+    wci_alloc a;
+    size_t n;
+    wcache_snapshot **s;
+    wcache_snapshot_info *in;
+} chain;
+
+static void chain_close(chain *ch)
+{
+    for (size_t i = 0; ch->s && i < ch->n; i++)
+        wcache_snapshot_close(ch->s[i]);
+    wci_free(&ch->a, ch->s);
+    wci_free(&ch->a, ch->in);
+}
+
+/* Open every file and read its header and trailer. */
+static int chain_open(chain *ch, const char *const *paths, const wcache_snapshot_read_opts *o,
+                      char *eb, size_t el)
+{
+    ch->s = wci_calloc(&ch->a, ch->n, sizeof *ch->s);
+    ch->in = wci_calloc(&ch->a, ch->n, sizeof *ch->in);
+    if (!ch->s || !ch->in)
+        return WCACHE_ENOMEM;
+    for (size_t i = 0; i < ch->n; i++) {
+        ch->in[i].size = sizeof ch->in[i];
+        int rc = paths[i] ? wcache_snapshot_open(&ch->s[i], paths[i], o) : WCACHE_EINVAL;
+        if (!rc)
+            rc = wcache_snapshot_get_info(ch->s[i], &ch->in[i]);
+        if (rc && eb && el && ch->n > 1 && paths[i]) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", eb);
+            wci_snap_err(eb, el, rc, "%s: %s", paths[i], why);
+        }
+        if (rc)
+            return rc;
+    }
+    return WCACHE_OK;
+}
+
+wcache_code wcache_snapshot_restore_chain(wcache_cache *c, const char *const *paths, size_t n,
+                                          const wcache_snapshot_read_opts *o,
+                                          wcache_snapshot_info *info)
+{
+    char *eb = o && o->size >= sizeof *o ? o->errbuf : NULL;
+    size_t el = eb ? o->errbuf_len : 0;
+    if (!c || !paths || n == 0 || n > (1u << 20))
+        return WCACHE_EINVAL;
+    if (wcache_cache_revision(c) != 0)
+        return wci_snap_err(eb, el, WCACHE_ESTATE, "restore needs an empty cache");
+    chain ch = {.a = wci_cache_alloc(c), .n = n};
+    overlay ov = {.a = ch.a};
+    if (eb && el)
+        eb[0] = 0;
+    int rc = chain_open(&ch, paths, o, eb, el);
+    if (!rc)
+        rc = check_links(ch.in, paths, n, eb, el);
+    if (!rc)
+        rc = check_source(&ch.in[0], o);
+    /* Every delta is read and verified whole before the base is. */
+    for (size_t i = 1; !rc && i < n; i++)
+        rc = overlay_add(&ov, ch.s[i], ch.in[i].objects);
+    if (!rc)
+        rc = restore_from(c, ch.s[0], n > 1 ? &ov : NULL, ch.in[n - 1].revision, eb, el);
+    if (!rc && info && info->size >= WCI_SNAP_INFO_V0) {
+        wcache_snapshot_info last = ch.in[n - 1];
+        last.source_id = NULL; /* it pointed into the closed handle */
+        last.source_id_len = 0;
+        wci_snap_info_copy(info, &last);
+    }
+    overlay_free(&ov);
+    chain_close(&ch);
     return rc;
 }
 
@@ -702,26 +992,7 @@ wcache_code wcache_snapshot_restore(wcache_cache *c, const char *path,
                                     const wcache_snapshot_read_opts *o,
                                     wcache_snapshot_info *info)
 {
-    wcache_snapshot *s = NULL;
-    wcache_snapshot_info in = {.size = sizeof in};
-    char *eb = o && o->size >= sizeof *o ? o->errbuf : NULL;
-    size_t el = eb ? o->errbuf_len : 0;
     if (!c || !path)
         return WCACHE_EINVAL;
-    if (wcache_cache_revision(c) != 0)
-        return wci_snap_err(eb, el, WCACHE_ESTATE, "restore needs an empty cache");
-    int rc = wcache_snapshot_open(&s, path, o);
-    if (!rc)
-        rc = wcache_snapshot_get_info(s, &in);
-    if (!rc)
-        rc = check_source(&in, o);
-    if (!rc)
-        rc = restore_from(c, s, &in, eb, el);
-    if (!rc && info && info->size >= sizeof *info) {
-        *info = in;
-        info->source_id = NULL; /* it pointed into the closed handle */
-        info->source_id_len = 0;
-    }
-    wcache_snapshot_close(s);
-    return rc;
+    return wcache_snapshot_restore_chain(c, &path, 1, o, info);
 }

@@ -27,6 +27,8 @@
 #define WCI_SNAP_BLOCK_TRAILER 2u
 #define WCI_SNAP_BLOCK_SKIPPABLE 0x80000000u /* minor versions may add these */
 #define WCI_SNAP_FLAGS_REQUIRED 0x0000ffffu  /* unknown ones: EVERSION */
+#define WCI_SNAP_FLAGS_KNOWN WCACHE_SNAP_FLAG_DELTA
+#define WCI_SNAP_HDR_EXT 24 /* 1.1: base revision, base file hash, tombstones */
 #define WCI_SNAP_DEFAULT_MAX_BLOCK (64u << 20)
 #define WCI_SNAP_DEFAULT_BLOCK (1u << 20)
 
@@ -38,6 +40,9 @@ typedef struct wci_snap_hdr {
     uint32_t major, minor, flags, header_len, block_bytes;
     int64_t revision, compacted, created_ns;
     uint64_t objects;
+    int64_t base_rev;    /* delta: the base's revision; else 0 */
+    uint64_t base_hash;  /* delta: the base's whole-file checksum; else 0 */
+    uint64_t tombstones; /* delta: records that delete a key */
     const unsigned char *source_id; /* points into the encoded header */
     uint32_t source_id_len;
 } wci_snap_hdr;
@@ -55,8 +60,8 @@ void wci_put64(unsigned char *p, uint64_t v);
 uint32_t wci_get32(const unsigned char *p);
 uint64_t wci_get64(const unsigned char *p);
 
-/* Encode a header into out (wci_snap_hdr_len(id_len) bytes). */
-size_t wci_snap_hdr_len(size_t source_id_len);
+/* Encode a header into out (wci_snap_hdr_len(id_len, minor) bytes). */
+size_t wci_snap_hdr_len(size_t source_id_len, uint32_t minor);
 void wci_snap_hdr_encode(unsigned char *out, const wci_snap_hdr *h);
 /* Decode the fixed part; the caller then reads header_len bytes in all. */
 int wci_snap_hdr_fixed(const unsigned char *p, wci_snap_hdr *h, char *eb, size_t el);
@@ -69,7 +74,9 @@ int wci_snap_trailer_decode(const unsigned char *p, wci_snap_trailer *t, char *e
 void wci_snap_frame_encode(unsigned char *out, uint32_t nrec, uint64_t seq, const void *payload,
                            uint32_t csize, uint32_t rsize);
 
-/* Append one record to raw (which has room: WCI_SNAP_REC + klen + vlen). */
+/* Append one record to raw (which has room: WCI_SNAP_REC + klen + vlen).
+ * A tombstone (delta only) is a record with version 0: no value, create
+ * revision 0, mod revision the deletion's. */
 size_t wci_snap_rec_encode(unsigned char *raw, const wcache_kv *kv);
 
 /* Decode the (already validated) record at p; returns its size. */
@@ -94,6 +101,24 @@ typedef struct wci_xxh {
 } wci_xxh;
 int wci_xxh_init(wci_xxh *x, const wci_alloc *a);
 void wci_xxh_free(wci_xxh *x, const wci_alloc *a);
+
+/* Copy what fits of src into dst, whose size field says how much fits
+ * (callers compiled against an older, shorter struct). */
+void wci_snap_info_copy(wcache_snapshot_info *dst, const wcache_snapshot_info *src);
+/* The size of wcache_snapshot_info / _write_opts before 1.1 added fields. */
+#define WCI_SNAP_INFO_V0 offsetof(wcache_snapshot_info, base_revision)
+#define WCI_SNAP_WOPTS_V0 offsetof(wcache_snapshot_write_opts, base)
+
+/* snap_delta.c: the keys changed between two pinned views, in key order. */
+typedef struct wci_changes wci_changes;
+int wci_changes_collect(wcache_view *from, wcache_view *to, wci_changes **out);
+size_t wci_changes_count(const wci_changes *ch);
+uint64_t wci_changes_tombstones(const wci_changes *ch);
+/* Entry i as a record: a put, or a tombstone (version 0). */
+void wci_changes_get(const wci_changes *ch, size_t i, wcache_kv *kv);
+void wci_changes_free(wci_changes *ch);
+/* The cache's own allocator, for the writer's buffers. */
+wci_alloc wci_cache_alloc(wcache_cache *c);
 
 /* snapshot.c: the stream writer; *bytes gets the count written even on error. */
 int wci_snap_write_core(wcache_cache *c, wcache_snap_sink_fn sink, void *sink_userdata,

@@ -1246,7 +1246,7 @@ static wcache_code parse_selector(wcache_cache *c, const wcache_watch_opts *o, w
 }
 
 /* First ring position whose revision is above rev (binary search). */
-static uint64_t ring_after(const wci_ring *r, int64_t rev)
+uint64_t wci_ring_after(const wci_ring *r, int64_t rev)
 {
     uint64_t lo = r->head, hi = r->tail;
     while (lo < hi) {
@@ -1293,7 +1293,7 @@ static wcache_code start_locked(wcache_cache *c, const wcache_watch_opts *o, wca
         w->phase = PHASE_REPLAY;
         w->start_rev = want;
     }
-    w->cursor = ring_after(&c->ring, w->start_rev);
+    w->cursor = wci_ring_after(&c->ring, w->start_rev);
     /* Nothing to replay: live at once, or changes made before the first
      * next() would be left to the ring, where compaction may drop them. */
     if (w->phase == PHASE_REPLAY && w->cursor == c->ring.tail)

@@ -282,6 +282,8 @@ int wci_ring_reserve(wcache_cache *c, size_t more);
 void wci_ring_push(wcache_cache *c, int64_t rev, int64_t now, wci_key *k, wci_ver *v);
 void wci_auto_compact(wcache_cache *c, int64_t now);
 void wci_compact_phys(wcache_cache *c);
+/* watch.c: the first ring position whose event is above rev (under wmu). */
+uint64_t wci_ring_after(const wci_ring *r, int64_t rev);
 
 /* ingest.c */
 /* The cache lets go of v (unlinked from its chain): counted out of the

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 #include <dirent.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <errno.h>
@@ -586,11 +587,29 @@ static int count_temps(void)
     return n;
 }
 
+/* Delta writes of the crash tests: the base they name, and its file. */
+static wcache_snapshot *crash_base;
+static char crash_base_path[300];
+
+/* Restore the file at path, with its base when it is a delta. */
+static int restore_any(wcache_cache *b)
+{
+    wcache_snapshot *s;
+    wcache_snapshot_info in = {.size = sizeof in};
+    ck_assert_int_eq(wcache_snapshot_open(&s, path, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_get_info(s, &in), WCACHE_OK);
+    wcache_snapshot_close(s);
+    const char *chain[2] = {crash_base_path, path};
+    if (in.flags & WCACHE_SNAP_FLAG_DELTA)
+        return wcache_snapshot_restore_chain(b, chain, 2, NULL, NULL);
+    return wcache_snapshot_restore(b, path, NULL, NULL);
+}
+
 /* The file at path holds exactly the state of c at rev. */
 static void assert_holds(wcache_cache *c, int64_t rev)
 {
     wcache_cache *b = new_cache();
-    ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, NULL), WCACHE_OK);
+    ck_assert_int_eq(restore_any(b), WCACHE_OK);
     ck_assert_int_eq(wcache_cache_revision(b), rev);
     compare(c, rev, b, rev);
     wcache_cache_close(b);
@@ -602,6 +621,7 @@ static void crash_at(wcache_cache *old, int64_t old_rev, wcache_cache *c, int64_
     crash k = {.at = at, .hard = hard};
     wcache_snapshot_write_opts o = wopts();
     o.block_bytes = 4096;
+    o.base = crash_base;
     o.progress = crash_cb;
     o.userdata = &k;
     int rc;
@@ -639,7 +659,7 @@ static void crash_at(wcache_cache *old, int64_t old_rev, wcache_cache *c, int64_
         assert_holds(old, old_rev);
     else {
         wcache_cache *b = new_cache();
-        ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, NULL), WCACHE_OK);
+        ck_assert_int_eq(restore_any(b), WCACHE_OK);
         int64_t r = wcache_cache_revision(b);
         ck_assert(r == old_rev || r == rev);
         compare(r == rev ? c : old, r, b, r);
@@ -648,12 +668,19 @@ static void crash_at(wcache_cache *old, int64_t old_rev, wcache_cache *c, int64_
         size_t removed = 9;
         ck_assert_int_eq(wcache_snapshot_prune(dir, NULL, 1, &removed), WCACHE_OK);
         ck_assert_uint_eq(removed, 0);
+        /* Start the directory afresh, but for the base of the deltas. */
+        char p[600];
+        snprintf(p, sizeof p, "%s.keep", dir);
+        if (crash_base)
+            ck_assert_int_eq(rename(crash_base_path, p), 0);
         rm_tmp();
         ck_assert_int_eq(mkdir(dir, 0700), 0);
+        if (crash_base)
+            ck_assert_int_eq(rename(p, crash_base_path), 0);
     }
 }
 
-static void crash_points(int hard)
+static void crash_points(int hard, int delta)
 {
     int64_t r1 = 0, r2;
     wcache_cache *old = new_cache();
@@ -661,6 +688,16 @@ static void crash_points(int hard)
     wcache_cache *c = new_cache();
     r2 = 0;
     fill(c, 300, &r2);
+    crash_base = NULL;
+    if (delta) {
+        /* The delta holds what changed after this base: updates, new
+         * keys, deletes. */
+        snprintf(crash_base_path, sizeof crash_base_path, "%s/base.delta-base", dir);
+        wcache_snapshot_write_opts bo = wopts();
+        ck_assert_int_eq(wcache_snapshot_write(c, crash_base_path, &bo, NULL), WCACHE_OK);
+        ck_assert_int_eq(wcache_snapshot_open(&crash_base, crash_base_path, NULL), WCACHE_OK);
+        fill(c, 340, &r2);
+    }
     int total = 0;
     for (int at = 0;; at++) {
         if (hard || at == 0) {
@@ -679,19 +716,33 @@ static void crash_points(int hard)
             break;
     }
     ck_assert(hard || total > 10);
+    wcache_snapshot_close(crash_base);
+    crash_base = NULL;
     wcache_cache_close(old);
     wcache_cache_close(c);
 }
 
 START_TEST(crash_soft_every_step)
 {
-    crash_points(0);
+    crash_points(0, 0);
 }
 END_TEST
 
 START_TEST(crash_hard_fork)
 {
-    crash_points(1);
+    crash_points(1, 0);
+}
+END_TEST
+
+START_TEST(crash_soft_delta)
+{
+    crash_points(0, 1);
+}
+END_TEST
+
+START_TEST(crash_hard_delta)
+{
+    crash_points(1, 1);
 }
 END_TEST
 
@@ -835,8 +886,9 @@ START_TEST(damage_magic_and_versions)
     rehash_header(p);
     rehash_trailer(p, good.n);
     ck_assert_int_eq(read_mem(p, good.n, NULL), WCACHE_OK);
-    /* ...unless it sets a flag that must be understood. */
-    p[12] = 0x01;
+    /* ...unless it sets a flag that must be understood (0x1 is the delta
+     * flag of 1.1; 0x2 is not defined yet). */
+    p[12] = 0x02;
     rehash_header(p);
     rehash_trailer(p, good.n);
     ck_assert_int_eq(read_mem(p, good.n, NULL), WCACHE_EVERSION);
@@ -983,17 +1035,23 @@ END_TEST
 /* Golden file of format 1.0 (written by tests/data/gen_golden.c)          */
 /* ------------------------------------------------------------------------ */
 
-static int open_golden(wcache_snapshot **s)
+/* A file of tests/data, wherever the runner was started. */
+static int open_data(wcache_snapshot **s, const char *name, char *found, size_t fl)
 {
     const char *env = getenv("WCACHE_TEST_DATA");
     const char *dirs[] = {env ? env : "tests/data", "tests/data", "data", "../tests/data"};
-    char p[512];
     for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
-        snprintf(p, sizeof p, "%s/golden-v1.wcsnap", dirs[i]);
-        if (access(p, R_OK) == 0)
-            return wcache_snapshot_open(s, p, NULL);
+        snprintf(found, fl, "%s/%s", dirs[i], name);
+        if (access(found, R_OK) == 0)
+            return wcache_snapshot_open(s, found, NULL);
     }
     return WCACHE_ESYS;
+}
+
+static int open_golden(wcache_snapshot **s)
+{
+    char p[512];
+    return open_data(s, "golden-v1.wcsnap", p, sizeof p);
 }
 
 START_TEST(golden_v1)
@@ -1026,6 +1084,346 @@ START_TEST(golden_v1)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------------------ */
+/* Deltas (format 1.1)                                                      */
+/* ------------------------------------------------------------------------ */
+
+static char dpath[3][300]; /* full, delta 1, delta 2 */
+
+/* Changes after a base: updates, new keys, deletes, a delete and re-create,
+ * a key created and deleted in between (which the delta must not hold). */
+static void churn(wcache_cache *c, int round, int64_t *rev)
+{
+    char k[64];
+    for (int i = round; i < 300; i += 9) {
+        int kl = snprintf(k, sizeof k, "/registry/pods/ns%d/pod-%05d", i % 7, i);
+        if (wcache_ingest_delete(c, k, (size_t)kl, *rev + 1) == WCACHE_OK)
+            ++*rev;
+        else
+            ck_assert_int_eq(wcache_ingest_put(c, k, (size_t)kl, "back", 4, ++*rev), WCACHE_OK);
+    }
+    for (int i = 0; i < 40; i++) {
+        int kl = snprintf(k, sizeof k, "/registry/new/r%d-%03d", round, i);
+        ck_assert_int_eq(wcache_ingest_put(c, k, (size_t)kl, "n", 1, ++*rev), WCACHE_OK);
+        if (i % 4 == 0)
+            ck_assert_int_eq(wcache_ingest_put(c, k, (size_t)kl, "n2", 2, ++*rev), WCACHE_OK);
+        if (i % 10 == 3)
+            ck_assert_int_eq(wcache_ingest_delete(c, k, (size_t)kl, ++*rev), WCACHE_OK);
+    }
+    ck_assert_int_eq(wcache_ingest_put(c, "/registry/pods/ns0/pod-00000", 28, "again", 5, ++*rev),
+                     WCACHE_OK);
+}
+
+/* Write dpath[0] (full at r[0]), dpath[1] (delta at r[1]), dpath[2] (delta
+ * on the delta at r[2]); c stays at r[2]. */
+static wcache_cache *make_chain(int64_t r[3], wcache_snapshot_info di[3], int workers)
+{
+    int64_t rev = 0;
+    wcache_cache *c = new_cache();
+    fill(c, 300, &rev);
+    for (int i = 0; i < 3; i++) {
+        snprintf(dpath[i], sizeof dpath[i], "%s/chain-%d.wcsnap", dir, i);
+        if (i)
+            churn(c, i, &rev);
+        r[i] = rev;
+        wcache_snapshot *base = NULL;
+        if (i)
+            ck_assert_int_eq(wcache_snapshot_open(&base, dpath[i - 1], NULL), WCACHE_OK);
+        wcache_snapshot_write_opts o = wopts();
+        o.base = base;
+        o.block_bytes = 4096;
+        o.workers = workers;
+        di[i].size = sizeof di[i];
+        ck_assert_msg(wcache_snapshot_write(c, dpath[i], &o, &di[i]) == WCACHE_OK, "%s", errbuf);
+        wcache_snapshot_close(base);
+    }
+    return c;
+}
+
+static int restore_n(wcache_cache *b, const char *p0, const char *p1, const char *p2, size_t n)
+{
+    const char *v[3] = {p0, p1, p2};
+    wcache_snapshot_read_opts o = ropts();
+    errbuf[0] = 0;
+    return wcache_snapshot_restore_chain(b, v, n, &o, NULL);
+}
+
+static void untouched(wcache_cache *b)
+{
+    wcache_stat st = {.size = sizeof st};
+    ck_assert_int_eq(wcache_cache_revision(b), 0);
+    ck_assert_int_eq(wcache_cache_stat(b, &st), WCACHE_OK);
+    ck_assert_uint_eq(st.objects, 0);
+}
+
+START_TEST(delta_chain_roundtrip)
+{
+    int64_t r[3];
+    wcache_snapshot_info di[3];
+    wcache_cache *c = make_chain(r, di, _i);
+    ck_assert_uint_eq(di[0].flags, 0);
+    for (int i = 1; i < 3; i++) {
+        ck_assert_uint_eq(di[i].flags, WCACHE_SNAP_FLAG_DELTA);
+        ck_assert_uint_eq(di[i].format_minor, 1);
+        ck_assert_int_eq(di[i].base_revision, r[i - 1]);
+        ck_assert_uint_eq(di[i].base_file_hash, di[i - 1].file_hash);
+        ck_assert_uint_gt(di[i].tombstones, 0);
+        /* Only the changes: far fewer records than the state. */
+        ck_assert_uint_lt(di[i].objects, di[0].objects / 2);
+    }
+    /* The reader says the same, and hands tombstones out with version 0. */
+    wcache_snapshot *s;
+    wcache_snapshot_info in = {.size = sizeof in};
+    ck_assert_int_eq(wcache_snapshot_open(&s, dpath[1], NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_get_info(s, &in), WCACHE_OK);
+    ck_assert_uint_eq(in.file_hash, di[1].file_hash);
+    ck_assert_uint_eq(in.tombstones, di[1].tombstones);
+    wcache_kv kv;
+    uint64_t tombs = 0;
+    while (wcache_snapshot_next(s, &kv) == WCACHE_OK) {
+        ck_assert_int_gt(kv.mod_revision, r[0]);
+        if (kv.version == 0) {
+            tombs++;
+            ck_assert_uint_eq(kv.value_len, 0);
+            wcache_cache *v = c; /* deleted at r[1]: absent there */
+            wcache_view *w;
+            wcache_kv g;
+            ck_assert_int_eq(wcache_view_create(v, &w), WCACHE_OK);
+            ck_assert_int_eq(wcache_view_begin(w, r[1]), WCACHE_OK);
+            ck_assert_int_eq(wcache_view_get(w, kv.key, kv.key_len, &g), WCACHE_ENOTFOUND);
+            ck_assert_int_eq(wcache_view_begin(w, r[0]), WCACHE_OK);
+            ck_assert_int_eq(wcache_view_get(w, kv.key, kv.key_len, &g), WCACHE_OK);
+            wcache_view_free(w);
+        }
+    }
+    ck_assert_uint_eq(tombs, di[1].tombstones);
+    wcache_snapshot_close(s);
+    for (size_t n = 1; n <= 3; n++) {
+        wcache_cache *b = new_cache();
+        wcache_snapshot_info ri = {.size = sizeof ri};
+        const char *v[3] = {dpath[0], dpath[1], dpath[2]};
+        wcache_snapshot_read_opts o = ropts();
+        o.expect_source_id = "etcd:cluster-1:/registry/";
+        o.expect_source_id_len = strlen(o.expect_source_id);
+        ck_assert_msg(wcache_snapshot_restore_chain(b, v, n, &o, &ri) == WCACHE_OK, "%s",
+                      errbuf);
+        ck_assert_int_eq(ri.revision, r[n - 1]);
+        ck_assert_int_eq(wcache_cache_revision(b), r[n - 1]);
+        ck_assert_int_eq(wcache_cache_compacted_revision(b), r[n - 1]);
+        compare(c, r[n - 1], b, r[n - 1]);
+        wcache_cache_close(b);
+    }
+    wcache_cache_close(c);
+}
+END_TEST
+
+/* A delta with nothing changed, and one written while ingest goes on. */
+START_TEST(delta_empty_and_live)
+{
+    int64_t rev = 0;
+    wcache_cache *c = new_cache(), *b = new_cache();
+    fill(c, 200, &rev);
+    wcache_snapshot_write_opts o = wopts();
+    ck_assert_int_eq(wcache_snapshot_write(c, path, &o, NULL), WCACHE_OK);
+    wcache_snapshot *base;
+    ck_assert_int_eq(wcache_snapshot_open(&base, path, NULL), WCACHE_OK);
+    char p1[400];
+    snprintf(p1, sizeof p1, "%s/d.wcsnap", dir);
+    o.base = base;
+    wcache_snapshot_info di = {.size = sizeof di};
+    ck_assert_int_eq(wcache_snapshot_write(c, p1, &o, &di), WCACHE_OK);
+    ck_assert_uint_eq(di.objects, 0);
+    ck_assert_int_eq(restore_n(b, path, p1, NULL, 2), WCACHE_OK);
+    compare(c, rev, b, rev);
+    wcache_cache_close(b);
+    /* Ingest from the progress callback while the delta is written. */
+    churn(c, 1, &rev);
+    int64_t at = rev;
+    o.progress = ingest_during;
+    o.userdata = c;
+    o.block_bytes = 4096;
+    ck_assert_msg(wcache_snapshot_write(c, p1, &o, &di) == WCACHE_OK, "%s", errbuf);
+    ck_assert_int_eq(di.revision, at);
+    ck_assert_int_gt(wcache_cache_revision(c), at);
+    b = new_cache();
+    ck_assert_int_eq(restore_n(b, path, p1, NULL, 2), WCACHE_OK);
+    compare(c, at, b, at);
+    wcache_snapshot_close(base);
+    wcache_cache_close(b);
+    wcache_cache_close(c);
+}
+END_TEST
+
+START_TEST(delta_broken_chains)
+{
+    int64_t r[3];
+    wcache_snapshot_info di[3];
+    wcache_cache *c = make_chain(r, di, 0), *b = new_cache();
+    /* A delta alone, or first. */
+    wcache_snapshot_read_opts o = ropts();
+    ck_assert_int_eq(wcache_snapshot_restore(b, dpath[1], &o, NULL), WCACHE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(errbuf, "full snapshot"));
+    untouched(b);
+    ck_assert_int_eq(restore_n(b, dpath[1], dpath[2], NULL, 2), WCACHE_EINVAL);
+    untouched(b);
+    /* A missing link, the wrong order, a full snapshot where a delta goes. */
+    ck_assert_int_eq(restore_n(b, dpath[0], dpath[2], NULL, 2), WCACHE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(errbuf, "broken chain"));
+    untouched(b);
+    ck_assert_int_eq(restore_n(b, dpath[0], dpath[2], dpath[1], 3), WCACHE_EINVAL);
+    untouched(b);
+    ck_assert_int_eq(restore_n(b, dpath[0], dpath[0], NULL, 2), WCACHE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(errbuf, "not a delta"));
+    untouched(b);
+    /* The base rewritten: same revision, other bytes (creation time). */
+    wcache_cache *c0 = new_cache();
+    ck_assert_int_eq(restore_n(c0, dpath[0], NULL, NULL, 1), WCACHE_OK);
+    wcache_snapshot_write_opts w = wopts();
+    w.created_unix_ns = FIXED_NS + 1;
+    ck_assert_int_eq(wcache_snapshot_write(c0, dpath[0], &w, NULL), WCACHE_OK);
+    ck_assert_int_eq(restore_n(b, dpath[0], dpath[1], dpath[2], 3), WCACHE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(errbuf, "checksum"));
+    untouched(b);
+    /* A link that is missing on disk names the file. */
+    char gone[400];
+    snprintf(gone, sizeof gone, "%s/gone.wcsnap", dir);
+    ck_assert_int_eq(restore_n(b, dpath[0], gone, NULL, 2), WCACHE_ESYS);
+    ck_assert_ptr_nonnull(strstr(errbuf, "gone.wcsnap"));
+    untouched(b);
+    /* Damage inside a delta: refused before the cache changes. */
+    w = wopts(); /* the same options as make_chain: the same bytes */
+    w.block_bytes = 4096;
+    ck_assert_int_eq(wcache_snapshot_write(c0, dpath[0], &w, NULL), WCACHE_OK);
+    ck_assert_int_eq(restore_n(b, dpath[0], dpath[1], NULL, 2), WCACHE_OK);
+    wcache_cache_close(b);
+    b = new_cache();
+    FILE *f = fopen(dpath[2], "r+b");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, (long)di[2].file_bytes / 2, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, (long)di[2].file_bytes / 2, SEEK_SET);
+    fputc(ch ^ 0x20, f);
+    fclose(f);
+    ck_assert_int_eq(restore_n(b, dpath[0], dpath[1], dpath[2], 3), WCACHE_ECORRUPT);
+    untouched(b);
+    ck_assert_int_eq(wcache_snapshot_restore_chain(b, NULL, 2, NULL, NULL), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_snapshot_restore_chain(b, (const char *[]){dpath[0]}, 0, NULL, NULL),
+                     WCACHE_EINVAL);
+    wcache_cache_close(c0);
+    wcache_cache_close(b);
+    wcache_cache_close(c);
+}
+END_TEST
+
+START_TEST(delta_write_refusals)
+{
+    int64_t rev = 0;
+    wcache_cache *c = new_cache();
+    fill(c, 50, &rev);
+    wcache_snapshot_write_opts o = wopts();
+    ck_assert_int_eq(wcache_snapshot_write(c, path, &o, NULL), WCACHE_OK);
+    wcache_snapshot *base;
+    ck_assert_int_eq(wcache_snapshot_open(&base, path, NULL), WCACHE_OK);
+    churn(c, 1, &rev);
+    char p1[400];
+    snprintf(p1, sizeof p1, "%s/d.wcsnap", dir);
+    /* Another source identity than the base's. */
+    o.base = base;
+    o.source_id = "etcd:cluster-2:/registry/";
+    o.source_id_len = strlen(o.source_id);
+    ck_assert_int_eq(wcache_snapshot_write(c, p1, &o, NULL), WCACHE_EINVAL);
+    /* A delta below its base. */
+    o = wopts();
+    o.base = base;
+    o.revision = 3;
+    ck_assert_int_eq(wcache_snapshot_write(c, p1, &o, NULL), WCACHE_EINVAL);
+    /* The cache no longer holds the base revision. */
+    o.revision = 0;
+    ck_assert_int_eq(wcache_cache_compact(c, rev), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_write(c, p1, &o, NULL), WCACHE_ECOMPACTED);
+    ck_assert_ptr_nonnull(strstr(errbuf, "full snapshot"));
+    ck_assert_int_eq(count_temps(), 0);
+    ck_assert_int_ne(access(p1, F_OK), 0);
+    /* The policy writes full snapshots only. */
+    wcache_snapshot_policy p = {.size = sizeof p, .dir = dir, .every_revisions = 1};
+    wcache_snapshot_state st = {.size = sizeof st};
+    p.write = &o;
+    ck_assert_int_eq(wcache_snapshot_tick(c, &p, &st, 0, NULL), WCACHE_EINVAL);
+    wcache_snapshot_close(base);
+    wcache_cache_close(c);
+}
+END_TEST
+
+/* An older caller's shorter option and info structs still work. */
+START_TEST(delta_old_struct_sizes)
+{
+    int64_t rev = 0;
+    wcache_cache *c = new_cache();
+    fill(c, 20, &rev);
+    wcache_snapshot_write_opts o = wopts();
+    o.size = (uint32_t)offsetof(wcache_snapshot_write_opts, base);
+    wcache_snapshot_info in;
+    memset(&in, 0x5a, sizeof in);
+    in.size = (uint32_t)offsetof(wcache_snapshot_info, base_revision);
+    ck_assert_int_eq(wcache_snapshot_write(c, path, &o, &in), WCACHE_OK);
+    ck_assert_int_eq(in.revision, rev);
+    ck_assert_uint_eq(in.file_hash, 0x5a5a5a5a5a5a5a5aULL); /* beyond its size: untouched */
+    wcache_cache_close(c);
+}
+END_TEST
+
+/* Golden files of format 1.1: a full snapshot and a delta on it. */
+START_TEST(golden_v1_1)
+{
+    wcache_snapshot *s, *d;
+    char pf[512], pd[512];
+    ck_assert_int_eq(open_data(&s, "golden-v1.1.wcsnap", pf, sizeof pf), WCACHE_OK);
+    ck_assert_int_eq(open_data(&d, "golden-v1.1-delta.wcsnap", pd, sizeof pd), WCACHE_OK);
+    wcache_snapshot_info fi = {.size = sizeof fi}, in = {.size = sizeof in};
+    ck_assert_int_eq(wcache_snapshot_get_info(s, &fi), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_get_info(d, &in), WCACHE_OK);
+    ck_assert_uint_eq(fi.format_minor, 1);
+    ck_assert_uint_eq(fi.flags, 0);
+    ck_assert_int_eq(fi.revision, 12);
+    ck_assert_uint_eq(in.format_minor, 1);
+    ck_assert_uint_eq(in.flags, WCACHE_SNAP_FLAG_DELTA);
+    ck_assert_int_eq(in.revision, 17);
+    ck_assert_int_eq(in.base_revision, 12);
+    ck_assert_uint_eq(in.base_file_hash, fi.file_hash);
+    ck_assert_uint_eq(in.objects, 3);
+    ck_assert_uint_eq(in.tombstones, 1);
+    static const wcache_kv want[] = {
+        {"/registry/a", 11, "", 0, 0, 13, 0},
+        {"/registry/d", 11, "d-4", 3, 4, 14, 4},
+        {"/registry/e", 11, "e", 1, 17, 17, 1},
+    };
+    wcache_kv kv;
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(wcache_snapshot_next(d, &kv), WCACHE_OK);
+        ck_assert_msg(kv_eq(&kv, &want[i]), "record %zu", i);
+    }
+    ck_assert_int_eq(wcache_snapshot_next(d, &kv), WCACHE_ENOTFOUND);
+    ck_assert_int_eq(wcache_snapshot_verify(s), WCACHE_OK);
+    wcache_snapshot_close(s);
+    wcache_snapshot_close(d);
+    wcache_cache *b = new_cache();
+    ck_assert_int_eq(restore_n(b, pf, pd, NULL, 2), WCACHE_OK);
+    ck_assert_int_eq(wcache_cache_revision(b), 17);
+    wcache_view *v;
+    ck_assert_int_eq(wcache_view_create(b, &v), WCACHE_OK);
+    ck_assert_int_eq(wcache_view_begin(v, 17), WCACHE_OK);
+    ck_assert_int_eq(wcache_view_get(v, "/registry/a", 11, &kv), WCACHE_ENOTFOUND);
+    ck_assert_int_eq(wcache_view_get(v, "/registry/c", 11, &kv), WCACHE_OK);
+    ck_assert_int_eq(wcache_view_get(v, "/registry/e", 11, &kv), WCACHE_OK);
+    uint64_t n = 0;
+    ck_assert_int_eq(wcache_view_count(v, NULL, &n), WCACHE_OK);
+    ck_assert_uint_eq(n, 4); /* b, c, d, e */
+    wcache_view_free(v);
+    wcache_cache_close(b);
+}
+END_TEST
+
 Suite *snapshot_suite(void)
 {
     Suite *s = suite_create("snapshot");
@@ -1053,7 +1451,19 @@ Suite *snapshot_suite(void)
     tcase_set_timeout(t, 120);
     tcase_add_test(t, crash_soft_every_step);
     tcase_add_test(t, crash_hard_fork);
+    tcase_add_test(t, crash_soft_delta);
+    tcase_add_test(t, crash_hard_delta);
     tcase_add_test(t, write_errors);
+    suite_add_tcase(s, t);
+    t = tcase_create("delta");
+    tcase_add_checked_fixture(t, mkdir_tmp, rm_tmp);
+    tcase_set_timeout(t, 60);
+    tcase_add_loop_test(t, delta_chain_roundtrip, 0, 3);
+    tcase_add_test(t, delta_empty_and_live);
+    tcase_add_test(t, delta_broken_chains);
+    tcase_add_test(t, delta_write_refusals);
+    tcase_add_test(t, delta_old_struct_sizes);
+    tcase_add_test(t, golden_v1_1);
     suite_add_tcase(s, t);
     t = tcase_create("damage");
     tcase_add_checked_fixture(t, good_setup, good_teardown);

@@ -30,7 +30,7 @@ enum fmt { F_TEXT, F_JSON, F_YAML, F_KEYS, F_VALUE };
 
 typedef struct args {
     const char *cmd;
-    const char *pos[3];
+    const char *pos[64]; /* verify takes a chain */
     int npos;
     enum fmt fmt;
     int fmt_set;
@@ -194,9 +194,22 @@ static void json_bytes(json_t *o, const char *name, const void *p, size_t n)
     free(b);
 }
 
+/* In a delta, version 0 marks a tombstone: the key was deleted at
+ * mod_revision (wcsnap(5)). */
+static int is_tomb(const wcache_kv *kv)
+{
+    return kv->version == 0;
+}
+
 static json_t *kv_json(const wcache_kv *kv)
 {
     json_t *o = json_object();
+    if (is_tomb(kv)) {
+        json_bytes(o, "key", kv->key, kv->key_len);
+        json_object_set_new(o, "deleted", json_true());
+        json_object_set_new(o, "mod_revision", json_integer(kv->mod_revision));
+        return o;
+    }
     json_bytes(o, "key", kv->key, kv->key_len);
     json_bytes(o, "value", kv->value, kv->value_len);
     json_object_set_new(o, "create_revision", json_integer(kv->create_revision));
@@ -232,6 +245,17 @@ static json_t *info_json(const char *file, const wcache_snapshot_info *in)
     json_object_set_new(o, "raw_bytes", json_integer((json_int_t)in->raw_bytes));
     json_object_set_new(o, "file_bytes", json_integer((json_int_t)in->file_bytes));
     json_object_set_new(o, "ratio", json_real(ratio(in)));
+    char h[24];
+    int delta = (in->flags & WCACHE_SNAP_FLAG_DELTA) != 0;
+    json_object_set_new(o, "kind", json_string(delta ? "delta" : "full"));
+    snprintf(h, sizeof h, "%016llx", (unsigned long long)in->file_hash);
+    json_object_set_new(o, "file_hash", json_string(h));
+    if (delta) {
+        json_object_set_new(o, "base_revision", json_integer(in->base_revision));
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)in->base_file_hash);
+        json_object_set_new(o, "base_file_hash", json_string(h));
+        json_object_set_new(o, "tombstones", json_integer((json_int_t)in->tombstones));
+    }
     return o;
 }
 
@@ -330,6 +354,16 @@ static void y_kv(yout *y, const wcache_kv *kv)
 {
     y_simple(y, YAML_MAPPING_START_EVENT);
     y_bytes(y, "key", kv->key, kv->key_len);
+    if (is_tomb(kv)) {
+        yaml_event_t ev;
+        y_name(y, "deleted");
+        yaml_scalar_event_initialize(&ev, NULL, (yaml_char_t *)YAML_BOOL_TAG,
+                                     (yaml_char_t *)"true", 4, 1, 0, YAML_PLAIN_SCALAR_STYLE);
+        y_emit(y, &ev);
+        y_int(y, "mod_revision", kv->mod_revision);
+        y_simple(y, YAML_MAPPING_END_EVENT);
+        return;
+    }
     y_bytes(y, "value", kv->value, kv->value_len);
     y_int(y, "create_revision", kv->create_revision);
     y_int(y, "mod_revision", kv->mod_revision);
@@ -351,6 +385,12 @@ static void y_info(yout *y, const char *file, const wcache_snapshot_info *in)
     y_bytes(y, "source_id", in->source_id, in->source_id_len);
     y_bytes(y, "created", when, strlen(when));
     y_int(y, "created_unix_ns", in->created_unix_ns);
+    int delta = (in->flags & WCACHE_SNAP_FLAG_DELTA) != 0;
+    y_bytes(y, "kind", delta ? "delta" : "full", delta ? 5 : 4);
+    if (delta) {
+        y_int(y, "base_revision", in->base_revision);
+        y_int(y, "tombstones", (long long)in->tombstones);
+    }
     y_simple(y, YAML_MAPPING_END_EVENT);
 }
 
@@ -404,6 +444,13 @@ static void inspect_text(const char *file, const wcache_snapshot_info *in)
     printf("file:               %s\n", file);
     printf("format:             %u.%u (flags 0x%x)\n", in->format_major, in->format_minor,
            in->flags);
+    if (in->flags & WCACHE_SNAP_FLAG_DELTA)
+        printf("kind:               delta on revision %lld (checksum %016llx)\n"
+               "tombstones:         %llu\n",
+               (long long)in->base_revision, (unsigned long long)in->base_file_hash,
+               (unsigned long long)in->tombstones);
+    else
+        printf("kind:               full\n");
     printf("revision:           %lld\n", (long long)in->revision);
     printf("compacted revision: %lld%s\n", (long long)in->compacted_revision,
            in->compacted_revision ? "" : " (unknown)");
@@ -416,6 +463,7 @@ static void inspect_text(const char *file, const wcache_snapshot_info *in)
     printf("uncompressed bytes: %llu\n", (unsigned long long)in->raw_bytes);
     printf("file bytes:         %llu\n", (unsigned long long)in->file_bytes);
     printf("ratio:              %.2f\n", ratio(in));
+    printf("checksum:           %016llx\n", (unsigned long long)in->file_hash);
 }
 
 static int cmd_inspect(const args *a)
@@ -452,19 +500,54 @@ static int read_rest(wcache_snapshot *s, const wcache_snapshot_info *in, const c
     return rc == WCACHE_ENOTFOUND ? WCACHE_OK : rc;
 }
 
-static int cmd_verify(const args *a)
+static int verify_one(const char *file, wcache_snapshot_info *in, int *ex)
 {
     wcache_snapshot *s;
-    wcache_snapshot_info in;
-    int rc = open_snap(a->pos[0], &s, &in);
+    int rc = open_snap(file, &s, in);
     if (!rc)
-        rc = read_rest(s, &in, "verifying", NULL, NULL);
+        rc = read_rest(s, in, "verifying", NULL, NULL);
     if (!rc)
-        printf("%s: ok: %llu objects at revision %lld, %llu blocks, format %u.%u\n", a->pos[0],
-               (unsigned long long)in.objects, (long long)in.revision,
-               (unsigned long long)in.blocks, in.format_major, in.format_minor);
-    wcache_snapshot_close(s);
-    return rc ? report(a->pos[0], rc) : EX_OK;
+        printf("%s: ok: %llu objects at revision %lld, %llu blocks, format %u.%u%s\n", file,
+               (unsigned long long)in->objects, (long long)in->revision,
+               (unsigned long long)in->blocks, in->format_major, in->format_minor,
+               in->flags & WCACHE_SNAP_FLAG_DELTA ? ", delta" : "");
+    wcache_snapshot_close(s); /* in->source_id is not used after this */
+    in->source_id = NULL;
+    if (rc)
+        *ex = report(file, rc);
+    return rc;
+}
+
+/* verify SNAP [DELTA...]: every file, then, for a chain, every link (the
+ * checks wcache_snapshot_restore_chain(3) makes). */
+static int cmd_verify(const args *a)
+{
+    wcache_snapshot_info prev = {0}, in;
+    int ex = EX_OK;
+    for (int i = 0; i < a->npos; i++) {
+        if (verify_one(a->pos[i], &in, &ex))
+            return ex;
+        int delta = (in.flags & WCACHE_SNAP_FLAG_DELTA) != 0;
+        if (a->npos > 1 && i == 0 && delta) {
+            fprintf(stderr, "%s: %s: a delta on revision %lld: a chain begins with a full "
+                            "snapshot\n", prog, a->pos[0], (long long)in.base_revision);
+            return EX_DAMAGED;
+        }
+        if (i > 0 && (!delta || in.base_revision != prev.revision ||
+                      in.base_file_hash != prev.file_hash)) {
+            fprintf(stderr, "%s: %s: broken chain: %s%lld (checksum %016llx), but %s is "
+                            "revision %lld (checksum %016llx)\n",
+                    prog, a->pos[i], delta ? "a delta on revision " : "not a delta; ",
+                    (long long)in.base_revision, (unsigned long long)in.base_file_hash,
+                    a->pos[i - 1], (long long)prev.revision,
+                    (unsigned long long)prev.file_hash);
+            return EX_DAMAGED;
+        }
+        prev = in;
+    }
+    if (a->npos > 1)
+        printf("chain ok: %d files, revision %lld\n", a->npos, (long long)prev.revision);
+    return EX_OK;
 }
 
 static void print_kv(const wcache_kv *kv, enum fmt f, yout *y)
@@ -475,7 +558,7 @@ static void print_kv(const wcache_kv *kv, enum fmt f, yout *y)
         y_kv(y, kv);
     } else {
         put_escaped(stdout, kv->key, kv->key_len);
-        fputc('\n', stdout);
+        fputs(is_tomb(kv) ? "\tdeleted\n" : "\n", stdout);
     }
 }
 
@@ -561,7 +644,13 @@ static int cmd_get(const args *a)
            (c = key_cmp(kv.key, kv.key_len, key, kl)) < 0)
         ;
     int ex;
-    if (rc == WCACHE_OK && c == 0) {
+    if (rc == WCACHE_OK && c == 0 && is_tomb(&kv)) {
+        fprintf(stderr, "%s: %s: key \"", prog, a->pos[0]);
+        put_escaped(stderr, key, kl);
+        fprintf(stderr, "\" deleted at revision %lld (a tombstone of this delta)\n",
+                (long long)kv.mod_revision);
+        ex = EX_NOTFOUND;
+    } else if (rc == WCACHE_OK && c == 0) {
         ex = show_one(&kv, a->fmt);
     } else if (rc == WCACHE_OK || rc == WCACHE_ENOTFOUND) {
         fprintf(stderr, "%s: %s: key \"", prog, a->pos[0]);
@@ -708,7 +797,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: wcache COMMAND [ARGS]\n"
                "\n"
                "  inspect SNAP [-o text|json]        header, counts, sizes, ratio\n"
-               "  verify SNAP                        check every checksum and invariant\n"
+               "  verify SNAP [DELTA...]             check every checksum and invariant (and\n"
+               "                                     each delta's link to the file before)\n"
                "  list SNAP [--prefix P] [--limit N] [-o keys|json|yaml]\n"
                "                                     objects in key order\n"
                "  get SNAP KEY [-o json|yaml|value]  one object\n"
@@ -743,7 +833,7 @@ typedef struct command {
 #define B(f) (1u << (f))
 static const command commands[] = {
     {"inspect", 1, B(F_TEXT) | B(F_JSON), F_TEXT, cmd_inspect},
-    {"verify", 1, 0, F_TEXT, cmd_verify},
+    {"verify", -1, 0, F_TEXT, cmd_verify},
     {"list", 1, B(F_KEYS) | B(F_JSON) | B(F_YAML), F_KEYS, cmd_list},
     {"get", 2, B(F_JSON) | B(F_YAML) | B(F_VALUE), F_JSON, cmd_get},
     {"export", 1, B(F_JSON) | B(F_YAML), F_JSON, cmd_export},
@@ -813,7 +903,7 @@ static int parse_one(int argc, char **argv, int *i, args *a)
             return bad("--max-block-bytes needs a number from 1 to 2147483647", v);
     } else if (s[0] == '-' && s[1]) {
         return bad("unknown option", s);
-    } else if (a->npos < 3) {
+    } else if (a->npos < 64) {
         a->pos[a->npos++] = s;
     } else {
         return bad("too many arguments", s);
@@ -828,7 +918,7 @@ static int parse(int argc, char **argv, args *a)
         if (opts && strcmp(argv[i], "--") == 0) {
             opts = 0;
         } else if (!opts) {
-            if (a->npos == 3)
+            if (a->npos == 64)
                 return bad("too many arguments", argv[i]);
             a->pos[a->npos++] = argv[i];
         } else if (parse_one(argc, argv, &i, a)) {
@@ -1394,8 +1484,10 @@ static int run(const command *c, int argc, char **argv)
     args a = {.cmd = c->name, .limit = -1, .fmt = c->dflt};
     if (parse(argc, argv, &a))
         return EX_ERR;
-    if (a.npos != c->npos)
-        return bad(c->npos == 1 ? "expected one snapshot file" : "expected two arguments",
+    if (c->npos < 0 ? a.npos < 1 : a.npos != c->npos)
+        return bad(c->npos < 0    ? "expected a snapshot file and its deltas"
+                   : c->npos == 1 ? "expected one snapshot file"
+                                  : "expected two arguments",
                    NULL),
                c->name[0] == 'd' ? 2 : EX_ERR;
     if (a.fmt_set && !(c->fmts & B(a.fmt)))

@@ -13,6 +13,11 @@
  * VARIANT 2 copies the snapshot FROM (for the check tests of sync.sh) with
  * "/reg/pods/p5" altered, "/reg/pods/p6" left out and "/reg/zz-extra"
  * added, as a snapshot of SOURCE_ID at REV.
+ *
+ *   gensnap OUT N 3 DELTA
+ *
+ * VARIANT 3 writes the VARIANT 0 state to OUT and then the VARIANT 1
+ * changes as a delta on it to DELTA.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +31,8 @@ static int put(wcache_cache *c, const char *k, size_t kl, const char *v, size_t 
     return wcache_ingest_put(c, k, kl, v, vl, ++*rev) != WCACHE_OK;
 }
 
+static int later(wcache_cache *c, int64_t *rev);
+
 static int feed(wcache_cache *c, int n, int variant, int64_t *rev)
 {
     char k[64], v[128];
@@ -38,11 +45,14 @@ static int feed(wcache_cache *c, int n, int variant, int64_t *rev)
     }
     bad |= put(c, "/registry/bin\xff\x01", 15, "\xc3\x28\x00", 3, rev);
     bad |= put(c, "/registry/empty", 15, "", 0, rev);
-    if (variant == 1) {
-        bad |= put(c, "/registry/pods/ns/pod-00003", 27, "changed", 7, rev);
-        bad |= wcache_ingest_delete(c, "/registry/pods/ns/pod-00005", 27, ++*rev) != WCACHE_OK;
-        bad |= put(c, "/registry/zz-new", 16, "new", 3, rev);
-    }
+    return bad || (variant == 1 && later(c, rev));
+}
+
+static int later(wcache_cache *c, int64_t *rev)
+{
+    int bad = put(c, "/registry/pods/ns/pod-00003", 27, "changed", 7, rev);
+    bad |= wcache_ingest_delete(c, "/registry/pods/ns/pod-00005", 27, ++*rev) != WCACHE_OK;
+    bad |= put(c, "/registry/zz-new", 16, "new", 3, rev);
     return bad;
 }
 
@@ -98,6 +108,15 @@ int main(int argc, char **argv)
     o.errbuf = eb;
     o.errbuf_len = sizeof eb;
     wcache_code rc = wcache_snapshot_write(c, argv[1], &o, NULL);
+    wcache_snapshot *base = NULL;
+    if (rc == WCACHE_OK && variant == 3) {
+        rc = argc == 5 && !later(c, &rev) ? wcache_snapshot_open(&base, argv[1], NULL)
+                                          : WCACHE_EINVAL;
+        o.base = base;
+        if (rc == WCACHE_OK)
+            rc = wcache_snapshot_write(c, argv[4], &o, NULL);
+        wcache_snapshot_close(base);
+    }
     if (rc != WCACHE_OK)
         fprintf(stderr, "gensnap: %s: %s\n", wcache_strerror(rc), eb);
     wcache_cache_close(c);

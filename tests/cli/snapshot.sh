@@ -18,7 +18,7 @@ B=$T/b.wcsnap
 
 # --- help and version ---------------------------------------------------------
 expect 0 wcache --help && has "inspect SNAP"
-expect 0 wcache version && has "snapshot format 1.0"
+expect 0 wcache version && has "snapshot format 1.1"
 expect 1 wcache
 expect 1 wcache frobnicate && has_err "unknown command"
 expect 1 wcache inspect && has_err "expected one snapshot file"
@@ -33,7 +33,7 @@ python3 - "$T/out" <<'PY' && ok || fail "inspect -o json shape"
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["revision"] == 42 and d["objects"] == 42 and d["compacted_revision"] == 0
-assert d["source_id"] == "test:/registry/" and d["format_version"] == "1.0"
+assert d["source_id"] == "test:/registry/" and d["format_version"] == "1.1"
 assert isinstance(d["ratio"], float) and d["file_bytes"] > 0
 PY
 expect 1 wcache inspect "$T/missing.wcsnap" && has_err "system call failed"
@@ -112,6 +112,48 @@ expect 1 wcache diff "$A" "$B" && lines 3 && has '^~ /registry/pods/ns/pod-00003
     has '^- /registry/pods/ns/pod-00005$' && has '^+ /registry/zz-new$'
 expect 2 wcache diff "$A" "$T/missing.wcsnap"
 expect 2 wcache diff "$A"
+
+# --- deltas (format 1.1) ----------------------------------------------------------
+"$T/gensnap" "$T/base.wcsnap" 40 3 "$T/delta.wcsnap" || fail "gensnap delta"
+D=$T/delta.wcsnap
+expect 0 wcache inspect "$D" && has "kind: *delta on revision 42" && has "tombstones: *1"
+expect 0 wcache inspect "$T/base.wcsnap" && has "kind: *full"
+expect 0 wcache inspect "$D" -o json
+python3 - "$T/out" <<'PY' && ok || fail "inspect -o json of a delta"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["kind"] == "delta" and d["base_revision"] == 42 and d["revision"] == 45, d
+assert d["tombstones"] == 1 and d["objects"] == 3 and len(d["base_file_hash"]) == 16, d
+PY
+expect 0 wcache verify "$D" && has "delta"
+expect 0 wcache verify "$T/base.wcsnap" "$D" && has "chain ok: 2 files, revision 45"
+expect 2 wcache verify "$A" "$D" && has_err "broken chain"
+expect 2 wcache verify "$D" "$D" && has_err "begins with a full snapshot"
+expect 2 wcache verify "$T/base.wcsnap" "$T/base.wcsnap" && has_err "not a delta"
+expect 0 wcache list "$D" && lines 3 && has '^/registry/pods/ns/pod-00005	deleted$' &&
+    has '^/registry/zz-new$'
+expect 0 wcache list "$D" -o json
+python3 - "$T/out" <<'PY' && ok || fail "list -o json of a delta"
+import json, sys
+ls = [json.loads(l) for l in open(sys.argv[1])]
+t = [l for l in ls if l.get("deleted")]
+assert len(t) == 1 and t[0]["key"] == "/registry/pods/ns/pod-00005", ls
+assert t[0]["mod_revision"] == 44 and "value" not in t[0], t
+PY
+expect 0 wcache export "$D" -o yaml
+python3 - "$T/out" <<'PY' && ok || fail "export -o yaml of a delta"
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+assert docs[0]["kind"] == "delta" and docs[0]["base_revision"] == 42, docs[0]
+assert [i for i in docs[1] if i.get("deleted") is True][0]["mod_revision"] == 44
+PY
+expect 0 wcache export "$D" -o json && lines 4
+expect 3 wcache get "$D" /registry/pods/ns/pod-00005 && has_err "deleted at revision 44"
+expect 0 wcache get "$D" /registry/zz-new -o value && has "new"
+cp "$D" "$T/dflip.wcsnap"
+printf '\x55' | dd of="$T/dflip.wcsnap" bs=1 seek=$(($(stat -c %s "$D") / 2)) conv=notrunc \
+    status=none
+expect 2 wcache verify "$T/base.wcsnap" "$T/dflip.wcsnap"
 
 # --- damage: exit 2 with a message, for every reading command -------------------------
 size=$(stat -c %s "$A")

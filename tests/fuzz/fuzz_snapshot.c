@@ -10,7 +10,16 @@
  * Random bytes almost never carry valid XXH3 sums, so without the second
  * pass the fuzzer would stop at the checksum checks and never reach the
  * decompression, record and count checks behind them.
+ *
+ * An input that holds two files (the first ends at its end magic) is also
+ * restored as a chain, base then delta, with the delta's base revision and
+ * checksum patched to name the base, so that the link checks and the merge
+ * of tombstones and puts over the base are reached (the files are handed
+ * over as memfds).  The cache must be left empty by any refusal.
  */
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -36,10 +45,13 @@ static void read_all(const uint8_t *data, size_t size)
         abort();
     wcache_kv kv;
     uint64_t n = 0;
-    int rc;
+    int rc, delta = (in.flags & WCACHE_SNAP_FLAG_DELTA) != 0;
     while ((rc = wcache_snapshot_next(s, &kv)) == WCACHE_OK) {
-        if (kv.mod_revision > in.revision || kv.create_revision < 1 || kv.version < 1 ||
-            kv.key_len == 0)
+        int tomb = delta && kv.version == 0;
+        if (kv.mod_revision > in.revision || kv.key_len == 0 ||
+            (tomb ? kv.create_revision != 0 || kv.value_len != 0
+                  : kv.create_revision < 1 || kv.version < 1) ||
+            (delta && kv.mod_revision <= in.base_revision))
             abort(); /* the reader promised to check these */
         n++;
     }
@@ -86,6 +98,62 @@ static void fix_sums(uint8_t *p, size_t size)
     put64(p + end + 48, XXH3_64bits(p, size - 16));
 }
 
+static uint64_t get64(const uint8_t *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* A memfd holding n bytes, named by *path. */
+static int memfile(const uint8_t *p, size_t n, char *path, size_t pl)
+{
+    int fd = memfd_create("fuzz-snap", MFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (n && write(fd, p, n) != (ssize_t)n) {
+        close(fd);
+        return -1;
+    }
+    snprintf(path, pl, "/proc/self/fd/%d", fd);
+    return fd;
+}
+
+/* Base = p[0..cut), delta = p[cut..size): make the delta name the base,
+ * then restore the chain. */
+static void chain(uint8_t *p, size_t cut, size_t size)
+{
+    uint8_t *b = p, *d = p + cut;
+    size_t bn = cut, dn = size - cut;
+    fix_sums(b, bn);
+    if (bn >= 128 && dn >= 128 + 24) {
+        size_t x = 64 + get32(d + 20); /* the 1.1 fields after the source id */
+        if (d[10] >= 1 && x + 24 + 8 <= get32(d + 16) && get32(d + 16) <= dn - 64) {
+            put64(d + x, get64(b + 24));         /* B: the base's revision */
+            put64(d + x + 8, get64(b + bn - 16)); /* its whole-file checksum */
+        }
+    }
+    fix_sums(d, dn);
+    char pb[64], pd[64];
+    int fb = memfile(b, bn, pb, sizeof pb), fd = memfile(d, dn, pd, sizeof pd);
+    wcache_cache *c = NULL;
+    if (fb >= 0 && fd >= 0 && wcache_cache_create(&c, NULL) == WCACHE_OK &&
+        wcache_cache_open(c) == WCACHE_OK) {
+        char eb[256];
+        wcache_snapshot_read_opts o = {.size = sizeof o};
+        o.max_block_bytes = 1u << 20;
+        o.errbuf = eb;
+        o.errbuf_len = sizeof eb;
+        const char *v[2] = {pb, pd};
+        if (wcache_snapshot_restore_chain(c, v, 2, &o, NULL) != WCACHE_OK &&
+            wcache_cache_revision(c) != 0)
+            abort(); /* a refused chain must leave the cache as it was */
+    }
+    wcache_cache_close(c);
+    if (fb >= 0)
+        close(fb);
+    if (fd >= 0)
+        close(fd);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     read_all(data, size);
@@ -95,6 +163,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(copy, data, size);
     fix_sums(copy, size);
     read_all(copy, size);
+    /* Two files: the first ends with the end magic. */
+    static const uint8_t end_magic[8] = {'W', 'C', 'S', 'N', 'E', 'N', 'D', '\n'};
+    for (size_t i = 128; i + 8 <= size && i + 8 < size; i++)
+        if (memcmp(data + i, end_magic, 8) == 0 && data[0] == 0x89) {
+            memcpy(copy, data, size);
+            chain(copy, i + 8, size);
+            break;
+        }
     free(copy);
     return 0;
 }

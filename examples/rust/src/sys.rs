@@ -210,6 +210,7 @@ pub struct wcache_snapshot_write_opts {
     pub userdata: *mut c_void,
     pub errbuf: *mut c_char,
     pub errbuf_len: usize,
+    pub base: *const wcache_snapshot,
 }
 
 #[repr(C)]
@@ -239,6 +240,10 @@ pub struct wcache_snapshot_info {
     pub kv_bytes: u64,
     pub raw_bytes: u64,
     pub file_bytes: u64,
+    pub base_revision: i64,
+    pub base_file_hash: u64,
+    pub tombstones: u64,
+    pub file_hash: u64,
 }
 
 #[repr(C)]

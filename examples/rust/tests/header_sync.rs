@@ -13,6 +13,7 @@ const NOT_BOUND: &[(&str, &str)] = &[
     ("wcache_etcd_current_revision", "etcd source"),
     ("wcache_etcd_range", "etcd source"),
     ("wcache_etcd_source_id", "etcd source"),
+    ("wcache_snapshot_restore_chain", "delta chains: not bound yet (a const char *const * array)"),
 ];
 
 fn read(rel: &str) -> String {
