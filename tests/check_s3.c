@@ -326,10 +326,18 @@ static char sdir[256];      /* s3-local's directory */
 static char endpoint[128];  /* the SigV4 gate */
 static char pendpoint[128]; /* the fault proxy in front of it */
 
-static int valgrind(void)
+static int env_on(const char *name)
 {
-    const char *v = getenv("WCACHE_VALGRIND");
+    const char *v = getenv(name);
     return v && *v && strcmp(v, "0");
+}
+
+/* The sanitizer and valgrind passes check our memory and threads; what
+ * awscli thinks of the objects is the plain pass's business, and each
+ * awscli start costs a second or more there. */
+static int plain_pass(void)
+{
+    return !env_on("WCACHE_VALGRIND") && !env_on("WCACHE_ASAN") && !env_on("WCACHE_TSAN");
 }
 
 static void s3_up(void)
@@ -620,9 +628,22 @@ static int same_file(const char *a, const char *b)
     return system(cmd) == 0;
 }
 
-/* Multipart uploads in progress in the bucket, as awscli lists them. */
+/* Multipart uploads in progress in the bucket: in s3rver's upload
+ * directory (the same place the gate's ListMultipartUploads reads), and in
+ * the plain pass as awscli lists them too. */
 static int open_uploads(void)
 {
+    char path[400];
+    snprintf(path, sizeof path, "%s/srv/data/snaps/._S3rver_uploads", sdir);
+    int n = 0;
+    DIR *d = opendir(path);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+        n += de->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    if (!plain_pass())
+        return n;
     char out[400];
     snprintf(out, sizeof out, "%s/uploads.json", sdir);
     ck_assert_int_eq(sh("aws --endpoint-url %s s3api list-multipart-uploads --bucket snaps "
@@ -632,11 +653,12 @@ static int open_uploads(void)
     FILE *f = fopen(out, "r");
     ck_assert_ptr_nonnull(f);
     char line[512];
-    int n = 0;
+    int na = 0;
     while (fgets(line, sizeof line, f))
         if (strstr(line, "\"UploadId\""))
-            n++;
+            na++;
     fclose(f);
+    ck_assert_int_eq(na, n);
     return n;
 }
 
@@ -669,7 +691,7 @@ START_TEST(s3_layout_cycle)
 {
     wcache_store_opts o = s3opts(endpoint);
     wcache_store *st = open_store("s3://snaps/cycle", &o);
-    layout_cycle(st, valgrind() ? 200 : 2000, 100);
+    layout_cycle(st, plain_pass() ? 2000 : 200, 100);
     wcache_store_close(st);
 }
 END_TEST
@@ -685,6 +707,10 @@ START_TEST(s3_awscli_both_ways)
     wcache_store *st = open_store("s3://snaps", &o);
     ck_assert_int_eq(wcache_store_put_file(st, "x/key with space+plus.wcsnap", a, NULL),
                      WCACHE_OK);
+    if (!plain_pass()) {
+        wcache_store_close(st);
+        return;
+    }
     ck_assert_int_eq(sh("aws --endpoint-url %s s3 cp 's3://snaps/x/key with space+plus.wcsnap' "
                         "'%s' >/dev/null%s",
                         b, ""),
@@ -693,7 +719,7 @@ START_TEST(s3_awscli_both_ways)
 
     /* awscli uploads (multipart above its 8 MiB threshold when not under
      * valgrind), we restore. */
-    snap_file(a, valgrind() ? 300 : 60000);
+    snap_file(a, 60000);
     ck_assert_int_eq(sh("aws --endpoint-url %s s3 cp '%s' s3://snaps/from-aws/s.wcsnap "
                         ">/dev/null%s",
                         a, ""),
@@ -702,8 +728,8 @@ START_TEST(s3_awscli_both_ways)
     int rc = wcache_store_restore(st, "from-aws/s.wcsnap", r, NULL, NULL);
     ck_assert_msg(rc == WCACHE_OK, "restore: %s: %s", wcache_strerror(rc), errbuf);
     wcache_cache *c = new_cache();
-    fill(c, valgrind() ? 300 : 60000, 64);
-    same_content(c, r, valgrind() ? 300 : 60000);
+    fill(c, 60000, 64);
+    same_content(c, r, 60000);
     wcache_cache_close(c);
     wcache_cache_close(r);
     wcache_store_close(st);
@@ -771,7 +797,7 @@ END_TEST
 /* Several parts in parallel, read back by awscli, no upload left open. */
 START_TEST(s3_multipart)
 {
-    size_t n = valgrind() ? 700000 : 3000000;
+    size_t n = plain_pass() ? 3000000 : 700000;
     char a[400], b[400];
     snprintf(a, sizeof a, "%s/big.bin", tdir);
     snprintf(b, sizeof b, "%s/big.aws", tdir);
@@ -788,9 +814,12 @@ START_TEST(s3_multipart)
     int rc = wcache_store_put_file(st, "big.bin", a, &obj);
     ck_assert_msg(rc == WCACHE_OK, "put: %s: %s", wcache_strerror(rc), errbuf);
     ck_assert_uint_eq(obj.bytes, n);
-    ck_assert_int_eq(
-        sh("aws --endpoint-url %s s3 cp s3://snaps/mp/big.bin '%s' >/dev/null%s", b, ""), 0);
-    ck_assert(same_file(a, b));
+    if (plain_pass()) {
+        ck_assert_int_eq(
+            sh("aws --endpoint-url %s s3 cp s3://snaps/mp/big.bin '%s' >/dev/null%s", b, ""),
+            0);
+        ck_assert(same_file(a, b));
+    }
     ck_assert_int_eq(open_uploads(), 0);
     ck_assert_int_eq(wcache_store_get_file(st, "big.bin", b, 0, NULL), WCACHE_OK);
     ck_assert(same_file(a, b));
@@ -802,7 +831,7 @@ END_TEST
  * cut in half, on every kind of request. */
 START_TEST(s3_faults_survived)
 {
-    size_t n = valgrind() ? 600000 : 2000000;
+    size_t n = plain_pass() ? 2000000 : 600000;
     char a[400], b[400];
     snprintf(a, sizeof a, "%s/f.bin", tdir);
     snprintf(b, sizeof b, "%s/f.out", tdir);
