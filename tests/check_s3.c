@@ -974,6 +974,33 @@ START_TEST(s3_credentials_file)
 }
 END_TEST
 
+/* Virtual-hosted addressing: BUCKET.s3.localhost (s3rver runs with
+ * --service-endpoint localhost; libcurl resolves *.localhost itself). */
+START_TEST(s3_virtual_hosted)
+{
+    char ep[160], a[400], b[400];
+    snprintf(ep, sizeof ep, "http://s3.localhost:%s", strrchr(endpoint, ':') + 1);
+    snprintf(a, sizeof a, "%s/v.wcsnap", tdir);
+    snprintf(b, sizeof b, "%s/v.out", tdir);
+    snap_file(a, 100);
+    wcache_store_opts o = s3opts(ep);
+    o.style = WCACHE_STORE_STYLE_VIRTUAL;
+    wcache_store *st = open_store("s3://snaps/vhost", &o);
+    int rc = wcache_store_put_file(st, "k 1.wcsnap", a, NULL);
+    ck_assert_msg(rc == WCACHE_OK, "put: %s: %s", wcache_strerror(rc), errbuf);
+    ck_assert_int_eq(count_objects(st, NULL), 1);
+    ck_assert_int_eq(wcache_store_get_file(st, "k 1.wcsnap", b, 1, NULL), WCACHE_OK);
+    ck_assert(same_file(a, b));
+    wcache_store_close(st);
+    /* The same object, path style. */
+    o = s3opts(endpoint);
+    st = open_store("s3://snaps/vhost", &o);
+    ck_assert_int_eq(wcache_store_delete(st, "k 1.wcsnap"), WCACHE_OK);
+    ck_assert_int_eq(count_objects(st, NULL), 0);
+    wcache_store_close(st);
+}
+END_TEST
+
 Suite *s3_suite(void)
 {
     Suite *s = suite_create("s3");
@@ -990,6 +1017,7 @@ Suite *s3_suite(void)
     tcase_add_test(t, s3_faults_give_up);
     tcase_add_test(t, s3_damaged_object_refused);
     tcase_add_test(t, s3_credentials_file);
+    tcase_add_test(t, s3_virtual_hosted);
     suite_add_tcase(s, t);
     return s;
 }
