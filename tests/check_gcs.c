@@ -767,6 +767,62 @@ START_TEST(open_errors)
 }
 END_TEST
 
+/* The CLI: wcache push, ls and pull on gs:// URLs (tools/wcache, built by
+ * `make all`), with the token from --gcs-token-file or the environment; a
+ * refused token fails with the status and never shows the token. */
+static int sh(const char *fmt, const char *a, const char *b)
+{
+    char cmd[1024], full[1600];
+    snprintf(cmd, sizeof cmd, fmt, a, b);
+    snprintf(full, sizeof full, "%.1023s --endpoint %.127s >%.255s/out 2>&1", cmd, EP, TDIR);
+    int rc = system(full);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int out_has(const char *needle)
+{
+    char p[300], buf[8192];
+    snprintf(p, sizeof p, "%s/out", TDIR);
+    FILE *f = fopen(p, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return strstr(buf, needle) != NULL;
+}
+
+START_TEST(cli_push_pull_ls)
+{
+    ck_assert_msg(access("tools/wcache", X_OK) == 0, "tools/wcache is not built (make all)");
+    int64_t rev = 0;
+    wcache_cache *c = filled(cache_size(), &rev);
+    char a[300], b[300];
+    snprintf(a, sizeof a, "%s/a.wcsnap", TDIR);
+    snprintf(b, sizeof b, "%s/b.wcsnap", TDIR);
+    wcache_snapshot_write_opts w = {.size = sizeof w, .revision = WCACHE_REV_LATEST};
+    ck_assert_int_eq(wcache_snapshot_write(c, a, &w, NULL), WCACHE_OK);
+    ck_assert_int_eq(
+        sh("tools/wcache push %s gs://snaps/cli/a.wcsnap --gcs-token-file %s", a, TOKFILE), 0);
+    ck_assert_int_eq(sh("tools/wcache ls gs://snaps/cli --gcs-token-file %s%s", TOKFILE, ""),
+                     0);
+    ck_assert(out_has("a.wcsnap"));
+    ck_assert_int_eq(sh("GOOGLE_OAUTH_ACCESS_TOKEN=" TOKEN " tools/wcache pull "
+                        "gs://snaps/cli/a.wcsnap %s%s",
+                        b, ""),
+                     0);
+    char cmp[700];
+    snprintf(cmp, sizeof cmp, "cmp -s %s %s", a, b);
+    ck_assert_int_eq(system(cmp), 0);
+    ck_assert_int_ne(sh("GOOGLE_OAUTH_ACCESS_TOKEN=refused-secret-token tools/wcache ls "
+                        "gs://snaps/cli%s%s",
+                        "", ""),
+                     0);
+    ck_assert(out_has("401"));
+    ck_assert(!out_has("refused-secret-token"));
+    wcache_cache_close(c);
+}
+END_TEST
+
 Suite *gcs_suite(void)
 {
     Suite *s = suite_create("gcs");
@@ -780,6 +836,7 @@ Suite *gcs_suite(void)
     tcase_add_test(t, upload_checksum_mismatch);
     tcase_add_test(t, auth_failures);
     tcase_add_test(t, open_errors);
+    tcase_add_test(t, cli_push_pull_ls);
     suite_add_tcase(s, t);
     t = tcase_create("paged");
     tcase_add_checked_fixture(t, srv_start_paged, srv_stop);

@@ -82,6 +82,8 @@ int store_flag(int argc, char **argv, int *i, wcache_store_opts *o)
         o->profile = v;
     } else if ((v = val(argc, argv, i, "--ca-file", &miss))) {
         o->ca_file = v;
+    } else if ((v = val(argc, argv, i, "--gcs-token-file", &miss))) {
+        o->gcs_token_file = v; /* a path, not the token: safe to show in ps */
     } else if ((v = val(argc, argv, i, "--part-size", &miss))) {
         if (num(v, 5 << 20, 5LL << 30, &x)) {
             fprintf(stderr, "%s: --part-size needs 5M .. 5120M\n", prog);
@@ -198,7 +200,7 @@ static void usage(void)
     fprintf(stderr, "usage: wcache push SNAP URL | pull URL SNAP [--no-verify] | ls URL\n"
                     "       [--endpoint URL] [--region R] [--path-style|--virtual-style]\n"
                     "       [--profile P] [--part-size N[M]] [--parallel N] [--ca-file F]\n"
-                    "       [--insecure] [--retries N]\n"
+                    "       [--insecure] [--retries N] [--gcs-token-file F]\n"
                     "Try 'wcache --help'.\n");
 }
 
