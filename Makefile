@@ -493,6 +493,7 @@ bench: all
 	elif [ -f bench/run.sh ]; then bash bench/run.sh; \
 	else echo "bench: bench/run.sh not present yet" >&2; exit 1; fi
 	@if [ -x bench/s3.sh ]; then bench/s3.sh; fi
+	@if [ -x bench/proxy.sh ]; then bench/proxy.sh; fi
 
 # --- install -------------------------------------------------------------------------
 # Directories under the prefix are written relative to ${prefix} in the .pc

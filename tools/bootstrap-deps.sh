@@ -5,6 +5,7 @@
 #   tools/bootstrap-deps.sh check   also the tools `make check` runs
 #                                   (clang + sanitizer runtimes, valgrind, ...)
 #   tools/bootstrap-deps.sh ci      also the test peers (etcd, zstd, gnuplot)
+#   tools/bootstrap-deps.sh bench   what make bench needs beyond the build (wrk)
 #   tools/bootstrap-deps.sh go | rust   the toolchain of examples/go or
 #                                   examples/rust, only when its command is
 #                                   missing (a rustup or upstream Go install
@@ -28,6 +29,8 @@ RUST_CMDS=(cargo:cargo rustc:rustc cargo-clippy:rust-clippy)
 # awscli cross-checks what the library writes and reads.  A newer node or
 # aws already on PATH is kept.
 S3_CMDS=(node:nodejs npm:npm aws:awscli)
+# make bench: wrk drives the proxy's GET/LIST rates (bench/proxy.sh).
+BENCH_PKGS=(wrk etcd-server etcd-client curl python3 gnuplot-nox)
 CI_PKGS=(zstd etcd-server etcd-client openssl gnuplot-nox curl ca-certificates git golang-go)
 
 # The packages of the toolchains whose command is missing.
@@ -51,8 +54,9 @@ packages() {
         printf '%s\n' "${BUILD_PKGS[@]}" "${CHECK_PKGS[@]}" "${CI_PKGS[@]}"
         by_command "${S3_CMDS[@]}"
         ;;
+    bench) printf '%s\n' "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}" ;;
     *)
-        echo "bootstrap-deps.sh: unknown profile '$1' (build, check, ci, go, rust)" >&2
+        echo "bootstrap-deps.sh: unknown profile '$1' (build, check, ci, bench, go, rust)" >&2
         exit 2
         ;;
     esac
