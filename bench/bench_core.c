@@ -7,8 +7,9 @@
  *   UPDATES  update events (default max(N, 50000))
  *   SECONDS  duration of each GET and LIST measurement, best of 3 (default 0.5)
  *   PHASES   letters of the phases to run after the load by puts, for
- *            profiling one at a time: u(pdate) m(emory) g(et) l(ist)
- *            b(ulk load); default "umglb"
+ *            profiling one at a time: u(pdate, one put per call)
+ *            U(pdate, UPDATE_BATCH events per wcache_ingest_changes call)
+ *            m(emory) g(et) l(ist) b(ulk load); default "uUmglb"
  *
  * Output: one line per metric on stdout, "metric<TAB>N<TAB>value<TAB>unit";
  * bench/peers/go-btree prints the same metrics, so bench/run.sh can put
@@ -42,8 +43,10 @@
 #define RETAIN 10000
 #define CHUNK 1024
 #define SEED_WORKLOAD 0x5eed0f10adull /* the key sequence; same as the Go peer */
+#define UPDATE_BATCH 64               /* events per wcache_ingest_changes() call */
 #define GET_BATCH 4096
-#define REPEATS 3 /* GET and LIST measurements keep the best of this many */
+#define GET_MANY 64 /* keys per wcache_view_get_many() call */
+#define REPEATS 3   /* GET and LIST measurements keep the best of this many */
 
 static uint64_t n_objects;
 
@@ -71,7 +74,20 @@ static void *xmalloc(size_t n)
     return p;
 }
 
+/* BENCH_CLOCK=cpu: the calling thread's CPU time instead of wall time, for
+ * A/B comparisons of single-threaded phases on a shared machine (time the
+ * thread spends descheduled does not count; cache interference still does). */
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
 static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(bench_clock, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* GET runs several threads: always wall time. */
+static double wall(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -121,6 +137,23 @@ static double chunk_apply(const chunk *ch, wcache_cache *c)
     return now() - t0;
 }
 
+/* Apply the chunk in calls of wcache_ingest_changes() of `batch` events
+ * each, one revision per event; returns the seconds it took. */
+static double chunk_apply_batched(const chunk *ch, wcache_cache *c, size_t batch)
+{
+    static wcache_change x[CHUNK];
+    for (size_t k = 0; k < ch->count; k++)
+        x[k] = (wcache_change){WCACHE_CHANGE_PUT, ch->arena + ch->koff[k],
+                               ch->klen[k],       ch->arena + ch->voff[k],
+                               ch->vlen[k],       ch->rev[k]};
+    double t0 = now();
+    for (size_t k = 0; k < ch->count; k += batch) {
+        size_t m = ch->count - k < batch ? ch->count - k : batch, done;
+        check(wcache_ingest_changes(c, x + k, m, &done), "ingest_changes");
+    }
+    return now() - t0;
+}
+
 /* ---- phases ---- */
 
 static wcache_cache *open_cache(void)
@@ -150,10 +183,13 @@ static double load_puts(wcache_cache *c, const podgen *g, uint64_t n, chunk *ch)
     return (double)n / busy;
 }
 
-/* u updates of uniformly random keys, one event per revision. */
-static double updates(wcache_cache *c, const podgen *g, uint64_t n, uint64_t u, chunk *ch)
+/* u updates of uniformly random keys, one event per revision; batch 0:
+ * one wcache_ingest_put() per event, else wcache_ingest_changes() of batch
+ * events per call.  seed: the key sequence. */
+static double updates(wcache_cache *c, const podgen *g, uint64_t n, uint64_t u, chunk *ch,
+                      size_t batch, uint64_t seed)
 {
-    podgen_rng r = {SEED_WORKLOAD};
+    podgen_rng r = {seed};
     uint64_t idx[CHUNK], gen[CHUNK];
     int64_t rev[CHUNK];
     double busy = 0;
@@ -165,7 +201,7 @@ static double updates(wcache_cache *c, const podgen *g, uint64_t n, uint64_t u, 
             idx[k] = podgen_next(&r) % n, gen[k] = (uint64_t)rev[k];
         }
         chunk_fill(ch, g, idx, gen, rev, m);
-        busy += chunk_apply(ch, c);
+        busy += batch ? chunk_apply_batched(ch, c, batch) : chunk_apply(ch, c);
     }
     return (double)u / busy;
 }
@@ -241,7 +277,8 @@ static void keyset_free(keyset *ks)
 typedef struct get_job {
     wcache_cache *c;
     const keyset *ks;
-    int pinned; /* 1: one view kept open; 0: begin and end per GET */
+    int pinned;  /* 1: one view kept open; 0: begin and end per GET */
+    size_t many; /* 0: wcache_view_get; else keys per wcache_view_get_many */
     unsigned thread;
     double secs;
     pthread_barrier_t *start;
@@ -253,16 +290,31 @@ static void *get_thread(void *arg)
     get_job *j = arg;
     podgen_rng r = {SEED_WORKLOAD + j->thread * 7919u};
     wcache_view *v;
-    wcache_kv kv;
+    wcache_kv kv, kvs[GET_MANY];
+    wcache_code codes[GET_MANY];
+    const void *keys[GET_MANY];
+    size_t lens[GET_MANY];
     uint64_t sum = 0;
     double t0;
     check(wcache_view_create(j->c, &v), "view_create");
     if (j->pinned)
         check(wcache_view_begin(v, WCACHE_REV_LATEST), "view_begin");
     pthread_barrier_wait(j->start);
-    t0 = now();
-    while (now() - t0 < j->secs) {
-        for (int k = 0; k < GET_BATCH; k++) {
+    t0 = wall();
+    while (wall() - t0 < j->secs) {
+        for (int k = 0; k < GET_BATCH && j->many; k += (int)j->many) {
+            for (size_t q = 0; q < j->many; q++) {
+                uint64_t i = podgen_next(&r) % n_objects;
+                keys[q] = j->ks->arena + j->ks->off[i];
+                lens[q] = j->ks->len[i];
+            }
+            check(wcache_view_get_many(v, keys, lens, j->many, kvs, codes), "view_get_many");
+            for (size_t q = 0; q < j->many; q++) {
+                check(codes[q], "view_get_many (key)");
+                sum += kvs[q].value_len;
+            }
+        }
+        for (int k = 0; k < GET_BATCH && !j->many; k++) {
             uint64_t i = podgen_next(&r) % n_objects;
             if (!j->pinned)
                 check(wcache_view_begin(v, WCACHE_REV_LATEST), "view_begin");
@@ -282,7 +334,7 @@ static void *get_thread(void *arg)
 
 /* GETs of uniformly random keys on `threads` threads; total GETs/s. */
 static double get_bench(wcache_cache *c, const keyset *ks, unsigned threads, int pinned,
-                        double secs)
+                        size_t many, double secs)
 {
     pthread_t tid[2];
     get_job job[2];
@@ -291,19 +343,19 @@ static double get_bench(wcache_cache *c, const keyset *ks, unsigned threads, int
     double t0;
     pthread_barrier_init(&start, NULL, threads + 1);
     for (unsigned t = 0; t < threads; t++) {
-        job[t] = (get_job){c, ks, pinned, t, secs, &start, 0};
+        job[t] = (get_job){c, ks, pinned, many, t, secs, &start, 0};
         if (pthread_create(&tid[t], NULL, get_thread, &job[t]) != 0) {
             fprintf(stderr, "bench_core: pthread_create failed\n");
             exit(1);
         }
     }
     pthread_barrier_wait(&start);
-    t0 = now();
+    t0 = wall();
     for (unsigned t = 0; t < threads; t++) {
         pthread_join(tid[t], NULL);
         total += job[t].gets;
     }
-    t0 = now() - t0;
+    t0 = wall() - t0;
     pthread_barrier_destroy(&start);
     return (double)total / t0;
 }
@@ -311,11 +363,11 @@ static double get_bench(wcache_cache *c, const keyset *ks, unsigned threads, int
 /* Best of REPEATS: the machine may be shared, and interference only ever
  * makes a run slower. */
 static double best_get(wcache_cache *c, const keyset *ks, unsigned threads, int pinned,
-                       double secs)
+                       size_t many, double secs)
 {
     double best = 0;
     for (int k = 0; k < REPEATS; k++) {
-        double r = get_bench(c, ks, threads, pinned, secs);
+        double r = get_bench(c, ks, threads, pinned, many, secs);
         best = r > best ? r : best;
     }
     return best;
@@ -406,10 +458,12 @@ int main(int argc, char **argv)
     wcache_cache *c;
     wcache_view *v;
     wcache_kv *items;
-    const char *phases = "umglb";
+    const char *phases = "uUmglb";
     int opt;
 
     n_objects = 1000000;
+    if (getenv("BENCH_CLOCK") && !strcmp(getenv("BENCH_CLOCK"), "cpu"))
+        bench_clock = CLOCK_THREAD_CPUTIME_ID;
     while ((opt = getopt(argc, argv, "u:t:s:p:")) != -1) {
         if (opt == 'u')
             u = parse_u64(optarg, "update count");
@@ -439,7 +493,10 @@ int main(int argc, char **argv)
     c = open_cache();
     metric("load_put_rate", load_puts(c, &g, n_objects, &ch), "events/s");
     if (strchr(phases, 'u'))
-        metric("update_rate", updates(c, &g, n_objects, u, &ch), "events/s");
+        metric("update_rate", updates(c, &g, n_objects, u, &ch, 0, SEED_WORKLOAD), "events/s");
+    if (strchr(phases, 'U'))
+        metric("update_rate_batch64",
+               updates(c, &g, n_objects, u, &ch, UPDATE_BATCH, SEED_WORKLOAD + 1), "events/s");
     rss = peak_rss();
     note_stat(c);
 
@@ -458,10 +515,12 @@ int main(int argc, char **argv)
 
     keyset_make(&ks, &g, n_objects);
     if (strchr(phases, 'g')) {
-        metric("get_1t_view_open", best_get(c, &ks, 1, 1, secs), "gets/s");
-        metric("get_1t_view_per_get", best_get(c, &ks, 1, 0, secs), "gets/s");
-        metric("get_2t_view_open", best_get(c, &ks, 2, 1, secs), "gets/s");
-        metric("get_2t_view_per_get", best_get(c, &ks, 2, 0, secs), "gets/s");
+        metric("get_1t_view_open", best_get(c, &ks, 1, 1, 0, secs), "gets/s");
+        metric("get_1t_view_per_get", best_get(c, &ks, 1, 0, 0, secs), "gets/s");
+        metric("get_2t_view_open", best_get(c, &ks, 2, 1, 0, secs), "gets/s");
+        metric("get_2t_view_per_get", best_get(c, &ks, 2, 0, 0, secs), "gets/s");
+        metric("get_1t_many64", best_get(c, &ks, 1, 1, GET_MANY, secs), "gets/s");
+        metric("get_2t_many64", best_get(c, &ks, 2, 1, GET_MANY, secs), "gets/s");
     }
     if (strchr(phases, 'l')) {
         /* The old revision is inside the window only after enough events. */

@@ -346,6 +346,43 @@ WCACHE_API wcache_code wcache_ingest_delete(wcache_cache *c, const void *key, si
  */
 WCACHE_API wcache_code wcache_ingest_progress(wcache_cache *c, int64_t rev);
 
+/* What a wcache_change does. */
+typedef enum wcache_change_type {
+    WCACHE_CHANGE_PUT = 1,   /* put key = value */
+    WCACHE_CHANGE_DELETE = 2 /* delete key (value ignored) */
+} wcache_change_type;
+
+/* One change for wcache_ingest_changes(): a put or a delete at its own
+ * revision.  Pointers are the caller's; nothing is kept after the call. */
+typedef struct wcache_change {
+    uint32_t type; /* a wcache_change_type */
+    const void *key;
+    size_t key_len;
+    const void *value; /* put only; may be NULL when value_len is 0 */
+    size_t value_len;
+    int64_t rev;
+} wcache_change;
+
+/*
+ * @brief Apply n changes in order, each at its own revision, with the
+ *        same effect as n calls of wcache_ingest_put() and
+ *        wcache_ingest_delete(), but faster: the cache looks up the keys of
+ *        the next changes while it applies the current one, so their cache
+ *        misses overlap.  For a source that receives events in chunks (an
+ *        etcd watch response carries many).  Each change is applied on its
+ *        own: readers may see any revision in between, as with single calls.
+ *        Revisions must strictly increase, the first above the current.
+ * @return WCACHE_OK when all n are applied.  Otherwise the code the failing
+ *         change would have got from its single call (WCACHE_EINVAL also for
+ *         an unknown type): the changes before it stay applied, it and the
+ *         rest are not, and *applied says how many were.
+ *         WCACHE_EINVAL (c or ch NULL with n > 0), WCACHE_ESTATE as usual.
+ * Ownership: copies keys and values; applied may be NULL.
+ * Thread safety: writer.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size_t n,
+                                             size_t *applied);
+
 /*
  * @brief Create an empty batch: a set of puts and deletes applied at one
  *        revision, all or nothing (an etcd transaction).
@@ -480,6 +517,23 @@ WCACHE_API void wcache_view_free(wcache_view *v);
  */
 WCACHE_API wcache_code wcache_view_get(wcache_view *v, const void *key, size_t key_len,
                                        wcache_kv *out);
+
+/*
+ * @brief Read n keys at the view's revision: out[i] and codes[i] are what
+ *        wcache_view_get() would give for keys[i] (WCACHE_OK or
+ *        WCACHE_ENOTFOUND; out[i] is left as it was for the latter).
+ *        Faster than n single calls: the view looks up the next keys while
+ *        it reads the current one, so that their cache misses overlap.
+ * @return WCACHE_OK when every key was looked up; WCACHE_EINVAL (NULL
+ *         v, keys, key_lens, out or codes with n > 0, or a NULL key with a
+ *         non-zero length: nothing is read), WCACHE_ESTATE (view not
+ *         pinned).
+ * Ownership: out's pointers are borrowed until wcache_view_end().
+ * Thread safety: the view's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_view_get_many(wcache_view *v, const void *const *keys,
+                                            const size_t *key_lens, size_t n, wcache_kv *out,
+                                            wcache_code *codes);
 
 /* Options of a LIST.  size = sizeof(wcache_list_opts); zero means default. */
 typedef struct wcache_list_opts {

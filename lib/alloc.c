@@ -54,3 +54,234 @@ void wci_free(const wci_alloc *a, void *p)
     if (p)
         a->free(p, a->userdata);
 }
+
+/* ---- size classes ----
+ *
+ * glibc's heap does badly with what a cache does all day: free a ~1 KiB
+ * version and allocate one about as large.  Each free consolidates with its
+ * neighbours (a cache miss on memory nobody else touches) and takes a
+ * locked instruction that waits for every miss in flight.  Here every size
+ * rounded up to GRAIN has its own LIFO free list, carved from blocks of
+ * BLOCK bytes with no per-object header, so a freed version's memory (still
+ * in cache) is what the next version of about that size reuses.
+ *
+ * The writer allocates and frees almost everything, without a lock, from
+ * lists only it touches (it is one thread at a time by the API's contract).
+ * Other threads (watchers dropping the last reference to a version, batches
+ * filled on the caller's thread) use a second set of lists under a mutex;
+ * the writer adopts a whole shared list when its own is empty.  An object
+ * may move between the two freely: memory of one class is interchangeable.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define WCI_HAVE_VALGRIND 1
+#endif
+#endif
+#ifndef WCI_HAVE_VALGRIND
+#define VALGRIND_MALLOCLIKE_BLOCK(p, n, rz, z) ((void)0)
+#define VALGRIND_FREELIKE_BLOCK(p, rz) ((void)0)
+#define VALGRIND_MAKE_MEM_NOACCESS(p, n) ((void)0)
+#define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)0)
+#define VALGRIND_MAKE_MEM_UNDEFINED(p, n) ((void)0)
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define WCI_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WCI_ASAN 1
+#endif
+#endif
+#ifdef WCI_ASAN
+#include <sanitizer/asan_interface.h>
+#else
+#define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#endif
+
+/* 64: values drift (a pod grows a little after it is created), and a
+ * version freed in one class serves only that class; finer classes strand
+ * more freed memory than they save in rounding. */
+#define GRAIN 64
+#define NCLASS (WCI_SLAB_MAX / GRAIN + 1)
+#define BLOCK ((size_t)1 << 20)
+
+typedef struct pool {
+    char *cur;   /* unused tail of the newest block */
+    size_t left; /* its bytes */
+    void *free[NCLASS];
+} pool;
+
+struct wci_slab {
+    wci_alloc a;
+    pool w; /* the writer's */
+    pthread_mutex_t mu;
+    pool s;                         /* everyone else's, under mu */
+    _Atomic size_t nshared[NCLASS]; /* objects on s.free[]: a hint, read unlocked */
+    void *blocks;                   /* under mu */
+};
+
+wci_slab *wci_slab_create(const wci_alloc *a)
+{
+    wci_slab *s = wci_calloc(a, 1, sizeof *s);
+    if (!s)
+        return NULL;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        wci_free(a, s);
+        return NULL;
+    }
+    s->a = *a;
+    return s;
+}
+
+void wci_slab_destroy(wci_slab *s)
+{
+    if (!s)
+        return;
+    for (void *b = s->blocks; b;) {
+        void *next;
+        ASAN_UNPOISON_MEMORY_REGION(b, BLOCK);
+        VALGRIND_MAKE_MEM_DEFINED(b, sizeof next);
+        memcpy(&next, b, sizeof next);
+        wci_free(&s->a, b);
+        b = next;
+    }
+    pthread_mutex_destroy(&s->mu);
+    wci_alloc al = s->a;
+    wci_free(&al, s);
+}
+
+static bool slabbed(size_t n)
+{
+    return n && n <= WCI_SLAB_MAX;
+}
+
+static size_t class_of(size_t n)
+{
+    return (n + GRAIN - 1) / GRAIN;
+}
+
+static void *pop(void **head)
+{
+    void *p = *head;
+    if (p) {
+        ASAN_UNPOISON_MEMORY_REGION(p, sizeof(void *));
+        VALGRIND_MAKE_MEM_DEFINED(p, sizeof(void *));
+        memcpy(head, p, sizeof(void *));
+    }
+    return p;
+}
+
+static void push(void **head, void *p, size_t cls)
+{
+    VALGRIND_FREELIKE_BLOCK(p, 0);
+    VALGRIND_MAKE_MEM_UNDEFINED(p, sizeof(void *));
+    memcpy(p, head, sizeof(void *));
+    *head = p;
+    ASAN_POISON_MEMORY_REGION(p, cls * GRAIN);
+    VALGRIND_MAKE_MEM_NOACCESS(p, cls * GRAIN);
+}
+
+/* A new object from pool p's block, NULL when out of memory.  Objects are
+ * GRAIN-aligned: blocks are aligned for any type, sizes are GRAIN multiples. */
+static void *bump(wci_slab *s, pool *p, size_t cls, bool locked)
+{
+    size_t sz = cls * GRAIN;
+    if (p->left < sz) {
+        char *b = s->a.alloc(BLOCK, s->a.userdata);
+        if (!b)
+            return NULL;
+        if (!locked)
+            pthread_mutex_lock(&s->mu);
+        memcpy(b, &s->blocks, sizeof(void *));
+        s->blocks = b;
+        if (!locked)
+            pthread_mutex_unlock(&s->mu);
+        p->cur = b + GRAIN;
+        p->left = BLOCK - GRAIN;
+        ASAN_POISON_MEMORY_REGION(b, BLOCK);
+        VALGRIND_MAKE_MEM_NOACCESS(b, BLOCK);
+    }
+    void *o = p->cur;
+    p->cur += sz;
+    p->left -= sz;
+    return o;
+}
+
+static void *handed_out(void *o, size_t cls)
+{
+    if (o) {
+        ASAN_UNPOISON_MEMORY_REGION(o, cls * GRAIN);
+        VALGRIND_MALLOCLIKE_BLOCK(o, cls * GRAIN, 0, 0);
+    }
+    return o;
+}
+
+void *wci_slab_alloc_w(wci_slab *s, size_t n)
+{
+    if (!slabbed(n))
+        return wci_malloc(&s->a, n);
+    size_t cls = class_of(n);
+    void *o = pop(&s->w.free[cls]);
+    if (!o && atomic_load_explicit(&s->nshared[cls], memory_order_relaxed)) {
+        pthread_mutex_lock(&s->mu); /* adopt what the others freed */
+        s->w.free[cls] = s->s.free[cls];
+        s->s.free[cls] = NULL;
+        atomic_store_explicit(&s->nshared[cls], 0, memory_order_relaxed);
+        pthread_mutex_unlock(&s->mu);
+        o = pop(&s->w.free[cls]);
+    }
+    if (!o)
+        o = bump(s, &s->w, cls, false);
+    return handed_out(o, cls);
+}
+
+void wci_slab_free_w(wci_slab *s, void *p, size_t n)
+{
+    if (!p)
+        return;
+    if (!slabbed(n)) {
+        wci_free(&s->a, p);
+        return;
+    }
+    push(&s->w.free[class_of(n)], p, class_of(n));
+}
+
+void *wci_slab_alloc(wci_slab *s, size_t n)
+{
+    if (!slabbed(n))
+        return wci_malloc(&s->a, n);
+    size_t cls = class_of(n);
+    pthread_mutex_lock(&s->mu);
+    void *o = pop(&s->s.free[cls]);
+    if (o)
+        atomic_store_explicit(&s->nshared[cls],
+                              atomic_load_explicit(&s->nshared[cls], memory_order_relaxed) - 1,
+                              memory_order_relaxed);
+    else
+        o = bump(s, &s->s, cls, true);
+    pthread_mutex_unlock(&s->mu);
+    return handed_out(o, cls);
+}
+
+void wci_slab_free(wci_slab *s, void *p, size_t n)
+{
+    if (!p)
+        return;
+    if (!slabbed(n)) {
+        wci_free(&s->a, p);
+        return;
+    }
+    size_t cls = class_of(n);
+    pthread_mutex_lock(&s->mu);
+    push(&s->s.free[cls], p, cls);
+    atomic_store_explicit(&s->nshared[cls],
+                          atomic_load_explicit(&s->nshared[cls], memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&s->mu);
+}

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+typedef struct wci_slab wci_slab;
+
 typedef struct wci_alloc {
     void *(*alloc)(size_t n, void *userdata);
     void (*free)(void *p, void *userdata);
@@ -25,5 +27,22 @@ void *wci_calloc(const wci_alloc *a, size_t n, size_t size);
 /* Copy of p[0..n), NUL-terminated (one extra byte). */
 void *wci_memdup(const wci_alloc *a, const void *p, size_t n);
 void wci_free(const wci_alloc *a, void *p);
+
+/*
+ * Size-class allocation for the many short-lived, similar-sized objects of
+ * a cache (versions).  Memory comes from the wci_alloc in large blocks and
+ * goes back to it only at wci_slab_destroy().  The _w calls are for the
+ * cache's writer (one thread at a time, no lock); the others for any
+ * thread.  An object may be freed by either kind of call, whoever allocated
+ * it; the caller passes its size again.  Requests larger than WCI_SLAB_MAX
+ * are plain calls of the wci_alloc.
+ */
+#define WCI_SLAB_MAX 16384
+wci_slab *wci_slab_create(const wci_alloc *a); /* NULL: ENOMEM */
+void wci_slab_destroy(wci_slab *s);            /* every object must be freed */
+void *wci_slab_alloc_w(wci_slab *s, size_t n);
+void wci_slab_free_w(wci_slab *s, void *p, size_t n);
+void *wci_slab_alloc(wci_slab *s, size_t n);
+void wci_slab_free(wci_slab *s, void *p, size_t n);
 
 #endif

@@ -68,6 +68,10 @@ wcache_code wcache_cache_create(wcache_cache **out, const wcache_allocator *allo
         return WCACHE_ENOMEM;
     c->magic = WCI_CACHE_MAGIC;
     c->al = al;
+    if (!(c->slab = wci_slab_create(&al))) {
+        wci_free(&al, c);
+        return WCACHE_ENOMEM;
+    }
     for (int p = 1; p < WCACHE_P_LAST; p++)
         c->params[p] = PARAMS[p].dflt;
     c->log_level = WCACHE_LOG_INFO;
@@ -167,6 +171,7 @@ void wcache_cache_close(wcache_cache *c)
     }
     wci_index_fini(c); /* registered before open, so also when never opened */
     c->magic = 0;
+    wci_slab_destroy(c->slab); /* after every version: keys, batches, events */
     wci_alloc al = c->al;
     wci_free(&al, c);
 }

@@ -50,7 +50,7 @@ void wci_ring_push(wcache_cache *c, int64_t rev, int64_t now, wci_key *k, wci_ve
     wci_ring *r = &c->ring;
     r->ev[r->tail & r->mask] = (wci_event){rev, now, k, v};
     r->tail++;
-    atomic_fetch_add_explicit(&c->st_history, 1, memory_order_relaxed);
+    wci_stat_add(&c->st_history, 1);
 }
 
 static wci_ver *visible_at(wci_key *k, int64_t rev)
@@ -109,7 +109,7 @@ static void truncate_key(wcache_cache *c, wci_key *k, wci_ver *ev, int64_t P)
     if (wci_retire_reserve(c, 1) != 0)
         return;
     atomic_store_explicit(&p->next, NULL, memory_order_release);
-    atomic_fetch_sub_explicit(&c->st_versions, 1, memory_order_relaxed);
+    wci_stat_add(&c->st_versions, -1);
     wci_retire(c, w, WCI_RETIRE_VER);
 }
 
@@ -128,6 +128,29 @@ static void drop_zombies(wcache_cache *c)
     c->nzombies = keep;
 }
 
+/* Truncating a key usually waits on three misses in a row: the key, its
+ * newest version, and the version below it, which is freed.  Events a few
+ * positions ahead go through the same steps as prefetches.  Keys in the
+ * ring are alive for the whole pass (removed ones are only retired), and
+ * so is a head and what it links to; an event's own version may not be
+ * (a later event of the same key may have truncated it), so it is never
+ * loaded. */
+static void ahead(const wci_ring *r, int64_t P)
+{
+    uint64_t h = r->head;
+    if (h + 12 < r->tail && r->ev[(h + 12) & r->mask].rev <= P)
+        __builtin_prefetch(r->ev[(h + 12) & r->mask].key);
+    if (h + 8 < r->tail && r->ev[(h + 8) & r->mask].rev <= P)
+        __builtin_prefetch(
+            atomic_load_explicit(&r->ev[(h + 8) & r->mask].key->head, memory_order_relaxed));
+    if (h + 4 < r->tail && r->ev[(h + 4) & r->mask].rev <= P) {
+        wci_ver *w =
+            atomic_load_explicit(&r->ev[(h + 4) & r->mask].key->head, memory_order_relaxed);
+        if (w)
+            __builtin_prefetch(atomic_load_explicit(&w->next, memory_order_relaxed));
+    }
+}
+
 void wci_compact_phys(wcache_cache *c)
 {
     int64_t logical = atomic_load_explicit(&c->compact_rev, memory_order_relaxed);
@@ -139,11 +162,12 @@ void wci_compact_phys(wcache_cache *c)
     uint64_t n = 0;
     while (r->head < r->tail && r->ev[r->head & r->mask].rev <= P) {
         wci_event *e = &r->ev[r->head & r->mask];
+        ahead(r, P);
         truncate_key(c, e->key, e->ver, P);
         r->head++;
         n++;
     }
-    atomic_fetch_sub_explicit(&c->st_history, n, memory_order_relaxed);
+    wci_stat_add(&c->st_history, -(int64_t)n);
     if (c->ix)
         wci_index_compact(c, P); /* postings closed at or below P go too */
     c->phys_rev = P;
@@ -155,7 +179,7 @@ void wci_compact_phys(wcache_cache *c)
 static void compact_to(wcache_cache *c, int64_t rev)
 {
     atomic_store_explicit(&c->compact_rev, rev, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&c->st_compactions, 1, memory_order_relaxed);
+    wci_stat_add(&c->st_compactions, 1);
     wci_compact_phys(c);
 }
 

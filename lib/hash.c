@@ -85,6 +85,19 @@ wci_key *wci_hash_find(const wci_htab *t, const void *key, size_t len, uint64_t 
     }
 }
 
+void wci_hash_prefetch(const wci_htab *t, uint64_t hv)
+{
+    uintptr_t want = tag_of(hv);
+    size_t i = hv & t->mask;
+    for (int n = 0; n < 4; n++, i = (i + 1) & t->mask) {
+        uintptr_t s = atomic_load_explicit(&((wci_htab *)t)->s[i], memory_order_relaxed);
+        if (!s)
+            return;
+        if (s != WCI_HT_DEL && (s & TAG_MASK) == want)
+            __builtin_prefetch(decode(s));
+    }
+}
+
 static void place(wci_htab *t, wci_key *k)
 {
     size_t i = k->hash & t->mask;

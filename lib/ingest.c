@@ -13,16 +13,14 @@
 #include "index.h"
 #include "wcache_int.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- versions and keys ---- */
 
-static wci_ver *ver_new(const wci_alloc *al, const void *val, size_t vlen)
+static void ver_init(wci_ver *v, const void *val, size_t vlen)
 {
-    wci_ver *v = wci_malloc(al, sizeof *v + vlen);
-    if (!v)
-        return NULL;
     atomic_init(&v->next, NULL);
     v->mod_rev = v->create_rev = v->version = 0;
     v->vlen = (uint32_t)vlen & 0x7fffffffu;
@@ -30,12 +28,42 @@ static wci_ver *ver_new(const wci_alloc *al, const void *val, size_t vlen)
     atomic_init(&v->refs, 1);
     if (vlen)
         memcpy(v->value, val, vlen);
+}
+
+/* w: called by the writer (see alloc.h). */
+static wci_ver *ver_new_x(wcache_cache *c, const void *val, size_t vlen, bool w)
+{
+    size_t n = sizeof(wci_ver) + vlen;
+    wci_ver *v = w ? wci_slab_alloc_w(c->slab, n) : wci_slab_alloc(c->slab, n);
+    if (v)
+        ver_init(v, val, vlen);
     return v;
 }
 
-static wci_ver *ver_copy(const wci_alloc *al, const wci_ver *src)
+static wci_ver *ver_new(wcache_cache *c, const void *val, size_t vlen)
 {
-    wci_ver *v = ver_new(al, src->value, src->vlen);
+    return ver_new_x(c, val, vlen, true);
+}
+
+/* A version not (or no longer) referenced by anything. */
+static void ver_del_x(wcache_cache *c, wci_ver *v, bool w)
+{
+    if (!v)
+        return;
+    if (w)
+        wci_slab_free_w(c->slab, v, sizeof *v + v->vlen);
+    else
+        wci_slab_free(c->slab, v, sizeof *v + v->vlen);
+}
+
+static void ver_del(wcache_cache *c, wci_ver *v)
+{
+    ver_del_x(c, v, true);
+}
+
+static wci_ver *ver_copy(wcache_cache *c, const wci_ver *src)
+{
+    wci_ver *v = ver_new(c, src->value, src->vlen);
     if (v) {
         v->create_rev = src->create_rev;
         v->mod_rev = src->mod_rev;
@@ -58,17 +86,32 @@ static wci_key *key_new(const wci_alloc *al, const void *key, size_t klen, uint6
     return k;
 }
 
+/* Whoever holds the only reference can free without a locked decrement:
+ * references are only ever added by a holder (the writer, for watch
+ * events, from the chain's), so nobody can add one meanwhile.  The acquire
+ * load orders the free after the other holders' last use. */
+static bool sole_ref(wci_ver *v)
+{
+    return atomic_load_explicit(&v->refs, memory_order_acquire) == 1;
+}
+
+/* al is always the al member of the version's cache (watch.c passes
+ * &event->c->al), which leads to the cache's slab.  Any thread. */
 void wci_ver_unref(const wci_alloc *al, wci_ver *v)
 {
-    if (atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1)
-        wci_free(al, v);
+    if (sole_ref(v) || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1)
+        ver_del_x((wcache_cache *)((char *)(uintptr_t)al - offsetof(wcache_cache, al)), v,
+                  false);
 }
 
 void wci_ver_free(wcache_cache *c, wci_ver *v)
 {
-    atomic_fetch_sub_explicit(&c->st_versions, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&c->st_value_bytes, v->vlen, memory_order_relaxed);
-    wci_ver_unref(&c->al, v);
+    wci_stat_add(&c->st_versions, -1);
+    wci_stat_add(&c->st_value_bytes, -(int64_t)v->vlen);
+    if (sole_ref(v))
+        ver_del(c, v);
+    else
+        wci_ver_unref(&c->al, v);
 }
 
 static bool live(const wci_key *k)
@@ -136,7 +179,7 @@ typedef struct prep {
 static void prep_free(wcache_cache *c, prep *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        wci_free(&c->al, p[i].v);
+        ver_del(c, p[i].v);
         if (p[i].isnew)
             wci_free(&c->al, p[i].k);
     }
@@ -177,7 +220,7 @@ static int insert_new_keys(wcache_cache *c, prep *p, size_t n)
             return -1;
         }
         wci_hash_insert(&c->hash, p[i].k);
-        atomic_fetch_add_explicit(&c->st_key_bytes, p[i].k->klen, memory_order_relaxed);
+        wci_stat_add(&c->st_key_bytes, p[i].k->klen);
     }
     return 0;
 }
@@ -201,12 +244,12 @@ static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev)
     bool now_live = !(v->flags & WCI_VER_TOMBSTONE);
     if (now_live != was_live) {
         if (now_live)
-            atomic_fetch_add_explicit(&c->st_objects, 1, memory_order_relaxed);
+            wci_stat_add(&c->st_objects, 1);
         else
-            atomic_fetch_sub_explicit(&c->st_objects, 1, memory_order_relaxed);
+            wci_stat_add(&c->st_objects, -1);
     }
-    atomic_fetch_add_explicit(&c->st_versions, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c->st_value_bytes, v->vlen, memory_order_relaxed);
+    wci_stat_add(&c->st_versions, 1);
+    wci_stat_add(&c->st_value_bytes, v->vlen);
 }
 
 /* Phase one of the secondary indexes (index.c): run the extractors and
@@ -243,25 +286,21 @@ static bool need_time(const wcache_cache *c)
     return c->params[WCACHE_P_RETAIN_SECONDS] && c->params[WCACHE_P_AUTO_COMPACT];
 }
 
-/* Apply p[0..n) at rev, all or nothing.  Takes ownership of p's memory.
- * The whole commit runs under wmu, so a watcher replaying history sees the
- * ring and the revision move together. */
-static wcache_code commit(wcache_cache *c, prep *p, size_t n, int64_t rev)
+/* Apply p[0..n) at rev, all or nothing, under wmu (the caller's).  Takes
+ * ownership of p's memory.  0, or -1 (ENOMEM) with nothing changed, p
+ * still the caller's to free, and the error not yet reported. */
+static int commit_locked(wcache_cache *c, prep *p, size_t n, int64_t rev)
 {
     size_t nnew = 0;
     for (size_t i = 0; i < n; i++)
         nnew += p[i].isnew;
-    pthread_mutex_lock(&c->wmu);
     bool ixok = false;
     if (wci_ring_reserve(c, n) != 0 ||
         (nnew && (wci_hash_reserve(c, nnew) != 0 || reserve_zombies(c, nnew) != 0)) ||
         !(ixok = index_prep(c, n, p, NULL) == 0) || insert_new_keys(c, p, n) != 0) {
         if (ixok && c->ix)
             wci_index_abort(c); /* the keys its postings name are going */
-        pthread_mutex_unlock(&c->wmu);
-        prep_free(c, p, n);
-        return wci_err(c, WCACHE_ENOMEM, "out of memory applying revision %lld",
-                       (long long)rev);
+        return -1;
     }
     int64_t now = need_time(c) ? wci_now(c) : 0;
     for (size_t i = 0; i < n; i++) {
@@ -274,9 +313,26 @@ static wcache_code commit(wcache_cache *c, prep *p, size_t n, int64_t rev)
     }
     if (c->ix)
         wci_index_end(c);
-    atomic_fetch_add_explicit(&c->st_events, n, memory_order_relaxed);
+    wci_stat_add(&c->st_events, n);
     publish(c, rev, now);
+    return 0;
+}
+
+static wcache_code commit_failed(wcache_cache *c, prep *p, size_t n, int64_t rev)
+{
+    prep_free(c, p, n);
+    return wci_err(c, WCACHE_ENOMEM, "out of memory applying revision %lld", (long long)rev);
+}
+
+/* The whole commit runs under wmu, so a watcher replaying history sees the
+ * ring and the revision move together. */
+static wcache_code commit(wcache_cache *c, prep *p, size_t n, int64_t rev)
+{
+    pthread_mutex_lock(&c->wmu);
+    int rc = commit_locked(c, p, n, rev);
     pthread_mutex_unlock(&c->wmu);
+    if (rc != 0)
+        return commit_failed(c, p, n, rev);
     wci_fresh_wake(c);
     return WCACHE_OK;
 }
@@ -304,9 +360,9 @@ wcache_code wcache_ingest_put(wcache_cache *c, const void *key, size_t klen, con
     if (rc != WCACHE_OK)
         return rc;
     prep p = {0};
-    p.v = ver_new(&c->al, val, vlen);
+    p.v = ver_new(c, val, vlen);
     if (!p.v || prep_key(c, &p, key, klen, wci_hash_bytes(key, klen)) != 0) {
-        wci_free(&c->al, p.v);
+        ver_del(c, p.v);
         return wci_err(c, WCACHE_ENOMEM, "out of memory for a put at %lld", (long long)rev);
     }
     return commit(c, &p, 1, rev);
@@ -325,12 +381,169 @@ wcache_code wcache_ingest_delete(wcache_cache *c, const void *key, size_t klen, 
     if (!live(p.k))
         return wci_err(c, WCACHE_ENOTFOUND, "delete at %lld of a key that is not present",
                        (long long)rev);
-    p.v = ver_new(&c->al, NULL, 0);
+    p.v = ver_new(c, NULL, 0);
     if (!p.v)
         return wci_err(c, WCACHE_ENOMEM, "out of memory for a delete at %lld",
                        (long long)rev);
     p.v->flags = WCI_VER_TOMBSTONE;
     return commit(c, &p, 1, rev);
+}
+
+/* ---- many changes, each at its own revision ----
+ *
+ * Applying a change waits on up to three cache misses in a row: the hash
+ * slot, the key it names, and the key's newest version (whose metadata the
+ * new version continues).  Here the next changes go through those steps
+ * ahead of time as prefetches, so that while one change is applied the
+ * misses of the next few are in flight.  Only the hash (a pure function of
+ * the key) is kept from the look-ahead; what memory holds is looked up again
+ * when the change is applied, since applying changes moves it. */
+#define AHEAD_SLOT 12   /* hash the key and fetch its slot */
+#define AHEAD_KEY 8     /* fetch the keys the slot names */
+#define AHEAD_HEAD 4    /* find the key and fetch its newest version */
+#define AHEAD_RING 16   /* > AHEAD_SLOT, a power of two */
+#define CHANGE_GROUP 64 /* changes applied per hold of wmu */
+
+static bool change_key_ok(const wcache_cache *c, const wcache_change *x)
+{
+    return x->key && x->key_len && x->key_len <= (size_t)c->params[WCACHE_P_MAX_KEY_BYTES];
+}
+
+static void ahead_slot(const wcache_cache *c, const wcache_change *x, uint64_t *hv)
+{
+    if (!change_key_ok(c, x))
+        return;
+    *hv = wci_hash_bytes(x->key, x->key_len);
+    const wci_htab *t = atomic_load_explicit(&c->hash.tab, memory_order_relaxed);
+    __builtin_prefetch(&t->s[*hv & t->mask]);
+}
+
+static void ahead_key(const wcache_cache *c, const wcache_change *x, uint64_t hv)
+{
+    if (!change_key_ok(c, x))
+        return;
+    const wci_htab *t = atomic_load_explicit(&c->hash.tab, memory_order_relaxed);
+    wci_hash_prefetch(t, hv);
+}
+
+static void ahead_head(wcache_cache *c, const wcache_change *x, uint64_t hv)
+{
+    if (!change_key_ok(c, x))
+        return;
+    wci_key *k = find(c, x->key, x->key_len, hv);
+    if (k)
+        __builtin_prefetch(atomic_load_explicit(&k->head, memory_order_relaxed));
+}
+
+/* Everything a single call checks, without reporting. */
+static bool change_ok(wcache_cache *c, const wcache_change *x)
+{
+    if (!change_key_ok(c, x))
+        return false;
+    if (x->type == WCACHE_CHANGE_PUT) {
+        if ((!x->value && x->value_len) ||
+            x->value_len > (size_t)c->params[WCACHE_P_MAX_VALUE_BYTES])
+            return false;
+    } else if (x->type != WCACHE_CHANGE_DELETE) {
+        return false;
+    }
+    return x->rev > atomic_load_explicit(&c->rev, memory_order_relaxed);
+}
+
+/* The error a change that failed change_ok() gets, reported. */
+static wcache_code change_err(wcache_cache *c, const wcache_change *x)
+{
+    if (x->type != WCACHE_CHANGE_PUT && x->type != WCACHE_CHANGE_DELETE)
+        return wci_err(c, WCACHE_EINVAL, "change of unknown type %u at %lld", x->type,
+                       (long long)x->rev);
+    wcache_code rc = check_key(c, x->key, x->key_len);
+    if (rc == WCACHE_OK && x->type == WCACHE_CHANGE_PUT)
+        rc = check_value(c, x->value, x->value_len);
+    if (rc == WCACHE_OK)
+        rc = check_rev(c, x->rev);
+    return rc;
+}
+
+wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size_t n,
+                                  size_t *applied)
+{
+    if (applied)
+        *applied = 0;
+    wcache_code rc = check_writer(c);
+    if (rc != WCACHE_OK)
+        return rc;
+    if (!ch && n)
+        return wci_err(c, WCACHE_EINVAL, "NULL changes");
+    uint64_t hv[AHEAD_RING] = {0};
+    for (size_t j = 0; j < n && j < AHEAD_SLOT; j++)
+        ahead_slot(c, &ch[j], &hv[j % AHEAD_RING]);
+    bool held = false;
+    size_t i, group = 0;
+    for (i = 0; i < n; i++) {
+        if (i + AHEAD_SLOT < n)
+            ahead_slot(c, &ch[i + AHEAD_SLOT], &hv[(i + AHEAD_SLOT) % AHEAD_RING]);
+        if (i + AHEAD_KEY < n)
+            ahead_key(c, &ch[i + AHEAD_KEY], hv[(i + AHEAD_KEY) % AHEAD_RING]);
+        if (i + AHEAD_HEAD < n)
+            ahead_head(c, &ch[i + AHEAD_HEAD], hv[(i + AHEAD_HEAD) % AHEAD_RING]);
+        const wcache_change *x = &ch[i];
+        if (!change_ok(c, x)) {
+            rc = WCACHE_EINVAL; /* reported below, outside wmu */
+            break;
+        }
+        uint64_t h = hv[i % AHEAD_RING];
+        prep p = {0};
+        if (x->type == WCACHE_CHANGE_DELETE) {
+            p.k = find(c, x->key, x->key_len, h);
+            if (!live(p.k)) {
+                rc = WCACHE_ENOTFOUND;
+                break;
+            }
+            if ((p.v = ver_new(c, NULL, 0)) != NULL)
+                p.v->flags = WCI_VER_TOMBSTONE;
+        } else if ((p.v = ver_new(c, x->value, x->value_len)) != NULL &&
+                   prep_key(c, &p, x->key, x->key_len, h) != 0) {
+            ver_del(c, p.v);
+            p.v = NULL;
+        }
+        if (!p.v) {
+            rc = WCACHE_ENOMEM;
+            break;
+        }
+        if (!held)
+            pthread_mutex_lock(&c->wmu), held = true;
+        if (commit_locked(c, &p, 1, x->rev) != 0) {
+            pthread_mutex_unlock(&c->wmu), held = false;
+            wci_fresh_wake(c);
+            if (applied)
+                *applied = i;
+            return commit_failed(c, &p, 1, x->rev);
+        }
+        if (++group == CHANGE_GROUP) {
+            /* let watchers register and fresh reads wake between groups */
+            pthread_mutex_unlock(&c->wmu), held = false;
+            wci_fresh_wake(c);
+            group = 0;
+        }
+    }
+    if (held) {
+        pthread_mutex_unlock(&c->wmu);
+        wci_fresh_wake(c);
+    }
+    if (applied)
+        *applied = i;
+    if (i == n || rc == WCACHE_OK)
+        return WCACHE_OK;
+    const wcache_change *x = &ch[i];
+    if (rc == WCACHE_EINVAL)
+        return change_err(c, x);
+    if (rc == WCACHE_ENOTFOUND)
+        return wci_err(c, WCACHE_ENOTFOUND, "delete at %lld of a key that is not present",
+                       (long long)x->rev);
+    if (rc == WCACHE_ENOMEM)
+        return wci_err(c, WCACHE_ENOMEM, "out of memory for a change at %lld",
+                       (long long)x->rev);
+    return rc;
 }
 
 wcache_code wcache_ingest_progress(wcache_cache *c, int64_t rev)
@@ -377,7 +590,7 @@ void wcache_batch_clear(wcache_batch *b)
         return;
     for (size_t i = 0; i < b->n; i++) {
         wci_free(&b->c->al, b->ops[i].k);
-        wci_free(&b->c->al, b->ops[i].v);
+        ver_del_x(b->c, b->ops[i].v, false);
     }
     b->n = b->nmeta = 0;
 }
@@ -419,7 +632,7 @@ static wcache_code batch_add(wcache_batch *b, uint32_t type, const void *key, si
     }
     wci_op op = {type, key_new(&c->al, key, klen, wci_hash_bytes(key, klen)), NULL};
     if (op.k && type != WCI_OP_DELETE)
-        op.v = ver_new(&c->al, val, vlen);
+        op.v = ver_new_x(c, val, vlen, false);
     if (!op.k || (type != WCI_OP_DELETE && !op.v)) {
         wci_free(&c->al, op.k);
         return WCACHE_ENOMEM;
@@ -508,7 +721,7 @@ static wcache_code prep_batch(wcache_cache *c, const wcache_batch *b, prep *p)
         p[i].isnew = p[i].k == NULL;
         if (p[i].isnew)
             p[i].k = key_new(&c->al, op->k->key, op->k->klen, op->k->hash);
-        p[i].v = op->v ? ver_copy(&c->al, op->v) : ver_new(&c->al, NULL, 0);
+        p[i].v = op->v ? ver_copy(c, op->v) : ver_new(c, NULL, 0);
         if (p[i].v && op->type == WCI_OP_DELETE)
             p[i].v->flags = WCI_VER_TOMBSTONE;
         if (!p[i].k || !p[i].v) {

@@ -135,6 +135,55 @@ wcache_code wcache_view_get(wcache_view *v, const void *key, size_t klen, wcache
     return WCACHE_OK;
 }
 
+/* A GET waits on three misses in a row: the hash slot, the key, its newest
+ * version.  Keys further on go through those steps as prefetches while
+ * the current one is read (the view's epoch keeps whatever a slot names
+ * alive, so the look-ahead may load keys). */
+#define GET_SLOT 12 /* hash and fetch the slot */
+#define GET_KEY 8   /* fetch the keys the slot names */
+#define GET_HEAD 4  /* find the key, fetch its newest version */
+#define GET_RING 16
+
+wcache_code wcache_view_get_many(wcache_view *v, const void *const *keys,
+                                 const size_t *key_lens, size_t n, wcache_kv *out,
+                                 wcache_code *codes)
+{
+    if (!view_ok(v) || (n && (!keys || !key_lens || !out || !codes)))
+        return WCACHE_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!keys[i] && key_lens[i])
+            return WCACHE_EINVAL;
+    if (!v->slot)
+        return WCACHE_ESTATE;
+    const wci_htab *t = atomic_load_explicit(&v->c->hash.tab, memory_order_acquire);
+    uint64_t hv[GET_RING];
+    for (size_t j = 0; j < n && j < GET_SLOT; j++) {
+        hv[j] = wci_hash_bytes(keys[j], key_lens[j]);
+        __builtin_prefetch(&t->s[hv[j] & t->mask]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t j = i + GET_SLOT;
+        if (j < n) {
+            hv[j % GET_RING] = wci_hash_bytes(keys[j], key_lens[j]);
+            __builtin_prefetch(&t->s[hv[j % GET_RING] & t->mask]);
+        }
+        if ((j = i + GET_KEY) < n)
+            wci_hash_prefetch(t, hv[j % GET_RING]);
+        if ((j = i + GET_HEAD) < n) {
+            const wci_key *k = wci_hash_find(t, keys[j], key_lens[j], hv[j % GET_RING]);
+            if (k)
+                __builtin_prefetch(
+                    atomic_load_explicit(&((wci_key *)k)->head, memory_order_relaxed));
+        }
+        const wci_key *k = wci_hash_find(t, keys[i], key_lens[i], hv[i % GET_RING]);
+        const wci_ver *w = k ? wci_visible(k, v->rev) : NULL;
+        codes[i] = w ? WCACHE_OK : WCACHE_ENOTFOUND;
+        if (w)
+            fill(&out[i], k, w);
+    }
+    return WCACHE_OK;
+}
+
 /* ---- ranges ---- */
 
 wcache_code wci_range_parse(const wcache_list_opts *o, wci_range *r)
@@ -205,11 +254,11 @@ static wcache_code start(wcache_view *v, const wcache_list_opts *o, const wci_ra
 }
 
 /* The next key in range visible at the view's revision. */
-static const wci_key *next_visible(wcache_view *v, const wci_range *r, wci_iter *it,
+static const wci_key *next_visible(wcache_view *v, const wci_range *r, wci_scan *sc,
                                    const wci_ver **w)
 {
     const wci_key *k;
-    while ((k = wci_iter_next(it)) != NULL) {
+    while ((k = wci_scan_next(sc)) != NULL) {
         if (!below_end(r, k))
             return NULL;
         if ((*w = wci_visible(k, v->rev)) != NULL)
@@ -218,11 +267,13 @@ static const wci_key *next_visible(wcache_view *v, const wci_range *r, wci_iter 
     return NULL;
 }
 
-static int64_t count_rest(wcache_view *v, const wci_range *r, wci_iter *it)
+static int64_t count_rest(wcache_view *v, const wci_range *r, const wci_iter *it)
 {
     int64_t n = 0;
     const wci_ver *w;
-    while (next_visible(v, r, it, &w))
+    wci_scan sc;
+    wci_scan_init(&sc, it, SIZE_MAX);
+    while (next_visible(v, r, &sc, &w))
         n++;
     return n;
 }
@@ -244,7 +295,9 @@ wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *o, wcache_k
     size_t n = 0;
     const wci_key *k, *last = NULL;
     const wci_ver *w;
-    while (n < cap && (k = next_visible(v, &r, &it, &w)) != NULL) {
+    wci_scan sc;
+    wci_scan_init(&sc, &it, cap < SIZE_MAX ? cap + 1 : cap);
+    while (n < cap && (k = next_visible(v, &r, &sc, &w)) != NULL) {
         fill(&items[n++], k, w);
         last = k;
     }
@@ -258,14 +311,14 @@ wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *o, wcache_k
         res->remaining = 0;
         return WCACHE_OK;
     }
-    wci_iter probe = it;
+    wci_scan probe = sc;
     if (!next_visible(v, &r, &probe, &w)) {
         res->remaining = 0;
         return WCACHE_OK;
     }
     res->more = 1;
     if (o && o->count_remaining)
-        res->remaining = count_rest(v, &r, &it);
+        res->remaining = count_rest(v, &r, &sc.it);
     if ((rc = wci_token_encode(v, wci_range_hash(o), last)) != WCACHE_OK)
         return rc;
     res->token = v->tok;

@@ -128,7 +128,7 @@ void wci_free_key(wcache_cache *c, wci_key *k)
         wci_ver_free(c, v);
         v = n;
     }
-    atomic_fetch_sub_explicit(&c->st_key_bytes, k->klen, memory_order_relaxed);
+    wci_stat_add(&c->st_key_bytes, -(int64_t)k->klen);
     wci_free(&c->al, k);
 }
 

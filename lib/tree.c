@@ -471,16 +471,7 @@ wci_key *wci_iter_next(wci_iter *it)
         uint16_t i = it->idx[it->depth];
         if (n->leaf && i < n->n) {
             it->idx[it->depth] = (uint16_t)(i + 1);
-            const leaf *lf = (const leaf *)n;
-            /* The caller loads each key and then its newest version: ask
-             * for keys 16 ahead and for versions of keys 8 ahead, so the
-             * misses overlap instead of following one another. */
-            if (i + 16 < n->n)
-                __builtin_prefetch(lf->ent[i + 16]);
-            if (i + 8 < n->n)
-                __builtin_prefetch(
-                    atomic_load_explicit(&lf->ent[i + 8]->head, memory_order_relaxed));
-            return lf->ent[i];
+            return ((const leaf *)n)->ent[i];
         }
         /* this node is done: go up and take the next child */
         it->depth--;
@@ -496,4 +487,38 @@ wci_key *wci_iter_next(wci_iter *it)
         }
     }
     return NULL;
+}
+
+/*
+ * A scan loads each key and then its newest version, two cache misses in a
+ * row per item, at addresses no hardware prefetcher can guess.  Two more
+ * iterators run ahead of the scan, across leaf boundaries: the far one
+ * prefetches keys, the near one (whose keys have arrived by then) their
+ * newest versions, so that the misses of many items are in flight at once.
+ */
+#define SCAN_FAR 24
+
+void wci_scan_init(wci_scan *s, const wci_iter *it, size_t want)
+{
+    size_t far = want < SCAN_FAR ? want : SCAN_FAR, near = far / 2;
+    s->it = s->near = s->far = *it;
+    for (size_t i = 0; i < far; i++) {
+        const wci_key *k = wci_iter_next(&s->far);
+        if (!k)
+            break;
+        __builtin_prefetch(k);
+    }
+    for (size_t i = 0; i < near; i++)
+        if (!wci_iter_next(&s->near))
+            break;
+}
+
+wci_key *wci_scan_next(wci_scan *s)
+{
+    wci_key *k = wci_iter_next(&s->far);
+    if (k)
+        __builtin_prefetch(k);
+    if ((k = wci_iter_next(&s->near)) != NULL)
+        __builtin_prefetch(atomic_load_explicit(&k->head, memory_order_relaxed));
+    return wci_iter_next(&s->it);
 }

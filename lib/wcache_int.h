@@ -146,6 +146,7 @@ struct wcache_cache {
     uint32_t magic;
     int open;
     wci_alloc al;
+    wci_slab *slab; /* versions (alloc.c) */
     int64_t params[WCACHE_P_LAST];
     wcache_log_fn log_fn;
     int log_level;
@@ -259,6 +260,9 @@ int wci_hash_init(wci_hash *h, const wci_alloc *al, size_t expect);
 void wci_hash_fini(wci_hash *h, const wci_alloc *al);
 uint64_t wci_hash_bytes(const void *key, size_t len);
 wci_key *wci_hash_find(const wci_htab *t, const void *key, size_t len, uint64_t hv);
+/* Prefetch the keys whose tags match hv (the first few slots of its probe):
+ * touches the slots but never a key. */
+void wci_hash_prefetch(const wci_htab *t, uint64_t hv);
 /* Make room for `more` inserts without allocating later; may retire the
  * old table.  0 or -1 (ENOMEM, nothing changed). */
 int wci_hash_reserve(wcache_cache *c, size_t more);
@@ -276,6 +280,14 @@ int wci_tree_build(wcache_cache *c, wci_key **keys, size_t n);
 void wci_tree_seek(const wci_tree *t, wci_iter *it, const void *key, size_t len);
 /* The key at the position and advance; NULL at the end. */
 wci_key *wci_iter_next(wci_iter *it);
+/* An iteration that prefetches keys and their newest versions ahead (for
+ * scans that read them): start at it; want, about how many keys the caller
+ * will take (SIZE_MAX: unknown), bounds the look-ahead. */
+typedef struct wci_scan {
+    wci_iter it, near, far;
+} wci_scan;
+void wci_scan_init(wci_scan *s, const wci_iter *it, size_t want);
+wci_key *wci_scan_next(wci_scan *s);
 
 /* history / compaction (compact.c) */
 int wci_ring_reserve(wcache_cache *c, size_t more);
@@ -317,6 +329,14 @@ wcache_code wci_token_decode(wcache_view *v, const char *tok, size_t len, int64_
                              uint64_t *rh, const char **key, size_t *klen);
 
 int wci_keycmp(const void *a, size_t alen, const void *b, size_t blen);
+
+/* Add d to a counter only the writer changes: a plain load and store, as a
+ * locked read-modify-write would wait for every cache miss in flight. */
+static inline void wci_stat_add(_Atomic uint64_t *x, int64_t d)
+{
+    atomic_store_explicit(x, atomic_load_explicit(x, memory_order_relaxed) + (uint64_t)d,
+                          memory_order_relaxed);
+}
 
 static inline bool wci_cache_ok(const wcache_cache *c)
 {

@@ -507,6 +507,72 @@ START_TEST(test_progress)
 }
 END_TEST
 
+/* wcache_ingest_changes: arguments, and where it stops on each error. */
+START_TEST(test_changes)
+{
+    size_t applied = 99;
+    wcache_change ch[6] = {
+        {WCACHE_CHANGE_PUT, "a", 1, "1", 1, 2},
+        {WCACHE_CHANGE_PUT, "b", 1, "2", 1, 3},
+        {WCACHE_CHANGE_PUT, "a", 1, "3", 1, 5}, /* gaps are fine */
+        {WCACHE_CHANGE_DELETE, "b", 1, NULL, 0, 6},
+        {WCACHE_CHANGE_PUT, "b", 1, NULL, 0, 7}, /* a new incarnation, empty value */
+        {WCACHE_CHANGE_DELETE, "a", 1, "ignored", 7, 8},
+    };
+    ck_assert_wc(wcache_ingest_changes(NULL, ch, 1, &applied), WCACHE_EINVAL);
+    ck_assert_uint_eq(applied, 0);
+    ck_assert_wc(wcache_ingest_changes(C, NULL, 1, &applied), WCACHE_EINVAL);
+    ck_assert_ok(wcache_ingest_changes(C, NULL, 0, &applied));
+    ck_assert_ok(wcache_ingest_changes(C, ch, 0, NULL));
+    ck_assert_int_eq(wcache_cache_revision(C), 0);
+
+    ck_assert_ok(wcache_ingest_changes(C, ch, 6, &applied));
+    ck_assert_uint_eq(applied, 6);
+    ck_assert_int_eq(wcache_cache_revision(C), 8);
+    EXPECT_S(C, 3, "a", "1", 2, 2, 1);
+    EXPECT_S(C, 5, "a", "3", 2, 5, 2);
+    EXPECT_S(C, 5, "b", "2", 3, 3, 1);
+    EXPECT_ABSENT(C, 6, "b");
+    EXPECT_GET(C, 7, "b", 1, "", 0, 7, 7, 1);
+    EXPECT_ABSENT(C, 8, "a");
+
+    /* Each error stops at its change; the ones before stay applied. */
+    struct {
+        wcache_change bad;
+        wcache_code want;
+    } cases[] = {
+        {{WCACHE_CHANGE_DELETE, "zz", 2, NULL, 0, 0}, WCACHE_ENOTFOUND},
+        {{WCACHE_CHANGE_PUT, "k", 1, "v", 1, -1}, WCACHE_EORDER}, /* rev: see below */
+        {{9, "k", 1, "v", 1, 0}, WCACHE_EINVAL},
+        {{WCACHE_CHANGE_PUT, NULL, 1, "v", 1, 0}, WCACHE_EINVAL},
+        {{WCACHE_CHANGE_PUT, "k", 0, "v", 1, 0}, WCACHE_EINVAL},
+        {{WCACHE_CHANGE_PUT, "k", 1, NULL, 1, 0}, WCACHE_EINVAL},
+    };
+    int64_t ok_created = wcache_cache_revision(C) + 1;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t r = wcache_cache_revision(C);
+        wcache_change x[3] = {{WCACHE_CHANGE_PUT, "ok", 2, "v", 1, r + 1},
+                              cases[i].bad,
+                              {WCACHE_CHANGE_PUT, "after", 5, "v", 1, r + 3}};
+        x[1].rev = cases[i].bad.rev == -1 ? r + 1 : r + 2; /* -1: repeat the revision */
+        snapshot s;
+        applied = 99;
+        ck_assert_wc(wcache_ingest_changes(C, x, 3, &applied), cases[i].want);
+        ck_assert_uint_eq(applied, 1);
+        ck_assert_int_eq(wcache_cache_revision(C), r + 1);
+        EXPECT_S(C, r + 1, "ok", "v", ok_created, r + 1, (int64_t)i + 1);
+        EXPECT_ABSENT(C, r + 1, "after");
+        /* nothing of the failing change or after it: the same call again
+         * from the failing change changes nothing */
+        snap_take(&s, C);
+        ck_assert_wc(wcache_ingest_changes(C, x + 1, 2, &applied), cases[i].want);
+        ck_assert_uint_eq(applied, 0);
+        SNAP_CHECK(&s, C);
+        snap_free(&s);
+    }
+}
+END_TEST
+
 START_TEST(test_toobig)
 {
     wcache_cache *c = open_with(WCACHE_P_MAX_KEY_BYTES, 4, WCACHE_P_MAX_VALUE_BYTES, 3);
@@ -1118,6 +1184,55 @@ static void expect_list(wcache_view *w, const wcache_list_opts *o, size_t first,
     ck_assert_ok(wcache_view_count(w, o, &cnt));
     ck_assert_uint_eq(cnt, n);
 }
+
+/* wcache_view_get_many answers as wcache_view_get does, key by key. */
+START_TEST(test_get_many)
+{
+    enum { NKEYS = 300 }; /* more than its look-ahead, and keys it never wrote */
+    char kb[NKEYS][16];
+    const void *keys[NKEYS];
+    size_t lens[NKEYS];
+    for (int i = 0; i < NKEYS; i++) {
+        lens[i] = (size_t)snprintf(kb[i], sizeof kb[i], "k%04d", i);
+        keys[i] = kb[i];
+        if (i % 3 != 2)
+            ck_assert_ok(wcache_ingest_put(C, kb[i], lens[i], kb[i], lens[i], i + 1));
+    }
+    for (int i = 1; i < NKEYS; i += 3)
+        ck_assert_ok(wcache_ingest_delete(C, kb[i], lens[i], i + 1000));
+    wcache_view *w = NULL;
+    ck_assert_ok(wcache_view_create(C, &w));
+    static wcache_kv out[NKEYS];
+    wcache_code codes[NKEYS];
+    ck_assert_wc(wcache_view_get_many(w, keys, lens, NKEYS, out, codes), WCACHE_ESTATE);
+    int64_t revs[2] = {500, WCACHE_REV_LATEST};
+    for (int r = 0; r < 2; r++) {
+        ck_assert_ok(wcache_view_begin(w, revs[r]));
+        memset(out, 0, sizeof out);
+        ck_assert_ok(wcache_view_get_many(w, keys, lens, NKEYS, out, codes));
+        for (int i = 0; i < NKEYS; i++) {
+            wcache_kv one;
+            wcache_code want = wcache_view_get(w, keys[i], lens[i], &one);
+            ck_assert_int_eq(want, (i % 3 == 0 || (i % 3 == 1 && r == 0)) ? WCACHE_OK
+                                                                          : WCACHE_ENOTFOUND);
+            ck_assert_msg(codes[i] == want, "key %d: %s, want %s", i, wcache_strerror(codes[i]),
+                          wcache_strerror(want));
+            if (want == WCACHE_OK)
+                ck_assert_mem_eq(&out[i], &one, sizeof one);
+        }
+    }
+    ck_assert_ok(wcache_view_get_many(w, NULL, NULL, 0, NULL, NULL));
+    ck_assert_wc(wcache_view_get_many(NULL, keys, lens, 1, out, codes), WCACHE_EINVAL);
+    ck_assert_wc(wcache_view_get_many(w, NULL, lens, 1, out, codes), WCACHE_EINVAL);
+    ck_assert_wc(wcache_view_get_many(w, keys, lens, 1, out, NULL), WCACHE_EINVAL);
+    keys[5] = NULL;
+    ck_assert_wc(wcache_view_get_many(w, keys, lens, 6, out, codes), WCACHE_EINVAL);
+    lens[5] = 0; /* NULL with length 0: the empty key, absent */
+    ck_assert_ok(wcache_view_get_many(w, keys, lens, 6, out, codes));
+    ck_assert_int_eq(codes[5], WCACHE_ENOTFOUND);
+    wcache_view_free(w);
+}
+END_TEST
 
 START_TEST(test_binary_keys)
 {
@@ -2260,6 +2375,7 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_put_delete_revisions);
     tcase_add_test(tc, test_delete_absent);
     tcase_add_test(tc, test_put_args);
+    tcase_add_test(tc, test_changes);
     tcase_add_test(tc, test_progress);
     tcase_add_test(tc, test_toobig);
     tcase_add_test(tc, test_batch_apply);
@@ -2279,6 +2395,7 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_view_slots);
     tcase_add_test(tc, test_view_tombstone_compaction);
     tcase_add_test(tc, test_view_pinned_across_load);
+    tcase_add_test(tc, test_get_many);
     tcase_add_test(tc, test_binary_keys);
     tcase_add_test(tc, test_list_result_fields);
     tcase_add_test(tc, test_paging_equals_one_list);

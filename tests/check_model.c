@@ -108,6 +108,7 @@ static struct {
     int64_t *rev_time; /* ingest time of each revision (index = revision) */
     int64_t rev_time_cap;
     long n_ok_puts, n_ok_dels, n_batches, n_fail_batches, n_verifies, n_compacts;
+    long n_changes, n_fail_changes;
 } M;
 
 #define MCHECK(cond, ...)                                                                \
@@ -869,6 +870,95 @@ static void op_batch(wcache_batch *b, int fault)
     after_ingest();
 }
 
+/*
+ * wcache_ingest_changes: up to 24 puts and deletes, each at its own
+ * revision, keys may repeat.  With fault != 0 one change at a random
+ * position is flawed: 1 a delete of a key not live at that point
+ * (ENOTFOUND), 2 a revision not above the one before (EORDER), 3 an unknown
+ * type (EINVAL).  The changes before the flaw (or before one refused for
+ * memory) must be applied, it and the rest not.
+ */
+static void op_changes(int fault)
+{
+    enum { MAXC = 24 };
+    wcache_change ch[MAXC];
+    int idx[MAXC];
+    unsigned char vals[MAXC][16];
+    int live[NK];
+    int n = 1 + (int)tu_below(&M.rng, MAXC);
+    int bad = fault ? (int)tu_below(&M.rng, (uint64_t)n) : -1;
+    wcache_code want = WCACHE_OK;
+    int64_t rev = M.cur;
+    for (int i = 0; i < NK; i++)
+        live[i] = m_live(i);
+    for (int j = 0; j < n; j++) {
+        int i = (int)tu_below(&M.rng, NK);
+        size_t vlen;
+        random_bytes(vals[j], &vlen, 16);
+        int del = live[i] && tu_below(&M.rng, 3) == 0;
+        int64_t r = rev + (tu_below(&M.rng, 4) ? 1 : 1 + (int64_t)tu_below(&M.rng, 5));
+        if (j == bad && fault == 1) {
+            int ndead = 0;
+            for (int q = 0; q < NK; q++)
+                ndead += !live[q];
+            if (ndead == 0)
+                fault = 2; /* every key is live: plant a revision flaw instead */
+        }
+        if (j == bad && fault == 1) {
+            while (live[i])
+                i = (int)tu_below(&M.rng, NK);
+            del = 1;
+            want = WCACHE_ENOTFOUND;
+        } else if (j == bad && fault == 2) {
+            r = rev - (int64_t)tu_below(&M.rng, 2);
+            want = WCACHE_EORDER;
+        }
+        idx[j] = i;
+        ch[j] = (wcache_change){del ? WCACHE_CHANGE_DELETE : WCACHE_CHANGE_PUT,
+                                M.keys[i].k,
+                                M.keys[i].klen,
+                                del ? NULL : vals[j],
+                                del ? 0 : vlen,
+                                r};
+        if (j == bad && fault == 3) {
+            ch[j].type = 7;
+            want = WCACHE_EINVAL;
+        }
+        if (j != bad) {
+            live[i] = !del;
+            rev = r;
+        }
+    }
+    size_t applied = 99;
+    chaos(1);
+    int rc = wcache_ingest_changes(M.c, ch, (size_t)n, &applied);
+    chaos(0);
+    size_t expect = bad >= 0 ? (size_t)bad : (size_t)n;
+    if (M.chaos && rc == WCACHE_ENOMEM && applied <= expect) {
+        M.n_enomem++;
+        expect = applied;
+    } else {
+        MRC(rc, want);
+    }
+    MCHECK(applied == expect, "ingest_changes applied %zu of %d, want %zu (%s)", applied, n,
+           expect, wcache_strerror(rc));
+    for (size_t j = 0; j < applied; j++) {
+        if (ch[j].type == WCACHE_CHANGE_DELETE) {
+            m_del(idx[j], ch[j].rev);
+            M.n_ok_dels++;
+        } else {
+            m_put(idx[j], ch[j].value, ch[j].value_len, ch[j].rev);
+            M.n_ok_puts++;
+        }
+        set_cur(ch[j].rev, 1);
+    }
+    if (rc != WCACHE_OK && rc != WCACHE_ENOMEM)
+        M.n_fail_changes++;
+    else if (rc == WCACHE_OK)
+        M.n_changes++;
+    after_ingest();
+}
+
 static void op_progress(void)
 {
     if (M.cur > 0 && tu_below(&M.rng, 8) == 0) {
@@ -1021,6 +1111,8 @@ static void model_run(int variant)
             op_batch(b, 0);
         else if (r < 74)
             op_batch(b, 1 + (int)tu_below(&M.rng, 3));
+        else if (r < 77)
+            op_changes(tu_below(&M.rng, 3) ? 0 : 1 + (int)tu_below(&M.rng, 3));
         else if (r < 80)
             op_progress();
         else if (r < 84)
@@ -1065,6 +1157,8 @@ static void model_run(int variant)
     /* The run must have exercised what it claims to. */
     ck_assert_int_gt(M.n_ok_dels, steps / 20);
     ck_assert_int_gt(M.n_fail_batches, steps / 50);
+    ck_assert_int_gt(M.n_changes, steps / 100);
+    ck_assert_int_gt(M.n_fail_changes, steps / 400);
     ck_assert_int_gt(M.n_verifies, steps / 100);
     if (!M.auto_keep && !M.age_s)
         ck_assert_int_gt(M.n_compacts, steps / 100);

@@ -493,7 +493,12 @@ START_TEST(test_oom_everything_fails)
     ST.fail_all = 1;
     int rc = put_s("zz", "v", REV + 1);
     ck_assert_wc(rc, WCACHE_ENOMEM);
-    ck_assert_wc(put_s("base/0002", "v", REV + 1), WCACHE_ENOMEM);
+    /* A version may come from memory the cache already holds (alloc.c's
+     * free lists); then the put needs no allocation and applies. */
+    rc = put_s("base/0002", "v", REV + 1);
+    ck_assert_msg(rc == WCACHE_ENOMEM || rc == WCACHE_OK, "put: %s", wcache_strerror(rc));
+    if (rc == WCACHE_OK)
+        REV++;
     rc = wcache_ingest_delete(C, "base/0003", 9, REV + 1);
     ck_assert_msg(rc == WCACHE_ENOMEM || rc == WCACHE_OK, "delete: %s", wcache_strerror(rc));
     if (rc == WCACHE_OK)

@@ -10,6 +10,7 @@ use std::process::Command;
 const STRUCTS: &[&str] = &[
     "wcache_allocator",
     "wcache_stat",
+    "wcache_change",
     "wcache_kv",
     "wcache_list_opts",
     "wcache_list_result",

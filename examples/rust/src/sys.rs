@@ -98,6 +98,20 @@ pub struct wcache_stat {
     pub compactions: u64,
 }
 
+pub const WCACHE_CHANGE_PUT: u32 = 1;
+pub const WCACHE_CHANGE_DELETE: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct wcache_change {
+    pub type_: u32,
+    pub key: *const c_void,
+    pub key_len: usize,
+    pub value: *const c_void,
+    pub value_len: usize,
+    pub rev: i64,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct wcache_kv {
@@ -437,6 +451,12 @@ extern "C" {
         rev: i64,
     ) -> wcache_code;
     pub fn wcache_ingest_progress(c: *mut wcache_cache, rev: i64) -> wcache_code;
+    pub fn wcache_ingest_changes(
+        c: *mut wcache_cache,
+        ch: *const wcache_change,
+        n: usize,
+        applied: *mut usize,
+    ) -> wcache_code;
     pub fn wcache_batch_create(c: *mut wcache_cache, out: *mut *mut wcache_batch) -> wcache_code;
     pub fn wcache_batch_free(b: *mut wcache_batch);
     pub fn wcache_batch_clear(b: *mut wcache_batch);
@@ -480,6 +500,14 @@ extern "C" {
         key: *const c_void,
         key_len: usize,
         out: *mut wcache_kv,
+    ) -> wcache_code;
+    pub fn wcache_view_get_many(
+        v: *mut wcache_view,
+        keys: *const *const c_void,
+        key_lens: *const usize,
+        n: usize,
+        out: *mut wcache_kv,
+        codes: *mut wcache_code,
     ) -> wcache_code;
     pub fn wcache_view_list(
         v: *mut wcache_view,

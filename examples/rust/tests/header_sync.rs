@@ -34,13 +34,24 @@ fn strip_c_comments(s: &str) -> String {
 }
 
 /// A C type (without the parameter name) as the Rust type sys.rs uses.
+/// Each `*` is `*const` when a `const` stands between it and the previous
+/// `*` (or the start): `const void *const *` is `*const *const c_void`.
 fn c_to_rust(t: &str) -> String {
     let t = t.replace('*', " * ");
-    let words: Vec<&str> = t.split_whitespace().collect();
-    let stars = words.iter().filter(|w| **w == "*").count();
-    let is_const = words.first() == Some(&"const");
-    let base: Vec<&str> = words.iter().copied().filter(|w| *w != "*" && *w != "const").collect();
-    let base = match base.join(" ").as_str() {
+    let mut base: Vec<&str> = Vec::new();
+    let mut ptrs: Vec<bool> = Vec::new(); // constness of each pointee, inside out
+    let mut pending_const = false;
+    for w in t.split_whitespace() {
+        match w {
+            "const" => pending_const = true,
+            "*" => {
+                ptrs.push(pending_const);
+                pending_const = false;
+            }
+            other => base.push(other),
+        }
+    }
+    let mut s = match base.join(" ").as_str() {
         "void" => "c_void".to_string(),
         "char" => "c_char".to_string(),
         "int" => "c_int".to_string(),
@@ -51,15 +62,8 @@ fn c_to_rust(t: &str) -> String {
         "uint32_t" => "u32".to_string(),
         other => other.to_string(),
     };
-    if stars == 0 {
-        return base;
-    }
-    // `const T **` is not used by the header; the first star is the
-    // outermost pointer.
-    let mut s = base;
-    for i in 0..stars {
-        let inner_const = i == 0 && is_const;
-        s = format!("*{} {}", if inner_const { "const" } else { "mut" }, s);
+    for c in ptrs {
+        s = format!("*{} {}", if c { "const" } else { "mut" }, s);
     }
     s
 }

@@ -10,6 +10,7 @@ fn struct_sizes_match_c() {
     let rust: &[(&str, usize)] = &[
         ("wcache_allocator", size_of::<wcache_allocator>()),
         ("wcache_stat", size_of::<wcache_stat>()),
+        ("wcache_change", size_of::<wcache_change>()),
         ("wcache_kv", size_of::<wcache_kv>()),
         ("wcache_list_opts", size_of::<wcache_list_opts>()),
         ("wcache_list_result", size_of::<wcache_list_result>()),
