@@ -130,23 +130,27 @@ table "$tsv" | tee "$out/$stamp-table.txt"
 
 # --- plot: cost per operation against N (lower is better) ------------------
 if command -v gnuplot >/dev/null; then
-    # columns: N, then C and Go each: update ns, GET ns, LIST ns, RSS/raw
+    # columns: N, then C and Go each: update ns (one event per call), GET ns
+    # (one key per call), LIST ns, RSS/raw, update ns (64 events per call),
+    # GET ns (64 keys per call)
     dat=$build/plot.dat
     awk -F'\t' '
-        $2 == "update_rate"       { u[$1, $3] = 1e9 / $4 }
-        $2 == "get_1t_view_open"  { gt[$1, $3] = 1e9 / $4 }
-        $2 == "list_old_rev"      { l[$1, $3] = $4 }
-        $2 == "rss_over_raw"      { r[$1, $3] = $4 }
+        $2 == "update_rate"         { u[$1, $3] = 1e9 / $4 }
+        $2 == "update_rate_batch64" { ub[$1, $3] = 1e9 / $4 }
+        $2 == "get_1t_view_open"    { gt[$1, $3] = 1e9 / $4 }
+        $2 == "get_1t_many64"       { gm[$1, $3] = 1e9 / $4 }
+        $2 == "list_old_rev"        { l[$1, $3] = $4 }
+        $2 == "rss_over_raw"        { r[$1, $3] = $4 }
         { if (!($3 in seen)) { seen[$3] = 1; ns[++nn] = $3 } }
+        function f(a, k) { return (k in a) ? a[k] : "NaN" }
         END {
             for (j = 1; j <= nn; j++) {
                 n = ns[j]
                 printf "%s", n
                 split("c go", im, " ")
                 for (k = 1; k <= 2; k++) { i = im[k]
-                    printf " %s %s %s %s", (((i, n) in u) ? u[i, n] : "NaN"),
-                        (((i, n) in gt) ? gt[i, n] : "NaN"), (((i, n) in l) ? l[i, n] : "NaN"),
-                        (((i, n) in r) ? r[i, n] : "NaN") }
+                    printf " %s %s %s %s %s %s", f(u, i SUBSEP n), f(gt, i SUBSEP n),
+                        f(l, i SUBSEP n), f(r, i SUBSEP n), f(ub, i SUBSEP n), f(gm, i SUBSEP n) }
                 printf "\n"
             }
         }' <(best_rows "$tsv") | sort -n >"$dat"
@@ -162,25 +166,28 @@ set format x "%.0s%c"
 set title "update: ns per event (10,000 revisions kept)"
 set ylabel "ns/event"
 set logscale y
-plot "$dat" using 1:2 with linespoints lw 2 title "C watchcache", \
-     "" using 1:6 with linespoints lw 2 title "Go btree", \
+plot "$dat" using 1:2 with linespoints lw 2 title "C, 1 event per call", \
+     "" using 1:6 with linespoints lw 2 title "C, 64 events per call", \
+     "" using 1:8 with linespoints lw 2 title "Go btree", \
+     "" using 1:12 with linespoints lw 2 title "Go btree, 64 per lock", \
      500 with lines dt 2 title "target 2M events/s"
 set title "GET: ns per GET, 1 thread, view kept open"
 set ylabel "ns/GET"
-plot "$dat" using 1:3 with linespoints lw 2 title "C watchcache", \
-     "" using 1:7 with linespoints lw 2 title "Go btree", \
+plot "$dat" using 1:3 with linespoints lw 2 title "C, 1 key per call", \
+     "" using 1:7 with linespoints lw 2 title "C, 64 keys per call", \
+     "" using 1:9 with linespoints lw 2 title "Go btree", \
      200 with lines dt 2 title "target 5M GET/s"
 set title "LIST: ns per item at an old revision in the window"
 set ylabel "ns/item"
 plot "$dat" using 1:4 with linespoints lw 2 title "C watchcache", \
-     "" using 1:8 with linespoints lw 2 title "Go btree", \
+     "" using 1:10 with linespoints lw 2 title "Go btree", \
      20 with lines dt 2 title "target 20 ns/item"
 set title "memory: peak RSS / raw key+value bytes"
 set ylabel "RSS / raw"
 unset logscale y
 set yrange [0:*]
 plot "$dat" using 1:5 with linespoints lw 2 title "C watchcache", \
-     "" using 1:9 with linespoints lw 2 title "Go btree", \
+     "" using 1:11 with linespoints lw 2 title "Go btree", \
      1.15 with lines dt 2 title "target 1.15"
 unset multiplot
 EOF

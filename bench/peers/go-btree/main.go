@@ -82,6 +82,30 @@ func (c *cache) put(probe *elem, key []byte, value []byte, rev int64) {
 	c.snapshot()
 }
 
+// putMany applies events one revision each, as put does (a Clone() per
+// event, so every revision stays readable), but publishes the batch's
+// clones under one lock: the equivalent of wcache_ingest_changes.
+func (c *cache) putMany(probe *elem, keys, vals [][]byte, revs []int64) {
+	clones := make([]snap, len(keys))
+	for k := range keys {
+		probe.key = string(keys[k])
+		e := &elem{value: append([]byte(nil), vals[k]...), createRev: revs[k], modRev: revs[k], version: 1}
+		if old, ok := c.live.Get(probe).(*elem); ok {
+			e.key, e.createRev, e.version = old.key, old.createRev, old.version+1
+		} else {
+			e.key = string(keys[k])
+		}
+		c.live.ReplaceOrInsert(e)
+		clones[k] = snap{revs[k], c.live.Clone()}
+	}
+	c.mu.Lock()
+	for _, s := range clones {
+		c.ring[s.rev%int64(len(c.ring))] = s
+	}
+	c.rev = revs[len(revs)-1]
+	c.mu.Unlock()
+}
+
 // at returns the clone at rev, or nil when rev is outside the window.
 func (c *cache) at(rev int64) *btree.BTree {
 	c.mu.RLock()
@@ -145,12 +169,14 @@ func loadPuts(c *cache, g *podgen, n int) float64 {
 	return float64(n) / dur.Seconds()
 }
 
-// updates applies u updates of uniformly random keys and returns events/s.
-func updates(c *cache, g *podgen, n, u int) float64 {
+// updates applies u updates of uniformly random keys and returns events/s;
+// per > 0: putMany of per events at a time (bench_core's
+// update_rate_batch64), with the key sequence of seed.
+func updates(c *cache, g *podgen, n, u, per int, seed uint64) float64 {
 	var b batch
 	var dur time.Duration
 	probe := &elem{}
-	r := rng{seedWL}
+	r := rng{seed}
 	idx, gens, revs := make([]uint64, chunk), make([]uint64, chunk), make([]int64, chunk)
 	for done := 0; done < u; done += chunk {
 		m := min(chunk, u-done)
@@ -160,8 +186,12 @@ func updates(c *cache, g *podgen, n, u int) float64 {
 		}
 		b.fill(g, idx[:m], gens[:m], revs[:m])
 		t0 := time.Now()
-		for k := 0; k < m; k++ {
+		for k := 0; k < m && per == 0; k++ {
 			c.put(probe, b.keys[k], b.vals[k], revs[k])
+		}
+		for k := 0; k < m && per > 0; k += per {
+			e := min(m, k+per)
+			c.putMany(probe, b.keys[k:e], b.vals[k:e], revs[k:e])
 		}
 		dur += time.Since(t0)
 	}
@@ -311,7 +341,8 @@ func main() {
 
 	c := newCache()
 	metric("load_put_rate", loadPuts(c, g, n), "events/s")
-	metric("update_rate", updates(c, g, n, u), "events/s")
+	metric("update_rate", updates(c, g, n, u, 0, seedWL), "events/s")
+	metric("update_rate_batch64", updates(c, g, n, u, 64, seedWL+1), "events/s")
 	rss := peakRSS()
 
 	keys := make([]string, 0, n)
@@ -344,6 +375,11 @@ func main() {
 	metric("get_1t_view_per_get", bestGets(1, false), "gets/s")
 	metric("get_2t_view_open", bestGets(2, true), "gets/s")
 	metric("get_2t_view_per_get", bestGets(2, false), "gets/s")
+	// bench_core's get_*_many64 (wcache_view_get_many of 64 keys on one
+	// view): the btree has no multi-key Get, so 64 Gets on one clone,
+	// which is what get_*_view_open measures already.
+	metric("get_1t_many64", bestGets(1, true), "gets/s")
+	metric("get_2t_many64", bestGets(2, true), "gets/s")
 
 	out := make([]elem, 0, n)
 	bestList := func(t *btree.BTree) float64 {
