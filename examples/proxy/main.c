@@ -22,6 +22,7 @@
 
 px_config G;
 atomic_int px_stopping;
+static wcache_store *store; /* --snapshot-url, used by the main thread only */
 static int verbose;
 
 void px_log(const char *fmt, ...)
@@ -98,8 +99,40 @@ static int newest_snapshot(const char *dir, const char *prefix, char *out, size_
     return 0;
 }
 
+/* A snapshot straight into the object store when due (the same rule as
+ * wcache_snapshot_tick: the revision moved, and the interval passed). */
+static int snapshot_store(px_resource *r, int force)
+{
+    int64_t rev = wcache_cache_revision(r->cache), t = now_ms();
+    if (rev == r->store_last_rev ||
+        (!force && (G.snapshot_interval_s <= 0 || t - r->store_last_ms < G.snapshot_interval_s * 1000)))
+        return 0;
+    char sid[300], eb[256] = "";
+    source_id(r, sid, sizeof sid);
+    wcache_snapshot_write_opts wo = {.size = sizeof wo,
+                                     .source_id = sid,
+                                     .source_id_len = strlen(sid),
+                                     .errbuf = eb,
+                                     .errbuf_len = sizeof eb};
+    wcache_snapshot_info info = {.size = sizeof info};
+    wcache_code rc =
+        wcache_store_put_snapshot(store, NULL, r->cache, &wo, (size_t)G.snapshot_keep, &info);
+    if (rc != WCACHE_OK) {
+        px_log("%s: snapshot to %s failed: %s%s%s", r->name, G.snapshot_url, wcache_strerror(rc),
+               eb[0] ? ": " : "", eb);
+        return -1;
+    }
+    r->store_last_rev = info.revision;
+    r->store_last_ms = t;
+    px_log("%s: snapshot at revision %lld to %s in %lld ms", r->name, (long long)info.revision,
+           G.snapshot_url, (long long)(now_ms() - t));
+    return 0;
+}
+
 static int snapshot_one(px_resource *r, int force)
 {
+    if (store && atomic_load(&r->ready))
+        snapshot_store(r, force);
     if (!G.snapshot_dir || !atomic_load(&r->ready))
         return 0;
     char pfx[96], sid[300];
@@ -138,14 +171,46 @@ static int snapshot_one(px_resource *r, int force)
     return 0;
 }
 
+static void restore_store(px_resource *r)
+{
+    char sid[300], eb[256] = "";
+    source_id(r, sid, sizeof sid);
+    wcache_snapshot_read_opts ro = {.size = sizeof ro,
+                                    .expect_source_id = sid,
+                                    .expect_source_id_len = strlen(sid),
+                                    .errbuf = eb,
+                                    .errbuf_len = sizeof eb};
+    wcache_snapshot_info info = {.size = sizeof info};
+    int64_t t0 = now_ms();
+    wcache_code rc = wcache_store_restore(store, NULL, r->cache, &ro, &info);
+    if (rc == WCACHE_ENOTFOUND)
+        return;
+    if (rc != WCACHE_OK) {
+        px_log("%s: not restoring from %s: %s%s%s; listing the source instead", r->name,
+               G.snapshot_url, wcache_strerror(rc), eb[0] ? ": " : "", eb);
+        return;
+    }
+    r->store_last_rev = r->snap_last_rev = info.revision;
+    r->store_last_ms = r->snap_last_ms = now_ms();
+    px_log("%s: restored %llu objects at revision %lld from %s in %lld ms", r->name,
+           (unsigned long long)info.objects, (long long)info.revision, G.snapshot_url,
+           (long long)(now_ms() - t0));
+}
+
 static void restore(px_resource *r)
 {
-    if (!G.snapshot_dir)
+    if (!G.snapshot_dir) {
+        if (store)
+            restore_store(r);
         return;
+    }
     char pfx[96], path[1024], sid[300];
     snap_prefix(r, pfx, sizeof pfx);
-    if (newest_snapshot(G.snapshot_dir, pfx, path, sizeof path))
+    if (newest_snapshot(G.snapshot_dir, pfx, path, sizeof path)) {
+        if (store)
+            restore_store(r);
         return;
+    }
     source_id(r, sid, sizeof sid);
     char eb[256] = "";
     wcache_snapshot_read_opts ro = {.size = sizeof ro,
@@ -462,9 +527,14 @@ int main(int argc, char **argv)
     if (G.stream && G.nstreams < PX_MAX_RESOURCES) /* sources.stream of the file */
         G.streams[G.nstreams++] = strdup(G.stream);
     if (G.snapshot_url) {
-        fprintf(stderr, "wcache-proxy: --snapshot-url: object-store snapshots are not in this "
-                        "build yet; use --snapshot-dir\n");
-        return 2;
+        static char eb[256]; /* the store keeps it for later errors */
+        wcache_store_opts so = {.size = sizeof so, .errbuf = eb, .errbuf_len = sizeof eb};
+        wcache_code rc = wcache_store_open(&store, G.snapshot_url, &so);
+        if (rc != WCACHE_OK) {
+            fprintf(stderr, "wcache-proxy: --snapshot-url %s: %s%s%s\n", G.snapshot_url,
+                    wcache_strerror(rc), eb[0] ? ": " : "", eb);
+            return 2;
+        }
     }
     if (G.etcd && G.nstreams) {
         fprintf(stderr, "wcache-proxy: --etcd and --stream: give one source\n");
@@ -561,6 +631,7 @@ int main(int argc, char **argv)
         wcache_k8s_free(G.res[i].k8s);
         wcache_cache_close(G.res[i].cache);
     }
+    wcache_store_close(store);
     px_log("stopped");
     return 0;
 }

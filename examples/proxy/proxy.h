@@ -58,6 +58,7 @@ typedef struct px_resource {
     atomic_int ready;
     atomic_llong ready_change_ms; /* last change of ready, for Retry-After */
     int64_t snap_last_rev, snap_last_ms;
+    int64_t store_last_rev, store_last_ms;
 } px_resource;
 
 typedef struct px_user {
