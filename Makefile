@@ -1,7 +1,7 @@
 # Makefile - libwatchcache, its CLI, examples and tests.  Plain GNU Make.
 #
 #   make                  lib/libwatchcache.{a,so*}, tools/wcache, examples/c/*
-#   make demo             build and run examples/c/demo
+#   make demo             build and run examples/c/demo, then the wcache-proxy tour
 #   make check            everything CI runs; ends with "N passed, N failed"
 #   make check-long       longer fuzzing and stress (WCACHE_LONG=1)
 #   make check-asan | check-tsan | check-valgrind | check-meta | check-fuzz
@@ -266,8 +266,10 @@ examples: c-examples
 	    else echo "examples: cargo not installed, skipping examples/rust" >&2; fi; \
 	fi
 
-demo: $(BINOUT)/examples/c/demo
+# The library's demo, then the proxy's tour over the same synthetic stream.
+demo: $(BINOUT)/examples/c/demo proxy
 	./examples/c/demo
+	examples/proxy/tour.sh
 
 # --- test runners -----------------------------------------------------------------
 # Suites are discovered, not listed: every "Suite *NAME_suite(void)" defined

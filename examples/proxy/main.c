@@ -339,6 +339,8 @@ static int open_resource(px_resource *r)
     }
     if (wcache_cache_open(r->cache) != WCACHE_OK)
         return -1;
+    /* the first periodic snapshot comes one interval after the start */
+    r->snap_last_ms = r->store_last_ms = now_ms();
     restore(r);
     atomic_store(&r->ready_change_ms, now_ms());
     if (r->etcd && wcache_etcd_start(r->etcd) != WCACHE_OK)
