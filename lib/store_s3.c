@@ -180,6 +180,8 @@ typedef struct req {
     int64_t retry_after_ms;
     size_t body_off; /* read position of an upload body */
     uint64_t sunk;
+    int tries;       /* attempts made by do_req */
+    char s3code[64]; /* the S3 error code of a failed answer */
 } req;
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
@@ -402,12 +404,13 @@ static int curl_retryable(CURLcode cc)
 
 /* The error of a finished request: names the method, bucket, key and
  * status, and the S3 error code and message when the body has them. */
-static int http_error(wcache_store *st, const req *q)
+static int http_error(wcache_store *st, req *q)
 {
     wci_s3_reply r;
     memset(&r, 0, sizeof r);
     if (q->reply.n)
         (void)wci_s3_parse(q->reply.p, q->reply.n, &r, NULL, NULL);
+    snprintf(q->s3code, sizeof q->s3code, "%s", r.code);
     int code = q->status == 404 && (!r.code[0] || !strcmp(r.code, "NoSuchKey"))
                    ? WCACHE_ENOTFOUND
                    : WCACHE_EHTTP;
@@ -425,6 +428,7 @@ static int do_req(wcache_store *st, CURL *curl, req *q)
 {
     int max = wci_store_max_retries(st);
     for (int attempt = 0;; attempt++) {
+        q->tries = attempt + 1;
         CURLcode cc = perform(st, curl, q);
         if (cc == CURLE_OUT_OF_MEMORY)
             return WCACHE_ENOMEM;
@@ -1022,6 +1026,8 @@ static int abort_mpu(wcache_store *st, s3up *u)
     if (st->eb && st->el)
         snprintf(saved, sizeof saved, "%s", st->eb);
     int rc = do_req(st, s->curl, &q);
+    if (rc != WCACHE_OK && q.tries > 1 && !strcmp(q.s3code, "NoSuchUpload"))
+        rc = WCACHE_OK; /* an earlier try aborted it; its answer was lost */
     if (rc != WCACHE_OK)
         wci_store_log(st, WCACHE_LOG_ERROR,
                       "s3: could not abort multipart upload of s3://%s/%s; its parts remain "
@@ -1077,7 +1083,7 @@ static int put_single(wcache_store *st, s3up *u, char *etag)
     return rc;
 }
 
-static int complete(wcache_store *st, s3up *u, char *etag)
+static int complete(wcache_store *st, s3up *u, char *etag, int *maybe_done)
 {
     s3 *s = st->be;
     buf body = {st, NULL, 0, 0, 0};
@@ -1105,7 +1111,12 @@ static int complete(wcache_store *st, s3up *u, char *etag)
     q.sign_body = 1;
     int rc = do_req(st, s->curl, &q);
     wci_s3_reply r;
-    if (rc == WCACHE_OK) {
+    if (rc != WCACHE_OK && q.tries > 1) {
+        /* A retry failed: an earlier try may have completed the upload
+         * and lost its answer (S3 then says NoSuchUpload; s3rver 500).
+         * The caller checks the object before it believes either. */
+        *maybe_done = 1;
+    } else if (rc == WCACHE_OK) {
         /* S3 may answer 200 and put an <Error> in the body. */
         rc = wci_s3_parse(q.reply.p, q.reply.n, &r, NULL, NULL);
         if (rc != WCACHE_OK)
@@ -1142,6 +1153,23 @@ static void multipart_etag(s3up *u, char *out)
     snprintf(out + 32, WCI_STORE_ETAG_MAX - 32, "-%d", u->nparts);
 }
 
+/* The object under up's key has the size and ETag of what was sent.  The
+ * errbuf keeps the error that led here. */
+static int is_ours(wcache_store *st, wcache_store_upload *up, const char *whole,
+                   const char *comp)
+{
+    char saved[512] = "";
+    if (st->eb && st->el)
+        snprintf(saved, sizeof saved, "%s", st->eb);
+    int64_t size = -1;
+    char he[WCI_STORE_ETAG_MAX] = "";
+    int ok = head(st, up->key, &size, he) == WCACHE_OK && size == (int64_t)up->bytes &&
+             (!strcasecmp(he, whole) || !strcasecmp(he, comp));
+    if (!ok && st->eb && st->el)
+        snprintf(st->eb, st->el, "%s", saved);
+    return ok;
+}
+
 static int s3up_commit(wcache_store_upload *up, wci_store_obj *o)
 {
     wcache_store *st = up->st;
@@ -1159,9 +1187,16 @@ static int s3up_commit(wcache_store_upload *up, wci_store_obj *o)
         join_all(u);
         if (rc == WCACHE_OK)
             rc = u->err;
+        int maybe = 0;
         if (rc == WCACHE_OK)
-            rc = complete(st, u, etag);
+            rc = complete(st, u, etag, &maybe);
         multipart_etag(u, comp);
+        if (rc != WCACHE_OK && maybe && is_ours(st, up, whole, comp)) {
+            wci_store_log(st, WCACHE_LOG_INFO,
+                          "s3: complete s3://%s/%s: an earlier try completed it", st->bucket,
+                          up->key);
+            rc = WCACHE_OK;
+        }
         if (rc != WCACHE_OK)
             (void)abort_mpu(st, u);
         u->upload_id[0] = '\0';

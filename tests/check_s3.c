@@ -386,8 +386,9 @@ static void s3_down(void)
 
 /* What the proxy does to the requests that match (method, and a substring
  * of the request line): fail N of them with 503/500, drop N (close without
- * an answer), or truncate N answers halfway through their bytes. */
-enum { F_NONE, F_5XX, F_DROP, F_TRUNCATE };
+ * an answer), truncate N answers halfway through their bytes, or lose N
+ * answers (the server acts on the request, the client never hears). */
+enum { F_NONE, F_5XX, F_DROP, F_TRUNCATE, F_LOSE };
 static struct {
     int lfd;
     int port;
@@ -539,7 +540,8 @@ static void *px_conn(void *arg)
                 ans = realloc(ans, cap *= 2);
         }
         close(ufd);
-        (void)send_all(cfd, ans, f == F_TRUNCATE ? got / 2 : got);
+        if (f != F_LOSE)
+            (void)send_all(cfd, ans, f == F_TRUNCATE ? got / 2 : got);
         free(ans);
         break;
     }
@@ -852,12 +854,18 @@ START_TEST(s3_faults_survived)
     px_set(F_5XX, 2, "POST", "uploads=");
     ck_assert_int_eq(wcache_store_put_file(st, "c.bin", a, NULL), WCACHE_OK);
     px_set(F_DROP, 1, "POST", "uploadId=");
-    int rc = wcache_store_put_file(st, "d.bin", a, NULL);
-    /* A dropped complete may have completed: the retry then finds no
-     * upload (404) unless the server had not acted yet.  Either way
-     * nothing is half-done: an object is whole, or absent. */
-    if (rc != WCACHE_OK)
-        ck_assert_int_eq(wcache_store_get_file(st, "d.bin", b, 0, NULL), WCACHE_ENOTFOUND);
+    ck_assert_int_eq(wcache_store_put_file(st, "d.bin", a, NULL), WCACHE_OK);
+    /* The server completes, the answer is lost: the retry finds no upload
+     * (NoSuchUpload), and the object's size and ETag show it is ours. */
+    px_set(F_LOSE, 1, "POST", "uploadId=");
+    int rc = wcache_store_put_file(st, "e.bin", a, NULL);
+    ck_assert_msg(rc == WCACHE_OK, "lost complete: %s: %s", wcache_strerror(rc), errbuf);
+    ck_assert_int_eq(atomic_load(&px.injected), 1);
+    ck_assert_int_eq(wcache_store_get_file(st, "e.bin", b, 0, NULL), WCACHE_OK);
+    ck_assert(same_file(a, b));
+    /* Lost answers to part uploads and to a plain PUT: retried, same data. */
+    px_set(F_LOSE, 2, "PUT", "partNumber=");
+    ck_assert_int_eq(wcache_store_put_file(st, "f.bin", a, NULL), WCACHE_OK);
 
     /* Downloads: truncated bodies resume where they stopped. */
     px_set(F_TRUNCATE, 3, "GET", "/faults/a.bin");
