@@ -832,15 +832,18 @@ static void run_url(wcache_k8s *s, wcache_batch *b)
         int st = watch_once(s);
         if (atomic_load(&s->stop) || st == WCI_KW_FATAL)
             break;
-        if (s->kw.events + s->kw.bookmarks > before)
-            backoff = s->backoff_min; /* that stream worked */
+        /* A stream that applied nothing is no sign of health: a server
+         * that closes, or answers 410, at once is not asked again at once. */
+        int worked = s->kw.events + s->kw.bookmarks > before;
+        if (worked)
+            backoff = s->backoff_min;
         if (st == WCI_KW_RELIST) {
             need_list = 1;
-            continue; /* the server is fine: no wait */
+        } else {
+            atomic_fetch_add(&s->reconnects, 1);
         }
-        atomic_fetch_add(&s->reconnects, 1);
-        if (st == WCI_KW_GO)
-            continue; /* the server closed a sound stream, as it does */
+        if (worked && st != WCI_KW_RECONNECT)
+            continue; /* the server ended a sound stream, as it does, or wants a re-list */
         nap(s, backoff);
         backoff = backoff * 2 > s->backoff_max ? s->backoff_max : backoff * 2;
     }

@@ -37,7 +37,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -990,6 +992,169 @@ START_TEST(k8s_url_watch_token)
 }
 END_TEST
 
+/* ---- HTTPS: openssl s_server -WWW stands in for the API server ---- */
+
+/*
+ * s_server -WWW answers "GET /PATH" with the file PATH under its working
+ * directory, query string included in the name, then closes: enough for a
+ * LIST, and for a watch that the server ends.  It checks no token (the
+ * loopback server above does); what is tested here is TLS: verified with
+ * the test's CA, refused without it, accepted with insecure = 1.
+ */
+static pid_t TLS_PID;
+static int TLS_PORT;
+
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    socklen_t al = sizeof a;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int tls_listening(void *ud)
+{
+    (void)ud;
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)TLS_PORT)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Certificates made by openssl in TMPD (EC keys: fast), the files the
+ * server serves, and the server.  0 when openssl is missing. */
+static int tls_up(void)
+{
+    char cmd[4096];
+    const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd '%s'; mkdir -p www/list www/watch; exec 2>openssl.log;"
+             "openssl req -x509 %s -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=wcache-ca;"
+             "printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >s.cnf;"
+             "openssl req %s -keyout server-key.pem -out s.csr -subj /CN=127.0.0.1;"
+             "openssl x509 -req -in s.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial "
+             "-out server.pem -days 2 -extfile s.cnf",
+             TMPD, ec, ec);
+    if (system(cmd) != 0)
+        return 0;
+    char path[600];
+    snprintf(path, sizeof path, "%s/www/list/pods?limit=10000", TMPD);
+    char *i1 = item("ns", "x", 90, "n1");
+    char *list = msgf("{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{"
+                      "\"resourceVersion\":\"100\"},\"items\":[%s]}",
+                      i1);
+    write_file(path, list);
+    snprintf(path, sizeof path,
+             "%s/www/watch/pods?watch=true&allowWatchBookmarks=true&resourceVersion=100", TMPD);
+    char *e1 = ev_line("MODIFIED", "ns", "x", 101, "n2"),
+         *e2 = ev_line("ADDED", "ns", "y", 102, "n3");
+    char *b = bm_line(110), *stream = msgf("%s%s%s", e1, e2, b);
+    write_file(path, stream);
+    free(i1), free(list), free(e1), free(e2), free(b), free(stream);
+    TLS_PORT = free_port();
+    TLS_PID = fork();
+    ck_assert_int_ge(TLS_PID, 0);
+    if (TLS_PID == 0) {
+        char www[400], acc[64], cert[400], key[400];
+        snprintf(www, sizeof www, "%s/www", TMPD);
+        snprintf(acc, sizeof acc, "127.0.0.1:%d", TLS_PORT);
+        snprintf(cert, sizeof cert, "%s/server.pem", TMPD);
+        snprintf(key, sizeof key, "%s/server-key.pem", TMPD);
+        if (chdir(www) != 0)
+            _exit(127);
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0), dup2(null, 1), dup2(null, 2);
+        execlp("openssl", "openssl", "s_server", "-WWW", "-quiet", "-accept", acc, "-cert",
+               cert, "-key", key, (char *)NULL);
+        _exit(127);
+    }
+    ck_assert_msg(wait_for(tls_listening, NULL, 20000), "openssl s_server did not start");
+    return 1;
+}
+
+static void tls_down(void)
+{
+    if (TLS_PID > 0) {
+        kill(TLS_PID, SIGTERM);
+        waitpid(TLS_PID, NULL, 0);
+        TLS_PID = 0;
+    }
+}
+
+static int errors_seen(void *ud)
+{
+    return kstat(ud).errors >= 1;
+}
+
+/* A source over https with the given CA / insecure; returns it started. */
+static wcache_k8s *tls_source(wcache_cache **c, const char *ca, int insecure)
+{
+    char url[160], lurl[160];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/watch/pods?watch=true", TLS_PORT);
+    snprintf(lurl, sizeof lurl, "https://127.0.0.1:%d/list/pods", TLS_PORT);
+    *c = new_cache();
+    wcache_k8s_opts o = base_opts();
+    o.input = WCACHE_K8S_INPUT_URL;
+    o.url = url;
+    o.list_url = lurl;
+    o.ca_file = ca;
+    o.insecure = insecure;
+    o.bearer_token = "ignored-by-s_server";
+    o.backoff_min_ms = 200; /* the stream ends at once: reconnects back off */
+    o.backoff_max_ms = 400;
+    wcache_k8s *s;
+    ck_assert_ok(wcache_k8s_create(&s, *c, &o));
+    ck_assert_ok(wcache_cache_open(*c));
+    ck_assert_ok(wcache_k8s_start(s));
+    return s;
+}
+
+START_TEST(k8s_https)
+{
+    if (!tls_up()) {
+        fprintf(stderr, "check_k8s: SKIPPED https: openssl could not make certificates\n");
+        return;
+    }
+    char ca[400];
+    snprintf(ca, sizeof ca, "%s/ca.pem", TMPD);
+    for (int mode = 0; mode < 2; mode++) { /* the test's CA; no verification */
+        wcache_cache *c;
+        wcache_k8s *s = tls_source(&c, mode == 0 ? ca : NULL, mode == 1);
+        revwait rw = {c, 110};
+        ck_assert_msg(wait_for(rev_reached, &rw, 20000), "mode %d: revision %lld", mode,
+                      (long long)wcache_cache_revision(c));
+        wcache_k8s_stats st = kstat(s);
+        ck_assert_int_eq(st.lists, 1);
+        ck_assert_int_eq(st.events, 2);
+        ck_assert_int_eq(count_at(c, 0), 2);
+        char v[512];
+        ck_assert(get_at(c, 0, PFX "ns/x", v, sizeof v));
+        ck_assert(strstr(v, "\"resourceVersion\":\"101\""));
+        wcache_k8s_free(s);
+        wcache_cache_close(c);
+    }
+    /* the system's CAs do not know the test's: refused, nothing applied */
+    wcache_cache *c;
+    wcache_k8s *s = tls_source(&c, NULL, 0);
+    ck_assert(wait_for(errors_seen, s, 20000));
+    wcache_k8s_stats st = kstat(s);
+    ck_assert_int_eq(st.last_error, WCACHE_ECURL);
+    ck_assert_int_eq(st.synced, 0);
+    ck_assert_int_eq(wcache_cache_revision(c), 0);
+    int64_t cur;
+    ck_assert_wc(wcache_k8s_current_revision(s, &cur), WCACHE_ECURL);
+    wcache_k8s_free(s);
+    wcache_cache_close(c);
+    tls_down();
+}
+END_TEST
+
 START_TEST(k8s_api_errors)
 {
     wcache_cache *c = new_cache();
@@ -1324,6 +1489,12 @@ Suite *k8s_suite(void)
     tcase_add_test(tc, k8s_relist_unreachable);
     tcase_add_test(tc, k8s_fd_relist_410);
     tcase_add_test(tc, k8s_url_watch_token);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("https");
+    tcase_set_timeout(tc, tu_timeout(120));
+    tcase_add_unchecked_fixture(tc, tmp_up, tmp_down);
+    tcase_add_checked_fixture(tc, NULL, tls_down);
+    tcase_add_test(tc, k8s_https);
     suite_add_tcase(s, tc);
     tc = tcase_create("synthetic");
     tcase_set_timeout(tc, tu_timeout(300));
