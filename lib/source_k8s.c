@@ -45,6 +45,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,7 +161,8 @@ static CURLcode run_xfer(wcache_k8s *s, CURL *e)
 static void nap(wcache_k8s *s, int64_t ms)
 {
     int64_t end = wci_mono_ms() + ms;
-    for (int64_t now = wci_mono_ms(); now < end && !atomic_load(&s->stop); now = wci_mono_ms()) {
+    for (int64_t now = wci_mono_ms(); now < end && !atomic_load(&s->stop);
+         now = wci_mono_ms()) {
         struct pollfd p = {s->wake[0], POLLIN, 0};
         poll(&p, 1, (int)(end - now));
     }
@@ -1141,18 +1143,43 @@ const char *wcache_k8s_source_id(const wcache_k8s *s, size_t *len)
     return s->name;
 }
 
+/*
+ * Write all of p to fd.  A pipe whose reader went away must fail the call
+ * with EPIPE, not kill the program with SIGPIPE: the signal is blocked in
+ * this thread meanwhile, and one it raised is taken off again (unless one
+ * was pending already, which stays the program's).
+ */
 static int write_all(int fd, const char *p, size_t n)
 {
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending);
+    int masked = pthread_sigmask(SIG_BLOCK, &pipe_set, &old) == 0;
+    int had = masked && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    int rc = 0, err = 0;
     while (n > 0) {
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
-            return -1;
+        if (w <= 0) {
+            err = w < 0 ? errno : EIO;
+            rc = -1;
+            break;
+        }
         p += w;
         n -= (size_t)w;
     }
-    return 0;
+    if (masked) {
+        if (err == EPIPE && !had) {
+            struct timespec zero = {0, 0};
+            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+                ;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    errno = err;
+    return rc;
 }
 
 wcache_code wcache_k8s_synthetic_write(int fd, uint64_t seed, int resources, int64_t after_rev,

@@ -1209,6 +1209,13 @@ START_TEST(k8s_api_errors)
     ck_assert_wc(wcache_k8s_synthetic_write(-1, 1, 0, 0, NULL), WCACHE_EINVAL);
     ck_assert_wc(wcache_k8s_synthetic_write(1, 1, 8, 0, NULL), WCACHE_EINVAL);
     ck_assert_wc(wcache_k8s_synthetic_write(1, 1, 0, -1, NULL), WCACHE_EINVAL);
+    /* a pipe nobody reads: an error, not a SIGPIPE that kills the program */
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    close(p[0]);
+    ck_assert_wc(wcache_k8s_synthetic_write(p[1], 1, 0, 0, NULL), WCACHE_ESYS);
+    ck_assert_int_eq(errno, EPIPE);
+    close(p[1]);
     wcache_k8s_free(s);
     wcache_k8s_free(NULL);
     wcache_cache_close(c);
