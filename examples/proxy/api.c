@@ -552,6 +552,24 @@ static ssize_t list_cb(void *cls, uint64_t pos, char *buf, size_t max)
 
 static void list_free_cb(void *cls) { ls_free(cls); }
 
+/* Queue a chunked 200 whose body cb produces; on failure free cls. */
+static int queue_stream(struct MHD_Connection *c, size_t block, MHD_ContentReaderCallback cb,
+                        void *cls, MHD_ContentReaderFreeCallback freecb, const char *cache_control)
+{
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block, cb,
+                                                                  cls, freecb);
+    if (!resp) {
+        freecb(cls);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    if (cache_control)
+        MHD_add_response_header(resp, "Cache-Control", cache_control);
+    int ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static const char continue_expired[] =
     "The provided continue parameter is too old to display a consistent list result. You can "
     "start a new list without the continue parameter, or use the continue token in this "
@@ -693,19 +711,8 @@ static int do_list(px_req *q)
         ls_free(ls);
         return reply_buf(q->conn, 200, &b, "application/json");
     }
-    if (cont) {
-        /* a continue without limit: the rest, streamed */
-    }
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, list_cb, ls, list_free_cb);
-    if (!resp) {
-        ls_free(ls);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    int ret = MHD_queue_response(q->conn, 200, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    /* no limit (or a continue without one): the rest, streamed */
+    return queue_stream(q->conn, 64 * 1024, list_cb, ls, list_free_cb, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1179,15 +1186,6 @@ static int do_watch(px_req *q)
     epoll_ctl(reg.ep, EPOLL_CTL_ADD, ws->fd, &ev);
     pthread_mutex_unlock(&reg.mu);
     atomic_fetch_add(&m_watch_opened, 1);
-    /* a small block: each event leaves as soon as it is formatted */
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, watch_cb, ws, watch_free_cb);
-    if (!resp) {
-        watch_free_cb(ws);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-cache, private");
     MHD_set_connection_option(q->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)G.write_timeout_s);
     /* a bounded kernel buffer per watcher: a client that stops reading is
@@ -1197,9 +1195,8 @@ static int do_watch(px_req *q)
         MHD_get_connection_info(q->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci && G.watch_sndbuf > 0)
         setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &G.watch_sndbuf, sizeof G.watch_sndbuf);
-    int ret = MHD_queue_response(q->conn, 200, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    /* a small block: each event leaves as soon as it is formatted */
+    return queue_stream(q->conn, 16 * 1024, watch_cb, ws, watch_free_cb, "no-cache, private");
 }
 
 int api_serve(px_req *q)

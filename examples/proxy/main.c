@@ -455,16 +455,25 @@ int main(int argc, char **argv)
         if (cf && cfg_load_yaml(&G, cf))
             return 2;
     }
+    /* flags that set one string each */
+    static const struct {
+        int opt;
+        char **dst;
+    } strs[] = {{O_LISTEN, &G.listen},     {O_ETCD, &G.etcd},       {O_SDIR, &G.snapshot_dir},
+                {O_SURL, &G.snapshot_url}, {O_CERT, &G.tls_cert},   {O_KEY, &G.tls_key},
+                {O_CA, &G.client_ca},      {O_TOKENS, &G.token_file}};
     int o;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        int done = 0;
+        for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+            if (strs[i].opt == o) {
+                set(strs[i].dst, optarg);
+                done = 1;
+            }
+        if (done)
+            continue;
         switch (o) {
         case O_CONFIG:
-            break;
-        case O_LISTEN:
-            set(&G.listen, optarg);
-            break;
-        case O_ETCD:
-            set(&G.etcd, optarg);
             break;
         case O_STREAM:
             if (G.nstreams < PX_MAX_RESOURCES)
@@ -473,26 +482,8 @@ int main(int argc, char **argv)
         case O_SEED:
             G.seed = strtoull(optarg, NULL, 10);
             break;
-        case O_SDIR:
-            set(&G.snapshot_dir, optarg);
-            break;
-        case O_SURL:
-            set(&G.snapshot_url, optarg);
-            break;
         case O_SINT:
             G.snapshot_interval_s = atoll(optarg);
-            break;
-        case O_CERT:
-            set(&G.tls_cert, optarg);
-            break;
-        case O_KEY:
-            set(&G.tls_key, optarg);
-            break;
-        case O_CA:
-            set(&G.client_ca, optarg);
-            break;
-        case O_TOKENS:
-            set(&G.token_file, optarg);
             break;
         case O_THREADS:
             G.threads = atoi(optarg);
