@@ -555,6 +555,10 @@ static bool fan_attach(wcache_cache *c, wci_bucket *b, wcache_watch *w)
     }
     if (pthread_mutex_trylock(&w->rmu) != 0)
         return false; /* its consumer is in next(): another time */
+    if (atomic_load(&w->end_code)) { /* stopped meanwhile: stays off */
+        pthread_mutex_unlock(&w->rmu);
+        return false;
+    }
     w->rseg = f->last;
     atomic_store_explicit(&w->rpos, f->wtail, memory_order_relaxed);
     atomic_store_explicit(&w->rcut, UINT64_MAX, memory_order_relaxed);
@@ -699,7 +703,7 @@ static size_t fan_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap, bool
                 atomic_fetch_add_explicit(&out->ev->refs, 1, memory_order_relaxed);
         }
         if (lend) {
-            w->lent_fan = n > 0;
+            w->lent_fan = w->lent_mine = n > 0;
             w->lent_pos = pos;
             w->lent_seg = s;
         } else {
@@ -721,8 +725,9 @@ static void settle(wcache_watch *w)
         atomic_store_explicit(&w->qhead, h + w->lent_own, memory_order_release);
         w->lent_own = 0;
     }
-    if (!w->lent_fan && !w->nhold)
+    if (!w->lent_mine) /* nothing lent, so nothing held for it either */
         return;
+    w->lent_mine = 0;
     pthread_mutex_lock(&w->rmu);
     if (w->lent_fan && w->fan) {
         w->rseg = w->lent_seg;
@@ -1672,7 +1677,10 @@ void wcache_watch_stop(wcache_watch *w)
     if (!watch_ok(w))
         return;
     /* On a fan, what is queued is what the fan holds now: cut there.  rmu
-     * is only ever held briefly (the writer never waits for it). */
+     * is only ever held briefly (the writer never waits for it).  The end
+     * code first: fan_attach() checks it under rmu. */
+    int expect = 0;
+    atomic_compare_exchange_strong(&w->end_code, &expect, (int)WCACHE_ESTOPPED);
     pthread_mutex_lock(&w->rmu);
     if (w->fan) {
         fan_cut(w, atomic_load_explicit(&w->fan->tail, memory_order_acquire));

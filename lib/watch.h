@@ -130,7 +130,8 @@ struct wcache_watch {
      * lent_pos (under rmu); hold: references the writer took for lent fan
      * events when it detached the watcher (under rmu). */
     size_t lent_own;
-    int lent_fan;
+    int lent_fan;  /* under rmu: the writer reads it when it detaches */
+    int lent_mine; /* the consumer's own copy: settle() locks rmu only then */
     uint64_t lent_pos;
     wci_seg *lent_seg;
     wcache_event **hold;
