@@ -678,7 +678,10 @@ static int s3_open(wcache_store *st)
             sty = st->o.endpoint || env("AWS_ENDPOINT_URL") || env("AWS_ENDPOINT_URL_S3")
                       ? WCACHE_STORE_STYLE_PATH
                       : WCACHE_STORE_STYLE_VIRTUAL;
-        /* A bucket with dots breaks TLS names of virtual hosts. */
+        /* A bucket name with dots is no single DNS label: the wildcard
+         * certificate of a virtual host would not match it. */
+        if (st->o.style == WCACHE_STORE_STYLE_AUTO && strchr(st->bucket, '.'))
+            sty = WCACHE_STORE_STYLE_PATH;
         s->path_style = sty == WCACHE_STORE_STYLE_PATH;
     }
     if (rc != WCACHE_OK) {

@@ -1030,6 +1030,71 @@ Suite *s3_suite(void)
     return s;
 }
 
+static void snap_file_at(const char *path, int n)
+{
+    wcache_cache *c = new_cache();
+    fill(c, n, 32);
+    wcache_snapshot_write_opts w = wopts("oom");
+    ck_assert_int_eq(wcache_snapshot_write(c, path, &w, NULL), WCACHE_OK);
+    wcache_cache_close(c);
+}
+
+/* An allocator that fails its n-th allocation, to walk every error path. */
+static long chaos_left;
+static void *chaos_alloc(size_t n, void *ud)
+{
+    (void)ud;
+    if (chaos_left >= 0 && chaos_left-- == 0)
+        return NULL;
+    return malloc(n ? n : 1);
+}
+static void chaos_free(void *p, void *ud)
+{
+    (void)ud;
+    free(p);
+}
+
+/* Out of memory at every allocation of a file store's open, upload,
+ * download, listing and layout calls: ENOMEM or success, never a crash or
+ * a leak (the ASan and valgrind passes watch), nothing half-written. */
+START_TEST(file_out_of_memory)
+{
+    char url[400], src[400], dst[400];
+    snprintf(url, sizeof url, "file://%s/oom", tdir);
+    snprintf(src, sizeof src, "%s/src.wcsnap", tdir);
+    snprintf(dst, sizeof dst, "%s/dst.wcsnap", tdir);
+    snap_file_at(src, 40);
+    wcache_allocator al = {sizeof al, chaos_alloc, chaos_free, NULL};
+    int done = 0;
+    long k;
+    for (k = 0; !done && k < 400; k++) {
+        chaos_left = k;
+        wcache_store_opts o;
+        memset(&o, 0, sizeof o);
+        o.size = sizeof o;
+        o.alloc = &al;
+        wcache_store *st = NULL;
+        int rc = wcache_store_open(&st, url, &o);
+        if (rc == WCACHE_OK)
+            rc = wcache_store_put_file(st, "a/one.wcsnap", src, NULL);
+        if (rc == WCACHE_OK)
+            rc = wcache_store_get_file(st, "a/one.wcsnap", dst, 1, NULL);
+        int n = 0;
+        if (rc == WCACHE_OK)
+            rc = wcache_store_list(st, NULL, count_cb, &n);
+        if (rc == WCACHE_OK)
+            rc = wcache_store_retain(st, "a", 1, 1, NULL);
+        ck_assert_msg(rc == WCACHE_OK || rc == WCACHE_ENOMEM, "k=%ld: %s", k,
+                      wcache_strerror(rc));
+        done = rc == WCACHE_OK;
+        wcache_store_close(st);
+    }
+    chaos_left = -1;
+    ck_assert(done);
+    ck_assert_int_gt(k, 10); /* so many allocations failed on the way */
+}
+END_TEST
+
 Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -1039,6 +1104,7 @@ Suite *store_suite(void)
     tcase_add_test(t, urls_and_keys);
     tcase_add_test(t, file_push_pull_ls);
     tcase_add_test(t, file_layout_cycle);
+    tcase_add_test(t, file_out_of_memory);
     suite_add_tcase(s, t);
     return s;
 }
