@@ -11,7 +11,10 @@
  *            ring by the consumer itself, under wmu, a bounded batch per
  *            call: a watcher far behind costs the writer nothing.
  *   LIVE     caught up: the writer pushes each matching change into the
- *            watcher's queue as it commits it.
+ *            watcher's queue as it commits it; or, for plain watchers
+ *            (no selector, no index) sharing a prefix, once into the
+ *            prefix's fan, which each of them reads at its own position
+ *            (see watch.h), once their own queue is empty.
  *
  * The queue is single-producer (whoever holds wmu: the writer, or the
  * consumer replaying) and single-consumer (the watch's thread).  The writer
@@ -27,7 +30,8 @@
  *
  * Finding the watchers a key concerns costs one hash probe per distinct
  * prefix length in use, not one test per watcher: 10,000 watchers on
- * namespace prefixes share a handful of lengths.
+ * namespace prefixes share a handful of lengths (podgen's pod prefixes
+ * about 20), and a bit filter answers most of those probes.
  */
 #include "watch.h"
 
