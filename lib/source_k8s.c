@@ -246,6 +246,7 @@ typedef struct litem {
 } litem;
 
 typedef struct lset {
+    const wci_alloc *al;
     litem *it;
     size_t n, cap;
     int64_t rev;
@@ -258,96 +259,37 @@ static void lset_fini(wcache_k8s *s, lset *l)
         wci_free(s->al, l->it[i].val);
     }
     wci_free(s->al, l->it);
-    memset(l, 0, sizeof *l);
+    l->it = NULL;
+    l->n = l->cap = 0;
 }
 
-/* An item of a list: kind and apiVersion first (a typed list leaves them
- * out of its items; watch events carry them), then the item's members. */
-static json_t *typed_item(const json_t *item, const char *kind, const char *api)
+/* One item of a page into the set. */
+static wcache_code lset_add(const char *key, size_t klen, const char *val, size_t vlen,
+                            int64_t rv, void *ud)
 {
-    if (!kind || !api || json_object_get(item, "kind"))
-        return json_incref((json_t *)item);
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
-    if (json_object_set_new(o, "apiVersion", json_string(api)) != 0 ||
-        json_object_set_new(o, "kind", json_string(kind)) != 0 ||
-        json_object_update(o, (json_t *)item) != 0) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
-}
-
-static wcache_code lset_add_page(wcache_k8s *s, lset *l, const json_t *page)
-{
-    const json_t *items = json_object_get(page, "items");
-    const json_t *lk = json_object_get(page, "kind");
-    const json_t *la = json_object_get(page, "apiVersion");
-    char kind[128] = {0};
-    if (json_is_string(lk)) {
-        size_t n = json_string_length(lk);
-        if (n > 4 && n < sizeof kind && strcmp(json_string_value(lk) + n - 4, "List") == 0)
-            memcpy(kind, json_string_value(lk), n - 4);
-    }
-    if (items && !json_is_array(items) && !json_is_null(items)) {
-        fail(s, WCACHE_ECORRUPT, "list: items is not an array");
-        return WCACHE_ECORRUPT;
-    }
-    size_t n = json_array_size(items);
-    if (l->n + n > l->cap) {
-        size_t cap = l->cap ? l->cap : 1024;
-        while (cap < l->n + n)
-            cap *= 2;
-        litem *ni = wci_calloc(s->al, cap, sizeof *ni);
+    lset *l = ud;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 1024;
+        litem *ni = wci_calloc(l->al, cap, sizeof *ni);
         if (!ni)
             return WCACHE_ENOMEM;
         if (l->n)
             memcpy(ni, l->it, l->n * sizeof *ni);
-        wci_free(s->al, l->it);
+        wci_free(l->al, l->it);
         l->it = ni;
         l->cap = cap;
     }
-    char *kb = NULL, *vb = NULL;
-    size_t kc = 0, vc = 0;
-    wcache_code rc = WCACHE_OK;
-    for (size_t i = 0; i < n && rc == WCACHE_OK; i++) {
-        const json_t *it = json_array_get(items, i);
-        int64_t rv;
-        long kl = json_is_object(it)
-                      ? wci_k8s_key(s->al, s->prefix, s->prefix_len, it, &kb, &kc, &rv)
-                      : -1;
-        if (kl == -2) {
-            rc = WCACHE_ENOMEM;
-            break;
-        }
-        if (kl < 0 || rv < 1 || rv > l->rev) {
-            fail(s, WCACHE_ECORRUPT,
-                 "list: item %zu without a usable name or resourceVersion (list at %lld)", l->n,
-                 (long long)l->rev);
-            rc = WCACHE_ECORRUPT;
-            break;
-        }
-        json_t *ti = typed_item(it, kind[0] ? kind : NULL,
-                                json_is_string(la) ? json_string_value(la) : NULL);
-        long vl = ti ? wci_k8s_value(s->al, ti, &vb, &vc) : -1;
-        json_decref(ti);
-        litem *x = &l->it[l->n];
-        if (vl < 0 || !(x->key = wci_memdup(s->al, kb, (size_t)kl)) ||
-            !(x->val = wci_memdup(s->al, vb, (size_t)vl))) {
-            wci_free(s->al, x->key);
-            x->key = NULL;
-            rc = WCACHE_ENOMEM;
-            break;
-        }
-        x->klen = (size_t)kl;
-        x->vlen = (size_t)vl;
-        x->rv = rv;
-        l->n++;
+    litem *x = &l->it[l->n];
+    if (!(x->key = wci_memdup(l->al, key, klen)) || !(x->val = wci_memdup(l->al, val, vlen))) {
+        wci_free(l->al, x->key);
+        x->key = NULL;
+        return WCACHE_ENOMEM;
     }
-    wci_free(s->al, kb);
-    wci_free(s->al, vb);
-    return rc;
+    x->klen = klen;
+    x->vlen = vlen;
+    x->rv = rv;
+    l->n++;
+    return WCACHE_OK;
 }
 
 /* Percent-encode a continue token for the query string. */
@@ -403,23 +345,15 @@ static wcache_code list_fetch(wcache_k8s *s, lset *l)
         wci_free(s->al, u);
         if (rc != WCACHE_OK)
             break;
-        const json_t *md = json_object_get(ans, "metadata");
-        int64_t rev;
-        if (!json_is_object(md) || wci_json_i64(md, "resourceVersion", &rev) != 0 || rev < 1 ||
-            (page > 0 && rev != l->rev)) {
-            fail(s, WCACHE_ECORRUPT, "list: page %d without a usable metadata.resourceVersion",
-                 page);
-            json_decref(ans);
-            rc = WCACHE_ECORRUPT;
-            break;
-        }
-        l->rev = rev;
-        rc = lset_add_page(s, l, ans);
-        const json_t *ct = json_object_get(md, "continue");
+        char err[200];
+        const char *ct = NULL;
+        rc = wci_k8s_list_page(s->al, s->prefix, s->prefix_len, ans, page > 0 ? l->rev : 0,
+                               &l->rev, &ct, lset_add, l, err, sizeof err);
+        if (rc == WCACHE_ECORRUPT)
+            fail(s, rc, "list: page %d: %s", page, err);
         wci_free(s->al, tok);
         tok = NULL;
-        if (rc == WCACHE_OK && json_is_string(ct) && json_string_length(ct) > 0 &&
-            !(tok = dupstr(s->al, json_string_value(ct))))
+        if (rc == WCACHE_OK && ct && !(tok = dupstr(s->al, ct)))
             rc = WCACHE_ENOMEM;
         json_decref(ans);
         if (rc != WCACHE_OK || !tok)
@@ -452,7 +386,7 @@ static wcache_code list_sorted(wcache_k8s *s, lset *l)
 /* The initial list into an empty cache. */
 static wcache_code list_load(wcache_k8s *s, wcache_batch *b)
 {
-    lset l = {0};
+    lset l = {.al = s->al};
     wcache_code rc = list_sorted(s, &l);
     wcache_batch_clear(b);
     for (size_t i = 0; i < l.n && rc == WCACHE_OK; i++) {
@@ -555,7 +489,7 @@ static wcache_code reconcile_diff(wcache_k8s *s, const lset *l, wcache_batch *b)
 static wcache_code list_reconcile(wcache_k8s *s, wcache_batch *b)
 {
     int64_t crev = wcache_cache_revision(s->c);
-    lset l = {0};
+    lset l = {.al = s->al};
     wcache_code rc = list_sorted(s, &l);
     wcache_batch_clear(b);
     if (rc == WCACHE_OK)

@@ -79,6 +79,24 @@ long wci_k8s_key(const wci_alloc *al, const unsigned char *prefix, size_t prefix
  * Returns the length, or -1 (out of memory, or not serialisable). */
 long wci_k8s_value(const wci_alloc *al, const json_t *obj, char **buf, size_t *cap);
 
+/*
+ * One LIST page (a parsed Kubernetes List: metadata.resourceVersion, an
+ * optional metadata.continue, items): checks the page (its
+ * resourceVersion must be want_rev when want_rev > 0, the one of the
+ * list's first page) and hands every item to fn as its key, its value
+ * (compact JSON; an item of a typed list gets its kind, "Pod" for a
+ * "PodList", and the list's apiVersion back) and its resourceVersion,
+ * 1 .. *rev.  *cont is the continue token (borrowed from page), or NULL.
+ * Returns WCACHE_OK, WCACHE_ECORRUPT (err says why; items before the bad
+ * one were handed over), WCACHE_ENOMEM, or what fn returned.
+ */
+typedef wcache_code (*wci_k8s_item_fn)(const char *key, size_t klen, const char *val,
+                                       size_t vlen, int64_t rv, void *ud);
+wcache_code wci_k8s_list_page(const wci_alloc *al, const unsigned char *prefix,
+                              size_t prefix_len, const json_t *page, int64_t want_rev,
+                              int64_t *rev, const char **cont, wci_k8s_item_fn fn, void *ud,
+                              char *err, size_t errlen);
+
 /* ---- the synthetic stream (source_k8s_gen.c) ---- */
 
 typedef struct wci_kgen wci_kgen;

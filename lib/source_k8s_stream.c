@@ -344,3 +344,87 @@ int wci_kw_end(wci_kw *w)
     }
     return w->state;
 }
+
+/* ---- LIST pages ---- */
+
+/* An item of a list: kind and apiVersion first (a typed list leaves them
+ * out of its items; watch events carry them), then the item's members. */
+static json_t *typed_item(const json_t *item, const char *kind, const char *api)
+{
+    if (!kind || !api || json_object_get(item, "kind"))
+        return json_incref((json_t *)item);
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    if (json_object_set_new(o, "apiVersion", json_string(api)) != 0 ||
+        json_object_set_new(o, "kind", json_string(kind)) != 0 ||
+        json_object_update(o, (json_t *)item) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+wcache_code wci_k8s_list_page(const wci_alloc *al, const unsigned char *prefix,
+                              size_t prefix_len, const json_t *page, int64_t want_rev,
+                              int64_t *rev, const char **cont, wci_k8s_item_fn fn, void *ud,
+                              char *err, size_t errlen)
+{
+    const json_t *md = json_object_get(page, "metadata");
+    const json_t *items = json_object_get(page, "items");
+    const json_t *ct = json_object_get(md, "continue");
+    int64_t r;
+    *cont = NULL;
+    if (!json_is_object(md) || wci_json_i64(md, "resourceVersion", &r) != 0 || r < 1) {
+        snprintf(err, errlen, "no usable metadata.resourceVersion");
+        return WCACHE_ECORRUPT;
+    }
+    if (want_rev > 0 && r != want_rev) {
+        snprintf(err, errlen, "resourceVersion %lld, the first page's was %lld", (long long)r,
+                 (long long)want_rev);
+        return WCACHE_ECORRUPT;
+    }
+    if ((items && !json_is_array(items) && !json_is_null(items)) ||
+        (ct && !json_is_string(ct))) {
+        snprintf(err, errlen, "items is not an array, or continue not a string");
+        return WCACHE_ECORRUPT;
+    }
+    *rev = r;
+    /* PodList -> Pod, for the items' kind */
+    const json_t *lk = json_object_get(page, "kind"), *la = json_object_get(page, "apiVersion");
+    char kind[128] = {0};
+    if (json_is_string(lk) && json_is_string(la)) {
+        size_t n = json_string_length(lk);
+        if (n > 4 && n < sizeof kind && strcmp(json_string_value(lk) + n - 4, "List") == 0 &&
+            !memchr(json_string_value(lk), 0, n))
+            memcpy(kind, json_string_value(lk), n - 4);
+    }
+    char *kb = NULL, *vb = NULL;
+    size_t kc = 0, vc = 0;
+    wcache_code rc = WCACHE_OK;
+    for (size_t i = 0; i < json_array_size(items) && rc == WCACHE_OK; i++) {
+        const json_t *it = json_array_get(items, i);
+        int64_t rv = 0;
+        long kl =
+            json_is_object(it) ? wci_k8s_key(al, prefix, prefix_len, it, &kb, &kc, &rv) : -1;
+        if (kl == -2) {
+            rc = WCACHE_ENOMEM;
+        } else if (kl < 0 || rv < 1 || rv > r) {
+            snprintf(err, errlen,
+                     "item %zu without a usable name or resourceVersion (list at %lld)", i,
+                     (long long)r);
+            rc = WCACHE_ECORRUPT;
+        } else {
+            json_t *ti =
+                typed_item(it, kind[0] ? kind : NULL, kind[0] ? json_string_value(la) : NULL);
+            long vl = ti ? wci_k8s_value(al, ti, &vb, &vc) : -1;
+            json_decref(ti);
+            rc = vl < 0 ? WCACHE_ENOMEM : fn(kb, (size_t)kl, vb, (size_t)vl, rv, ud);
+        }
+    }
+    wci_free(al, kb);
+    wci_free(al, vb);
+    if (rc == WCACHE_OK && ct && json_string_length(ct) > 0)
+        *cont = json_string_value(ct);
+    return rc;
+}
