@@ -497,6 +497,7 @@ bench: all
 	else echo "bench: bench/run.sh not present yet" >&2; exit 1; fi
 	@if [ -x bench/s3.sh ]; then bench/s3.sh; fi
 	@if [ -x bench/proxy.sh ]; then bench/proxy.sh; fi
+	@if [ -x bench/snapshot.sh ]; then bench/snapshot.sh; fi
 
 # --- install -------------------------------------------------------------------------
 # Directories under the prefix are written relative to ${prefix} in the .pc

@@ -110,6 +110,52 @@ int wci_changes_collect(wcache_view *from, wcache_view *to, wci_changes **out)
     return WCACHE_OK;
 }
 
+static int by_addr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (wci_key *const *)a, y = (uintptr_t) * (wci_key *const *)b;
+    return (x > y) - (x < y);
+}
+
+/*
+ * The live keys at v's revision S without a pass over the cache: the
+ * cache's count at its latest revision L (kept by the writer, read under
+ * wmu with L and the ring, so the three agree), corrected for the keys the
+ * ring says were written in (S, L].  A writer that lists S afterwards
+ * checks the count against what it listed, so a wrong one could not go
+ * unnoticed.
+ */
+int wci_count_at(wcache_view *v, uint64_t *out)
+{
+    wcache_cache *c = v->c;
+    int64_t s = v->rev;
+    wci_key **keys = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&c->wmu);
+    int64_t latest = atomic_load_explicit(&c->rev, memory_order_relaxed);
+    int64_t objs = (int64_t)atomic_load_explicit(&c->st_objects, memory_order_relaxed);
+    const wci_ring *r = &c->ring;
+    uint64_t i = wci_ring_after(r, s);
+    if (r->tail > i) {
+        keys = wci_malloc(&c->al, (size_t)(r->tail - i) * sizeof *keys);
+        for (; keys && i < r->tail; i++)
+            keys[n++] = r->ev[i & r->mask].key;
+    }
+    int failed = r->tail > wci_ring_after(r, s) && !keys;
+    pthread_mutex_unlock(&c->wmu);
+    if (failed)
+        return WCACHE_ENOMEM;
+    if (n > 1)
+        qsort(keys, n, sizeof *keys, by_addr);
+    for (size_t j = 0; j < n; j++) {
+        if (j && keys[j] == keys[j - 1])
+            continue;
+        objs += (wci_visible(keys[j], s) != NULL) - (wci_visible(keys[j], latest) != NULL);
+    }
+    wci_free(&c->al, keys);
+    *out = objs < 0 ? 0 : (uint64_t)objs;
+    return WCACHE_OK;
+}
+
 size_t wci_changes_count(const wci_changes *ch)
 {
     return ch->n;

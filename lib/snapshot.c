@@ -7,9 +7,10 @@
  * the ones being compressed, the one being written): memory is bounded by
  * the block size, not the cache size.  Blocks are numbered when they are
  * filled and written strictly in that order, whichever worker finishes
- * first.  The header needs the object count up front (a sink may not seek),
- * so the writer counts the view first; the count is of the same pinned
- * revision, so it cannot disagree with the records.
+ * first.  The header needs the object count up front (a sink may not seek):
+ * the cache's count, corrected by the history after the pinned revision
+ * (wci_count_at), so no extra pass over the keys; the trailer is refused if
+ * the records listed disagree with it.
  *
  * Restore decodes and validates the whole file into a batch before it
  * touches the cache, then hands the key-ordered batch to
@@ -439,8 +440,8 @@ static int pin(writer *w, const wcache_snapshot_write_opts *o)
     if (!rc)
         rc = wcache_view_begin(w->v, o->revision);
     wcache_list_opts all = {.size = sizeof all};
-    if (!rc && !o->base)
-        rc = wcache_view_count(w->v, &all, &w->total);
+    if (!rc && !o->base && wci_count_at(w->v, &w->total) != WCACHE_OK)
+        rc = wcache_view_count(w->v, &all, &w->total); /* no memory for the shortcut */
     if (rc)
         return wci_snap_err(w->eb, w->el, rc, "pinning a view: %s", wcache_strerror(rc));
     w->hdr = (wci_snap_hdr){.major = WCACHE_SNAP_FORMAT_MAJOR,

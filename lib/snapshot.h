@@ -117,6 +117,8 @@ uint64_t wci_changes_tombstones(const wci_changes *ch);
 /* Entry i as a record: a put, or a tombstone (version 0). */
 void wci_changes_get(const wci_changes *ch, size_t i, wcache_kv *kv);
 void wci_changes_free(wci_changes *ch);
+/* The live keys at v's revision, in O(changes since it). */
+int wci_count_at(wcache_view *v, uint64_t *out);
 /* The cache's own allocator, for the writer's buffers. */
 wci_alloc wci_cache_alloc(wcache_cache *c);
 
