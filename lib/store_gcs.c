@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "http.h"
 #include "store.h"
 #include "store_gcs.h"
 #include "store_s3.h"
@@ -52,6 +53,7 @@
 #define GCS_UNIT (256u * 1024u)
 #define GCS_DEFAULT_CHUNK (8u * 1024u * 1024u)
 #define GCS_MAX_REPLY (4u * 1024u * 1024u) /* JSON/XML answers we keep */
+#define GCS_MAX_URL (64u * 1024u)
 #define GCS_TOKEN_MAX 8192
 
 typedef struct gcs_be {
@@ -326,38 +328,15 @@ void wci_gcs_xml_error_text(const char *buf, size_t len, char *out, size_t out_l
 /* HTTP                                                                     */
 /* ------------------------------------------------------------------------ */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-    const wci_alloc *a;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
+/* Text is built in http.c's bounded buffer; a failed append (no memory,
+ * or over max) sets over, so a URL is built first and checked once. */
+static void sb_add(wci_rbuf *b, const char *s, size_t n)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = wci_malloc(b->a, cap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        if (b->len)
-            memcpy(np, b->p, b->len);
-        wci_free(b->a, b->p);
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
+    if (n && !b->over && wci_rbuf_write((char *)s, 1, n, b) != n)
+        b->over = 1;
 }
 
-static void sb_str(sbuf *b, const char *s)
+static void sb_str(wci_rbuf *b, const char *s)
 {
     sb_add(b, s, strlen(s));
 }
@@ -381,7 +360,7 @@ typedef struct gcs_req {
 typedef struct gcs_resp {
     long status;
     CURLcode cc;
-    sbuf body; /* a JSON or XML answer, or an error body */
+    wci_rbuf body; /* a JSON or XML answer, or an error body */
     int sink_rc;
     uint64_t got; /* media bytes given to the sink */
     char location[4096];
@@ -395,19 +374,20 @@ typedef struct gcs_resp {
 
 static void resp_reset(gcs_resp *r, const wci_alloc *a)
 {
-    sbuf b = r->body;
+    wci_rbuf b = r->body; /* its block is reused */
     memset(r, 0, sizeof *r);
     b.len = 0;
-    b.oom = 0;
+    b.over = 0;
     if (b.p)
         b.p[0] = 0;
-    b.a = a;
+    b.al = a;
+    b.max = GCS_MAX_REPLY;
     r->body = b;
 }
 
 static void resp_free(gcs_resp *r)
 {
-    wci_free(r->body.a, r->body.p);
+    wci_free(r->body.al, r->body.p);
     memset(&r->body, 0, sizeof r->body);
 }
 
@@ -452,14 +432,6 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
-static int keep_bytes(gcs_resp *r, const char *p, size_t len)
-{
-    if (r->body.len + len > GCS_MAX_REPLY)
-        return -1;
-    sb_add(&r->body, p, len);
-    return r->body.oom ? -1 : 0;
-}
-
 typedef struct gcs_io {
     const gcs_req *q;
     gcs_resp *r;
@@ -481,7 +453,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
         io->r->got += len;
         return len;
     }
-    return keep_bytes(io->r, p, len) == 0 ? len : 0;
+    return wci_rbuf_write(p, 1, len, &io->r->body);
 }
 
 /* One request, no retries.  Fills r; returns 0 when an HTTP answer came. */
@@ -689,7 +661,7 @@ static int request(wcache_store *st, const gcs_req *q, gcs_resp *r, const char *
 
 /* RFC 3986: unreserved bytes as they are, the rest %XX; keep_slash for
  * XML-API paths, where '/' separates nothing but must stay as sent. */
-static void sb_enc(sbuf *b, const char *s, int keep_slash)
+static void sb_enc(wci_rbuf *b, const char *s, int keep_slash)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (; *s; s++) {
@@ -709,7 +681,7 @@ static void sb_enc(sbuf *b, const char *s, int keep_slash)
 static char *obj_url(wcache_store *st, int upload, const char *key)
 {
     gcs_be *be = st->be;
-    sbuf b = {.a = &st->a};
+    wci_rbuf b = {.al = &st->a, .max = GCS_MAX_URL};
     sb_str(&b, be->endpoint);
     if (be->xml) {
         sb_str(&b, "/");
@@ -725,7 +697,7 @@ static char *obj_url(wcache_store *st, int upload, const char *key)
             sb_enc(&b, key, 0);
         }
     }
-    if (b.oom) {
+    if (b.over) {
         wci_free(&st->a, b.p);
         return NULL;
     }
@@ -878,7 +850,8 @@ static int gcs_up_begin(wcache_store_upload *up)
         wci_free(&st->a, u);
         return WCACHE_ENOMEM;
     }
-    u->r.body.a = &st->a;
+    u->r.body.al = &st->a;
+    u->r.body.max = GCS_MAX_REPLY;
     up->be = u;
     return WCACHE_OK;
 }
@@ -904,14 +877,14 @@ static char *upload_url(wcache_store *st, const char *key, const char *type)
     char *url = obj_url(st, 1, key);
     if (!url || be->xml)
         return url;
-    sbuf b = {.a = &st->a};
+    wci_rbuf b = {.al = &st->a, .max = GCS_MAX_URL};
     sb_str(&b, url);
     wci_free(&st->a, url);
     sb_str(&b, "?name=");
     sb_enc(&b, key, 0);
     sb_str(&b, "&uploadType=");
     sb_str(&b, type);
-    if (b.oom) {
+    if (b.over) {
         wci_free(&st->a, b.p);
         return NULL;
     }
@@ -1219,7 +1192,7 @@ static int gcs_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, 
     char *url = obj_url(st, 0, key);
     if (!url)
         return WCACHE_ENOMEM;
-    gcs_resp r = {.body = {.a = &st->a}};
+    gcs_resp r = {.body = {.al = &st->a, .max = GCS_MAX_REPLY}};
     get_state g = {sink, ud, 0};
     uint64_t off = 0, size = 0;
     int have_size = 0, has_crc = 0, failures = 0, rc = WCACHE_OK;
@@ -1230,7 +1203,7 @@ static int gcs_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, 
         rc = load_token(st);
         if (rc != WCACHE_OK)
             break;
-        sbuf b = {.a = &st->a};
+        wci_rbuf b = {.al = &st->a, .max = GCS_MAX_URL};
         sb_str(&b, url);
         /* Every range after the first reads the same generation, so an
          * object replaced meanwhile cannot splice two versions. */
@@ -1248,7 +1221,7 @@ static int gcs_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, 
         }
         char range[64];
         snprintf(range, sizeof range, "bytes=%" PRIu64 "-", off);
-        if (b.oom) {
+        if (b.over) {
             wci_free(&st->a, b.p);
             rc = WCACHE_ENOMEM;
             break;
@@ -1366,11 +1339,11 @@ static int gcs_list(wcache_store *st, const char *prefix, wci_store_list_cb cb, 
 {
     gcs_be *be = st->be;
     char token[2048] = "";
-    gcs_resp r = {.body = {.a = &st->a}};
+    gcs_resp r = {.body = {.al = &st->a, .max = GCS_MAX_REPLY}};
     list_ctx l = {cb, ud};
     int rc = WCACHE_OK;
     do {
-        sbuf b = {.a = &st->a};
+        wci_rbuf b = {.al = &st->a, .max = GCS_MAX_URL};
         sb_str(&b, be->endpoint);
         if (be->xml) {
             /* Sorted and encoded by hand: libcurl 7.88's signer signs the
@@ -1397,7 +1370,7 @@ static int gcs_list(wcache_store *st, const char *prefix, wci_store_list_cb cb, 
                 sb_enc(&b, token, 0);
             }
         }
-        if (b.oom) {
+        if (b.over) {
             wci_free(&st->a, b.p);
             rc = WCACHE_ENOMEM;
             break;
@@ -1429,7 +1402,7 @@ static int gcs_del(wcache_store *st, const char *key)
     char *url = obj_url(st, 0, key);
     if (!url)
         return WCACHE_ENOMEM;
-    gcs_resp r = {.body = {.a = &st->a}};
+    gcs_resp r = {.body = {.al = &st->a, .max = GCS_MAX_REPLY}};
     gcs_req q = {.method = "DELETE", .url = url, .auth = 1};
     int rc = request(st, &q, &r, "delete of", key);
     if (rc == WCACHE_ENOTFOUND)
