@@ -1279,6 +1279,11 @@ static int gcs_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, 
             break;
         } else if (!retryable(&r) || failures >= max) {
             rc = fail(st, &r, "download of", key);
+            if (off && r.cc == CURLE_OK && r.status == 404)
+                rc = wci_store_err(st, WCACHE_ECORRUPT,
+                                   "gcs: download of gs://%s/%.300s: the object was replaced "
+                                   "after %" PRIu64 " bytes (generation %s is gone)",
+                                   st->bucket, key, off, gen);
             break;
         } else {
             failures++;

@@ -457,6 +457,22 @@ START_TEST(json_small_env)
 }
 END_TEST
 
+/* Every log message of a store, to check what it never says. */
+static char LOGS[65536];
+static size_t LOGS_LEN;
+
+static void capture_log(int level, const char *msg, size_t len, void *ud)
+{
+    (void)level;
+    (void)ud;
+    if (LOGS_LEN + len + 2 < sizeof LOGS) {
+        memcpy(LOGS + LOGS_LEN, msg, len);
+        LOGS_LEN += len;
+        LOGS[LOGS_LEN++] = '\n';
+        LOGS[LOGS_LEN] = 0;
+    }
+}
+
 /* A resumable upload through every fault the server can throw at a
  * session: a 429 and a 503 on the session start, 503s and a dropped
  * connection on chunks (each followed by a status query), a chunk stored
@@ -469,6 +485,9 @@ START_TEST(resumable_faults)
     wcache_store_opts o;
     base_opts(&o);
     o.part_bytes = 512 * 1024;
+    o.log = capture_log;
+    LOGS_LEN = 0;
+    LOGS[0] = 0;
     wcache_store *st = open_gs("gs://snaps/f", &o);
     fault("{\"match\":\"POST /upload/\",\"action\":\"status\",\"status\":429}");
     fault("{\"match\":\"POST /upload/\",\"action\":\"status\",\"status\":503}");
@@ -487,6 +506,10 @@ START_TEST(resumable_faults)
     ck_assert_int_ge(log_count("[bytes 262144-", NULL), 1); /* the rest of the short chunk */
     pull_equals(st, "s.wcsnap", c, "id");
     ck_assert_int_eq(open_sessions(), 0);
+    /* The retries were logged, without the token or a session URI (its
+     * upload_id is a credential for the session). */
+    ck_assert_msg(strstr(LOGS, "retry"), "%s", LOGS);
+    ck_assert_msg(!strstr(LOGS, TOKEN) && !strstr(LOGS, "upload_id"), "%s", LOGS);
 
     /* Past the retry budget: the error names the object and the status,
      * the session is cancelled, nothing is stored. */
@@ -498,15 +521,44 @@ START_TEST(resumable_faults)
     ck_assert_msg(strstr(errbuf, "gs://snaps/f/t.wcsnap") && strstr(errbuf, "503"), "%s",
                   errbuf);
     ck_assert_int_eq(open_sessions(), 0);
+    ck_assert_msg(!strstr(errbuf, "upload_id") && !strstr(LOGS, TOKEN), "%s", errbuf);
     free(pull(st, "t.wcsnap", WCACHE_ENOTFOUND).p);
     wcache_store_close(st);
     wcache_cache_close(c);
 }
 END_TEST
 
+/* A sink that replaces the object being downloaded at its first bytes. */
+static int replacing_sink(const void *buf, size_t len, void *ud)
+{
+    mem *m = ud;
+    if (m->len == 0) {
+        char url[256], auth[128];
+        snprintf(url, sizeof url,
+                 "%s/upload/storage/v1/b/snaps/o?uploadType=media&name=d.wcsnap", EP);
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", TOKEN);
+        CURL *e = curl_easy_init();
+        struct curl_slist *h = curl_slist_append(NULL, auth);
+        mem out = {NULL, 0};
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "another version");
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, mem_write);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, &out);
+        CURLcode cc = curl_easy_perform(e);
+        curl_easy_cleanup(e);
+        curl_slist_free_all(h);
+        free(out.p);
+        if (cc != CURLE_OK)
+            return WCACHE_ECURL;
+    }
+    return to_mem(buf, len, ud);
+}
+
 /* Downloads resume where a broken transfer stopped (Range from the byte
- * reached), through truncated bodies, a 503 and a dropped connection; a
- * body whose bytes do not match the object's crc32c is refused. */
+ * reached, same generation), through truncated bodies, a 503 and a dropped
+ * connection; an object replaced between two ranges and a body whose bytes
+ * do not match the object's crc32c are refused. */
 START_TEST(download_faults)
 {
     int64_t rev = 0;
@@ -524,6 +576,15 @@ START_TEST(download_faults)
     ck_assert_int_eq(log_count("alt=media", "truncated"), 2);
     /* The second and later requests ask for the rest of one generation. */
     ck_assert_int_ge(log_count("alt=media&generation=", "{bytes="), 2);
+
+    /* Replaced between two ranges: never spliced from two versions. */
+    fault("{\"match\":\"alt=media\",\"action\":\"truncate\"}");
+    mem m = {NULL, 0};
+    ck_assert_int_eq(wcache_store_get(st, "d.wcsnap", replacing_sink, &m, NULL),
+                     WCACHE_ECORRUPT);
+    ck_assert_msg(strstr(errbuf, "replaced"), "%s", errbuf);
+    free(m.p);
+    ck_assert_msg(push(st, "d.wcsnap", c, "id") == WCACHE_OK, "%s", errbuf);
 
     fault("{\"match\":\"alt=media\",\"action\":\"corrupt\"}");
     mem bad = pull(st, "d.wcsnap", WCACHE_ECORRUPT);

@@ -46,7 +46,8 @@
 #   (ListBucketResult).
 #
 # WHAT IT DOES NOT IMPLEMENT: buckets API (buckets are made by --bucket),
-# IAM/ACLs, generations beyond a counter, preconditions other than
+# IAM/ACLs, object versioning (only the live generation exists: a read of
+# another ?generation= is 404), preconditions other than
 # ifGenerationMatch on an upload's first request, compose/rewrite/copy, XML multipart (uploadId) uploads,
 # signed URLs (query-string auth), service-account/JWT token exchange,
 # delimiter/prefixes in lists, TLS, HTTP/2, batch requests.  Objects live
@@ -461,6 +462,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 ("ETag", '"%s"' % o.md5.hex())]
 
     def media(self, o, fault):
+        if self.q.get("generation") not in (None, str(o.gen)):
+            # Only the live generation is kept here; an older one is gone.
+            return self.json_error(404, "notFound", "No such object generation.")
         data = o.data
         rng = self.headers.get("Range")
         code, hdrs = 200, self.obj_headers(o)
