@@ -620,6 +620,46 @@ START_TEST(k8s_fd_event_types)
 }
 END_TEST
 
+/* A descriptor source stopped in the middle of a line and started again
+ * goes on where it was: the half line read before the stop is kept. */
+START_TEST(k8s_fd_stop_restart)
+{
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    wcache_cache *c = new_cache();
+    wcache_k8s_opts o = base_opts();
+    o.input = WCACHE_K8S_INPUT_FD;
+    o.fd = p[0];
+    wcache_k8s *s;
+    ck_assert_ok(wcache_k8s_create(&s, c, &o));
+    ck_assert_ok(wcache_cache_open(c));
+    ck_assert_ok(wcache_k8s_start(s));
+    char *l1 = ev_line("ADDED", "ns", "a", 5, "n1"), *l2 = ev_line("ADDED", "ns", "b", 6, "n2");
+    size_t n1 = strlen(l1), half = strlen(l2) / 2;
+    ck_assert_int_eq(write(p[1], l1, n1), (ssize_t)n1);
+    ck_assert_int_eq(write(p[1], l2, half), (ssize_t)half);
+    bytes_at b = {s, n1 + half};
+    ck_assert(wait_for(read_up_to, &b, 10000));
+    ck_assert_ok(wcache_k8s_stop(s));
+    ck_assert_int_eq(wcache_cache_revision(c), 5);
+    ck_assert_int_eq(kstat(s).ended, 0);
+    ck_assert_ok(wcache_k8s_start(s));
+    ck_assert_int_eq(write(p[1], l2 + half, strlen(l2) - half), (ssize_t)(strlen(l2) - half));
+    close(p[1]);
+    wait_done(s);
+    wcache_k8s_stats st = kstat(s);
+    ck_assert_int_eq(st.last_error, 0);
+    ck_assert_int_eq(st.ended, 1);
+    ck_assert_int_eq(st.events, 2);
+    ck_assert_int_eq(wcache_cache_revision(c), 6);
+    ck_assert_int_eq(count_at(c, 0), 2);
+    wcache_k8s_free(s);
+    wcache_cache_close(c);
+    close(p[0]);
+    free(l1), free(l2);
+}
+END_TEST
+
 static char TMPD[256];
 
 static void tmp_up(void)
@@ -1496,6 +1536,7 @@ Suite *k8s_suite(void)
     tcase_add_unchecked_fixture(tc, tmp_up, tmp_down);
     tcase_add_test(tc, k8s_api_errors);
     tcase_add_test(tc, k8s_fd_event_types);
+    tcase_add_test(tc, k8s_fd_stop_restart);
     tcase_add_test(tc, k8s_malformed_lines);
     tcase_add_test(tc, k8s_relist_unreachable);
     tcase_add_test(tc, k8s_fd_relist_410);
