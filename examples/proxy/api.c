@@ -60,11 +60,16 @@ static void filt_free(filt *f)
     memset(f, 0, sizeof *f);
 }
 
-static const char *pod_fields[] = {"metadata.name",      "metadata.namespace",
-                                   "spec.nodeName",      "spec.restartPolicy",
-                                   "spec.schedulerName", "spec.serviceAccountName",
-                                   "spec.hostNetwork",   "status.phase",
-                                   "status.podIP",       "status.nominatedNodeName",
+static const char *pod_fields[] = {"metadata.name",
+                                   "metadata.namespace",
+                                   "spec.nodeName",
+                                   "spec.restartPolicy",
+                                   "spec.schedulerName",
+                                   "spec.serviceAccountName",
+                                   "spec.hostNetwork",
+                                   "status.phase",
+                                   "status.podIP",
+                                   "status.nominatedNodeName",
                                    NULL};
 
 static int field_supported(const px_resource *r, const char *f)
@@ -169,7 +174,8 @@ static int filt_parse(filt *f, const px_req *q, char *msg, size_t msglen)
             }
     }
     for (int i = 0; i < f->nf; i++)
-        if (strcmp(f->f[i].field, "metadata.name") && strcmp(f->f[i].field, "metadata.namespace"))
+        if (strcmp(f->f[i].field, "metadata.name") &&
+            strcmp(f->f[i].field, "metadata.namespace"))
             f->json_fields = 1;
     return 0;
 }
@@ -282,7 +288,10 @@ static int parse_rv(const char *s, int64_t *out)
     return 0;
 }
 
-static int is_true(const char *s) { return s && (!strcmp(s, "true") || !strcmp(s, "1")); }
+static int is_true(const char *s)
+{
+    return s && (!strcmp(s, "true") || !strcmp(s, "1"));
+}
 
 static int bad(px_req *q, const char *msg)
 {
@@ -294,7 +303,10 @@ static int invalid(px_req *q, const char *msg)
     return reply_status(q->conn, 422, "Invalid", msg, NULL, NULL, 0);
 }
 
-static int64_t timeout_ms(void) { return G.request_timeout_ms > 0 ? G.request_timeout_ms : 3000; }
+static int64_t timeout_ms(void)
+{
+    return G.request_timeout_ms > 0 ? G.request_timeout_ms : 3000;
+}
 
 /* Pin v as the request asks; on failure queue the Status and return -1
  * (with *mret set to the MHD result). */
@@ -312,14 +324,15 @@ static int pin_fresh(px_req *q, wcache_view *v, int64_t min_rev, int *mret)
     if (rc == WCACHE_ETIMEDOUT || rc == WCACHE_EFUTURE) {
         atomic_fetch_add(&m_fresh_timeouts, 1);
         snprintf(msg, sizeof msg, "Too large resource version: %lld, current: %lld",
-                 (long long)(min_rev < 0 ? 0 : min_rev), (long long)wcache_cache_revision(r->cache));
+                 (long long)(min_rev < 0 ? 0 : min_rev),
+                 (long long)wcache_cache_revision(r->cache));
         *mret = reply_status(q->conn, 504, "Timeout", msg, NULL, NULL, 1);
     } else if (rc == WCACHE_ENOTREADY) {
         *mret = reply_status(q->conn, 504, "Timeout",
                              "the source's current revision could not be read", NULL, NULL, 1);
     } else if (rc == WCACHE_EBUSY) {
-        *mret = reply_status(q->conn, 429, "TooManyRequests", "too many open reads", NULL, NULL,
-                             1);
+        *mret =
+            reply_status(q->conn, 429, "TooManyRequests", "too many open reads", NULL, NULL, 1);
     } else {
         snprintf(msg, sizeof msg, "read failed: %s", wcache_strerror(rc));
         *mret = reply_status(q->conn, 500, "InternalError", msg, NULL, NULL, 0);
@@ -355,8 +368,9 @@ static int do_get(px_req *q)
                          : pin_fresh(q, v, rv, &mret);
     if (pinned < 0) {
         wcache_view_free(v);
-        return rv == 0 ? reply_status(q->conn, 500, "InternalError", "read failed", NULL, NULL, 0)
-                       : mret;
+        return rv == 0
+                   ? reply_status(q->conn, 500, "InternalError", "read failed", NULL, NULL, 0)
+                   : mret;
     }
     wcache_kv kv;
     wcache_code rc = wcache_view_get(v, key, strlen(key), &kv);
@@ -372,14 +386,15 @@ static int do_get(px_req *q)
         return reply_status(q->conn, 500, "InternalError", wcache_strerror(rc), NULL, NULL, 0);
     }
     if (q->table) {
-        pb_fmt(&b, "{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{"
-                   "\"resourceVersion\":\"%lld\"},\"columnDefinitions\":",
+        pb_fmt(&b,
+               "{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{"
+               "\"resourceVersion\":\"%lld\"},\"columnDefinitions\":",
                (long long)kv.mod_revision);
         table_columns(&b, r);
         pb_str(&b, ",\"rows\":[");
-        int inc = q->q_include && !strcmp(q->q_include, "Object")  ? 2
+        int inc = q->q_include && !strcmp(q->q_include, "Object") ? 2
                   : q->q_include && !strcmp(q->q_include, "None") ? 0
-                                                                   : 1;
+                                                                  : 1;
         table_row(&b, r, &kv, kv.mod_revision, inc);
         pb_str(&b, "]}");
     } else {
@@ -469,8 +484,8 @@ static int ls_produce(lstream *ls, pbuf *out, size_t want, int *err)
         wcache_list_result res = {.size = sizeof res};
         wcache_code rc =
             ls->f.idx_id >= 0
-                ? wcache_view_list_index(ls->v, ls->f.idx_id, ls->f.idx_val, strlen(ls->f.idx_val),
-                                         &o, ls->items, cap, &res)
+                ? wcache_view_list_index(ls->v, ls->f.idx_id, ls->f.idx_val,
+                                         strlen(ls->f.idx_val), &o, ls->items, cap, &res)
                 : wcache_view_list(ls->v, &o, ls->items, cap, &res);
         if (rc != WCACHE_OK) {
             *err = rc;
@@ -504,8 +519,9 @@ static int ls_produce(lstream *ls, pbuf *out, size_t want, int *err)
 static void ls_header(lstream *ls, pbuf *b, const char *cont)
 {
     if (ls->table) {
-        pb_fmt(b, "{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{"
-                  "\"resourceVersion\":\"%lld\"",
+        pb_fmt(b,
+               "{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{"
+               "\"resourceVersion\":\"%lld\"",
                (long long)ls->rv);
     } else {
         pb_str(b, "{\"kind\":");
@@ -550,14 +566,18 @@ static ssize_t list_cb(void *cls, uint64_t pos, char *buf, size_t max)
     return (ssize_t)pb_take(&ls->ob, buf, max);
 }
 
-static void list_free_cb(void *cls) { ls_free(cls); }
+static void list_free_cb(void *cls)
+{
+    ls_free(cls);
+}
 
 /* Queue a chunked 200 whose body cb produces; on failure free cls. */
 static int queue_stream(struct MHD_Connection *c, size_t block, MHD_ContentReaderCallback cb,
-                        void *cls, MHD_ContentReaderFreeCallback freecb, const char *cache_control)
+                        void *cls, MHD_ContentReaderFreeCallback freecb,
+                        const char *cache_control)
 {
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block, cb,
-                                                                  cls, freecb);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block, cb, cls, freecb);
     if (!resp) {
         freecb(cls);
         return MHD_NO;
@@ -605,7 +625,8 @@ static int do_list(px_req *q)
         return invalid(q, "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is "
                           "forbidden for resourceVersion \"0\"");
     if (q->q_sie && *q->q_sie)
-        return invalid(q, "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list");
+        return invalid(q,
+                       "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list");
     if (cont && rv > 0)
         return bad(q, "specifying resource version is not allowed when using continue");
 
@@ -616,7 +637,7 @@ static int do_list(px_req *q)
     ls->table = q->table;
     ls->include = q->q_include && !strcmp(q->q_include, "Object") ? 2
                   : q->q_include && !strcmp(q->q_include, "None") ? 0
-                                                                   : 1;
+                                                                  : 1;
     char msg[512];
     if (filt_parse(&ls->f, q, msg, sizeof msg)) {
         char full[800];
@@ -792,8 +813,9 @@ static void ws_obj(wstream *ws, pbuf *b, const wcache_kv *kv, int64_t rv)
         enc_object(b, ws->r, kv, rv);
         return;
     }
-    pb_fmt(b, "{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{"
-              "\"resourceVersion\":\"%lld\"}",
+    pb_fmt(b,
+           "{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{"
+           "\"resourceVersion\":\"%lld\"}",
            (long long)rv);
     if (!ws->cols_sent) {
         pb_str(b, ",\"columnDefinitions\":");
@@ -837,8 +859,7 @@ static void ws_format(wstream *ws, const wcache_watch_event *e)
         return;
     case WCACHE_EV_ADDED:
     case WCACHE_EV_MODIFIED:
-    case WCACHE_EV_DELETED:
-        break;
+    case WCACHE_EV_DELETED: break;
     }
     const wcache_kv *kv = &e->kv;
     if (!ws_key_ok(ws, kv))
@@ -849,7 +870,8 @@ static void ws_format(wstream *ws, const wcache_watch_event *e)
         if (e->type == WCACHE_EV_DELETED)
             ws_event(ws, "DELETED", kv, e->revision);
         else
-            ws_event(ws, e->type == WCACHE_EV_ADDED ? "ADDED" : "MODIFIED", kv, kv->mod_revision);
+            ws_event(ws, e->type == WCACHE_EV_ADDED ? "ADDED" : "MODIFIED", kv,
+                     kv->mod_revision);
         return;
     }
     /* cur = the new object matches; old = the previous one did */
@@ -1050,8 +1072,9 @@ static int do_watch(px_req *q)
         return invalid(q, "resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
                           "resourceVersionMatch to NotOlderThan");
     if (rvm && sie < 0)
-        return invalid(q, "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for "
-                          "watch unless sendInitialEvents is provided");
+        return invalid(q,
+                       "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for "
+                       "watch unless sendInitialEvents is provided");
     if (rvm && strcmp(rvm, "NotOlderThan"))
         return invalid(q, "resourceVersionMatch: Unsupported value");
     int64_t tmo_s = 0;
@@ -1076,7 +1099,7 @@ static int do_watch(px_req *q)
     ws->table = q->table;
     ws->include = q->q_include && !strcmp(q->q_include, "Object") ? 2
                   : q->q_include && !strcmp(q->q_include, "None") ? 0
-                                                                   : 1;
+                                                                  : 1;
     ws->bookmarks = is_true(q->q_bookmarks);
     ws->sie = sie;
     ws->manual = ws->f.json_fields && !(ws->f.idx_id >= 0 && ws->f.nf == 1);
@@ -1181,7 +1204,8 @@ static int do_watch(px_req *q)
         return reply_status(q->conn, 500, "InternalError", wcache_strerror(rc), NULL, NULL, 0);
     }
     ws->fd = wcache_watch_fd(ws->w);
-    struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)slot | ((uint64_t)ws->gen << 32)};
+    struct epoll_event ev = {.events = 0,
+                             .data.u64 = (uint64_t)slot | ((uint64_t)ws->gen << 32)};
     pthread_mutex_lock(&reg.mu);
     epoll_ctl(reg.ep, EPOLL_CTL_ADD, ws->fd, &ev);
     pthread_mutex_unlock(&reg.mu);
@@ -1194,7 +1218,8 @@ static int do_watch(px_req *q)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(q->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci && G.watch_sndbuf > 0)
-        setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &G.watch_sndbuf, sizeof G.watch_sndbuf);
+        setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &G.watch_sndbuf,
+                   sizeof G.watch_sndbuf);
     /* a small block: each event leaves as soon as it is formatted */
     return queue_stream(q->conn, 16 * 1024, watch_cb, ws, watch_free_cb, "no-cache, private");
 }

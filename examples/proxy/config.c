@@ -137,8 +137,7 @@ static int get_int(ycx *y, yaml_node_t *v, const char *field, int64_t lo, int64_
     return 0;
 }
 
-static int get_intv(ycx *y, yaml_node_t *v, const char *field, int64_t lo, int64_t hi,
-                    int *out)
+static int get_intv(ycx *y, yaml_node_t *v, const char *field, int64_t lo, int64_t hi, int *out)
 {
     int64_t x;
     if (get_int(y, v, field, lo, hi, &x))
@@ -208,8 +207,7 @@ static int do_resource(ycx *y, px_config *c, yaml_node_t *n, int ix)
     push(y, seg, save);
     int rc = 0;
     for (yaml_node_pair_t *p_ = n->data.mapping.pairs.start;
-         !rc && p_ < n->data.mapping.pairs.top; p_++)
-    {
+         !rc && p_ < n->data.mapping.pairs.top; p_++) {
         const char *k = scalar(yaml_document_get_node(y->doc, p_->key));
         yaml_node_t *v = yaml_document_get_node(y->doc, p_->value);
         if (!k)
@@ -248,9 +246,9 @@ static int do_resource(ycx *y, px_config *c, yaml_node_t *n, int ix)
         if (!r->singular[0]) {
             size_t l = strlen(r->kind);
             for (size_t i = 0; i < l && i + 1 < sizeof r->singular; i++)
-                r->singular[i] = (char)(r->kind[i] >= 'A' && r->kind[i] <= 'Z'
-                                            ? r->kind[i] - 'A' + 'a'
-                                            : r->kind[i]);
+                r->singular[i] =
+                    (char)(r->kind[i] >= 'A' && r->kind[i] <= 'Z' ? r->kind[i] - 'A' + 'a'
+                                                                  : r->kind[i]);
         }
         if (!r->prefix[0]) {
             char nm[sizeof r->name];
@@ -280,8 +278,7 @@ static int do_user(ycx *y, px_config *c, yaml_node_t *n, int ix)
     push(y, seg, save);
     int rc = 0;
     for (yaml_node_pair_t *p_ = n->data.mapping.pairs.start;
-         !rc && p_ < n->data.mapping.pairs.top; p_++)
-    {
+         !rc && p_ < n->data.mapping.pairs.top; p_++) {
         const char *k = scalar(yaml_document_get_node(y->doc, p_->key));
         yaml_node_t *v = yaml_document_get_node(y->doc, p_->value);
         if (!k)
@@ -311,8 +308,7 @@ static int do_section(ycx *y, px_config *c, const char *sec, yaml_node_t *n)
     push(y, sec, save);
     int rc = 0;
     for (yaml_node_pair_t *p_ = n->data.mapping.pairs.start;
-         !rc && p_ < n->data.mapping.pairs.top; p_++)
-    {
+         !rc && p_ < n->data.mapping.pairs.top; p_++) {
         const char *k = scalar(yaml_document_get_node(y->doc, p_->key));
         yaml_node_t *v = yaml_document_get_node(y->doc, p_->value);
         if (!k) {
@@ -432,8 +428,7 @@ int cfg_load_yaml(px_config *c, const char *path)
         rc = yerr(&y, root, "(top)", "expected a mapping");
     } else {
         for (yaml_node_pair_t *p_ = root->data.mapping.pairs.start;
-             !rc && p_ < root->data.mapping.pairs.top; p_++)
-        {
+             !rc && p_ < root->data.mapping.pairs.top; p_++) {
             const char *k = scalar(yaml_document_get_node(&doc, p_->key));
             yaml_node_t *v = yaml_document_get_node(&doc, p_->value);
             if (!k)

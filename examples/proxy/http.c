@@ -25,8 +25,8 @@ static const char *verb_names[V_N] = {"get", "list", "watch", "discovery", "othe
 static const int code_list[] = {200, 400, 401, 403, 404, 405, 410, 414, 422, 429, 500, 504};
 #define NCODES ((int)(sizeof code_list / sizeof code_list[0]))
 static atomic_ullong m_req[V_N][NCODES + 1];
-static const double lat_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                    0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
+static const double lat_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define NLAT ((int)(sizeof lat_bounds / sizeof lat_bounds[0]))
 static atomic_ullong m_lat[V_N][NLAT + 1];
 static atomic_ullong m_lat_sum_us[V_N];
@@ -60,8 +60,8 @@ static int queue(struct MHD_Connection *c, int code, struct MHD_Response *r)
 
 int reply_buf(struct MHD_Connection *c, int code, pbuf *b, const char *ctype)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer_with_free_callback(b->len - b->off, b->p + b->off, free);
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(
+        b->len - b->off, b->p + b->off, free);
     if (!r) {
         pb_free(b);
         return MHD_NO;
@@ -155,8 +155,8 @@ static int metrics(struct MHD_Connection *c)
     for (int i = 0; i < G.nres; i++)
         pb_fmt(&b, "wcache_proxy_ready{resource=\"%s\"} %d\n", G.res[i].name,
                atomic_load(&G.res[i].ready));
-    static const char *names[] = {"objects", "revision", "compacted_revision", "events_total",
-                                  "value_bytes", "versions"};
+    static const char *names[] = {"objects",      "revision",    "compacted_revision",
+                                  "events_total", "value_bytes", "versions"};
     for (int m = 0; m < 6; m++) {
         pb_fmt(&b, "# TYPE wcache_proxy_cache_%s %s\n", names[m], m == 3 ? "counter" : "gauge");
         for (int i = 0; i < G.nres; i++) {
@@ -188,28 +188,29 @@ static int metrics(struct MHD_Connection *c)
     uint64_t w, s, hits, miss, bytes;
     api_stats(&w, &s);
     enc_cache_stats(&hits, &miss, &bytes);
-    pb_fmt(&b,
-           "# TYPE wcache_proxy_watchers gauge\nwcache_proxy_watchers %llu\n"
-           "# TYPE wcache_proxy_watchers_idle gauge\nwcache_proxy_watchers_idle %llu\n"
-           "# TYPE wcache_proxy_watches_opened_total counter\n"
-           "wcache_proxy_watches_opened_total %llu\n"
-           "# TYPE wcache_proxy_watch_events_total counter\nwcache_proxy_watch_events_total "
-           "%llu\n"
-           "# TYPE wcache_proxy_watch_overflows_total counter\n"
-           "wcache_proxy_watch_overflows_total %llu\n"
-           "# TYPE wcache_proxy_list_items_examined_total counter\n"
-           "wcache_proxy_list_items_examined_total %llu\n"
-           "# TYPE wcache_proxy_encode_cache_hits_total counter\n"
-           "wcache_proxy_encode_cache_hits_total %llu\n"
-           "# TYPE wcache_proxy_encode_cache_misses_total counter\n"
-           "wcache_proxy_encode_cache_misses_total %llu\n"
-           "# TYPE wcache_proxy_encode_cache_bytes gauge\nwcache_proxy_encode_cache_bytes %llu\n",
-           (unsigned long long)w, (unsigned long long)s,
-           (unsigned long long)atomic_load(&m_watch_opened),
-           (unsigned long long)atomic_load(&m_watch_events),
-           (unsigned long long)atomic_load(&m_watch_overflows),
-           (unsigned long long)atomic_load(&m_list_items), (unsigned long long)hits,
-           (unsigned long long)miss, (unsigned long long)bytes);
+    pb_fmt(
+        &b,
+        "# TYPE wcache_proxy_watchers gauge\nwcache_proxy_watchers %llu\n"
+        "# TYPE wcache_proxy_watchers_idle gauge\nwcache_proxy_watchers_idle %llu\n"
+        "# TYPE wcache_proxy_watches_opened_total counter\n"
+        "wcache_proxy_watches_opened_total %llu\n"
+        "# TYPE wcache_proxy_watch_events_total counter\nwcache_proxy_watch_events_total "
+        "%llu\n"
+        "# TYPE wcache_proxy_watch_overflows_total counter\n"
+        "wcache_proxy_watch_overflows_total %llu\n"
+        "# TYPE wcache_proxy_list_items_examined_total counter\n"
+        "wcache_proxy_list_items_examined_total %llu\n"
+        "# TYPE wcache_proxy_encode_cache_hits_total counter\n"
+        "wcache_proxy_encode_cache_hits_total %llu\n"
+        "# TYPE wcache_proxy_encode_cache_misses_total counter\n"
+        "wcache_proxy_encode_cache_misses_total %llu\n"
+        "# TYPE wcache_proxy_encode_cache_bytes gauge\nwcache_proxy_encode_cache_bytes %llu\n",
+        (unsigned long long)w, (unsigned long long)s,
+        (unsigned long long)atomic_load(&m_watch_opened),
+        (unsigned long long)atomic_load(&m_watch_events),
+        (unsigned long long)atomic_load(&m_watch_overflows),
+        (unsigned long long)atomic_load(&m_list_items), (unsigned long long)hits,
+        (unsigned long long)miss, (unsigned long long)bytes);
     pb_str(&b, "# TYPE wcache_proxy_etcd_synced gauge\n");
     for (int i = 0; i < G.nres; i++) {
         if (!G.res[i].etcd)
@@ -291,7 +292,10 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 /* authentication and allow-lists                                            */
 /* ------------------------------------------------------------------------ */
 
-static int auth_required(void) { return G.ntokens > 0 || (tls_on && G.client_ca); }
+static int auth_required(void)
+{
+    return G.ntokens > 0 || (tls_on && G.client_ca);
+}
 
 /* The identity of the client, or NULL; *bad = 1 when credentials were
  * offered but are wrong. */
@@ -416,8 +420,9 @@ static int route(struct MHD_Connection *c, const char *url, const char *method, 
     }
     if (!is_get) {
         char msg[128];
-        snprintf(msg, sizeof msg, "the server does not allow this method on the requested "
-                                  "resource (the proxy is read-only)");
+        snprintf(msg, sizeof msg,
+                 "the server does not allow this method on the requested "
+                 "resource (the proxy is read-only)");
         return reply_status(c, 405, "MethodNotAllowed", msg, NULL, NULL, 0);
     }
     if (!strcmp(url, "/metrics")) {
@@ -434,13 +439,14 @@ static int route(struct MHD_Connection *c, const char *url, const char *method, 
     if (!strcmp(url, "/api") || !strcmp(url, "/api/"))
         return disc_api(c);
     if (!strcmp(url, "/apis") || !strcmp(url, "/apis/"))
-        return reply_text(c, 200, "{\"kind\":\"APIGroupList\",\"apiVersion\":\"v1\",\"groups\":[]}",
+        return reply_text(c, 200,
+                          "{\"kind\":\"APIGroupList\",\"apiVersion\":\"v1\",\"groups\":[]}",
                           "application/json");
     if (!strcmp(url, "/api/v1") || !strcmp(url, "/api/v1/"))
         return disc_v1(c);
     if (strncmp(url, "/api/v1/", 8) != 0)
-        return reply_status(c, 404, "NotFound", "the server could not find the requested resource",
-                            NULL, NULL, 0);
+        return reply_status(c, 404, "NotFound",
+                            "the server could not find the requested resource", NULL, NULL, 0);
     /* /api/v1/{res}[/{name}] | /api/v1/namespaces/{ns}/{res}[/{name}] */
     char path[1024];
     if (strlen(url + 8) >= sizeof path)
@@ -451,7 +457,8 @@ static int route(struct MHD_Connection *c, const char *url, const char *method, 
     for (char *save, *s = strtok_r(path, "/", &save); s; s = strtok_r(NULL, "/", &save)) {
         if (n == 6)
             return reply_status(c, 404, "NotFound",
-                                "the server could not find the requested resource", NULL, NULL, 0);
+                                "the server could not find the requested resource", NULL, NULL,
+                                0);
         seg[n++] = s;
     }
     px_req q = {.conn = c};
@@ -471,13 +478,13 @@ static int route(struct MHD_Connection *c, const char *url, const char *method, 
             q.r = NULL;
     }
     if (!q.r)
-        return reply_status(c, 404, "NotFound", "the server could not find the requested resource",
-                            NULL, NULL, 0);
+        return reply_status(c, 404, "NotFound",
+                            "the server could not find the requested resource", NULL, NULL, 0);
     q.q_watch = qv(c, "watch");
-    cur->verb = q.name ? V_GET : (q.q_watch && (!strcmp(q.q_watch, "true") ||
-                                                !strcmp(q.q_watch, "1")))
-                                     ? V_WATCH
-                                     : V_LIST;
+    cur->verb = q.name ? V_GET
+                : (q.q_watch && (!strcmp(q.q_watch, "true") || !strcmp(q.q_watch, "1")))
+                    ? V_WATCH
+                    : V_LIST;
     /* allow-lists: the read-only RBAC subset */
     if (u) {
         const char *ns = q.ns;
@@ -519,7 +526,8 @@ static int route(struct MHD_Connection *c, const char *url, const char *method, 
         if (ci && ci->client_addr) {
             const struct sockaddr *sa = ci->client_addr;
             if (sa->sa_family == AF_INET)
-                inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host,
+                          sizeof host);
             else if (sa->sa_family == AF_INET6)
                 inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host,
                           sizeof host);
@@ -563,7 +571,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     size_t qlen = 0;
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, qsum, &qlen);
     if (qlen > (size_t)G.max_query_bytes) {
-        int r = reply_status(c, 414, "RequestURITooLong", "the query is too long", NULL, NULL, 0);
+        int r =
+            reply_status(c, 414, "RequestURITooLong", "the query is too long", NULL, NULL, 0);
         cur = NULL;
         return r == MHD_YES ? MHD_YES : MHD_NO;
     }
@@ -624,8 +633,8 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *s
         h = s + 1, hl -= 2;
     memcpy(host, h, hl);
     host[hl] = 0;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
         return -1;
@@ -643,8 +652,8 @@ int http_start(void)
         fprintf(stderr, "wcache-proxy: --listen %s: expected HOST:PORT\n", G.listen);
         return -1;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     struct MHD_OptionItem opts[32];
@@ -669,9 +678,10 @@ int http_start(void)
         tls_cert_mem = slurp(G.tls_cert);
         tls_key_mem = G.tls_key ? slurp(G.tls_key) : NULL;
         if (!tls_cert_mem || !tls_key_mem) {
-            fprintf(stderr, "wcache-proxy: cannot read %s\n", !tls_cert_mem ? G.tls_cert
-                                                              : G.tls_key ? G.tls_key
-                                                                          : "--tls-key (missing)");
+            fprintf(stderr, "wcache-proxy: cannot read %s\n",
+                    !tls_cert_mem ? G.tls_cert
+                    : G.tls_key   ? G.tls_key
+                                  : "--tls-key (missing)");
             return -1;
         }
         flags |= MHD_USE_TLS;

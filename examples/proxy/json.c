@@ -48,7 +48,10 @@ void pb_add(pbuf *b, const void *s, size_t n)
     b->len += n;
 }
 
-void pb_str(pbuf *b, const char *s) { pb_add(b, s, strlen(s)); }
+void pb_str(pbuf *b, const char *s)
+{
+    pb_add(b, s, strlen(s));
+}
 
 void pb_fmt(pbuf *b, const char *fmt, ...)
 {
@@ -113,7 +116,10 @@ int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t realtime_s(void) { return (int64_t)time(NULL); }
+int64_t realtime_s(void)
+{
+    return (int64_t)time(NULL);
+}
 
 /* ------------------------------------------------------------------------ */
 /* splicing metadata.resourceVersion                                         */
@@ -424,8 +430,9 @@ void enc_object(pbuf *out, const px_resource *r, const wcache_kv *kv, int64_t rv
 void status_body(pbuf *b, int code, const char *reason, const char *msg, const char *kind,
                  const char *name)
 {
-    pb_str(b, "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\","
-              "\"message\":");
+    pb_str(b,
+           "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\","
+           "\"message\":");
     pb_jstr(b, msg, strlen(msg));
     pb_str(b, ",\"reason\":");
     pb_jstr(b, reason, strlen(reason));
@@ -451,8 +458,9 @@ void status_body(pbuf *b, int code, const char *reason, const char *msg, const c
 static void col(pbuf *b, int first, const char *name, const char *type, const char *format,
                 int prio)
 {
-    pb_fmt(b, "%s{\"name\":\"%s\",\"type\":\"%s\",\"format\":\"%s\",\"description\":\"\","
-              "\"priority\":%d}",
+    pb_fmt(b,
+           "%s{\"name\":\"%s\",\"type\":\"%s\",\"format\":\"%s\",\"description\":\"\","
+           "\"priority\":%d}",
            first ? "" : ",", name, type, format, prio);
 }
 
@@ -569,8 +577,9 @@ void table_row(pbuf *b, const px_resource *r, const wcache_kv *kv, int64_t rv, i
     if (strcmp(r->name, "pods") == 0) {
         pod_cells(b, o);
     } else if (strcmp(r->name, "configmaps") == 0) {
-        pb_fmt(b, ",%zu,", json_object_size(json_object_get(o, "data")) +
-                               json_object_size(json_object_get(o, "binaryData")));
+        pb_fmt(b, ",%zu,",
+               json_object_size(json_object_get(o, "data")) +
+                   json_object_size(json_object_get(o, "binaryData")));
         age_cell(b, meta);
     } else if (strcmp(r->name, "namespaces") == 0) {
         const char *ph = jpath_str(o, "status", "phase");

@@ -49,13 +49,15 @@ static void lib_log(int level, const char *msg, size_t len, void *ud)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: wcache-proxy [--config FILE] [--listen HOST:PORT] [--etcd URLS]\n"
-            "                    [--stream [RES=]FILE|URL] [--seed N] [--snapshot-dir DIR] [--snapshot-url URL]\n"
-            "                    [--snapshot-interval SECONDS] [--tls-cert FILE --tls-key FILE]\n"
-            "                    [--client-ca FILE] [--token-file FILE] [--threads N]\n"
-            "                    [--insecure-allow-remote] [--verbose]\n"
-            "A read-only Kubernetes-style API server over libwatchcache; see wcache-proxy(1).\n");
+    fprintf(
+        f,
+        "usage: wcache-proxy [--config FILE] [--listen HOST:PORT] [--etcd URLS]\n"
+        "                    [--stream [RES=]FILE|URL] [--seed N] [--snapshot-dir DIR] "
+        "[--snapshot-url URL]\n"
+        "                    [--snapshot-interval SECONDS] [--tls-cert FILE --tls-key FILE]\n"
+        "                    [--client-ca FILE] [--token-file FILE] [--threads N]\n"
+        "                    [--insecure-allow-remote] [--verbose]\n"
+        "A read-only Kubernetes-style API server over libwatchcache; see wcache-proxy(1).\n");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -105,7 +107,8 @@ static int snapshot_store(px_resource *r, int force)
 {
     int64_t rev = wcache_cache_revision(r->cache), t = now_ms();
     if (rev == r->store_last_rev ||
-        (!force && (G.snapshot_interval_s <= 0 || t - r->store_last_ms < G.snapshot_interval_s * 1000)))
+        (!force &&
+         (G.snapshot_interval_s <= 0 || t - r->store_last_ms < G.snapshot_interval_s * 1000)))
         return 0;
     char sid[300], eb[256] = "";
     source_id(r, sid, sizeof sid);
@@ -118,8 +121,8 @@ static int snapshot_store(px_resource *r, int force)
     wcache_code rc =
         wcache_store_put_snapshot(store, NULL, r->cache, &wo, (size_t)G.snapshot_keep, &info);
     if (rc != WCACHE_OK) {
-        px_log("%s: snapshot to %s failed: %s%s%s", r->name, G.snapshot_url, wcache_strerror(rc),
-               eb[0] ? ": " : "", eb);
+        px_log("%s: snapshot to %s failed: %s%s%s", r->name, G.snapshot_url,
+               wcache_strerror(rc), eb[0] ? ": " : "", eb);
         return -1;
     }
     r->store_last_rev = info.revision;
@@ -152,9 +155,8 @@ static int snapshot_one(px_resource *r, int force)
                                   .write = &wo};
     if (!force && G.snapshot_interval_s <= 0)
         return 0;
-    wcache_snapshot_state st = {.size = sizeof st,
-                                .last_revision = r->snap_last_rev,
-                                .last_ms = r->snap_last_ms};
+    wcache_snapshot_state st = {
+        .size = sizeof st, .last_revision = r->snap_last_rev, .last_ms = r->snap_last_ms};
     int written = 0;
     int64_t t0 = now_ms();
     wcache_code rc = wcache_snapshot_tick(r->cache, &pol, &st, t0, &written);
@@ -332,7 +334,8 @@ static int open_resource(px_resource *r)
         wcache_k8s *k;
         rc = wcache_k8s_create(&k, r->cache, &ko);
         if (rc != WCACHE_OK) {
-            fprintf(stderr, "wcache-proxy: %s: stream source: %s\n", r->name, wcache_strerror(rc));
+            fprintf(stderr, "wcache-proxy: %s: stream source: %s\n", r->name,
+                    wcache_strerror(rc));
             return -1;
         }
         r->k8s = k;
@@ -375,7 +378,10 @@ static void poll_ready(void)
     }
 }
 
-int px_resource_ready(px_resource *r) { return atomic_load(&r->ready); }
+int px_resource_ready(px_resource *r)
+{
+    return atomic_load(&r->ready);
+}
 
 /* ------------------------------------------------------------------------ */
 /* the loopback rule                                                         */
@@ -424,8 +430,22 @@ int main(int argc, char **argv)
 {
     cfg_defaults(&G);
     enum {
-        O_CONFIG = 256, O_LISTEN, O_ETCD, O_STREAM, O_SDIR, O_SURL, O_SINT, O_CERT, O_KEY, O_CA,
-        O_TOKENS, O_THREADS, O_INSECURE, O_VERBOSE, O_WATCH_TIMEOUT, O_SEED
+        O_CONFIG = 256,
+        O_LISTEN,
+        O_ETCD,
+        O_STREAM,
+        O_SDIR,
+        O_SURL,
+        O_SINT,
+        O_CERT,
+        O_KEY,
+        O_CA,
+        O_TOKENS,
+        O_THREADS,
+        O_INSECURE,
+        O_VERBOSE,
+        O_WATCH_TIMEOUT,
+        O_SEED
     };
     static const struct option lo[] = {{"config", 1, 0, O_CONFIG},
                                        {"listen", 1, 0, O_LISTEN},
@@ -459,8 +479,8 @@ int main(int argc, char **argv)
     static const struct {
         int opt;
         char **dst;
-    } strs[] = {{O_LISTEN, &G.listen},     {O_ETCD, &G.etcd},       {O_SDIR, &G.snapshot_dir},
-                {O_SURL, &G.snapshot_url}, {O_CERT, &G.tls_cert},   {O_KEY, &G.tls_key},
+    } strs[] = {{O_LISTEN, &G.listen},     {O_ETCD, &G.etcd},        {O_SDIR, &G.snapshot_dir},
+                {O_SURL, &G.snapshot_url}, {O_CERT, &G.tls_cert},    {O_KEY, &G.tls_key},
                 {O_CA, &G.client_ca},      {O_TOKENS, &G.token_file}};
     int o;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -473,18 +493,13 @@ int main(int argc, char **argv)
         if (done)
             continue;
         switch (o) {
-        case O_CONFIG:
-            break;
+        case O_CONFIG: break;
         case O_STREAM:
             if (G.nstreams < PX_MAX_RESOURCES)
                 G.streams[G.nstreams++] = strdup(optarg);
             break;
-        case O_SEED:
-            G.seed = strtoull(optarg, NULL, 10);
-            break;
-        case O_SINT:
-            G.snapshot_interval_s = atoll(optarg);
-            break;
+        case O_SEED: G.seed = strtoull(optarg, NULL, 10); break;
+        case O_SINT: G.snapshot_interval_s = atoll(optarg); break;
         case O_THREADS:
             G.threads = atoi(optarg);
             if (G.threads < 1 || G.threads > 256) {
@@ -492,21 +507,11 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case O_WATCH_TIMEOUT:
-            G.watch_timeout_s = atoll(optarg);
-            break;
-        case O_INSECURE:
-            G.insecure_allow_remote = 1;
-            break;
-        case O_VERBOSE:
-            verbose = 1;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
+        case O_WATCH_TIMEOUT: G.watch_timeout_s = atoll(optarg); break;
+        case O_INSECURE: G.insecure_allow_remote = 1; break;
+        case O_VERBOSE: verbose = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
         }
     }
     if (optind < argc) {
@@ -548,11 +553,12 @@ int main(int argc, char **argv)
         int authn = G.ntokens > 0 || G.client_ca;
         if (!G.tls_cert || !authn) {
             if (!G.insecure_allow_remote) {
-                fprintf(stderr,
-                        "wcache-proxy: refusing to listen on %s (not loopback) without TLS and "
-                        "authentication (--tls-cert/--tls-key and --token-file or --client-ca); "
-                        "--insecure-allow-remote overrides\n",
-                        G.listen);
+                fprintf(
+                    stderr,
+                    "wcache-proxy: refusing to listen on %s (not loopback) without TLS and "
+                    "authentication (--tls-cert/--tls-key and --token-file or --client-ca); "
+                    "--insecure-allow-remote overrides\n",
+                    G.listen);
                 return 2;
             }
             px_log("WARNING: serving %s on %s without %s: anyone who can reach it can read "

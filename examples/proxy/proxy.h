@@ -34,7 +34,10 @@ void pb_jstr(pbuf *b, const char *s, size_t n); /* a JSON string, quoted */
 void pb_free(pbuf *b);
 /* Move up to max unsent bytes to dst; drops what was sent. */
 size_t pb_take(pbuf *b, char *dst, size_t max);
-static inline size_t pb_pending(const pbuf *b) { return b->len - b->off; }
+static inline size_t pb_pending(const pbuf *b)
+{
+    return b->len - b->off;
+}
 
 typedef struct px_index {
     char path[128]; /* JSON path, also the field selector name */
@@ -43,9 +46,9 @@ typedef struct px_index {
 
 /* One served resource: one cache fed by one source over one key prefix. */
 typedef struct px_resource {
-    char name[64];      /* plural, the URL segment: "pods" */
-    char singular[64];  /* "pod" */
-    char kind[64];      /* "Pod" */
+    char name[64];     /* plural, the URL segment: "pods" */
+    char singular[64]; /* "pod" */
+    char kind[64];     /* "Pod" */
     char short_names[4][16];
     int nshort;
     int namespaced;
@@ -142,7 +145,6 @@ void table_row(pbuf *b, const px_resource *r, const wcache_kv *kv, int64_t rv, i
 int64_t now_ms(void);
 int64_t realtime_s(void);
 
-
 /* One API request, as http.c routed it to api.c. */
 struct MHD_Connection;
 typedef struct px_req {
@@ -150,9 +152,9 @@ typedef struct px_req {
     px_resource *r;
     const char *ns;   /* NULL: every namespace (or cluster-scoped) */
     const char *name; /* NULL: a collection */
-    const char *q_rv, *q_rvm, *q_limit, *q_continue, *q_labels, *q_fields, *q_watch,
-        *q_timeout, *q_bookmarks, *q_sie, *q_include;
-    int table; /* Accept asked for as=Table */
+    const char *q_rv, *q_rvm, *q_limit, *q_continue, *q_labels, *q_fields, *q_watch, *q_timeout,
+        *q_bookmarks, *q_sie, *q_include;
+    int table;           /* Accept asked for as=Table */
     const px_user *user; /* NULL: no allow-list */
     char client[300];    /* identity or address, for per-client limits */
 } px_req;

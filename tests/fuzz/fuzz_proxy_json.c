@@ -57,8 +57,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pb_free(&out);
     /* a Table row from any bytes */
     static px_resource pods = {.name = "pods", .prefix = "/registry/pods/"};
-    wcache_kv kv = {.key = "/registry/pods/ns/x", .key_len = 19, .value = data,
-                    .value_len = size, .mod_revision = 7};
+    wcache_kv kv = {.key = "/registry/pods/ns/x",
+                    .key_len = 19,
+                    .value = data,
+                    .value_len = size,
+                    .mod_revision = 7};
     pbuf row = {0};
     table_row(&row, &pods, &kv, 7, 1);
     pb_free(&row);

@@ -30,7 +30,17 @@ nok() { fail=$((fail + 1)); echo "FAIL - $*"; }
 check() { local d=$1; shift; if "$@"; then ok "$d"; else nok "$d"; fi; }
 # eq DESC GOT WANT
 eq() { if [ "$2" = "$3" ]; then ok "$1"; else nok "$1: got '$2', want '$3'"; fi; }
-finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; }
+finish() {
+    # a sanitizer build of the proxy (WCACHE_PROXY=build/asan/...) reports
+    # on its stderr; every proxy of the test must have exited for this
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    if [ -f "$T/proxy.err" ] && grep -qE 'Sanitizer|runtime error:' "$T/proxy.err"; then
+        nok "sanitizer report:"
+        grep -E -A12 'Sanitizer|runtime error:' "$T/proxy.err" | head -40
+    fi
+    echo "$pass passed, $fail failed"
+    [ "$fail" -eq 0 ]
+}
 
 # wait_for DESC CMD...: poll CMD every 50 ms for up to WAIT_S (10) seconds
 wait_for() {
