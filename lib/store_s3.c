@@ -422,6 +422,15 @@ static int http_error(wcache_store *st, req *q)
                          r.code, r.message[0] ? ": " : "", r.message, hint);
 }
 
+/* S3 answers 400 RequestTimeout when a request body stalled: transient. */
+static int request_timeout(const req *q)
+{
+    wci_s3_reply r;
+    return q->status == 400 && q->reply.n &&
+           wci_s3_parse(q->reply.p, q->reply.n, &r, NULL, NULL) == WCACHE_OK &&
+           !strcmp(r.code, "RequestTimeout");
+}
+
 /* Perform q with retries.  WCACHE_OK on a 2xx (or on allow_404 and a 404,
  * with q->status telling which). */
 static int do_req(wcache_store *st, CURL *curl, req *q)
@@ -447,7 +456,7 @@ static int do_req(wcache_store *st, CURL *curl, req *q)
         } else if (q->status >= 200 && q->status < 300) {
             return WCACHE_OK;
         } else {
-            retry = wci_store_status_retryable(q->status);
+            retry = wci_store_status_retryable(q->status) || request_timeout(q);
             if (!retry || attempt >= max)
                 return http_error(st, q);
         }

@@ -388,7 +388,7 @@ static void s3_down(void)
  * of the request line): fail N of them with 503/500, drop N (close without
  * an answer), truncate N answers halfway through their bytes, or lose N
  * answers (the server acts on the request, the client never hears). */
-enum { F_NONE, F_5XX, F_DROP, F_TRUNCATE, F_LOSE };
+enum { F_NONE, F_5XX, F_DROP, F_TRUNCATE, F_LOSE, F_REQTIMEOUT };
 static struct {
     int lfd;
     int port;
@@ -504,17 +504,21 @@ static void *px_conn(void *arg)
             free(req);
             break;
         }
-        if (f == F_5XX) {
-            static const char body[] = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>"
+        if (f == F_5XX || f == F_REQTIMEOUT) {
+            static const char slow[] = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>"
                                        "<Message>injected by the test proxy</Message></Error>";
+            static const char stalled[] = "<Error><Code>RequestTimeout</Code><Message>Your "
+                                          "socket connection to the server was not read "
+                                          "from or written to</Message></Error>";
+            const char *body = f == F_5XX ? slow : stalled;
             char hdr[256];
-            int code = atomic_load(&px.injected) % 2 ? 503 : 500;
+            int code = f == F_REQTIMEOUT ? 400 : atomic_load(&px.injected) % 2 ? 503 : 500;
             int hl = snprintf(hdr, sizeof hdr,
                               "HTTP/1.1 %d Injected\r\nContent-Type: application/xml\r\n"
                               "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                              code, sizeof body - 1);
+                              code, strlen(body));
             (void)send_all(cfd, hdr, (size_t)hl);
-            (void)send_all(cfd, body, sizeof body - 1);
+            (void)send_all(cfd, body, strlen(body));
             free(req);
             break;
         }
@@ -851,6 +855,9 @@ START_TEST(s3_faults_survived)
     px_set(F_DROP, 3, "PUT", "partNumber=");
     ck_assert_int_eq(wcache_store_put_file(st, "b.bin", a, NULL), WCACHE_OK);
     ck_assert_int_eq(atomic_load(&px.injected), 3);
+    px_set(F_REQTIMEOUT, 2, "PUT", "partNumber=");
+    ck_assert_int_eq(wcache_store_put_file(st, "a.bin", a, NULL), WCACHE_OK);
+    ck_assert_int_eq(atomic_load(&px.injected), 2);
     px_set(F_5XX, 2, "POST", "uploads=");
     ck_assert_int_eq(wcache_store_put_file(st, "c.bin", a, NULL), WCACHE_OK);
     px_set(F_DROP, 1, "POST", "uploadId=");
