@@ -1756,8 +1756,9 @@ WCACHE_API void wcache_store_close(wcache_store *st);
  *        written are buffered up to parallel_parts parts and sent while the
  *        writer goes on; nothing is visible under key before
  *        wcache_store_upload_commit() succeeds.
- * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE (another upload of this
- *         store is in progress), WCACHE_ENOMEM.
+ * @return WCACHE_OK, WCACHE_EINVAL (bad key), WCACHE_ESYS (file store: the
+ *         temporary file), WCACHE_ENOMEM.  Several uploads of one store may
+ *         be open at once (used from the store's one thread).
  * Ownership: new (*out): commit or abort it, either releases it.
  * Thread safety: the store's thread.  Since: 0.1
  */
