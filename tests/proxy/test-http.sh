@@ -54,6 +54,8 @@ eq "Exact at 0: 422" "$(code "$U/pods?resourceVersion=0&resourceVersionMatch=Exa
 eq "sendInitialEvents on a list: 422" "$(code "$U/pods?sendInitialEvents=true")" 422
 eq "watch sendInitialEvents without NotOlderThan: 422" "$(code "$U/pods?watch=1&sendInitialEvents=true")" 422
 # 414: bounded query
+eq "a 40 KB header: 431" "$(code -H "X-Big: $(head -c 40000 /dev/zero | tr '\0' a)" "http://$P/healthz")" 431
+eq "a 40 KB path: 414" "$(code "$U/$(head -c 40000 /dev/zero | tr '\0' a)")" 414
 eq "a 4 KiB query: 414" "$(code "$U/pods?labelSelector=$(head -c 4096 /dev/zero | tr '\0' a)")" 414
 
 # LIST semantics
