@@ -12,6 +12,13 @@
 
 #include <yaml.h>
 
+FILE *cfg_err; /* where the readers' messages go; NULL: stderr */
+
+static FILE *cfg_errf(void)
+{
+    return cfg_err ? cfg_err : stderr;
+}
+
 void cfg_defaults(px_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -84,7 +91,7 @@ typedef struct ycx {
 
 static int yerr(ycx *y, yaml_node_t *n, const char *field, const char *why)
 {
-    fprintf(stderr, "wcache-proxy: %s:%lu: %s%s%s: %s\n", y->file,
+    fprintf(cfg_errf(), "wcache-proxy: %s:%lu: %s%s%s: %s\n", y->file,
             n ? (unsigned long)n->start_mark.line + 1 : 0UL, y->path, y->path[0] ? "." : "",
             field, why);
     return -1;
@@ -402,7 +409,7 @@ int cfg_load_yaml(px_config *c, const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "wcache-proxy: %s: %s\n", path, strerror(errno));
+        fprintf(cfg_errf(), "wcache-proxy: %s: %s\n", path, strerror(errno));
         return -1;
     }
     yaml_parser_t parser;
@@ -410,7 +417,7 @@ int cfg_load_yaml(px_config *c, const char *path)
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, f);
     if (!yaml_parser_load(&parser, &doc)) {
-        fprintf(stderr, "wcache-proxy: %s:%lu: %s\n", path,
+        fprintf(cfg_errf(), "wcache-proxy: %s:%lu: %s\n", path,
                 (unsigned long)parser.problem_mark.line + 1,
                 parser.problem ? parser.problem : "YAML syntax error");
         yaml_parser_delete(&parser);
@@ -471,7 +478,7 @@ int cfg_load_tokens(px_config *c)
         return 0;
     FILE *f = fopen(c->token_file, "r");
     if (!f) {
-        fprintf(stderr, "wcache-proxy: %s: %s\n", c->token_file, strerror(errno));
+        fprintf(cfg_errf(), "wcache-proxy: %s: %s\n", c->token_file, strerror(errno));
         return -1;
     }
     char line[4096];
@@ -484,7 +491,8 @@ int cfg_load_tokens(px_config *c)
             continue;
         char *comma = strchr(line, ',');
         if (!comma || comma == line || !comma[1] || comma[1] == ',') {
-            fprintf(stderr, "wcache-proxy: %s:%lu: expected TOKEN,USER\n", c->token_file, ln);
+            fprintf(cfg_errf(), "wcache-proxy: %s:%lu: expected TOKEN,USER\n", c->token_file,
+                    ln);
             fclose(f);
             return -1;
         }
@@ -501,7 +509,7 @@ int cfg_load_tokens(px_config *c)
     }
     fclose(f);
     if (c->ntokens == 0) {
-        fprintf(stderr, "wcache-proxy: %s: no tokens\n", c->token_file);
+        fprintf(cfg_errf(), "wcache-proxy: %s: no tokens\n", c->token_file);
         return -1;
     }
     return 0;

@@ -121,6 +121,8 @@ extern px_config G;
 extern atomic_int px_stopping;
 
 /* config.c */
+#include <stdio.h>
+extern FILE *cfg_err; /* where the readers' messages go; NULL: stderr */
 void cfg_defaults(px_config *c);
 /* Parse the YAML file; on error prints "FILE:LINE: FIELD: why" and returns -1. */
 int cfg_load_yaml(px_config *c, const char *path);
