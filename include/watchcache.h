@@ -979,6 +979,21 @@ typedef struct wcache_etcd_opts {
     /* Longest watch message or range response in bytes: a longer one is an
      * error that ends the stream (then a reconnect).  0: 256 MiB. */
     uint64_t max_message_bytes;
+    /* Following etcd's compaction, so that reads below etcd's
+     * compaction revision fail with WCACHE_ECOMPACTED even while the cache
+     * still holds them (wcache_source(3) says which way applies):
+     * compact_key is a key whose value is the revision etcd is compacted to,
+     * written before each compaction -- "compact_rev_key" for the etcd of a
+     * Kubernetes API server; read before each watch and watched on the same
+     * stream.  Binary-safe; compact_key_len 0: none. */
+    const void *compact_key;
+    size_t compact_key_len;
+    /* For an etcd compacted by hand: every compact_probe_ms the source asks
+     * etcd whether revisions the cache still serves were compacted (a
+     * count-only range of one key at the cache's compacted revision; when
+     * refused, a watch from there says exactly where).  0: every 60000 ms;
+     * negative: never. */
+    int64_t compact_probe_ms;
 } wcache_etcd_opts;
 
 /* Counters of an etcd source; size = sizeof(wcache_etcd_stats). */
@@ -1000,7 +1015,18 @@ typedef struct wcache_etcd_stats {
     uint64_t events;           /* watch events applied */
     uint64_t progress_applied; /* progress notifications applied */
     uint64_t progress_ignored; /* ... ignored by the #15220 guard */
+    uint64_t probes;           /* compaction probes sent */
 } wcache_etcd_stats;
+
+/* A socket an etcd source driven by the embedder's loop waits on
+ * (wcache_etcd_fds()); events: WCACHE_ETCD_IN and/or WCACHE_ETCD_OUT, as
+ * poll()'s POLLIN / POLLOUT. */
+typedef struct wcache_etcd_fd {
+    int fd;
+    int events;
+} wcache_etcd_fd;
+
+enum { WCACHE_ETCD_IN = 1, WCACHE_ETCD_OUT = 2 };
 
 /*
  * @brief Create an etcd source for c and install it as c's source for
@@ -1030,10 +1056,51 @@ WCACHE_API WCACHE_NODISCARD wcache_code wcache_etcd_create(wcache_etcd **out, wc
 WCACHE_API wcache_code wcache_etcd_start(wcache_etcd *src);
 
 /*
+ * @brief Start the source without a thread: the embedder's event loop
+ *        drives it.  The loop waits on the sockets and the timeout that
+ *        wcache_etcd_fds() gives, and calls wcache_etcd_perform() when one
+ *        is ready or the timeout ran out; the source then does what it
+ *        would on its own thread (list, watch, reconnect with backoff) and
+ *        never blocks.  The loop's thread is the cache's writer.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE (already started, or the
+ *         cache is not open).
+ * Thread safety: the loop's thread; wcache_etcd_fds, wcache_etcd_perform
+ * and wcache_etcd_stop on that thread only.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_etcd_start_loop(wcache_etcd *src);
+
+/*
+ * @brief The sockets a loop-driven source waits on, and how long the loop
+ *        may wait at most before calling wcache_etcd_perform() anyway.
+ *        The set changes after every wcache_etcd_perform(): ask again each
+ *        round.
+ * @param fds         cap entries to fill (NULL when cap is 0)
+ * @param[out] count  the number of sockets (also when cap is too small)
+ * @param[out] timeout_ms  0 or more milliseconds
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESTATE (not started with
+ *         wcache_etcd_start_loop), WCACHE_ETOOBIG (cap < *count: nothing
+ *         filled).
+ * Thread safety: the loop's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_etcd_fds(wcache_etcd *src, wcache_etcd_fd *fds, size_t cap,
+                                       size_t *count, int64_t *timeout_ms);
+
+/*
+ * @brief Do what is ready for a loop-driven source: read and apply what
+ *        arrived, start, finish and retry transfers.  Returns at once.
+ * @return WCACHE_OK (what failed inside is retried later and shows in
+ *         wcache_etcd_stat() and the log), WCACHE_EINVAL, WCACHE_ESTATE
+ *         (not started with wcache_etcd_start_loop).
+ * Thread safety: the loop's thread.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_etcd_perform(wcache_etcd *src);
+
+/*
  * @brief Stop the thread and wait for it: the open transfer is abandoned
  *        at once, what was applied stays.  A stopped source may be started
  *        again (it resumes from the cache's revision).  No-op when not
- *        running.
+ *        running.  A loop-driven source stops at once (call it on the
+ *        loop's thread); its sockets are then no longer to be polled.
  * @return WCACHE_OK, WCACHE_EINVAL.
  * Thread safety: one thread at a time per source, not from a cache
  * callback.  Since: 0.1

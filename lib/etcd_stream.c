@@ -387,6 +387,35 @@ static void progress(wci_ew *w, int64_t p)
     }
 }
 
+int64_t wci_ckey_value(const unsigned char *v, size_t n)
+{
+    if (n == 0 || n > 18)
+        return -1;
+    int64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    return x;
+}
+
+/* A message of the compaction key's watch: only its puts matter.  A value
+ * that is not a revision is not ours to judge, and is skipped. */
+static void ckey_result(wci_ew *w, const json_t *evs)
+{
+    for (size_t i = 0; i < json_array_size(evs); i++) {
+        const json_t *ev = json_array_get(evs, i), *t = json_object_get(ev, "type");
+        if (t && !(json_is_string(t) && strcmp(json_string_value(t), "PUT") == 0))
+            continue;
+        long vl = wci_json_b64(&w->c->al, json_object_get(ev, "kv"), "value", &w->scratch,
+                               &w->scap);
+        int64_t v = vl > 0 ? wci_ckey_value(w->scratch, (size_t)vl) : -1;
+        if (v > w->ckey_rev)
+            w->ckey_rev = v;
+    }
+}
+
 static void handle_result(wci_ew *w, const json_t *res)
 {
     const json_t *hdr = json_object_get(res, "header");
@@ -396,6 +425,10 @@ static void handle_result(wci_ew *w, const json_t *res)
         wci_json_i64(hdr, "revision", &rev) != 0 || wci_json_i64(res, "watch_id", &wid) != 0 ||
         wci_json_i64(res, "compact_revision", &crev) != 0) {
         stop(w, WCI_EW_RECONNECT, "malformed watch response");
+        return;
+    }
+    if (w->ckey_watch && wid == WCI_EW_CKEY_ID) {
+        ckey_result(w, evs); /* its created, cancel (the range's watch gets it too) */
         return;
     }
     if (json_is_true(json_object_get(res, "canceled"))) {

@@ -25,6 +25,10 @@ enum {
     WCI_EW_FATAL = 4      /* the cache refused for good (closed, out of memory) */
 };
 
+/* The watch id the source gives the compaction key's watch (the range's
+ * own watch is the stream's first, id 0). */
+#define WCI_EW_CKEY_ID 1
+
 typedef struct wci_ew {
     wcache_cache *c;
     size_t max_msg; /* longest message, newline excluded */
@@ -39,6 +43,11 @@ typedef struct wci_ew {
     int created;         /* the server confirmed the watch */
     int state;           /* WCI_EW_*: GO until the stream must end */
     int64_t compact_rev; /* from a cancel for compaction */
+    /* The watch of Kubernetes' compaction key on the same stream (id
+     * WCI_EW_CKEY_ID), when ckey_watch is set: the highest revision its
+     * values named, 0: none seen.  The source applies it. */
+    int ckey_watch;
+    int64_t ckey_rev;
     /* Counters, read by other threads (wcache_etcd_stat).  Each one moves
      * before the cache does, so that whoever sees the new revision sees
      * the counter too. */
@@ -55,6 +64,10 @@ int wci_ew_feed(wci_ew *w, const char *p, size_t n);
 /* The transport ended: a last message without its newline (what a member
  * sends as it shuts down) is still parsed.  Returns w->state. */
 int wci_ew_end(wci_ew *w);
+
+/* The revision a compaction key's value names: decimal digits, as
+ * Kubernetes writes it.  Returns it, or -1 when the value is not one. */
+int64_t wci_ckey_value(const unsigned char *v, size_t n);
 
 /* Shared with the range code in source_etcd.c. */
 /* Decode standard base64 (padding required) into out (>= n / 4 * 3 bytes).

@@ -1,9 +1,13 @@
 /*
  * source_etcd.c - feed a cache from etcd v3 through its JSON gateway.
  *
- * One thread per source (wcache_etcd_start) is the cache's writer.  It
- * runs a loop of: list when needed, then one watch stream until that
- * stream ends, then decide:
+ * The source is a state machine driven by libcurl's multi-socket API: its
+ * transfers run in one multi handle, and every step is taken when a
+ * transfer finishes or a timer is due, never by waiting.  Two drivers run
+ * it: the source's own thread (wcache_etcd_start: poll() on the sockets
+ * curl reported and a wake-up pipe), or the embedder's event loop
+ * (wcache_etcd_start_loop, then wcache_etcd_fds / wcache_etcd_perform).
+ * Either way the driver's thread is the cache's writer.
  *
  *   list    (cache at revision 0) a paginated range at one revision: the
  *           first page fixes the revision R, later pages ask for R; loaded
@@ -24,23 +28,99 @@
  * cache's revision is the resume point, so nothing is lost or applied
  * twice whatever failed.
  *
- * Transfers run in a curl multi handle so that wcache_etcd_stop() can
- * interrupt any of them at once with curl_multi_wakeup().  Consistent reads
- * call wcache_etcd_current_revision() on the reader's thread: it uses an
- * easy handle of its own and touches only immutable fields and the atomic
- * endpoint index.
+ * Following etcd's compaction (reads below it must fail as compacted even
+ * while the cache still holds them, Kubernetes #131011), two ways:
+ *   - compact_key (Kubernetes: "compact_rev_key", written with the target
+ *     revision before every compaction): read before each watch, then
+ *     watched on the same stream as a second watch (id 1);
+ *   - the probe, for etcd compacted by hand: every compact_probe_ms, a
+ *     count-only range of one key at the cache's compacted revision K;
+ *     answered "compacted", a watch from K learns the exact revision from
+ *     etcd's cancel message.
+ * A learned revision V compacts the cache to V (to the cache's revision
+ * while the cache is still below V, and to V once it passes it).
+ *
+ * Consistent reads call wcache_etcd_current_revision() on the reader's
+ * thread: it uses an easy handle of its own and touches only immutable
+ * fields and the atomic endpoint index.
  */
 #include "etcd_stream.h"
 #include "http.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define WCI_ETCD_MAGIC 0x77636564u
+
+/* Where the state machine is. */
+enum { S_IDLE, S_NAP, S_LIST, S_CKEY, S_WATCH };
+/* What a transfer is for. */
+enum { X_NONE, X_PAGE, X_CKEY, X_WATCH, X_PROBE, X_PROBE_WATCH };
+/* Who drives. */
+enum { M_NONE, M_THREAD, M_LOOP };
+
+
+typedef struct xfer {
+    CURL *e;
+    struct curl_slist *hdrs;
+    char *body;
+    int kind;
+    size_t ep;
+    wci_rbuf b;
+    long status; /* streams: from the header callback */
+    char url[1024];
+} xfer;
+
+/* A paginated range at one revision, one key at a time. */
+typedef struct scan {
+    json_t *page;
+    size_t i;
+    int64_t rev; /* 0 until the first page fixed it */
+    int more;
+    char *next_b64; /* where the next page starts; NULL: the range start */
+    unsigned char *kb, *vb;
+    size_t kcap, vcap;
+    int blocking;        /* wcache_etcd_range: pages on the caller's thread */
+    int64_t hdr_rev;     /* etcd's revision when the first page was read */
+    uint64_t cluster_id; /* from the first page's header */
+} scan;
+
+/* The cache's side of a reconcile: its keys at the latest revision. */
+typedef struct cscan {
+    wcache_view *v;
+    wcache_list_opts lo;
+    wcache_kv items[256];
+    size_t n, i;
+    int more;
+    char *tok;
+} cscan;
+
+/* A list or re-list in progress, across its page transfers. */
+typedef struct lstate {
+    int reconcile;
+    int64_t crev; /* the cache's revision when a re-list began */
+    scan sc;
+    cscan cs;
+    unsigned char *kb, *eb; /* the range, decoded for the view */
+    /* the merge's cursor */
+    wcache_kv e;
+    const wcache_kv *k;
+    int re, rk; /* codes of the last scan_next / cscan_next */
+    int adv_e, adv_k;
+} lstate;
+
+typedef struct sock {
+    int fd, what;
+} sock;
 
 struct wcache_etcd {
     uint32_t magic;
@@ -50,6 +130,8 @@ struct wcache_etcd {
     size_t neps;
     _Atomic size_t ep; /* the endpoint in use */
     char *key_b64, *end_b64;
+    char *ckey_b64; /* the compaction key, NULL: none */
+    int64_t probe_ms; /* < 0: no probe */
     char *ca, *cert, *key, *auth; /* auth: the whole header line */
     int insecure;
     long connect_ms, request_ms;
@@ -60,12 +142,29 @@ struct wcache_etcd {
     pthread_t th;
     int joinable;
     int curl_inited;
+    int mode;
+    int wake[2]; /* the thread's wake-up pipe */
     _Atomic int stop, running, synced, last_error;
     _Atomic int64_t list_rev, compact_rev;
-    _Atomic uint64_t lists, relists, connects, reconnects, errors, bytes;
-    wci_ew ew; /* the watch stream: the thread's, but for its atomic counters */
-    long watch_status;
+    _Atomic uint64_t lists, relists, connects, reconnects, errors, bytes, probes;
+    wci_ew ew; /* the watch stream: the driver's, but for its atomic counters */
     uint64_t rng;
+    /* the state machine: the driver's thread only */
+    int st;
+    int need_list;
+    int64_t backoff;
+    int64_t wake_at; /* S_NAP: when to go on */
+    int64_t next_probe;
+    int64_t want_compact; /* etcd's compaction revision, not yet all applied */
+    int64_t probe_found;
+    wcache_batch *b;
+    xfer main, side;
+    lstate L;
+    int in_list;
+    sock *socks; /* what curl asked us to wait for */
+    size_t nsocks, capsocks;
+    struct pollfd *pfd;
+    size_t cappfd;
 };
 
 /* ---- small helpers ---- */
@@ -95,6 +194,21 @@ static void fail(wcache_etcd *s, wcache_code rc, const char *fmt, ...)
     atomic_store(&s->last_error, (int)rc);
     atomic_fetch_add(&s->errors, 1);
     wci_log(s->c, WCACHE_LOG_WARN, "etcd: %s", msg);
+}
+
+/* A JSON body built with snprintf: NULL when out of memory. */
+static char *bodyf(wcache_etcd *s, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static char *bodyf(wcache_etcd *s, size_t cap, const char *fmt, ...)
+{
+    char *b = wci_malloc(s->al, cap);
+    if (!b)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, cap, fmt, ap);
+    va_end(ap);
+    return b;
 }
 
 /* ---- transfers ---- */
@@ -132,24 +246,67 @@ static CURL *easy_new(wcache_etcd *s, const char *path, const char *body,
     return e;
 }
 
-/* Run e in the source's multi handle; a stop interrupts it. */
-static CURLcode run_xfer(wcache_etcd *s, CURL *e)
+static size_t stream_header(char *data, size_t sz, size_t nm, void *ud)
 {
-    return wci_xfer_run(s->multi, e, &s->stop);
+    xfer *x = ud;
+    size_t n = sz * nm;
+    long st = wci_http_status_line(data, n);
+    if (st >= 0)
+        x->status = st;
+    return n;
 }
 
-/* Sleep ms, or less when stopped. */
-static void nap(wcache_etcd *s, int64_t ms)
+static size_t watch_write(char *data, size_t sz, size_t nm, void *ud);
+static size_t probe_write(char *data, size_t sz, size_t nm, void *ud);
+
+static void xfer_free(wcache_etcd *s, xfer *x)
 {
-    int64_t end = wci_mono_ms() + ms;
-    for (int64_t now = wci_mono_ms(); now < end && !atomic_load(&s->stop); now = wci_mono_ms())
-        curl_multi_poll(s->multi, NULL, 0, (int)(end - now), NULL);
+    if (x->e) {
+        curl_multi_remove_handle(s->multi, x->e);
+        curl_easy_cleanup(x->e);
+    }
+    curl_slist_free_all(x->hdrs);
+    wci_free(s->al, x->body);
+    wci_free(s->al, x->b.p);
+    memset(x, 0, sizeof *x);
 }
 
-static void next_endpoint(wcache_etcd *s)
+/* Start a POST of body (taken, freed with the transfer) on the endpoint
+ * in use.  Streams (the watches) are handed to their parsers as they
+ * arrive; requests are buffered.  Returns WCACHE_OK or WCACHE_ENOMEM. */
+static wcache_code xfer_start(wcache_etcd *s, xfer *x, int kind, const char *path, char *body)
 {
-    size_t ep = atomic_load(&s->ep);
-    atomic_store(&s->ep, (ep + 1) % s->neps);
+    memset(x, 0, sizeof *x);
+    if (!body)
+        return WCACHE_ENOMEM;
+    x->kind = kind;
+    x->body = body;
+    x->ep = atomic_load(&s->ep);
+    x->b = (wci_rbuf){.al = s->al, .max = s->max_msg, .bytes = &s->bytes};
+    x->e = easy_new(s, path, body, &x->hdrs, x->url, sizeof x->url, x->ep);
+    if (!x->e || !x->hdrs) {
+        xfer_free(s, x);
+        return WCACHE_ENOMEM;
+    }
+    curl_easy_setopt(x->e, CURLOPT_PRIVATE, x);
+    if (kind == X_WATCH || kind == X_PROBE_WATCH) {
+        curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, kind == X_WATCH ? watch_write : probe_write);
+        curl_easy_setopt(x->e, CURLOPT_WRITEDATA, s);
+        curl_easy_setopt(x->e, CURLOPT_HEADERFUNCTION, stream_header);
+        curl_easy_setopt(x->e, CURLOPT_HEADERDATA, x);
+    } else {
+        curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, wci_rbuf_write);
+        curl_easy_setopt(x->e, CURLOPT_WRITEDATA, &x->b);
+    }
+    if (kind != X_WATCH)
+        curl_easy_setopt(x->e, CURLOPT_TIMEOUT_MS, s->request_ms);
+    if (curl_multi_add_handle(s->multi, x->e) != CURLM_OK) {
+        curl_easy_cleanup(x->e);
+        x->e = NULL;
+        xfer_free(s, x);
+        return WCACHE_ENOMEM;
+    }
+    return WCACHE_OK;
 }
 
 /* An error answer's message, for the log. */
@@ -158,65 +315,124 @@ static const char *answer_text(const wci_rbuf *b)
     return b->p ? b->p : "(empty)";
 }
 
-/*
- * POST body to path and parse the JSON answer.  blocking: run with
- * curl_easy_perform on the caller's thread (consistent reads) instead of
- * the source's multi handle.
- */
-static wcache_code post_json(wcache_etcd *s, size_t ep, const char *path, const char *body,
-                             int blocking, json_t **out)
+/* The outcome of a finished request: its JSON answer in *out, or why not
+ * (logged unless quiet). */
+static wcache_code answer(wcache_etcd *s, CURL *e, const char *what, CURLcode res, wci_rbuf *b,
+                          int quiet, json_t **out)
 {
-    char url[1024];
-    struct curl_slist *hdrs = NULL;
-    wci_rbuf b = {.al = s->al, .max = s->max_msg, .bytes = &s->bytes};
-    *out = NULL;
-    CURL *e = easy_new(s, path, body, &hdrs, url, sizeof url, ep);
-    if (!e || !hdrs) {
-        curl_slist_free_all(hdrs);
-        curl_easy_cleanup(e);
-        return WCACHE_ENOMEM;
-    }
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, wci_rbuf_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->request_ms);
-    CURLcode res = blocking ? curl_easy_perform(e) : run_xfer(s, e);
     long status = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(hdrs);
+    *out = NULL;
     wcache_code rc = WCACHE_OK;
-    if (res == CURLE_ABORTED_BY_CALLBACK) {
-        rc = WCACHE_ESTOPPED;
-    } else if (b.over) {
+    if (b->over) {
         rc = WCACHE_ETOOBIG;
-        if (!blocking)
-            fail(s, rc, "%s%s: answer over %zu bytes", s->eps[ep], path, s->max_msg);
+        if (!quiet)
+            fail(s, rc, "%s: answer over %zu bytes", what, s->max_msg);
     } else if (res != CURLE_OK) {
         rc = WCACHE_ECURL;
-        if (!blocking)
-            fail(s, rc, "%s%s: %s", s->eps[ep], path, curl_easy_strerror(res));
+        if (!quiet)
+            fail(s, rc, "%s: %s", what, curl_easy_strerror(res));
     } else if (status != 200) {
-        rc = b.p && strstr(b.p, "required revision has been compacted") ? WCACHE_ECOMPACTED
-             : b.p && strstr(b.p, "required revision is a future revision") ? WCACHE_EFUTURE
-                                                                             : WCACHE_EHTTP;
-        if (!blocking)
-            fail(s, rc, "%s%s: HTTP %ld: %.200s", s->eps[ep], path, status, answer_text(&b));
+        rc = b->p && strstr(b->p, "required revision has been compacted") ? WCACHE_ECOMPACTED
+             : b->p && strstr(b->p, "required revision is a future revision") ? WCACHE_EFUTURE
+                                                                               : WCACHE_EHTTP;
+        if (!quiet)
+            fail(s, rc, "%s: HTTP %ld: %.200s", what, status, answer_text(b));
     } else {
         json_error_t je;
-        *out = json_loadb(b.p ? b.p : "", b.len, 0, &je);
+        *out = json_loadb(b->p ? b->p : "", b->len, 0, &je);
         if (!*out || !json_is_object(*out)) {
             json_decref(*out);
             *out = NULL;
             rc = WCACHE_ECORRUPT;
-            if (!blocking)
-                fail(s, rc, "%s%s: answer does not parse: %s", s->eps[ep], path, je.text);
+            if (!quiet)
+                fail(s, rc, "%s: answer does not parse: %s", what, je.text);
         }
     }
-    wci_free(s->al, b.p);
     return rc;
 }
 
+static void next_endpoint(wcache_etcd *s)
+{
+    size_t ep = atomic_load(&s->ep);
+    atomic_store(&s->ep, (ep + 1) % s->neps);
+}
+
+static int64_t jitter(wcache_etcd *s, int64_t ms)
+{
+    s->rng = s->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return ms / 2 + (int64_t)((s->rng >> 33) % (uint64_t)(ms / 2 + 1));
+}
+
+/* Wait (backoff with jitter) before the next attempt. */
+static void nap(wcache_etcd *s)
+{
+    s->wake_at = wci_mono_ms() + jitter(s, s->backoff);
+    s->backoff = s->backoff * 2 > s->backoff_max ? s->backoff_max : s->backoff * 2;
+    s->st = S_NAP;
+}
+
+/* ---- compaction ---- */
+
+/* Compact the cache as far as etcd's known compaction allows: to V, or to
+ * the cache's own revision while it is below V. */
+static void apply_compaction(wcache_etcd *s)
+{
+    if (s->want_compact <= wcache_cache_compacted_revision(s->c))
+        return;
+    int64_t cur = wcache_cache_revision(s->c);
+    int64_t to = s->want_compact < cur ? s->want_compact : cur;
+    if (to <= wcache_cache_compacted_revision(s->c))
+        return;
+    wcache_code rc = wcache_cache_compact(s->c, to);
+    if (rc != WCACHE_OK)
+        fail(s, rc, "compaction to %lld: %s", (long long)to, wcache_strerror(rc));
+}
+
+/* etcd is (or is about to be) compacted at v. */
+static void learn_compaction(wcache_etcd *s, int64_t v, const char *how)
+{
+    if (v <= s->want_compact)
+        return;
+    s->want_compact = v;
+    if (v > atomic_load(&s->compact_rev))
+        atomic_store(&s->compact_rev, v);
+    wci_log(s->c, WCACHE_LOG_INFO, "etcd: compacted at %lld (%s)", (long long)v, how);
+    apply_compaction(s);
+}
+
 /* ---- ranges ---- */
+
+/* What scan_next() returns beside wcache codes: the page is used up and
+ * the next one must be fetched first (scan_fetch). */
+#define NEED_PAGE (-1)
+
+static void scan_fini(wcache_etcd *s, scan *sc)
+{
+    json_decref(sc->page);
+    wci_free(s->al, sc->next_b64);
+    wci_free(s->al, sc->kb);
+    wci_free(s->al, sc->vb);
+    memset(sc, 0, sizeof *sc);
+}
+
+/* The request of the next page (NULL: out of memory). */
+static char *scan_body(wcache_etcd *s, const scan *sc)
+{
+    const char *k = sc->next_b64 ? sc->next_b64 : s->key_b64;
+    size_t cap = strlen(k) + strlen(s->end_b64) + 128;
+    char rev[48] = "";
+    if (sc->rev > 0)
+        snprintf(rev, sizeof rev, ",\"revision\":\"%lld\"", (long long)sc->rev);
+    return bodyf(s, cap, "{\"key\":\"%s\",\"range_end\":\"%s\",\"limit\":%u%s}", k,
+                 s->end_b64, s->page_limit, rev);
+}
+
+/* Start the transfer of the next page. */
+static wcache_code scan_fetch(wcache_etcd *s, scan *sc)
+{
+    return xfer_start(s, &s->main, X_PAGE, "/v3/kv/range", scan_body(s, sc));
+}
 
 /* The header's cluster_id: a uint64, which proto3 JSON writes as a string
  * (it may not fit an int64).  0 when absent or malformed. */
@@ -233,52 +449,11 @@ static uint64_t header_cluster(const json_t *hdr)
     return *end ? 0 : (uint64_t)id;
 }
 
-/* A paginated range at one revision, one key at a time. */
-typedef struct scan {
-    wcache_etcd *s;
-    json_t *page;
-    size_t i;
-    int64_t rev; /* 0 until the first page fixed it */
-    int more;
-    char *next_b64; /* where the next page starts; NULL: the range start */
-    unsigned char *kb, *vb;
-    size_t kcap, vcap;
-    int blocking;        /* wcache_etcd_range: on the caller's thread, */
-    size_t ep;           /* ... at this endpoint */
-    int64_t hdr_rev;     /* etcd's revision when the first page was read */
-    uint64_t cluster_id; /* from the first page's header */
-} scan;
-
-static void scan_fini(scan *sc)
+/* Take a page's answer. */
+static wcache_code scan_take(wcache_etcd *s, scan *sc, json_t *page)
 {
     json_decref(sc->page);
-    wci_free(sc->s->al, sc->next_b64);
-    wci_free(sc->s->al, sc->kb);
-    wci_free(sc->s->al, sc->vb);
-    memset(sc, 0, sizeof *sc);
-}
-
-static wcache_code scan_page(scan *sc)
-{
-    wcache_etcd *s = sc->s;
-    const char *k = sc->next_b64 ? sc->next_b64 : s->key_b64;
-    size_t cap = strlen(k) + strlen(s->end_b64) + 128;
-    char *body = wci_malloc(s->al, cap);
-    if (!body)
-        return WCACHE_ENOMEM;
-    int n = snprintf(body, cap, "{\"key\":\"%s\",\"range_end\":\"%s\",\"limit\":%u", k,
-                     s->end_b64, s->page_limit);
-    if (sc->rev > 0)
-        n += snprintf(body + n, cap - (size_t)n, ",\"revision\":\"%lld\"", (long long)sc->rev);
-    snprintf(body + n, cap - (size_t)n, "}");
-    json_decref(sc->page);
-    sc->page = NULL;
-    wcache_code rc =
-        post_json(s, sc->blocking ? sc->ep : atomic_load(&s->ep), "/v3/kv/range", body,
-                  sc->blocking, &sc->page);
-    wci_free(s->al, body);
-    if (rc != WCACHE_OK)
-        return rc;
+    sc->page = page;
     int64_t rev;
     const json_t *kvs = json_object_get(sc->page, "kvs");
     if (wci_json_i64(json_object_get(sc->page, "header"), "revision", &rev) != 0 || rev < 1 ||
@@ -323,20 +498,13 @@ static wcache_code scan_page(scan *sc)
 }
 
 /* The next key of the range: WCACHE_OK with *kv filled (borrowed until the
- * next call), WCACHE_ENOTFOUND at the end, or an error. */
-static wcache_code scan_next(scan *sc, wcache_kv *kv)
+ * next call), WCACHE_ENOTFOUND at the end, NEED_PAGE, or an error. */
+static int scan_next(wcache_etcd *s, scan *sc, wcache_kv *kv)
 {
-    wcache_etcd *s = sc->s;
-    while (!sc->page || sc->i >= json_array_size(json_object_get(sc->page, "kvs"))) {
-        if (sc->page && !sc->more)
-            return WCACHE_ENOTFOUND;
-        if (!sc->blocking && atomic_load(&s->stop))
-            return WCACHE_ESTOPPED;
-        wcache_code rc = scan_page(sc);
-        if (rc != WCACHE_OK)
-            return rc;
-    }
-    const json_t *o = json_array_get(json_object_get(sc->page, "kvs"), sc->i++);
+    const json_t *kvs = json_object_get(sc->page, "kvs");
+    if (!sc->page || sc->i >= json_array_size(kvs))
+        return sc->page && !sc->more ? WCACHE_ENOTFOUND : NEED_PAGE;
+    const json_t *o = json_array_get(kvs, sc->i++);
     long kl = wci_json_b64(s->al, o, "key", &sc->kb, &sc->kcap);
     long vl = wci_json_b64(s->al, o, "value", &sc->vb, &sc->vcap);
     memset(kv, 0, sizeof *kv);
@@ -355,49 +523,7 @@ static wcache_code scan_next(scan *sc, wcache_kv *kv)
     return WCACHE_OK;
 }
 
-/* The initial list into an empty cache. */
-static wcache_code list_load(wcache_etcd *s, wcache_batch *b)
-{
-    scan sc = {.s = s};
-    wcache_kv kv;
-    wcache_code rc;
-    wcache_batch_clear(b);
-    while ((rc = scan_next(&sc, &kv)) == WCACHE_OK) {
-        rc = wcache_batch_put_meta(b, kv.key, kv.key_len, kv.value, kv.value_len,
-                                   kv.create_revision, kv.mod_revision, kv.version);
-        if (rc != WCACHE_OK) {
-            fail(s, rc, "list: the cache refuses a key: %s", wcache_strerror(rc));
-            break;
-        }
-    }
-    if (rc == WCACHE_ENOTFOUND) {
-        /* Counted before the cache moves, so that whoever sees the new
-         * revision sees the counters too. */
-        atomic_store(&s->list_rev, sc.rev);
-        atomic_fetch_add(&s->lists, 1);
-        rc = wcache_ingest_load(s->c, b, sc.rev);
-        if (rc != WCACHE_OK) {
-            atomic_fetch_sub(&s->lists, 1);
-            fail(s, rc, "list: load at %lld: %s", (long long)sc.rev, wcache_strerror(rc));
-        }
-    }
-    wcache_batch_clear(b);
-    scan_fini(&sc);
-    return rc;
-}
-
-/* The cache's side of a reconcile: its keys at the latest revision. */
-typedef struct cscan {
-    wcache_view *v;
-    wcache_list_opts lo;
-    wcache_kv items[256];
-    size_t n, i;
-    int more;
-    char *tok;
-    const wci_alloc *al;
-} cscan;
-
-static wcache_code cscan_next(cscan *cs, const wcache_kv **kv)
+static wcache_code cscan_next(wcache_etcd *s, cscan *cs, const wcache_kv **kv)
 {
     if (cs->i >= cs->n) {
         if (cs->n > 0 && !cs->more) {
@@ -411,10 +537,10 @@ static wcache_code cscan_next(cscan *cs, const wcache_kv **kv)
         cs->n = res.count;
         cs->i = 0;
         cs->more = res.more;
-        wci_free(cs->al, cs->tok);
+        wci_free(s->al, cs->tok);
         cs->tok = NULL;
         if (res.more) {
-            cs->tok = wci_memdup(cs->al, res.token, res.token_len);
+            cs->tok = wci_memdup(s->al, res.token, res.token_len);
             if (!cs->tok)
                 return WCACHE_ENOMEM;
             cs->lo.token = cs->tok;
@@ -430,113 +556,189 @@ static wcache_code cscan_next(cscan *cs, const wcache_kv **kv)
     return WCACHE_OK;
 }
 
-/* Merge etcd's range with the cache's state into batch b. */
-static wcache_code reconcile_diff(wcache_etcd *s, scan *sc, cscan *cs, wcache_batch *b,
-                                  int64_t crev)
+/* ---- lists ---- */
+
+static void list_end(wcache_etcd *s)
 {
-    wcache_kv e;
-    const wcache_kv *k;
-    wcache_code re = scan_next(sc, &e), rk = cscan_next(cs, &k);
-    while (rk == WCACHE_OK && (re == WCACHE_OK || re == WCACHE_ENOTFOUND)) {
-        int have_e = re == WCACHE_OK;
-        if (!have_e && !k)
-            return WCACHE_OK;
-        int cmp = !have_e ? 1 : !k ? -1 : wci_keycmp(e.key, e.key_len, k->key, k->key_len);
-        wcache_code rc = WCACHE_OK;
-        if (cmp < 0 || (cmp == 0 && (e.mod_revision > crev || e.value_len != k->value_len ||
-                                     memcmp(e.value, k->value, e.value_len) != 0)))
-            rc = wcache_batch_put(b, e.key, e.key_len, e.value, e.value_len);
-        else if (cmp > 0)
-            rc = wcache_batch_delete(b, k->key, k->key_len);
-        if (rc != WCACHE_OK)
-            return rc;
-        if (cmp <= 0)
-            re = scan_next(sc, &e);
-        if (cmp >= 0)
-            rk = cscan_next(cs, &k);
+    lstate *L = &s->L;
+    if (!s->in_list)
+        return;
+    if (L->cs.v) {
+        wcache_view_end(L->cs.v);
+        wcache_view_free(L->cs.v);
     }
-    (void)s;
-    return rk != WCACHE_OK ? rk : re;
+    wci_free(s->al, L->cs.tok);
+    wci_free(s->al, L->kb);
+    wci_free(s->al, L->eb);
+    scan_fini(s, &L->sc);
+    memset(L, 0, sizeof *L);
+    wcache_batch_clear(s->b);
+    s->in_list = 0;
 }
 
-/* A re-list into a cache that holds an older state. */
-static wcache_code list_reconcile(wcache_etcd *s, wcache_batch *b)
+/* Begin a list (cache empty) or a re-list; the first page is fetched. */
+static wcache_code list_begin(wcache_etcd *s)
 {
-    int64_t crev = wcache_cache_revision(s->c);
-    scan sc = {.s = s};
-    cscan cs = {.al = s->al};
-    wcache_code rc = wcache_view_create(s->c, &cs.v);
-    if (rc != WCACHE_OK)
-        return rc;
-    rc = wcache_view_begin(cs.v, WCACHE_REV_LATEST);
-    unsigned char *kb = NULL, *eb = NULL;
-    size_t kl = 0, el = 0;
-    if (rc == WCACHE_OK) {
+    lstate *L = &s->L;
+    memset(L, 0, sizeof *L);
+    s->in_list = 1;
+    wcache_batch_clear(s->b);
+    L->crev = wcache_cache_revision(s->c);
+    L->reconcile = L->crev != 0;
+    L->adv_e = L->adv_k = 1;
+    if (L->reconcile) {
+        wcache_code rc = wcache_view_create(s->c, &L->cs.v);
+        if (rc == WCACHE_OK)
+            rc = wcache_view_begin(L->cs.v, WCACHE_REV_LATEST);
+        if (rc != WCACHE_OK)
+            return rc;
         /* Decode the range once more for the view's options. */
         size_t a = strlen(s->key_b64), z = strlen(s->end_b64);
-        kb = wci_malloc(s->al, a / 4 * 3 + 1);
-        eb = wci_malloc(s->al, z / 4 * 3 + 1);
-        if (!kb || !eb) {
-            rc = WCACHE_ENOMEM;
-        } else {
-            kl = (size_t)wci_b64_decode(s->key_b64, a, kb);
-            el = (size_t)wci_b64_decode(s->end_b64, z, eb);
-            cs.lo.size = sizeof cs.lo;
-            if (!(kl == 1 && kb[0] == 0)) {
-                cs.lo.start = kb;
-                cs.lo.start_len = kl;
-            }
-            if (!(el == 1 && eb[0] == 0)) {
-                cs.lo.end = eb;
-                cs.lo.end_len = el;
-            }
+        L->kb = wci_malloc(s->al, a / 4 * 3 + 1);
+        L->eb = wci_malloc(s->al, z / 4 * 3 + 1);
+        if (!L->kb || !L->eb)
+            return WCACHE_ENOMEM;
+        size_t kl = (size_t)wci_b64_decode(s->key_b64, a, L->kb);
+        size_t el = (size_t)wci_b64_decode(s->end_b64, z, L->eb);
+        L->cs.lo.size = sizeof L->cs.lo;
+        if (!(kl == 1 && L->kb[0] == 0)) {
+            L->cs.lo.start = L->kb;
+            L->cs.lo.start_len = kl;
+        }
+        if (!(el == 1 && L->eb[0] == 0)) {
+            L->cs.lo.end = L->eb;
+            L->cs.lo.end_len = el;
         }
     }
-    wcache_batch_clear(b);
-    if (rc == WCACHE_OK)
-        rc = reconcile_diff(s, &sc, &cs, b, crev);
-    wcache_view_end(cs.v);
-    int64_t lrev = sc.rev;
-    if (rc == WCACHE_ENOTFOUND)
-        rc = WCACHE_OK;
-    if (rc == WCACHE_OK && lrev < crev) {
+    return scan_fetch(s, &L->sc);
+}
+
+/* The initial list: every key into the batch, loaded at the end. */
+static int list_load_step(wcache_etcd *s)
+{
+    lstate *L = &s->L;
+    wcache_kv kv;
+    int rc;
+    while ((rc = scan_next(s, &L->sc, &kv)) == WCACHE_OK) {
+        rc = wcache_batch_put_meta(s->b, kv.key, kv.key_len, kv.value, kv.value_len,
+                                   kv.create_revision, kv.mod_revision, kv.version);
+        if (rc != WCACHE_OK) {
+            fail(s, rc, "list: the cache refuses a key: %s", wcache_strerror(rc));
+            return rc;
+        }
+    }
+    if (rc != WCACHE_ENOTFOUND)
+        return rc;
+    int64_t rev = L->sc.rev;
+    /* Counted before the cache moves, so that whoever sees the new revision
+     * sees the counters too. */
+    atomic_store(&s->list_rev, rev);
+    atomic_fetch_add(&s->lists, 1);
+    rc = wcache_ingest_load(s->c, s->b, rev);
+    if (rc != WCACHE_OK) {
+        atomic_fetch_sub(&s->lists, 1);
+        fail(s, rc, "list: load at %lld: %s", (long long)rev, wcache_strerror(rc));
+    }
+    return rc;
+}
+
+/* A re-list: merge etcd's range with the cache's state into the batch, as
+ * far as the pages received allow. */
+static int reconcile_step(wcache_etcd *s)
+{
+    lstate *L = &s->L;
+    for (;;) {
+        if (L->adv_e) {
+            L->re = scan_next(s, &L->sc, &L->e);
+            if (L->re == NEED_PAGE)
+                return NEED_PAGE;
+            L->adv_e = 0;
+        }
+        if (L->adv_k) {
+            L->rk = cscan_next(s, &L->cs, &L->k);
+            L->adv_k = 0;
+        }
+        if (L->rk != WCACHE_OK)
+            return L->rk;
+        if (L->re != WCACHE_OK && L->re != WCACHE_ENOTFOUND)
+            return L->re;
+        int have_e = L->re == WCACHE_OK;
+        if (!have_e && !L->k)
+            return WCACHE_ENOTFOUND;
+        const wcache_kv *e = &L->e, *k = L->k;
+        int cmp = !have_e ? 1 : !k ? -1 : wci_keycmp(e->key, e->key_len, k->key, k->key_len);
+        wcache_code rc = WCACHE_OK;
+        if (cmp < 0 || (cmp == 0 && (e->mod_revision > L->crev || e->value_len != k->value_len ||
+                                     memcmp(e->value, k->value, e->value_len) != 0)))
+            rc = wcache_batch_put(s->b, e->key, e->key_len, e->value, e->value_len);
+        else if (cmp > 0)
+            rc = wcache_batch_delete(s->b, k->key, k->key_len);
+        if (rc != WCACHE_OK)
+            return rc;
+        L->adv_e = cmp <= 0;
+        L->adv_k = cmp >= 0;
+    }
+}
+
+/* The merge is complete: apply it. */
+static wcache_code reconcile_finish(wcache_etcd *s)
+{
+    lstate *L = &s->L;
+    int64_t lrev = L->sc.rev, crev = L->crev;
+    wcache_view_end(L->cs.v); /* the cache moves next */
+    if (lrev < crev) {
         fail(s, WCACHE_EORDER, "re-list at %lld is behind the cache (%lld): a lagging member",
              (long long)lrev, (long long)crev);
-        rc = WCACHE_EORDER;
+        return WCACHE_EORDER;
     }
-    int counted = rc == WCACHE_OK; /* counted before the cache moves, as in list_load */
-    if (counted) {
-        atomic_store(&s->list_rev, lrev);
-        atomic_fetch_add(&s->lists, 1);
-        atomic_fetch_add(&s->relists, 1);
-    }
-    if (rc == WCACHE_OK && wcache_batch_count(b) > 0) {
+    /* counted before the cache moves, as in list_load_step */
+    atomic_store(&s->list_rev, lrev);
+    atomic_fetch_add(&s->lists, 1);
+    atomic_fetch_add(&s->relists, 1);
+    wcache_code rc = WCACHE_OK;
+    size_t n = wcache_batch_count(s->b);
+    if (n > 0) {
         if (lrev == crev) {
             fail(s, WCACHE_EORDER, "cache differs from etcd at its own revision %lld",
                  (long long)crev);
             rc = WCACHE_EORDER;
         } else {
-            rc = wcache_ingest_batch(s->c, b, lrev);
+            rc = wcache_ingest_batch(s->c, s->b, lrev);
             if (rc != WCACHE_OK)
                 fail(s, rc, "re-list: batch at %lld: %s", (long long)lrev, wcache_strerror(rc));
         }
-    } else if (rc == WCACHE_OK && lrev > crev) {
+    } else if (lrev > crev) {
         rc = wcache_ingest_progress(s->c, lrev);
     }
-    if (counted && rc != WCACHE_OK) {
+    if (rc != WCACHE_OK) {
         atomic_fetch_sub(&s->lists, 1);
         atomic_fetch_sub(&s->relists, 1);
-    }
-    if (rc == WCACHE_OK)
+    } else {
         wci_log(s->c, WCACHE_LOG_INFO, "etcd: re-listed at %lld: %zu changes", (long long)lrev,
-                wcache_batch_count(b));
-    wcache_batch_clear(b);
-    wci_free(s->al, cs.tok);
-    wci_free(s->al, kb);
-    wci_free(s->al, eb);
-    wcache_view_free(cs.v);
-    scan_fini(&sc);
+                n);
+    }
     return rc;
+}
+
+/* A page arrived (or failed): go on with the list.  Returns WCACHE_OK
+ * when the list is complete, NEED_PAGE when the next page is on its way,
+ * or an error. */
+static int list_page(wcache_etcd *s, wcache_code rc, json_t *page)
+{
+    lstate *L = &s->L;
+    if (rc != WCACHE_OK) {
+        json_decref(page);
+        return rc;
+    }
+    rc = scan_take(s, &L->sc, page);
+    if (rc != WCACHE_OK)
+        return rc;
+    int r = L->reconcile ? reconcile_step(s) : list_load_step(s);
+    if (r == NEED_PAGE)
+        return scan_fetch(s, &L->sc) == WCACHE_OK ? NEED_PAGE : WCACHE_ENOMEM;
+    if (L->reconcile && r == WCACHE_ENOTFOUND)
+        r = reconcile_finish(s);
+    return r;
 }
 
 /* ---- the watch ---- */
@@ -552,141 +754,419 @@ static size_t watch_write(char *data, size_t sz, size_t nm, void *ud)
     wcache_etcd *s = ud;
     size_t n = sz * nm;
     atomic_fetch_add_explicit(&s->bytes, n, memory_order_relaxed);
-    if (s->watch_status != 200)
+    if (s->main.status != 200)
         return 0; /* an error answer: not a stream */
     int st = wci_ew_feed(&s->ew, data, n);
     publish_counters(s);
+    if (s->ew.ckey_rev > s->want_compact)
+        learn_compaction(s, s->ew.ckey_rev, "compaction key");
+    else if (s->want_compact > wcache_cache_compacted_revision(s->c))
+        apply_compaction(s);
     return st == WCI_EW_GO ? n : 0;
 }
 
-static size_t watch_header(char *data, size_t sz, size_t nm, void *ud)
-{
-    wcache_etcd *s = ud;
-    size_t n = sz * nm;
-    long st = wci_http_status_line(data, n);
-    if (st >= 0)
-        s->watch_status = st;
-    return n;
-}
-
-/* One watch stream from the cache's revision + 1.  Returns a WCI_EW_*
- * state; *healthy is set when the stream was confirmed by the member. */
-static int watch_once(wcache_etcd *s, int *healthy)
+/* One watch stream from the cache's revision + 1 (with the compaction
+ * key's watch beside it when there is one). */
+static wcache_code watch_begin(wcache_etcd *s)
 {
     wci_ew *w = &s->ew;
     wci_ew_reset(w);
-    size_t ep = atomic_load(&s->ep);
-    size_t cap = strlen(s->key_b64) + strlen(s->end_b64) + 200;
-    char *body = wci_malloc(s->al, cap);
-    if (!body)
-        return WCI_EW_RECONNECT;
-    snprintf(body, cap,
-             "{\"create_request\":{\"key\":\"%s\",\"range_end\":\"%s\","
-             "\"start_revision\":\"%lld\",\"progress_notify\":true,\"prev_kv\":true}}",
-             s->key_b64, s->end_b64, (long long)(w->applied + 1));
-    char url[1024];
-    struct curl_slist *hdrs = NULL;
-    CURL *e = easy_new(s, "/v3/watch", body, &hdrs, url, sizeof url, ep);
-    if (!e || !hdrs) {
-        curl_slist_free_all(hdrs);
-        curl_easy_cleanup(e);
-        wci_free(s->al, body);
-        return WCI_EW_RECONNECT;
+    w->ckey_watch = s->ckey_b64 != NULL;
+    long long from = (long long)(w->applied + 1);
+    size_t cap = strlen(s->key_b64) + strlen(s->end_b64) +
+                 (s->ckey_b64 ? strlen(s->ckey_b64) : 0) + 400;
+    char ck[cap];
+    ck[0] = 0;
+    if (s->ckey_b64)
+        snprintf(ck, cap,
+                 "{\"create_request\":{\"key\":\"%s\",\"start_revision\":\"%lld\","
+                 "\"watch_id\":\"%d\"}}",
+                 s->ckey_b64, from, WCI_EW_CKEY_ID);
+    char *body = bodyf(s, cap * 2,
+                       "{\"create_request\":{\"key\":\"%s\",\"range_end\":\"%s\","
+                       "\"start_revision\":\"%lld\",\"progress_notify\":true,"
+                       "\"prev_kv\":true}}%s",
+                       s->key_b64, s->end_b64, from, ck);
+    wcache_code rc = xfer_start(s, &s->main, X_WATCH, "/v3/watch", body);
+    if (rc == WCACHE_OK) {
+        atomic_fetch_add(&s->connects, 1);
+        wci_log(s->c, WCACHE_LOG_DEBUG, "etcd: watch %s from revision %lld",
+                s->eps[s->main.ep], from);
     }
-    s->watch_status = 0;
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, watch_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, watch_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
-    atomic_fetch_add(&s->connects, 1);
-    wci_log(s->c, WCACHE_LOG_DEBUG, "etcd: watch %s from revision %lld", s->eps[ep],
-            (long long)(w->applied + 1));
-    CURLcode res = run_xfer(s, e);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(hdrs);
-    wci_free(s->al, body);
-    *healthy = w->created;
-    if (res == CURLE_ABORTED_BY_CALLBACK)
-        return WCI_EW_GO; /* stopped */
+    return rc;
+}
+
+/* The stream ended (res: curl's word on it): what next. */
+static void watch_end(wcache_etcd *s, CURLcode res)
+{
+    wci_ew *w = &s->ew;
+    size_t ep = s->main.ep;
+    long status = s->main.status;
+    int healthy = w->created;
     if (res == CURLE_OK)
         wci_ew_end(w); /* parses a last message without its newline */
     publish_counters(s);
-    if (w->state == WCI_EW_GO || (res != CURLE_OK && res != CURLE_WRITE_ERROR)) {
-        if (s->watch_status != 200 && s->watch_status != 0)
-            fail(s, WCACHE_EHTTP, "%s/v3/watch: HTTP %ld", s->eps[ep], s->watch_status);
+    int st = w->state;
+    if (st == WCI_EW_GO || (res != CURLE_OK && res != CURLE_WRITE_ERROR)) {
+        if (status != 200 && status != 0)
+            fail(s, WCACHE_EHTTP, "%s/v3/watch: HTTP %ld", s->eps[ep], status);
         else
             fail(s, WCACHE_ECURL, "%s/v3/watch: %s", s->eps[ep], curl_easy_strerror(res));
-        return WCI_EW_RECONNECT;
-    }
-    if (w->state == WCI_EW_COMPACTED)
+        st = WCI_EW_RECONNECT;
+    } else if (st == WCI_EW_COMPACTED) {
         atomic_store(&s->compact_rev, w->compact_rev);
-    if (w->state != WCI_EW_COMPACTED)
-        fail(s, w->state == WCI_EW_FATAL ? WCACHE_ESTATE : WCACHE_ECORRUPT, "%s/v3/watch: %s",
-             s->eps[ep], w->err);
-    else
         wci_log(s->c, WCACHE_LOG_INFO, "etcd: %s", w->err);
-    return w->state;
+    } else {
+        fail(s, st == WCI_EW_FATAL ? WCACHE_ESTATE : WCACHE_ECORRUPT, "%s/v3/watch: %s",
+             s->eps[ep], w->err);
+    }
+    if (healthy)
+        s->backoff = s->backoff_min;
+    if (st == WCI_EW_FATAL) {
+        s->st = S_NAP; /* for good: nothing more is tried */
+        s->wake_at = INT64_MAX;
+        return;
+    }
+    if (st == WCI_EW_COMPACTED || st == WCI_EW_DIVERGED) {
+        s->need_list = 1;
+        if (st == WCI_EW_COMPACTED) {
+            s->st = S_IDLE; /* no wait: the member is fine */
+            return;
+        }
+    } else {
+        atomic_fetch_add(&s->reconnects, 1);
+        next_endpoint(s);
+    }
+    nap(s);
 }
 
-/* ---- the thread ---- */
+/* ---- the compaction probe ---- */
 
-static int64_t jitter(wcache_etcd *s, int64_t ms)
+static wcache_code probe_begin(wcache_etcd *s)
 {
-    s->rng = s->rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return ms / 2 + (int64_t)((s->rng >> 33) % (uint64_t)(ms / 2 + 1));
+    int64_t k = wcache_cache_compacted_revision(s->c);
+    if (k < 1)
+        return WCACHE_ENOTFOUND;
+    atomic_fetch_add(&s->probes, 1);
+    char *body = bodyf(s, strlen(s->key_b64) + 100,
+                       "{\"key\":\"%s\",\"revision\":\"%lld\",\"count_only\":true}", s->key_b64,
+                       (long long)k);
+    return xfer_start(s, &s->side, X_PROBE, "/v3/kv/range", body);
+}
+
+/* The probe's range was refused as compacted: etcd's cancel of a watch
+ * from the same revision says exactly where. */
+static wcache_code probe_watch_begin(wcache_etcd *s)
+{
+    s->probe_found = 0;
+    char *body = bodyf(s, strlen(s->key_b64) + 100,
+                       "{\"create_request\":{\"key\":\"%s\",\"start_revision\":\"%lld\"}}",
+                       s->key_b64, (long long)wcache_cache_compacted_revision(s->c));
+    return xfer_start(s, &s->side, X_PROBE_WATCH, "/v3/watch", body);
+}
+
+static size_t probe_write(char *data, size_t sz, size_t nm, void *ud)
+{
+    wcache_etcd *s = ud;
+    wci_rbuf *b = &s->side.b;
+    size_t n = wci_rbuf_write(data, sz, nm, b);
+    if (n != sz * nm || s->side.status != 200)
+        return 0;
+    char *nl;
+    while ((nl = memchr(b->p, '\n', b->len))) {
+        json_t *m = json_loadb(b->p, (size_t)(nl - b->p), 0, NULL);
+        const json_t *r = json_object_get(m, "result");
+        int64_t cr = 0;
+        int created = json_is_true(json_object_get(r, "created"));
+        if (json_is_true(json_object_get(r, "canceled")) &&
+            wci_json_i64(r, "compact_revision", &cr) == 0 && cr > 0)
+            s->probe_found = cr;
+        json_decref(m);
+        if (!created)
+            return 0; /* the answer (or something else: not compacted after all) */
+        size_t rest = b->len - (size_t)(nl + 1 - b->p);
+        memmove(b->p, nl + 1, rest);
+        b->len = rest;
+    }
+    return n;
+}
+
+/* ---- the state machine ---- */
+
+static void ckey_done(wcache_etcd *s, wcache_code rc, json_t *ans)
+{
+    if (rc == WCACHE_OK) {
+        const json_t *kv = json_array_get(json_object_get(ans, "kvs"), 0);
+        unsigned char *v = NULL;
+        size_t cap = 0;
+        long vl = kv ? wci_json_b64(s->al, kv, "value", &v, &cap) : 0;
+        int64_t r = vl > 0 ? wci_ckey_value(v, (size_t)vl) : -1;
+        wci_free(s->al, v);
+        if (r > 0)
+            learn_compaction(s, r, "compaction key");
+        if (watch_begin(s) == WCACHE_OK) {
+            s->st = S_WATCH;
+            return;
+        }
+    }
+    next_endpoint(s);
+    nap(s);
+}
+
+/* A transfer finished. */
+static void xfer_done(wcache_etcd *s, xfer *x, CURLcode res)
+{
+    int kind = x->kind;
+    char what[1100];
+    snprintf(what, sizeof what, "%s", x->url);
+    json_t *ans = NULL;
+    wcache_code rc = WCACHE_OK;
+    if (kind == X_PAGE || kind == X_CKEY || kind == X_PROBE)
+        rc = answer(s, x->e, what, res, &x->b, kind == X_PROBE, &ans);
+    if (kind == X_WATCH) {
+        watch_end(s, res); /* reads s->main before it goes */
+        xfer_free(s, x);
+        return;
+    }
+    xfer_free(s, x);
+    switch (kind) {
+    case X_PAGE: {
+        int r = list_page(s, rc, ans);
+        if (r == NEED_PAGE)
+            return;
+        list_end(s);
+        if (r == WCACHE_OK || r == WCACHE_ENOTFOUND) {
+            s->need_list = 0;
+            s->st = S_IDLE;
+            apply_compaction(s);
+        } else {
+            next_endpoint(s);
+            nap(s);
+        }
+        return;
+    }
+    case X_CKEY:
+        ckey_done(s, rc, ans);
+        break;
+    case X_PROBE:
+        if (rc == WCACHE_ECOMPACTED && probe_watch_begin(s) == WCACHE_OK)
+            break;
+        s->next_probe = wci_mono_ms() + s->probe_ms;
+        break;
+    case X_PROBE_WATCH:
+        if (s->probe_found > 0)
+            learn_compaction(s, s->probe_found, "probe");
+        s->next_probe = wci_mono_ms() + s->probe_ms;
+        break;
+    default:
+        break;
+    }
+    json_decref(ans);
+}
+
+/* Take the next steps that need no transfer to finish. */
+static void step(wcache_etcd *s)
+{
+    for (int guard = 0; guard < 4; guard++) {
+        if (s->st == S_NAP) {
+            if (wci_mono_ms() < s->wake_at)
+                break;
+            s->st = S_IDLE;
+        }
+        if (s->st != S_IDLE)
+            break;
+        wcache_code rc;
+        if (s->need_list) {
+            rc = list_begin(s);
+            if (rc == WCACHE_OK) {
+                s->st = S_LIST;
+                break;
+            }
+            list_end(s);
+        } else if (s->ckey_b64) {
+            char *body = bodyf(s, strlen(s->ckey_b64) + 32, "{\"key\":\"%s\"}", s->ckey_b64);
+            rc = xfer_start(s, &s->main, X_CKEY, "/v3/kv/range", body);
+            if (rc == WCACHE_OK) {
+                s->st = S_CKEY;
+                break;
+            }
+        } else {
+            rc = watch_begin(s);
+            if (rc == WCACHE_OK) {
+                s->st = S_WATCH;
+                break;
+            }
+        }
+        fail(s, rc, "cannot start a transfer: %s", wcache_strerror(rc));
+        nap(s);
+    }
+    if (s->st == S_WATCH && s->probe_ms >= 0 && !s->side.e && wci_mono_ms() >= s->next_probe &&
+        probe_begin(s) != WCACHE_OK)
+        s->next_probe = wci_mono_ms() + s->probe_ms;
+}
+
+static int sock_cb(CURL *e, curl_socket_t fd, int what, void *ud, void *sp)
+{
+    wcache_etcd *s = ud;
+    (void)e;
+    (void)sp;
+    size_t i = 0;
+    while (i < s->nsocks && s->socks[i].fd != fd)
+        i++;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < s->nsocks)
+            s->socks[i] = s->socks[--s->nsocks];
+        return 0;
+    }
+    if (i == s->nsocks) {
+        if (s->nsocks == s->capsocks) {
+            size_t cap = s->capsocks ? s->capsocks * 2 : 8;
+            sock *ns = wci_malloc(s->al, cap * sizeof *ns);
+            if (!ns)
+                return -1;
+            if (s->nsocks)
+                memcpy(ns, s->socks, s->nsocks * sizeof *ns);
+            wci_free(s->al, s->socks);
+            s->socks = ns;
+            s->capsocks = cap;
+        }
+        s->nsocks++;
+    }
+    s->socks[i] = (sock){fd, what};
+    return 0;
+}
+
+static short poll_events(int what)
+{
+    return (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+}
+
+/* Milliseconds until something is due: curl's timers, a nap, a probe. */
+static int64_t due_in(wcache_etcd *s)
+{
+    long cm = -1;
+    curl_multi_timeout(s->multi, &cm);
+    int64_t t = cm < 0 ? 1000 : cm, now = wci_mono_ms();
+    if (s->st == S_NAP && s->wake_at - now < t)
+        t = s->wake_at - now;
+    if (s->st == S_WATCH && s->probe_ms >= 0 && !s->side.e && s->next_probe - now < t)
+        t = s->next_probe - now;
+    return t < 0 ? 0 : t;
+}
+
+/* Do what is ready: sockets, timers, finished transfers, next steps. */
+static void pump(wcache_etcd *s)
+{
+    int running;
+    if (s->nsocks > s->cappfd) {
+        struct pollfd *np = wci_malloc(s->al, s->nsocks * sizeof *np);
+        if (np) {
+            wci_free(s->al, s->pfd);
+            s->pfd = np;
+            s->cappfd = s->nsocks;
+        }
+    }
+    size_t n = s->nsocks < s->cappfd ? s->nsocks : s->cappfd;
+    for (size_t i = 0; i < n; i++)
+        s->pfd[i] = (struct pollfd){s->socks[i].fd, poll_events(s->socks[i].what), 0};
+    if (n > 0 && poll(s->pfd, (nfds_t)n, 0) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            short r = s->pfd[i].revents;
+            if (!r)
+                continue;
+            int ev = ((r & (POLLIN | POLLHUP)) ? CURL_CSELECT_IN : 0) |
+                     ((r & POLLOUT) ? CURL_CSELECT_OUT : 0) |
+                     ((r & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(s->multi, s->pfd[i].fd, ev, &running);
+        }
+    }
+    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    CURLMsg *m;
+    int q;
+    while ((m = curl_multi_info_read(s->multi, &q))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        xfer *x = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        if (x)
+            xfer_done(s, x, m->data.result);
+    }
+    step(s);
+}
+
+/* Back to rest: every transfer abandoned, a list in progress dropped. */
+static void halt(wcache_etcd *s)
+{
+    xfer_free(s, &s->main);
+    xfer_free(s, &s->side);
+    list_end(s);
+    s->st = S_IDLE;
+    atomic_store(&s->synced, 0);
+    atomic_store(&s->running, 0);
+    s->mode = M_NONE;
+}
+
+static void begin(wcache_etcd *s)
+{
+    s->need_list = wcache_cache_revision(s->c) == 0;
+    s->backoff = s->backoff_min;
+    s->st = S_IDLE;
+    s->next_probe = wci_mono_ms() + (s->probe_ms > 0 ? s->probe_ms : 0);
+    atomic_store(&s->stop, 0);
+    atomic_store(&s->running, 1);
 }
 
 static void *run(void *arg)
 {
     wcache_etcd *s = arg;
-    wcache_batch *b = NULL;
-    int need_list = wcache_cache_revision(s->c) == 0;
-    int64_t backoff = s->backoff_min;
-    if (wcache_batch_create(s->c, &b) != WCACHE_OK) {
-        fail(s, WCACHE_ENOMEM, "out of memory");
-        atomic_store(&s->running, 0);
-        return NULL;
-    }
+    step(s);
     while (!atomic_load(&s->stop)) {
-        if (need_list) {
-            wcache_code rc =
-                wcache_cache_revision(s->c) == 0 ? list_load(s, b) : list_reconcile(s, b);
-            if (rc == WCACHE_ESTOPPED || atomic_load(&s->stop))
-                break;
-            if (rc != WCACHE_OK) {
-                next_endpoint(s);
-                nap(s, jitter(s, backoff));
-                backoff = backoff * 2 > s->backoff_max ? s->backoff_max : backoff * 2;
-                continue;
-            }
-            need_list = 0;
+        size_t n = s->nsocks;
+        struct pollfd pf[n + 1];
+        pf[0] = (struct pollfd){s->wake[0], POLLIN, 0};
+        for (size_t i = 0; i < n; i++)
+            pf[i + 1] = (struct pollfd){s->socks[i].fd, poll_events(s->socks[i].what), 0};
+        int64_t t = due_in(s);
+        poll(pf, (nfds_t)(n + 1), t > 1000 ? 1000 : (int)t);
+        if (pf[0].revents) {
+            char tmp[16];
+            while (read(s->wake[0], tmp, sizeof tmp) > 0)
+                ;
         }
-        int healthy = 0;
-        int st = watch_once(s, &healthy);
         if (atomic_load(&s->stop))
             break;
-        if (st == WCI_EW_FATAL)
-            break;
-        if (healthy)
-            backoff = s->backoff_min;
-        if (st == WCI_EW_COMPACTED || st == WCI_EW_DIVERGED) {
-            need_list = 1;
-            if (st == WCI_EW_COMPACTED)
-                continue; /* no wait: the member is fine */
-        } else {
-            atomic_fetch_add(&s->reconnects, 1);
-            next_endpoint(s);
-        }
-        nap(s, jitter(s, backoff));
-        backoff = backoff * 2 > s->backoff_max ? s->backoff_max : backoff * 2;
+        pump(s);
     }
-    wcache_batch_free(b);
-    atomic_store(&s->synced, 0);
-    atomic_store(&s->running, 0);
+    halt(s);
     return NULL;
 }
-
 /* ---- the public functions ---- */
+
+/* POST body to path of endpoint ep on the caller's thread (consistent
+ * reads), and parse the answer; nothing is logged. */
+static wcache_code post_blocking(wcache_etcd *s, size_t ep, const char *path, const char *body,
+                                 json_t **out)
+{
+    char url[1024];
+    struct curl_slist *hdrs = NULL;
+    wci_rbuf b = {.al = s->al, .max = s->max_msg, .bytes = &s->bytes};
+    *out = NULL;
+    CURL *e = easy_new(s, path, body, &hdrs, url, sizeof url, ep);
+    if (!e || !hdrs) {
+        curl_slist_free_all(hdrs);
+        curl_easy_cleanup(e);
+        return WCACHE_ENOMEM;
+    }
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, wci_rbuf_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->request_ms);
+    CURLcode res = curl_easy_perform(e);
+    wcache_code rc = answer(s, e, url, res, &b, 1, out);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(hdrs);
+    wci_free(s->al, b.p);
+    return rc;
+}
 
 static int cur_rev_cb(int64_t *rev, void *ud)
 {
@@ -765,11 +1245,19 @@ static wcache_code set_range(wcache_etcd *s, const wcache_etcd_opts *o)
     return s->key_b64 && s->end_b64 ? WCACHE_OK : WCACHE_ENOMEM;
 }
 
-wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_etcd_opts *o)
+/* The options of 0.1 end where compact_key begins: a caller built against
+ * them still works, the newer fields read as zero. */
+#define OPTS_V1_SIZE offsetof(wcache_etcd_opts, compact_key)
+
+wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_etcd_opts *opts)
 {
-    if (!out || !wci_cache_ok(c) || !o || o->size < sizeof *o || !o->endpoints ||
-        o->connect_timeout_ms < 0 || o->request_timeout_ms < 0 || o->backoff_min_ms < 0 ||
-        o->backoff_max_ms < 0)
+    if (!out || !wci_cache_ok(c) || !opts || opts->size < OPTS_V1_SIZE)
+        return WCACHE_EINVAL;
+    wcache_etcd_opts oo = {0};
+    memcpy(&oo, opts, opts->size < sizeof oo ? opts->size : sizeof oo);
+    const wcache_etcd_opts *o = &oo;
+    if (!o->endpoints || o->connect_timeout_ms < 0 || o->request_timeout_ms < 0 ||
+        o->backoff_min_ms < 0 || o->backoff_max_ms < 0 || (o->compact_key_len && !o->compact_key))
         return WCACHE_EINVAL;
     *out = NULL;
     if (c->open)
@@ -790,7 +1278,12 @@ wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_
     s->page_limit = o->page_limit ? o->page_limit : 10000;
     s->max_msg = o->max_message_bytes ? (size_t)o->max_message_bytes : (size_t)256 << 20;
     s->rng = (uint64_t)(uintptr_t)s ^ (uint64_t)wci_mono_ms();
+    s->probe_ms = o->compact_probe_ms ? o->compact_probe_ms : 60000;
+    s->wake[0] = s->wake[1] = -1;
     wcache_code rc = parse_endpoints(s, o->endpoints);
+    if (rc == WCACHE_OK && o->compact_key_len &&
+        !(s->ckey_b64 = b64dup(s->al, o->compact_key, o->compact_key_len)))
+        rc = WCACHE_ENOMEM;
     if (rc == WCACHE_OK)
         rc = set_range(s, o);
     if (rc == WCACHE_OK && o->auth_token) {
@@ -810,6 +1303,17 @@ wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_
         s->curl_inited = 1;
     if (rc == WCACHE_OK && !(s->multi = curl_multi_init()))
         rc = WCACHE_ECURL;
+    if (rc == WCACHE_OK) {
+        curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+        curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+    }
+    if (rc == WCACHE_OK && wcache_batch_create(c, &s->b) != WCACHE_OK)
+        rc = WCACHE_ENOMEM;
+    if (rc == WCACHE_OK && pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        s->wake[0] = s->wake[1] = -1;
+        c->last_errno = errno;
+        rc = WCACHE_ESYS;
+    }
     if (rc == WCACHE_OK && wci_ew_init(&s->ew, c, s->max_msg) != 0)
         rc = WCACHE_ENOMEM;
     if (rc == WCACHE_OK)
@@ -826,13 +1330,13 @@ wcache_code wcache_etcd_start(wcache_etcd *s)
 {
     if (!s || s->magic != WCI_ETCD_MAGIC)
         return WCACHE_EINVAL;
-    if (s->joinable || !s->c->open)
+    if (s->mode != M_NONE || !s->c->open)
         return WCACHE_ESTATE;
-    atomic_store(&s->stop, 0);
-    atomic_store(&s->running, 1);
+    begin(s);
+    s->mode = M_THREAD;
     int e = pthread_create(&s->th, NULL, run, s);
     if (e != 0) {
-        atomic_store(&s->running, 0);
+        halt(s);
         s->c->last_errno = e;
         return WCACHE_ESYS;
     }
@@ -840,14 +1344,60 @@ wcache_code wcache_etcd_start(wcache_etcd *s)
     return WCACHE_OK;
 }
 
+wcache_code wcache_etcd_start_loop(wcache_etcd *s)
+{
+    if (!s || s->magic != WCI_ETCD_MAGIC)
+        return WCACHE_EINVAL;
+    if (s->mode != M_NONE || !s->c->open)
+        return WCACHE_ESTATE;
+    begin(s);
+    s->mode = M_LOOP;
+    step(s);
+    return WCACHE_OK;
+}
+
+wcache_code wcache_etcd_fds(wcache_etcd *s, wcache_etcd_fd *fds, size_t cap, size_t *count,
+                            int64_t *timeout_ms)
+{
+    if (!s || s->magic != WCI_ETCD_MAGIC || !count || !timeout_ms || (cap && !fds))
+        return WCACHE_EINVAL;
+    if (s->mode != M_LOOP)
+        return WCACHE_ESTATE;
+    *count = s->nsocks;
+    *timeout_ms = due_in(s);
+    if (s->nsocks > cap)
+        return WCACHE_ETOOBIG;
+    for (size_t i = 0; i < s->nsocks; i++) {
+        fds[i].fd = s->socks[i].fd;
+        fds[i].events = ((s->socks[i].what & CURL_POLL_IN) ? WCACHE_ETCD_IN : 0) |
+                        ((s->socks[i].what & CURL_POLL_OUT) ? WCACHE_ETCD_OUT : 0);
+    }
+    return WCACHE_OK;
+}
+
+wcache_code wcache_etcd_perform(wcache_etcd *s)
+{
+    if (!s || s->magic != WCI_ETCD_MAGIC)
+        return WCACHE_EINVAL;
+    if (s->mode != M_LOOP)
+        return WCACHE_ESTATE;
+    pump(s);
+    return WCACHE_OK;
+}
+
 wcache_code wcache_etcd_stop(wcache_etcd *s)
 {
     if (!s || s->magic != WCI_ETCD_MAGIC)
         return WCACHE_EINVAL;
+    if (s->mode == M_LOOP) {
+        halt(s);
+        return WCACHE_OK;
+    }
     if (!s->joinable)
         return WCACHE_OK;
     atomic_store(&s->stop, 1);
-    curl_multi_wakeup(s->multi);
+    ssize_t w = write(s->wake[1], "x", 1);
+    (void)w; /* a full pipe wakes the thread all the same */
     pthread_join(s->th, NULL);
     s->joinable = 0;
     return WCACHE_OK;
@@ -865,22 +1415,32 @@ void wcache_etcd_free(wcache_etcd *s)
         curl_multi_cleanup(s->multi);
     if (s->curl_inited)
         curl_global_cleanup();
+    wcache_batch_free(s->b);
+    for (int i = 0; i < 2; i++)
+        if (s->wake[i] >= 0)
+            close(s->wake[i]);
     for (size_t i = 0; i < s->neps; i++)
         wci_free(al, s->eps[i]);
     wci_free(al, s->eps);
     wci_free(al, s->key_b64);
     wci_free(al, s->end_b64);
+    wci_free(al, s->ckey_b64);
     wci_free(al, s->ca);
     wci_free(al, s->cert);
     wci_free(al, s->key);
     wci_free(al, s->auth);
+    wci_free(al, s->socks);
+    wci_free(al, s->pfd);
     s->magic = 0;
     wci_free(al, s);
 }
 
+/* The counters of 0.1 end where probes begins. */
+#define STATS_V1_SIZE offsetof(wcache_etcd_stats, probes)
+
 wcache_code wcache_etcd_stat(const wcache_etcd *s, wcache_etcd_stats *st)
 {
-    if (!s || s->magic != WCI_ETCD_MAGIC || !st || st->size < sizeof *st)
+    if (!s || s->magic != WCI_ETCD_MAGIC || !st || st->size < STATS_V1_SIZE)
         return WCACHE_EINVAL;
     wcache_etcd *m = (wcache_etcd *)s; /* atomics are read, not changed */
     wcache_etcd_stats r = {.size = sizeof r};
@@ -900,7 +1460,10 @@ wcache_code wcache_etcd_stat(const wcache_etcd *s, wcache_etcd_stats *st)
     r.events = atomic_load(&m->ew.events);
     r.progress_applied = atomic_load(&m->ew.progress_applied);
     r.progress_ignored = atomic_load(&m->ew.progress_ignored);
-    *st = r;
+    if (st->size >= offsetof(wcache_etcd_stats, probes) + sizeof r.probes)
+        r.probes = atomic_load(&m->probes);
+    r.size = st->size;
+    memcpy(st, &r, st->size < sizeof r ? st->size : sizeof r);
     return WCACHE_OK;
 }
 
@@ -918,7 +1481,7 @@ wcache_code wcache_etcd_current_revision(wcache_etcd *s, int64_t *rev)
     size_t ep0 = atomic_load(&s->ep);
     for (size_t k = 0; k < s->neps; k++) {
         json_t *ans = NULL;
-        rc = post_json(s, (ep0 + k) % s->neps, "/v3/kv/range", body, 1, &ans);
+        rc = post_blocking(s, (ep0 + k) % s->neps, "/v3/kv/range", body, &ans);
         if (rc == WCACHE_OK) {
             int64_t r;
             if (wci_json_i64(json_object_get(ans, "header"), "revision", &r) != 0 || r < 1)
@@ -940,17 +1503,16 @@ wcache_code wcache_etcd_current_revision(wcache_etcd *s, int64_t *rev)
 static wcache_code range_header(wcache_etcd *s, size_t ep, int64_t rev,
                                 wcache_etcd_range_info *ri)
 {
-    size_t cap = strlen(s->key_b64) + strlen(s->end_b64) + 120;
-    char *body = wci_malloc(s->al, cap);
+    char rs[48] = "";
+    if (rev > 0)
+        snprintf(rs, sizeof rs, ",\"revision\":\"%lld\"", (long long)rev);
+    char *body = bodyf(s, strlen(s->key_b64) + strlen(s->end_b64) + 120,
+                       "{\"key\":\"%s\",\"range_end\":\"%s\",\"count_only\":true%s}", s->key_b64,
+                       s->end_b64, rs);
     if (!body)
         return WCACHE_ENOMEM;
-    int n = snprintf(body, cap, "{\"key\":\"%s\",\"range_end\":\"%s\",\"count_only\":true",
-                     s->key_b64, s->end_b64);
-    if (rev > 0)
-        n += snprintf(body + n, cap - (size_t)n, ",\"revision\":\"%lld\"", (long long)rev);
-    snprintf(body + n, cap - (size_t)n, "}");
     json_t *ans = NULL;
-    wcache_code rc = post_json(s, ep, "/v3/kv/range", body, 1, &ans);
+    wcache_code rc = post_blocking(s, ep, "/v3/kv/range", body, &ans);
     wci_free(s->al, body);
     int64_t hr = 0, count = 0;
     if (rc == WCACHE_OK) {
@@ -972,11 +1534,27 @@ static wcache_code range_header(wcache_etcd *s, size_t ep, int64_t rev,
 static wcache_code range_once(wcache_etcd *s, size_t ep, int64_t rev, wcache_etcd_kv_fn fn,
                               void *ud, wcache_etcd_range_info *ri, int *delivered)
 {
-    scan sc = {.s = s, .blocking = 1, .ep = ep, .rev = rev};
+    scan sc = {.blocking = 1, .rev = rev};
     wcache_kv kv;
-    wcache_code rc;
+    int rc;
     uint64_t n = 0;
-    while ((rc = scan_next(&sc, &kv)) == WCACHE_OK) {
+    for (;;) {
+        rc = scan_next(s, &sc, &kv);
+        if (rc == NEED_PAGE) { /* this thread fetches it, from endpoint ep */
+            char *body = scan_body(s, &sc);
+            json_t *ans = NULL;
+            rc = body ? post_blocking(s, ep, "/v3/kv/range", body, &ans) : WCACHE_ENOMEM;
+            wci_free(s->al, body);
+            if (rc == WCACHE_OK)
+                rc = scan_take(s, &sc, ans);
+            else
+                json_decref(ans);
+            if (rc != WCACHE_OK)
+                break;
+            continue;
+        }
+        if (rc != WCACHE_OK)
+            break;
         *delivered = 1;
         n++;
         if (fn(&kv, ud) != 0) {
@@ -991,7 +1569,7 @@ static wcache_code range_once(wcache_etcd *s, size_t ep, int64_t rev, wcache_etc
         ri->cluster_id = sc.cluster_id;
         ri->count = n;
     }
-    scan_fini(&sc);
+    scan_fini(s, &sc);
     return rc;
 }
 

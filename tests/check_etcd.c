@@ -1009,14 +1009,16 @@ static void etcd_up_n(int members)
 }
 
 static void source_down(wcache_cache *c, wcache_etcd *s);
-static wcache_cache *LIVE_C;
-static wcache_etcd *LIVE_S;
+static wcache_cache *LIVE_C[4];
+static wcache_etcd *LIVE_S[4];
+static void live_add(wcache_cache *c, wcache_etcd *s);
 
 static void etcd_down(void)
 {
     post_done();
-    if (LIVE_S || LIVE_C)
-        source_down(LIVE_C, LIVE_S);
+    for (int i = 0; i < 4; i++)
+        if (LIVE_S[i] || LIVE_C[i])
+            source_down(LIVE_C[i], LIVE_S[i]);
     if (!EDIR[0])
         return;
     fprintf(stderr, "check_etcd: test ran %lld ms\n", (long long)(now_ms() - T_UP));
@@ -1544,8 +1546,22 @@ static void source_down(wcache_cache *c, wcache_etcd *s)
 {
     wcache_etcd_free(s);
     wcache_cache_close(c);
-    LIVE_C = NULL;
-    LIVE_S = NULL;
+    for (int i = 0; i < 4; i++)
+        if (LIVE_S[i] == s) {
+            LIVE_C[i] = NULL;
+            LIVE_S[i] = NULL;
+        }
+}
+
+static void live_add(wcache_cache *c, wcache_etcd *s)
+{
+    for (int i = 0; i < 4; i++)
+        if (!LIVE_S[i]) {
+            LIVE_C[i] = c;
+            LIVE_S[i] = s;
+            return;
+        }
+    ck_abort_msg("more than 4 sources");
 }
 
 static void log_fn(int level, const char *msg, size_t len, void *ud)
@@ -1555,6 +1571,11 @@ static void log_fn(int level, const char *msg, size_t len, void *ud)
 }
 
 /* A cache fed by an etcd source on PFX. */
+/* Options of the next source_up (reset by it). */
+static const char *SRC_CKEY; /* compact_key */
+static int64_t SRC_PROBE;    /* compact_probe_ms */
+static int SRC_LOOP;         /* driven by the test's loop (wcache_etcd_start_loop) */
+
 static void source_up(wcache_cache **c, wcache_etcd **s, uint32_t page_limit)
 {
     ck_assert_ok(wcache_cache_create(c, NULL));
@@ -1570,11 +1591,16 @@ static void source_up(wcache_cache **c, wcache_etcd **s, uint32_t page_limit)
     o.backoff_min_ms = 20;
     o.backoff_max_ms = 300;
     o.connect_timeout_ms = 1000;
+    o.compact_key = SRC_CKEY;
+    o.compact_key_len = SRC_CKEY ? strlen(SRC_CKEY) : 0;
+    o.compact_probe_ms = SRC_PROBE;
     ck_assert_ok(wcache_etcd_create(s, *c, &o));
-    LIVE_C = *c;
-    LIVE_S = *s;
+    live_add(*c, *s);
     ck_assert_ok(wcache_cache_open(*c));
-    ck_assert_ok(wcache_etcd_start(*s));
+    ck_assert_ok(SRC_LOOP ? wcache_etcd_start_loop(*s) : wcache_etcd_start(*s));
+    SRC_CKEY = NULL;
+    SRC_PROBE = 0;
+    SRC_LOOP = 0;
 }
 
 static wcache_etcd *SYNC_SRC;
@@ -1806,6 +1832,231 @@ START_TEST(etcd_compaction_relist)
 }
 END_TEST
 
+static wcache_cache *CMP_C;
+static int64_t CMP_WANT;
+static int compacted_to(void *ud)
+{
+    (void)ud;
+    return wcache_cache_compacted_revision(CMP_C) >= CMP_WANT;
+}
+
+/* The code of a view begun at rev. */
+static wcache_code begin_at(wcache_cache *c, int64_t rev)
+{
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(c, &v));
+    wcache_code rc = wcache_view_begin(v, rev);
+    wcache_view_free(v);
+    return rc;
+}
+
+static void compact_etcd(int64_t rev)
+{
+    char *body = msgf("{\"revision\":\"%lld\",\"physical\":true}", (long long)rev);
+    json_decref(etcd_call("/v3/kv/compaction", body));
+    free(body);
+}
+
+/* Reads below etcd's compaction revision fail as compacted although the
+ * caches keep all their history (Kubernetes #131011): source A follows
+ * Kubernetes' compact_rev_key, source B probes; a compaction by hand is
+ * seen only by B. */
+START_TEST(etcd_compaction_follow)
+{
+    if (!ETCD_OK)
+        return;
+    wl w = {.r = {tu_seed(0xc0f0)}};
+    for (int i = 0; i < 20; i++)
+        wl_put(&w, keyname(i));
+    wcache_cache *ca, *cb;
+    wcache_etcd *sa, *sb;
+    SRC_CKEY = "compact_rev_key";
+    SRC_PROBE = -1;
+    source_up(&ca, &sa, 0);
+    SRC_PROBE = 100;
+    source_up(&cb, &sb, 0);
+    wait_synced(sa);
+    wait_synced(sb);
+    int64_t r0 = wcache_cache_compacted_revision(cb);
+    for (int i = 0; i < 40; i++)
+        wl_step(&w);
+    wl_put(&w, keyname(0));
+    int64_t r1 = w.rev;
+    caught_up(ca, r1);
+    /* the first page of a paginated LIST at r1, continued after the compaction */
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(ca, &v));
+    ck_assert_ok(wcache_view_begin(v, r1));
+    wcache_kv items[4];
+    wcache_list_opts lo = {.size = sizeof lo, .prefix = PFX, .prefix_len = strlen(PFX)};
+    wcache_list_result res = {.size = sizeof res};
+    ck_assert_ok(wcache_view_list(v, &lo, items, 4, &res));
+    ck_assert(res.more);
+    char *tok = strdup(res.token);
+    wcache_view_free(v);
+    for (int i = 0; i < 40; i++)
+        wl_step(&w);
+    wl_put(&w, keyname(1));
+    int64_t r2 = w.rev;
+    caught_up(ca, r2);
+    caught_up(cb, r2);
+    ck_assert_ok(begin_at(ca, r0)); /* all history is there */
+    ck_assert_ok(begin_at(cb, r0));
+
+    /* Kubernetes' way: the target into compact_rev_key, then the compaction */
+    int64_t R = r1 + (r2 - r1) / 2;
+    char *kb = b64s("compact_rev_key"), val[32];
+    snprintf(val, sizeof val, "%lld", (long long)R);
+    char *vb = b64s(val), *body = msgf("{\"key\":\"%s\",\"value\":\"%s\"}", kb, vb);
+    json_decref(etcd_call("/v3/kv/put", body));
+    free(kb), free(vb), free(body);
+    compact_etcd(R);
+    wcache_cache *both[2] = {ca, cb};
+    for (int i = 0; i < 2; i++) {
+        CMP_C = both[i];
+        CMP_WANT = R;
+        ck_assert_msg(wait_for(compacted_to, NULL, 10000), "cache %d did not follow: at %lld", i,
+                      (long long)wcache_cache_compacted_revision(CMP_C));
+        ck_assert_int_eq(wcache_cache_compacted_revision(both[i]), R);
+        ck_assert_wc(begin_at(both[i], R - 1), WCACHE_ECOMPACTED);
+        ck_assert_wc(begin_at(both[i], r1), WCACHE_ECOMPACTED);
+        ck_assert_ok(begin_at(both[i], R));
+    }
+    int64_t trev;
+    ck_assert_ok(wcache_token_revision(tok, strlen(tok), &trev));
+    ck_assert_int_eq(trev, r1);
+    ck_assert_wc(begin_at(ca, trev), WCACHE_ECOMPACTED); /* the continue token is too old */
+    free(tok);
+    wcache_etcd_stats st = {.size = sizeof st};
+    ck_assert_ok(wcache_etcd_stat(sa, &st));
+    ck_assert_int_eq(st.compact_revision, R);
+    ck_assert_uint_eq(st.probes, 0);
+    ck_assert_ok(wcache_etcd_stat(sb, &st));
+    ck_assert_int_eq(st.compact_revision, R);
+    ck_assert_uint_ge(st.probes, 1);
+
+    /* By hand, compact_rev_key untouched: only the probing source follows. */
+    for (int i = 0; i < 20; i++)
+        wl_step(&w);
+    wl_put(&w, keyname(2));
+    caught_up(ca, w.rev);
+    caught_up(cb, w.rev);
+    int64_t R2 = w.rev - 2;
+    compact_etcd(R2);
+    CMP_C = cb;
+    CMP_WANT = R2;
+    ck_assert(wait_for(compacted_to, NULL, 10000));
+    ck_assert_int_eq(wcache_cache_compacted_revision(cb), R2);
+    ck_assert_wc(begin_at(cb, R2 - 1), WCACHE_ECOMPACTED);
+    ck_assert_int_eq(wcache_cache_compacted_revision(ca), R);
+    ck_assert_ok(begin_at(ca, R2 - 1));
+    /* events go on after the compactions */
+    wl_put(&w, keyname(3));
+    caught_up(ca, w.rev);
+    caught_up(cb, w.rev);
+    ck_assert_int_eq(compare_at(ca, w.rev, 1) + compare_at(cb, w.rev, 1), 0);
+    source_down(ca, sa);
+    source_down(cb, sb);
+}
+END_TEST
+
+/* ---- a source driven by the test's own poll loop ---- */
+
+static int64_t LOOP_WANT;
+static int loop_rev(void *ud)
+{
+    return wcache_cache_revision(ud) >= LOOP_WANT;
+}
+
+static int loop_synced(void *ud)
+{
+    wcache_etcd_stats st = {.size = sizeof st};
+    return wcache_etcd_stat(ud, &st) == WCACHE_OK && st.synced;
+}
+
+/* Turn the loop (poll on the source's sockets, then perform) until
+ * cond(ud) holds; the number of sockets seen at most. */
+static size_t drive_until(wcache_etcd *s, int (*cond)(void *), void *ud, int64_t ms)
+{
+    int64_t end = now_ms() + patient(ms);
+    size_t most = 0;
+    while (!cond(ud)) {
+        ck_assert_msg(now_ms() < end, "the loop-driven source did not get there");
+        wcache_etcd_fd fds[8];
+        size_t n;
+        int64_t to;
+        ck_assert_ok(wcache_etcd_fds(s, fds, 8, &n, &to));
+        ck_assert_int_ge(to, 0);
+        struct pollfd pf[8];
+        for (size_t i = 0; i < n; i++)
+            pf[i] = (struct pollfd){fds[i].fd,
+                                    (short)(((fds[i].events & WCACHE_ETCD_IN) ? POLLIN : 0) |
+                                            ((fds[i].events & WCACHE_ETCD_OUT) ? POLLOUT : 0)),
+                                    0};
+        most = n > most ? n : most;
+        poll(pf, n, to > 200 ? 200 : (int)to);
+        ck_assert_ok(wcache_etcd_perform(s));
+    }
+    return most;
+}
+
+START_TEST(etcd_loop_driven)
+{
+    if (!ETCD_OK)
+        return;
+    wl w = {.r = {tu_seed(0x100b)}};
+    for (int i = 0; i < 30; i++)
+        wl_put(&w, keyname(i));
+    wcache_cache *c;
+    wcache_etcd *s;
+    SRC_LOOP = 1;
+    source_up(&c, &s, 7); /* pages of 7: the list takes 5 transfers */
+    ck_assert_wc(wcache_etcd_start(s), WCACHE_ESTATE);
+    ck_assert_wc(wcache_etcd_start_loop(s), WCACHE_ESTATE);
+    ck_assert_uint_ge(drive_until(s, loop_synced, s, 30000), 1);
+    int64_t r0 = wcache_cache_compacted_revision(c);
+    ck_assert_int_ge(r0, w.rev);
+    wcache_watch *wt = watch_from(c, r0);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < workload_ops(80); i++)
+            wl_step(&w);
+        LOOP_WANT = w.last_in;
+        drive_until(s, loop_rev, c, 20000);
+    }
+    /* reached only through progress notifications, also on this loop */
+    wl_put(&w, "/u/outside");
+    LOOP_WANT = w.rev;
+    drive_until(s, loop_rev, c, 20000);
+    wcache_etcd_stats st = {.size = sizeof st};
+    ck_assert_ok(wcache_etcd_stat(s, &st));
+    ck_assert_uint_ge(st.progress_applied, 1);
+    ck_assert_int_eq(st.running, 1);
+    ck_assert_uint_eq(st.lists, 1);
+    int bad = compare_at(c, w.last_in, 1);
+    json_t *h = etcd_history(r0, w.last_in);
+    bad += compare_watch(wt, h, r0);
+    ck_assert_int_eq(bad, 0);
+    json_decref(h);
+    size_t n;
+    int64_t to;
+    ck_assert_ok(wcache_etcd_fds(s, NULL, 0, &n, &to) == WCACHE_ETOOBIG ? WCACHE_OK
+                                                                         : WCACHE_EINVAL);
+    ck_assert_uint_ge(n, 1); /* the watch stream's socket */
+    ck_assert_ok(wcache_etcd_stop(s));
+    ck_assert_wc(wcache_etcd_fds(s, NULL, 0, &n, &to), WCACHE_ESTATE);
+    ck_assert_wc(wcache_etcd_perform(s), WCACHE_ESTATE);
+    ck_assert_ok(wcache_etcd_stat(s, &st));
+    ck_assert_int_eq(st.running, 0);
+    /* stopped, it can be started on a thread and resumes */
+    wl_put(&w, keyname(5));
+    ck_assert_ok(wcache_etcd_start(s));
+    caught_up(c, w.rev);
+    ck_assert_int_eq(compare_at(c, w.rev, 1), 0);
+    wcache_watch_close(wt);
+    source_down(c, s);
+}
+END_TEST
+
 static char KILLED[600];
 
 START_TEST(etcd_leader_kill)
@@ -1932,8 +2183,7 @@ static wcache_code tls_source(wcache_cache **c, wcache_etcd **s, int with_ca, in
     o.backoff_min_ms = 20;
     o.backoff_max_ms = 200;
     ck_assert_ok(wcache_etcd_create(s, *c, &o));
-    LIVE_C = *c;
-    LIVE_S = *s;
+    live_add(*c, *s);
     ck_assert_ok(wcache_cache_open(*c));
     return wcache_etcd_start(*s);
 }
@@ -2023,6 +2273,8 @@ Suite *etcd_suite(void)
     tcase_add_test(tc, etcd_differential);
     tcase_add_test(tc, etcd_kill_restart);
     tcase_add_test(tc, etcd_compaction_relist);
+    tcase_add_test(tc, etcd_compaction_follow);
+    tcase_add_test(tc, etcd_loop_driven);
     suite_add_tcase(su, tc);
     tc = tcase_create("cluster");
     tcase_set_timeout(tc, tu_timeout(240));

@@ -39,6 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         wcache_cache_close(c);
         return 0;
     }
+    w.ckey_watch = (int)(size & 1); /* messages of watch 1 are the compaction key's */
     int64_t last = 0;
     size_t since_nl = 0;
     for (size_t i = 0; i < size;) {

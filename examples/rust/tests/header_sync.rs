@@ -14,6 +14,9 @@ const NOT_BOUND: &[(&str, &str)] = &[
     ("wcache_etcd_range", "etcd source"),
     ("wcache_etcd_source_id", "etcd source"),
     ("wcache_snapshot_restore_chain", "delta chains: not bound yet (a const char *const * array)"),
+    ("wcache_etcd_start_loop", "etcd source"),
+    ("wcache_etcd_fds", "etcd source"),
+    ("wcache_etcd_perform", "etcd source"),
 ];
 
 fn read(rel: &str) -> String {
