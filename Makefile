@@ -9,7 +9,7 @@
 #   make check-style      clang-format --dry-run -Werror
 #   make check-proxy      tests/proxy/test-*.sh (wcache-proxy with kubectl, curl, etcd)
 #   make serve            run wcache-proxy over a throw-away etcd until ^C
-#   make bench            bench/run.sh (examples/go and examples/rust: make bench
+#   make bench            bench/run.sh, s3.sh, etcd.sh (examples/go and examples/rust: make bench
 #                         there for the binding overhead, vs bench/bench_bindings.c)
 #   make examples         C examples, plus Go / Rust when present
 #   make install / uninstall   PREFIX=/usr/local DESTDIR=
@@ -499,6 +499,7 @@ bench: all
 	@if [ -x bench/s3.sh ]; then bench/s3.sh; fi
 	@if [ -x bench/proxy.sh ]; then bench/proxy.sh; fi
 	@if [ -x bench/snapshot.sh ]; then bench/snapshot.sh; fi
+	@if [ -x bench/etcd.sh ]; then bench/etcd.sh; fi
 
 # --- install -------------------------------------------------------------------------
 # Directories under the prefix are written relative to ${prefix} in the .pc

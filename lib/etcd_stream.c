@@ -68,45 +68,59 @@
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static int b64val(unsigned char ch)
+/* Value of each base64 character, -1 for any other byte. */
+static const signed char B64V[256] = {
+    ['A'] = 0,  ['B'] = 1,  ['C'] = 2,  ['D'] = 3,  ['E'] = 4,  ['F'] = 5,  ['G'] = 6,
+    ['H'] = 7,  ['I'] = 8,  ['J'] = 9,  ['K'] = 10, ['L'] = 11, ['M'] = 12, ['N'] = 13,
+    ['O'] = 14, ['P'] = 15, ['Q'] = 16, ['R'] = 17, ['S'] = 18, ['T'] = 19, ['U'] = 20,
+    ['V'] = 21, ['W'] = 22, ['X'] = 23, ['Y'] = 24, ['Z'] = 25, ['a'] = 26, ['b'] = 27,
+    ['c'] = 28, ['d'] = 29, ['e'] = 30, ['f'] = 31, ['g'] = 32, ['h'] = 33, ['i'] = 34,
+    ['j'] = 35, ['k'] = 36, ['l'] = 37, ['m'] = 38, ['n'] = 39, ['o'] = 40, ['p'] = 41,
+    ['q'] = 42, ['r'] = 43, ['s'] = 44, ['t'] = 45, ['u'] = 46, ['v'] = 47, ['w'] = 48,
+    ['x'] = 49, ['y'] = 50, ['z'] = 51, ['0'] = 52, ['1'] = 53, ['2'] = 54, ['3'] = 55,
+    ['4'] = 56, ['5'] = 57, ['6'] = 58, ['7'] = 59, ['8'] = 60, ['9'] = 61, ['+'] = 62,
+    ['/'] = 63};
+
+/* The table above holds 0 for both 'A' and every invalid byte: this one
+ * tells them apart. */
+static int b64ok(unsigned char ch)
 {
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+')
-        return 62;
-    if (ch == '/')
-        return 63;
-    return -1;
+    return B64V[ch] != 0 || ch == 'A';
 }
 
 long wci_b64_decode(const char *s, size_t n, unsigned char *out)
 {
     if (n % 4 != 0)
         return -1;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4], pad = 0;
-        for (int j = 0; j < 4; j++) {
-            unsigned char ch = (unsigned char)s[i + j];
-            if (ch == '=' && i + 4 == n && j >= 2) {
-                v[j] = 0;
-                pad++;
-                continue;
-            }
-            if (pad || (v[j] = b64val(ch)) < 0)
-                return -1; /* bad character, or data after padding */
-        }
-        uint32_t x =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+    const unsigned char *p = (const unsigned char *)s;
+    size_t o = 0, full = n;
+    if (n > 0 && p[n - 1] == '=')
+        full = n - 4; /* the last quad has padding: done below */
+    /* The bulk (values are kilobytes): a whole quad at a time, one check of
+     * all four characters. */
+    for (size_t i = 0; i < full; i += 4) {
+        unsigned a = p[i], b = p[i + 1], c = p[i + 2], d = p[i + 3];
+        if (!(b64ok(a) & b64ok(b) & b64ok(c) & b64ok(d)))
+            return -1;
+        uint32_t x = (uint32_t)B64V[a] << 18 | (uint32_t)B64V[b] << 12 |
+                     (uint32_t)B64V[c] << 6 | (uint32_t)B64V[d];
+        out[o] = (unsigned char)(x >> 16);
+        out[o + 1] = (unsigned char)(x >> 8);
+        out[o + 2] = (unsigned char)x;
+        o += 3;
+    }
+    if (full < n) {
+        const unsigned char *q = p + full;
+        if (!b64ok(q[0]) || !b64ok(q[1]))
+            return -1;
+        int pad2 = q[2] == '=';
+        if (!pad2 && !b64ok(q[2]))
+            return -1; /* q[3] is '=' */
+        uint32_t x = (uint32_t)B64V[q[0]] << 18 | (uint32_t)B64V[q[1]] << 12 |
+                     (pad2 ? 0 : (uint32_t)B64V[q[2]] << 6);
         out[o++] = (unsigned char)(x >> 16);
-        if (pad < 2)
+        if (!pad2)
             out[o++] = (unsigned char)(x >> 8);
-        if (pad < 1)
-            out[o++] = (unsigned char)x;
     }
     return (long)o;
 }

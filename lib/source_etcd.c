@@ -87,6 +87,7 @@ typedef struct scan {
     int64_t rev; /* 0 until the first page fixed it */
     int more;
     char *next_b64; /* where the next page starts; NULL: the range start */
+    int fetching;   /* the next page is on its way */
     unsigned char *kb, *vb;
     size_t kcap, vcap;
     int blocking;        /* wcache_etcd_range: pages on the caller's thread */
@@ -431,7 +432,9 @@ static char *scan_body(wcache_etcd *s, const scan *sc)
 /* Start the transfer of the next page. */
 static wcache_code scan_fetch(wcache_etcd *s, scan *sc)
 {
-    return xfer_start(s, &s->main, X_PAGE, "/v3/kv/range", scan_body(s, sc));
+    wcache_code rc = xfer_start(s, &s->main, X_PAGE, "/v3/kv/range", scan_body(s, sc));
+    sc->fetching = rc == WCACHE_OK;
+    return rc;
 }
 
 /* The header's cluster_id: a uint64, which proto3 JSON writes as a string
@@ -494,7 +497,10 @@ static wcache_code scan_take(wcache_etcd *s, scan *sc, json_t *page)
         wci_free(s->al, sc->next_b64);
         sc->next_b64 = nb;
     }
-    return WCACHE_OK;
+    /* etcd makes the next page while this one is decoded and loaded (a
+     * blocking range fetches its pages itself when they are due) */
+    sc->fetching = 0;
+    return sc->more && !sc->blocking ? scan_fetch(s, sc) : WCACHE_OK;
 }
 
 /* The next key of the range: WCACHE_OK with *kv filled (borrowed until the
@@ -563,6 +569,8 @@ static void list_end(wcache_etcd *s)
     lstate *L = &s->L;
     if (!s->in_list)
         return;
+    if (s->main.kind == X_PAGE)
+        xfer_free(s, &s->main); /* a page fetched ahead */
     if (L->cs.v) {
         wcache_view_end(L->cs.v);
         wcache_view_free(L->cs.v);
@@ -734,8 +742,8 @@ static int list_page(wcache_etcd *s, wcache_code rc, json_t *page)
     if (rc != WCACHE_OK)
         return rc;
     int r = L->reconcile ? reconcile_step(s) : list_load_step(s);
-    if (r == NEED_PAGE)
-        return scan_fetch(s, &L->sc) == WCACHE_OK ? NEED_PAGE : WCACHE_ENOMEM;
+    if (r == NEED_PAGE) /* on its way since scan_take, unless a step failed to start it */
+        return L->sc.fetching ? NEED_PAGE : WCACHE_ENOMEM;
     if (L->reconcile && r == WCACHE_ENOTFOUND)
         r = reconcile_finish(s);
     return r;
