@@ -361,7 +361,8 @@ static void apply_events(wci_ew *w, const json_t *evs)
                 break;
         }
         if (r <= w->floor) {
-            atomic_fetch_add(&w->dups, j - i); /* sent again at a stream's start: already applied */
+            atomic_fetch_add(&w->dups,
+                             j - i); /* sent again at a stream's start: already applied */
         } else if (r <= w->applied) {
             stop(w, WCI_EW_DIVERGED,
                  "event of revision %lld arrived after revision %lld was applied", (long long)r,
@@ -422,8 +423,8 @@ static void ckey_result(wci_ew *w, const json_t *evs)
         const json_t *ev = json_array_get(evs, i), *t = json_object_get(ev, "type");
         if (t && !(json_is_string(t) && strcmp(json_string_value(t), "PUT") == 0))
             continue;
-        long vl = wci_json_b64(&w->c->al, json_object_get(ev, "kv"), "value", &w->scratch,
-                               &w->scap);
+        long vl =
+            wci_json_b64(&w->c->al, json_object_get(ev, "kv"), "value", &w->scratch, &w->scap);
         int64_t v = vl > 0 ? wci_ckey_value(w->scratch, (size_t)vl) : -1;
         if (v > w->ckey_rev)
             w->ckey_rev = v;
@@ -462,7 +463,8 @@ static void handle_result(wci_ew *w, const json_t *res)
         return; /* its revision is the store's, not the watcher's */
     }
     if (wid != 0) {
-        atomic_fetch_add(&w->progress_ignored, 1); /* rule 1: a requested progress (-1), or not our watch */
+        atomic_fetch_add(&w->progress_ignored,
+                         1); /* rule 1: a requested progress (-1), or not our watch */
         return;
     }
     if (evs && json_array_size(evs) > 0) {

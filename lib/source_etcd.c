@@ -68,7 +68,6 @@ enum { X_NONE, X_PAGE, X_CKEY, X_WATCH, X_PROBE, X_PROBE_WATCH };
 /* Who drives. */
 enum { M_NONE, M_THREAD, M_LOOP };
 
-
 typedef struct xfer {
     CURL *e;
     struct curl_slist *hdrs;
@@ -131,8 +130,8 @@ struct wcache_etcd {
     size_t neps;
     _Atomic size_t ep; /* the endpoint in use */
     char *key_b64, *end_b64;
-    char *ckey_b64; /* the compaction key, NULL: none */
-    int64_t probe_ms; /* < 0: no probe */
+    char *ckey_b64;               /* the compaction key, NULL: none */
+    int64_t probe_ms;             /* < 0: no probe */
     char *ca, *cert, *key, *auth; /* auth: the whole header line */
     int insecure;
     long connect_ms, request_ms;
@@ -291,7 +290,8 @@ static wcache_code xfer_start(wcache_etcd *s, xfer *x, int kind, const char *pat
     }
     curl_easy_setopt(x->e, CURLOPT_PRIVATE, x);
     if (kind == X_WATCH || kind == X_PROBE_WATCH) {
-        curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, kind == X_WATCH ? watch_write : probe_write);
+        curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION,
+                         kind == X_WATCH ? watch_write : probe_write);
         curl_easy_setopt(x->e, CURLOPT_WRITEDATA, s);
         curl_easy_setopt(x->e, CURLOPT_HEADERFUNCTION, stream_header);
         curl_easy_setopt(x->e, CURLOPT_HEADERDATA, x);
@@ -336,7 +336,7 @@ static wcache_code answer(wcache_etcd *s, CURL *e, const char *what, CURLcode re
     } else if (status != 200) {
         rc = b->p && strstr(b->p, "required revision has been compacted") ? WCACHE_ECOMPACTED
              : b->p && strstr(b->p, "required revision is a future revision") ? WCACHE_EFUTURE
-                                                                               : WCACHE_EHTTP;
+                                                                              : WCACHE_EHTTP;
         if (!quiet)
             fail(s, rc, "%s: HTTP %ld: %.200s", what, status, answer_text(b));
     } else {
@@ -425,8 +425,8 @@ static char *scan_body(wcache_etcd *s, const scan *sc)
     char rev[48] = "";
     if (sc->rev > 0)
         snprintf(rev, sizeof rev, ",\"revision\":\"%lld\"", (long long)sc->rev);
-    return bodyf(s, cap, "{\"key\":\"%s\",\"range_end\":\"%s\",\"limit\":%u%s}", k,
-                 s->end_b64, s->page_limit, rev);
+    return bodyf(s, cap, "{\"key\":\"%s\",\"range_end\":\"%s\",\"limit\":%u%s}", k, s->end_b64,
+                 s->page_limit, rev);
 }
 
 /* Start the transfer of the next page. */
@@ -676,8 +676,9 @@ static int reconcile_step(wcache_etcd *s)
         const wcache_kv *e = &L->e, *k = L->k;
         int cmp = !have_e ? 1 : !k ? -1 : wci_keycmp(e->key, e->key_len, k->key, k->key_len);
         wcache_code rc = WCACHE_OK;
-        if (cmp < 0 || (cmp == 0 && (e->mod_revision > L->crev || e->value_len != k->value_len ||
-                                     memcmp(e->value, k->value, e->value_len) != 0)))
+        if (cmp < 0 ||
+            (cmp == 0 && (e->mod_revision > L->crev || e->value_len != k->value_len ||
+                          memcmp(e->value, k->value, e->value_len) != 0)))
             rc = wcache_batch_put(s->b, e->key, e->key_len, e->value, e->value_len);
         else if (cmp > 0)
             rc = wcache_batch_delete(s->b, k->key, k->key_len);
@@ -781,8 +782,8 @@ static wcache_code watch_begin(wcache_etcd *s)
     wci_ew_reset(w);
     w->ckey_watch = s->ckey_b64 != NULL;
     long long from = (long long)(w->applied + 1);
-    size_t cap = strlen(s->key_b64) + strlen(s->end_b64) +
-                 (s->ckey_b64 ? strlen(s->ckey_b64) : 0) + 400;
+    size_t cap =
+        strlen(s->key_b64) + strlen(s->end_b64) + (s->ckey_b64 ? strlen(s->ckey_b64) : 0) + 400;
     char ck[cap];
     ck[0] = 0;
     if (s->ckey_b64)
@@ -798,8 +799,8 @@ static wcache_code watch_begin(wcache_etcd *s)
     wcache_code rc = xfer_start(s, &s->main, X_WATCH, "/v3/watch", body);
     if (rc == WCACHE_OK) {
         atomic_fetch_add(&s->connects, 1);
-        wci_log(s->c, WCACHE_LOG_DEBUG, "etcd: watch %s from revision %lld",
-                s->eps[s->main.ep], from);
+        wci_log(s->c, WCACHE_LOG_DEBUG, "etcd: watch %s from revision %lld", s->eps[s->main.ep],
+                from);
     }
     return rc;
 }
@@ -953,9 +954,7 @@ static void xfer_done(wcache_etcd *s, xfer *x, CURLcode res)
         }
         return;
     }
-    case X_CKEY:
-        ckey_done(s, rc, ans);
-        break;
+    case X_CKEY: ckey_done(s, rc, ans); break;
     case X_PROBE:
         if (rc == WCACHE_ECOMPACTED && probe_watch_begin(s) == WCACHE_OK)
             break;
@@ -966,8 +965,7 @@ static void xfer_done(wcache_etcd *s, xfer *x, CURLcode res)
             learn_compaction(s, s->probe_found, "probe");
         s->next_probe = wci_mono_ms() + s->probe_ms;
         break;
-    default:
-        break;
+    default: break;
     }
     json_decref(ans);
 }
@@ -1046,7 +1044,8 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *ud, void *sp)
 
 static short poll_events(int what)
 {
-    return (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+    return (short)(((what & CURL_POLL_IN) ? POLLIN : 0) |
+                   ((what & CURL_POLL_OUT) ? POLLOUT : 0));
 }
 
 /* Milliseconds until something is due: curl's timers, a nap, a probe. */
@@ -1265,7 +1264,8 @@ wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_
     memcpy(&oo, opts, opts->size < sizeof oo ? opts->size : sizeof oo);
     const wcache_etcd_opts *o = &oo;
     if (!o->endpoints || o->connect_timeout_ms < 0 || o->request_timeout_ms < 0 ||
-        o->backoff_min_ms < 0 || o->backoff_max_ms < 0 || (o->compact_key_len && !o->compact_key))
+        o->backoff_min_ms < 0 || o->backoff_max_ms < 0 ||
+        (o->compact_key_len && !o->compact_key))
         return WCACHE_EINVAL;
     *out = NULL;
     if (c->open)
@@ -1515,8 +1515,8 @@ static wcache_code range_header(wcache_etcd *s, size_t ep, int64_t rev,
     if (rev > 0)
         snprintf(rs, sizeof rs, ",\"revision\":\"%lld\"", (long long)rev);
     char *body = bodyf(s, strlen(s->key_b64) + strlen(s->end_b64) + 120,
-                       "{\"key\":\"%s\",\"range_end\":\"%s\",\"count_only\":true%s}", s->key_b64,
-                       s->end_b64, rs);
+                       "{\"key\":\"%s\",\"range_end\":\"%s\",\"count_only\":true%s}",
+                       s->key_b64, s->end_b64, rs);
     if (!body)
         return WCACHE_ENOMEM;
     json_t *ans = NULL;
@@ -1594,7 +1594,8 @@ wcache_code wcache_etcd_range(wcache_etcd *s, int64_t rev, wcache_etcd_kv_fn fn,
     for (size_t k = 0; k < s->neps; k++) {
         int delivered = 0;
         size_t ep = (ep0 + k) % s->neps;
-        rc = fn ? range_once(s, ep, rev, fn, ud, &ri, &delivered) : range_header(s, ep, rev, &ri);
+        rc = fn ? range_once(s, ep, rev, fn, ud, &ri, &delivered)
+                : range_header(s, ep, rev, &ri);
         if (delivered || (rc != WCACHE_ECURL && rc != WCACHE_EHTTP))
             break;
     }

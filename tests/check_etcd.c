@@ -1915,8 +1915,8 @@ START_TEST(etcd_compaction_follow)
     for (int i = 0; i < 2; i++) {
         CMP_C = both[i];
         CMP_WANT = R;
-        ck_assert_msg(wait_for(compacted_to, NULL, 10000), "cache %d did not follow: at %lld", i,
-                      (long long)wcache_cache_compacted_revision(CMP_C));
+        ck_assert_msg(wait_for(compacted_to, NULL, 10000), "cache %d did not follow: at %lld",
+                      i, (long long)wcache_cache_compacted_revision(CMP_C));
         ck_assert_int_eq(wcache_cache_compacted_revision(both[i]), R);
         ck_assert_wc(begin_at(both[i], R - 1), WCACHE_ECOMPACTED);
         ck_assert_wc(begin_at(both[i], r1), WCACHE_ECOMPACTED);
@@ -2040,7 +2040,7 @@ START_TEST(etcd_loop_driven)
     size_t n;
     int64_t to;
     ck_assert_ok(wcache_etcd_fds(s, NULL, 0, &n, &to) == WCACHE_ETOOBIG ? WCACHE_OK
-                                                                         : WCACHE_EINVAL);
+                                                                        : WCACHE_EINVAL);
     ck_assert_uint_ge(n, 1); /* the watch stream's socket */
     ck_assert_ok(wcache_etcd_stop(s));
     ck_assert_wc(wcache_etcd_fds(s, NULL, 0, &n, &to), WCACHE_ESTATE);
