@@ -352,9 +352,12 @@ typedef struct gcs_req {
     const void *body;   /* with body_len; has_body sends even 0 bytes */
     size_t body_len;
     int has_body;
-    /* Media: 2xx bodies go here instead of the reply buffer. */
+    /* Media: 2xx bodies go here instead of the reply buffer, once the
+     * answer is checked to start at byte from (with range set: a 206 whose
+     * Content-Range begins there). */
     int (*sink)(const void *buf, size_t len, void *ud);
     void *sink_ud;
+    uint64_t from;
 } gcs_req;
 
 typedef struct gcs_resp {
@@ -362,7 +365,9 @@ typedef struct gcs_resp {
     CURLcode cc;
     wci_rbuf body; /* a JSON or XML answer, or an error body */
     int sink_rc;
-    uint64_t got; /* media bytes given to the sink */
+    int bad_range; /* the answer is not the range asked for: not sunk */
+    int checked;   /* the range was checked (first body bytes) */
+    uint64_t got;  /* media bytes given to the sink */
     char location[4096];
     char range[96];  /* the 308's Range */
     char crange[96]; /* a 206's Content-Range */
@@ -445,6 +450,19 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     if (!io->r->status)
         curl_easy_getinfo(io->e, CURLINFO_RESPONSE_CODE, &io->r->status);
     if (io->q->sink && io->r->status / 100 == 2) {
+        if (!io->r->checked) {
+            /* Before the sink sees a byte: a server that ignored the Range
+             * (200) or answered another one would splice wrong bytes in. */
+            unsigned long long a = 0, b, t;
+            io->r->checked = 1;
+            if (io->q->range &&
+                (io->r->status != 206 ||
+                 sscanf(io->r->crange, "bytes %llu-%llu/%llu", &a, &b, &t) != 3 ||
+                 a != io->q->from)) {
+                io->r->bad_range = 1;
+                return 0;
+            }
+        }
         int rc = io->q->sink(p, len, io->q->sink_ud);
         if (rc) {
             io->r->sink_rc = rc;
@@ -1231,7 +1249,8 @@ static int gcs_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, 
                      .auth = 1,
                      .range = off ? range : NULL,
                      .sink = get_sink,
-                     .sink_ud = &g};
+                     .sink_ud = &g,
+                     .from = off};
         perform(st, &q, &r);
         wci_free(&st->a, b.p);
         if (r.status / 100 == 2 && !gen[0]) {
@@ -1249,20 +1268,18 @@ static int gcs_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, 
                 have_size = 1;
             }
         }
-        if (r.status == 206 || (r.status == 200 && off == 0)) {
-            unsigned long long a, bb, t;
-            if (r.status == 206 &&
-                (sscanf(r.crange, "bytes %llu-%llu/%llu", &a, &bb, &t) != 3 || a != off)) {
-                rc = wci_store_err(st, WCACHE_ECORRUPT,
-                                   "gcs: download of gs://%s/%.300s: Content-Range '%.60s' "
-                                   "is not the range asked for",
-                                   st->bucket, key, r.crange);
-                break;
-            }
-            if (r.status == 206 && !have_size) {
-                size = t;
-                have_size = 1;
-            }
+        if (r.bad_range) {
+            rc = wci_store_err(st, WCACHE_ECORRUPT,
+                               "gcs: download of gs://%s/%.300s: asked for bytes from %" PRIu64
+                               ", got HTTP %ld with Content-Range '%.60s'",
+                               st->bucket, key, off, r.status, r.crange);
+            break;
+        }
+        unsigned long long a, bb, t;
+        if (r.status == 206 && !have_size &&
+            sscanf(r.crange, "bytes %llu-%llu/%llu", &a, &bb, &t) == 3) {
+            size = t;
+            have_size = 1;
         }
         off += r.got;
         if (r.got)

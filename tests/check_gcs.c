@@ -577,6 +577,18 @@ START_TEST(download_faults)
     /* The second and later requests ask for the rest of one generation. */
     ck_assert_int_ge(log_count("alt=media&generation=", "{bytes="), 2);
 
+    /* A resumed request answered with the whole object (Range ignored):
+     * refused before the sink sees a byte of it. */
+    fault("{\"match\":\"alt=media\",\"action\":\"truncate\"}");
+    fault("{\"match\":\"alt=media\",\"action\":\"norange\"}");
+    mem half = pull(st, "d.wcsnap", WCACHE_ECORRUPT);
+    ck_assert_msg(strstr(errbuf, "asked for bytes from"), "%s", errbuf);
+    mem snap = snap_bytes(c, "id");
+    ck_assert_uint_lt(half.len, snap.len);
+    ck_assert(memcmp(half.p, snap.p, half.len) == 0);
+    free(half.p);
+    free(snap.p);
+
     /* Replaced between two ranges: never spliced from two versions. */
     fault("{\"match\":\"alt=media\",\"action\":\"truncate\"}");
     mem m = {NULL, 0};

@@ -61,7 +61,8 @@
 #        answer: nothing is stored), "truncate" (media GET: headers and
 #        half the body, then close), "short" (resumable chunk: store only
 #        256 KiB less than sent, answer 308 with that Range), "corrupt"
-#        (media GET: the first byte flipped, headers as usual), "lie" (the
+#        (media GET: the first byte flipped, headers as usual), "norange"
+#        (media GET: the Range header ignored, 200 and all of it), "lie" (the
 #        chunk that completes an upload: report a wrong crc32c).
 #   GET  /_gcs/log       every request so far, "METHOD PATH?QUERY [Content-Range]
 #                        {Range} STATUS"
@@ -467,6 +468,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.json_error(404, "notFound", "No such object generation.")
         data = o.data
         rng = self.headers.get("Range")
+        if fault and fault.get("action") == "norange":
+            rng = None
         code, hdrs = 200, self.obj_headers(o)
         if rng:
             try:
