@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <watchcache.h>
@@ -412,6 +413,130 @@ START_TEST(test_watch_shared_fan)
 }
 END_TEST
 
+/*
+ * Fans under threads: a writer thread, one consumer thread taking from
+ * three fan watchers (owned, borrowed, and one stopped from the main
+ * thread half way), another borrowing slowly from a fourth so that the
+ * writer ends it and detaches it while it has deliveries lent.  Each must
+ * get a gap-free stream from revision 1 (all of it unless it ended), in
+ * order, with the right key and revision in every delivery.
+ */
+typedef struct fan_reader {
+    wcache_watch *w;
+    int lend, slow;
+    int64_t next; /* revision expected next */
+    wcache_code end;
+    _Atomic int done;
+    _Atomic int64_t seen; /* last revision taken, for the writer's pacing */
+} fan_reader;
+
+static _Atomic int64_t FT_WRITTEN;
+static int64_t FT_N;
+static _Atomic int FT_BAD;
+
+/* Paced by the first two readers (256 behind at most, their queues hold
+ * 512): they must get everything; the slow one is not waited for. */
+static void *fan_writer(void *arg)
+{
+    fan_reader *paced = arg;
+    for (int64_t rev = 1; rev <= FT_N; rev++) {
+        for (int i = 0; i < 2; i++)
+            while (!atomic_load(&paced[i].done) && rev - atomic_load(&paced[i].seen) > 256)
+                sched_yield();
+        char key[16];
+        snprintf(key, sizeof key, "/f/%d", (int)(rev % 10));
+        if (wcache_ingest_put(C, key, strlen(key), "v", 1, rev) != WCACHE_OK)
+            atomic_store(&FT_BAD, 1);
+        atomic_store(&FT_WRITTEN, rev);
+    }
+    return NULL;
+}
+
+/* One call; 0 while the reader has more to take. */
+static int fan_read_once(fan_reader *r)
+{
+    wcache_watch_event evs[32];
+    size_t n = 0;
+    wcache_code rc = r->lend ? wcache_watch_next_borrowed(r->w, evs, 32, &n)
+                             : wcache_watch_next(r->w, evs, 32, &n);
+    for (size_t i = 0; i < n; i++, r->next++) {
+        char key[16];
+        int kl = snprintf(key, sizeof key, "/f/%d", (int)(r->next % 10));
+        if (evs[i].revision != r->next || evs[i].kv.mod_revision != r->next ||
+            evs[i].kv.key_len != (size_t)kl || memcmp(evs[i].kv.key, key, (size_t)kl) ||
+            (r->lend != (evs[i].ev == NULL)))
+            atomic_store(&FT_BAD, 1);
+        wcache_event_unref(evs[i].ev);
+    }
+    atomic_store(&r->seen, r->next - 1);
+    if (rc != WCACHE_OK) {
+        r->end = rc;
+        return 1;
+    }
+    return r->next > FT_N;
+}
+
+static void *fan_consumer(void *arg)
+{
+    fan_reader *rs = arg;
+    for (int live = 1; live;) {
+        live = 0;
+        for (fan_reader *r = rs; r->w; r++) {
+            if (atomic_load(&r->done))
+                continue;
+            if (fan_read_once(r))
+                atomic_store(&r->done, 1);
+            else
+                live = 1;
+            for (int y = 0; r->slow && y < 50; y++)
+                sched_yield();
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_watch_fan_threads)
+{
+    FT_N = getenv("WCACHE_VALGRIND") ? 3000 : getenv("WCACHE_TSAN") ? 6000 : 30000;
+    atomic_store(&FT_WRITTEN, 0);
+    atomic_store(&FT_BAD, 0);
+    fan_reader fast[4] = {{0}}, slow[2] = {{0}};
+    for (int i = 0; i < 3; i++) {
+        fast[i].w = open_fan(0, 512, 0, 0);
+        fast[i].lend = i == 1;
+        fast[i].next = 1;
+    }
+    slow[0] = (fan_reader){.w = open_fan(0, 256, 0, 0), .lend = 1, .slow = 1, .next = 1};
+    pthread_t wt, ct[2];
+    ck_assert_int_eq(pthread_create(&ct[0], NULL, fan_consumer, fast), 0);
+    ck_assert_int_eq(pthread_create(&ct[1], NULL, fan_consumer, slow), 0);
+    ck_assert_int_eq(pthread_create(&wt, NULL, fan_writer, fast), 0);
+    while (atomic_load(&FT_WRITTEN) < FT_N / 2)
+        sched_yield();
+    int64_t stopped_at = atomic_load(&FT_WRITTEN);
+    wcache_watch_stop(fast[2].w);
+    pthread_join(wt, NULL);
+    pthread_join(ct[0], NULL);
+    pthread_join(ct[1], NULL);
+    ck_assert_int_eq(atomic_load(&FT_BAD), 0);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(fast[i].end, WCACHE_OK);
+        ck_assert_int_eq(fast[i].next, FT_N + 1);
+    }
+    ck_assert(fast[2].end == WCACHE_ESTOPPED || fast[2].end == WCACHE_EOVERFLOW);
+    if (fast[2].end == WCACHE_ESTOPPED)
+        ck_assert_int_gt(fast[2].next, stopped_at); /* what was there when stopped */
+    ck_assert(slow[0].end == WCACHE_OK || slow[0].end == WCACHE_EOVERFLOW);
+    if (getenv("WCACHE_VERBOSE"))
+        fprintf(stderr, "fan threads: stopped at %lld of %lld, slow one %s at %lld\n",
+                (long long)fast[2].next, (long long)FT_N, wcache_strerror(slow[0].end),
+                (long long)slow[0].next);
+    for (int i = 0; i < 3; i++)
+        wcache_watch_close(fast[i].w);
+    wcache_watch_close(slow[0].w);
+}
+END_TEST
+
 START_TEST(test_watch_bookmarks)
 {
     put("/a/1", "v", 1);
@@ -598,6 +723,7 @@ Suite *watch_suite(void)
     tcase_add_test(tc, test_watch_selector_transitions);
     tcase_add_test(tc, test_watch_slow_watcher_ends);
     tcase_add_test(tc, test_watch_shared_fan);
+    tcase_add_test(tc, test_watch_fan_threads);
     tcase_add_test(tc, test_watch_bookmarks);
     tcase_add_test(tc, test_watch_fd_and_stop);
     tcase_add_test(tc, test_watch_fd_wakes_before_first_next);
