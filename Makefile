@@ -398,9 +398,12 @@ build/asan/fuzz/%: tests/fuzz/%.c build/asan/lib/libwatchcache.a
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(DEP_CFLAGS) \
 	    -o $@ $< build/asan/lib/libwatchcache.a $(DEP_LIBS) $(SYS_LIBS)
 
-# The proxy's targets include examples/proxy/json.c and config.c whole.
+# The proxy's targets include examples/proxy/json.c, config.c and filter.c
+# whole.
 build/asan/fuzz/fuzz_proxy_json: examples/proxy/json.c examples/proxy/proxy.h
 build/asan/fuzz/fuzz_proxy_config: examples/proxy/config.c examples/proxy/proxy.h
+build/asan/fuzz/fuzz_proxy_filter: examples/proxy/filter.c examples/proxy/filter.h \
+    examples/proxy/proxy.h
 
 # One fuzz target for FUZZ_TIME seconds.  The seed corpus
 # (tests/fuzz/corpus/fuzz_X/ or .../X/) is copied so that libFuzzer's
