@@ -74,6 +74,7 @@ void wci_free(const wci_alloc *a, void *p)
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <stdbool.h>
 
 #if defined(__has_include)
@@ -109,7 +110,10 @@ void wci_free(const wci_alloc *a, void *p)
  * more freed memory than they save in rounding. */
 #define GRAIN 64
 #define NCLASS (WCI_SLAB_MAX / GRAIN + 1)
-#define BLOCK ((size_t)1 << 20)
+/* 4 MiB, so that a block holds at least one whole 2 MiB huge page
+ * wherever the allocator places it. */
+#define BLOCK ((size_t)4 << 20)
+#define HUGE ((size_t)2 << 20)
 
 typedef struct pool {
     char *cur;   /* unused tail of the newest block */
@@ -119,6 +123,7 @@ typedef struct pool {
 
 struct wci_slab {
     wci_alloc a;
+    bool huge; /* ask the kernel for huge pages under blocks */
     pool w; /* the writer's */
     pthread_mutex_t mu;
     pool s;                         /* everyone else's, under mu */
@@ -126,7 +131,27 @@ struct wci_slab {
     void *blocks;                   /* under mu */
 };
 
-wci_slab *wci_slab_create(const wci_alloc *a)
+/*
+ * Versions are spread over gigabytes and read at random (GET, LIST,
+ * compaction): with 4 KiB pages nearly every such read also misses the
+ * TLB, and a prefetch cannot hide a page walk.  Transparent huge pages
+ * under the blocks make the whole version heap fit the TLB.  Only for
+ * memory the C library gave us (the embedder's allocator may hand out
+ * anything), and only where the kernel honours the advice.
+ */
+void wci_advise_huge(void *p, size_t n)
+{
+#if defined(MADV_HUGEPAGE) && !defined(WCI_NO_HUGE) /* WCI_NO_HUGE: for A/B runs */
+    uintptr_t lo = ((uintptr_t)p + HUGE - 1) & ~(uintptr_t)(HUGE - 1);
+    uintptr_t hi = ((uintptr_t)p + n) & ~(uintptr_t)(HUGE - 1);
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+wci_slab *wci_slab_create(const wci_alloc *a, bool huge)
 {
     wci_slab *s = wci_calloc(a, 1, sizeof *s);
     if (!s)
@@ -136,6 +161,7 @@ wci_slab *wci_slab_create(const wci_alloc *a)
         return NULL;
     }
     s->a = *a;
+    s->huge = huge;
     return s;
 }
 
@@ -196,6 +222,8 @@ static void *bump(wci_slab *s, pool *p, size_t cls, bool locked)
         char *b = s->a.alloc(BLOCK, s->a.userdata);
         if (!b)
             return NULL;
+        if (s->huge)
+            wci_advise_huge(b, BLOCK);
         if (!locked)
             pthread_mutex_lock(&s->mu);
         memcpy(b, &s->blocks, sizeof(void *));

@@ -8,6 +8,7 @@
 #ifndef WCI_ALLOC_H
 #define WCI_ALLOC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct wci_slab wci_slab;
@@ -27,6 +28,9 @@ void *wci_calloc(const wci_alloc *a, size_t n, size_t size);
 /* Copy of p[0..n), NUL-terminated (one extra byte). */
 void *wci_memdup(const wci_alloc *a, const void *p, size_t n);
 void wci_free(const wci_alloc *a, void *p);
+/* Advise huge pages for the 2 MiB-aligned part of [p, p + n), memory from
+ * the C library's allocator. */
+void wci_advise_huge(void *p, size_t n);
 
 /*
  * Size-class allocation for the many short-lived, similar-sized objects of
@@ -38,7 +42,8 @@ void wci_free(const wci_alloc *a, void *p);
  * are plain calls of the wci_alloc.
  */
 #define WCI_SLAB_MAX 16384
-wci_slab *wci_slab_create(const wci_alloc *a); /* NULL: ENOMEM */
+/* huge: a is the C library's; back blocks with huge pages where possible. */
+wci_slab *wci_slab_create(const wci_alloc *a, bool huge); /* NULL: ENOMEM */
 void wci_slab_destroy(wci_slab *s);            /* every object must be freed */
 void *wci_slab_alloc_w(wci_slab *s, size_t n);
 void wci_slab_free_w(wci_slab *s, void *p, size_t n);

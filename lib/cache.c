@@ -68,7 +68,8 @@ wcache_code wcache_cache_create(wcache_cache **out, const wcache_allocator *allo
         return WCACHE_ENOMEM;
     c->magic = WCI_CACHE_MAGIC;
     c->al = al;
-    if (!(c->slab = wci_slab_create(&al))) {
+    c->libc_al = !alloc;
+    if (!(c->slab = wci_slab_create(&al, c->libc_al))) {
         wci_free(&al, c);
         return WCACHE_ENOMEM;
     }

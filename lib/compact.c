@@ -135,17 +135,20 @@ static void drop_zombies(wcache_cache *c)
  * so is a head and what it links to; an event's own version may not be
  * (a later event of the same key may have truncated it), so it is never
  * loaded. */
+#define AHEAD_KEY 24 /* truncating one key is quick: the look-ahead is long */
+#define AHEAD_HEAD 16
+#define AHEAD_NEXT 8
+
 static void ahead(const wci_ring *r, int64_t P)
 {
     uint64_t h = r->head;
-    if (h + 12 < r->tail && r->ev[(h + 12) & r->mask].rev <= P)
-        __builtin_prefetch(r->ev[(h + 12) & r->mask].key);
-    if (h + 8 < r->tail && r->ev[(h + 8) & r->mask].rev <= P)
-        __builtin_prefetch(
-            atomic_load_explicit(&r->ev[(h + 8) & r->mask].key->head, memory_order_relaxed));
-    if (h + 4 < r->tail && r->ev[(h + 4) & r->mask].rev <= P) {
-        wci_ver *w =
-            atomic_load_explicit(&r->ev[(h + 4) & r->mask].key->head, memory_order_relaxed);
+    const wci_event *e;
+    if (h + AHEAD_KEY < r->tail && (e = &r->ev[(h + AHEAD_KEY) & r->mask])->rev <= P)
+        __builtin_prefetch(e->key);
+    if (h + AHEAD_HEAD < r->tail && (e = &r->ev[(h + AHEAD_HEAD) & r->mask])->rev <= P)
+        __builtin_prefetch(atomic_load_explicit(&e->key->head, memory_order_relaxed));
+    if (h + AHEAD_NEXT < r->tail && (e = &r->ev[(h + AHEAD_NEXT) & r->mask])->rev <= P) {
+        wci_ver *w = atomic_load_explicit(&e->key->head, memory_order_relaxed);
         if (w)
             __builtin_prefetch(atomic_load_explicit(&w->next, memory_order_relaxed));
     }

@@ -22,11 +22,16 @@ uint64_t wci_hash_bytes(const void *key, size_t len)
     return XXH3_64bits(key, len);
 }
 
-static wci_htab *htab_new(const wci_alloc *al, size_t cap)
+static wci_htab *htab_new(const wci_alloc *al, size_t cap, bool huge)
 {
-    wci_htab *t = wci_calloc(al, 1, sizeof *t + cap * sizeof(t->s[0]));
-    if (t)
-        t->mask = cap - 1;
+    size_t n = sizeof(wci_htab) + cap * sizeof(uintptr_t);
+    wci_htab *t = wci_malloc(al, n);
+    if (!t)
+        return NULL;
+    if (huge) /* every probe is a random access: see alloc.c */
+        wci_advise_huge(t, n);
+    memset(t, 0, n);
+    t->mask = cap - 1;
     return t;
 }
 
@@ -35,7 +40,7 @@ int wci_hash_init(wci_hash *h, const wci_alloc *al, size_t expect)
     size_t cap = 64;
     while (cap < expect * 2)
         cap *= 2;
-    wci_htab *t = htab_new(al, cap);
+    wci_htab *t = htab_new(al, cap, false);
     if (!t)
         return -1;
     atomic_init(&h->tab, t);
@@ -114,7 +119,7 @@ static int rebuild(wcache_cache *c, size_t more)
     size_t cap = 64;
     while (cap < (h->live + more) * 2)
         cap *= 2;
-    wci_htab *t = htab_new(&c->al, cap);
+    wci_htab *t = htab_new(&c->al, cap, c->libc_al);
     if (!t)
         return -1;
     if (wci_retire(c, old, WCI_RETIRE_RAW) != 0) {

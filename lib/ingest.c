@@ -288,8 +288,10 @@ static bool need_time(const wcache_cache *c)
 
 /* Apply p[0..n) at rev, all or nothing, under wmu (the caller's).  Takes
  * ownership of p's memory.  0, or -1 (ENOMEM) with nothing changed, p
- * still the caller's to free, and the error not yet reported. */
-static int commit_locked(wcache_cache *c, prep *p, size_t n, int64_t rev)
+ * still the caller's to free, and the error not yet reported.  pub: make
+ * rev visible; else the caller publishes it (or a later revision) before
+ * it lets go of wmu. */
+static int commit_locked(wcache_cache *c, prep *p, size_t n, int64_t rev, bool pub)
 {
     size_t nnew = 0;
     for (size_t i = 0; i < n; i++)
@@ -314,7 +316,8 @@ static int commit_locked(wcache_cache *c, prep *p, size_t n, int64_t rev)
     if (c->ix)
         wci_index_end(c);
     wci_stat_add(&c->st_events, n);
-    publish(c, rev, now);
+    if (pub)
+        publish(c, rev, now);
     return 0;
 }
 
@@ -329,7 +332,7 @@ static wcache_code commit_failed(wcache_cache *c, prep *p, size_t n, int64_t rev
 static wcache_code commit(wcache_cache *c, prep *p, size_t n, int64_t rev)
 {
     pthread_mutex_lock(&c->wmu);
-    int rc = commit_locked(c, p, n, rev);
+    int rc = commit_locked(c, p, n, rev, true);
     pthread_mutex_unlock(&c->wmu);
     if (rc != 0)
         return commit_failed(c, p, n, rev);
@@ -435,8 +438,9 @@ static void ahead_head(wcache_cache *c, const wcache_change *x, uint64_t hv)
         __builtin_prefetch(atomic_load_explicit(&k->head, memory_order_relaxed));
 }
 
-/* Everything a single call checks, without reporting. */
-static bool change_ok(wcache_cache *c, const wcache_change *x)
+/* Everything a single call checks, without reporting; last: the revision
+ * applied last. */
+static bool change_ok(const wcache_cache *c, const wcache_change *x, int64_t last)
 {
     if (!change_key_ok(c, x))
         return false;
@@ -447,7 +451,7 @@ static bool change_ok(wcache_cache *c, const wcache_change *x)
     } else if (x->type != WCACHE_CHANGE_DELETE) {
         return false;
     }
-    return x->rev > atomic_load_explicit(&c->rev, memory_order_relaxed);
+    return x->rev > last;
 }
 
 /* The error a change that failed change_ok() gets, reported. */
@@ -477,6 +481,11 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
     uint64_t hv[AHEAD_RING] = {0};
     for (size_t j = 0; j < n && j < AHEAD_SLOT; j++)
         ahead_slot(c, &ch[j], &hv[j % AHEAD_RING]);
+    /* The revision is published once per group, not per change: its
+     * store must be sequentially consistent (fresh reads wait on it), and
+     * such a store waits for every cache miss in flight.  Readers may see
+     * any revision in between anyway. */
+    int64_t last = atomic_load_explicit(&c->rev, memory_order_relaxed);
     bool held = false;
     size_t i, group = 0;
     for (i = 0; i < n; i++) {
@@ -487,7 +496,7 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
         if (i + AHEAD_HEAD < n)
             ahead_head(c, &ch[i + AHEAD_HEAD], hv[(i + AHEAD_HEAD) % AHEAD_RING]);
         const wcache_change *x = &ch[i];
-        if (!change_ok(c, x)) {
+        if (!change_ok(c, x, last)) {
             rc = WCACHE_EINVAL; /* reported below, outside wmu */
             break;
         }
@@ -512,27 +521,29 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
         }
         if (!held)
             pthread_mutex_lock(&c->wmu), held = true;
-        if (commit_locked(c, &p, 1, x->rev) != 0) {
-            pthread_mutex_unlock(&c->wmu), held = false;
-            wci_fresh_wake(c);
-            if (applied)
-                *applied = i;
-            return commit_failed(c, &p, 1, x->rev);
+        if (commit_locked(c, &p, 1, x->rev, false) != 0) {
+            rc = WCACHE_ENOMEM;
+            prep_free(c, &p, 1);
+            break;
         }
+        last = x->rev;
         if (++group == CHANGE_GROUP) {
             /* let watchers register and fresh reads wake between groups */
+            publish(c, last, need_time(c) ? wci_now(c) : 0);
             pthread_mutex_unlock(&c->wmu), held = false;
             wci_fresh_wake(c);
             group = 0;
         }
     }
     if (held) {
+        if (group)
+            publish(c, last, need_time(c) ? wci_now(c) : 0);
         pthread_mutex_unlock(&c->wmu);
         wci_fresh_wake(c);
     }
     if (applied)
         *applied = i;
-    if (i == n || rc == WCACHE_OK)
+    if (i == n)
         return WCACHE_OK;
     const wcache_change *x = &ch[i];
     if (rc == WCACHE_EINVAL)
@@ -540,10 +551,7 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
     if (rc == WCACHE_ENOTFOUND)
         return wci_err(c, WCACHE_ENOTFOUND, "delete at %lld of a key that is not present",
                        (long long)x->rev);
-    if (rc == WCACHE_ENOMEM)
-        return wci_err(c, WCACHE_ENOMEM, "out of memory for a change at %lld",
-                       (long long)x->rev);
-    return rc;
+    return wci_err(c, WCACHE_ENOMEM, "out of memory for a change at %lld", (long long)x->rev);
 }
 
 wcache_code wcache_ingest_progress(wcache_cache *c, int64_t rev)
