@@ -124,7 +124,7 @@ typedef struct pool {
 struct wci_slab {
     wci_alloc a;
     bool huge; /* ask the kernel for huge pages under blocks */
-    pool w; /* the writer's */
+    pool w;    /* the writer's */
     pthread_mutex_t mu;
     pool s;                         /* everyone else's, under mu */
     _Atomic size_t nshared[NCLASS]; /* objects on s.free[]: a hint, read unlocked */
