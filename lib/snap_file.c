@@ -151,9 +151,10 @@ wcache_code wcache_snapshot_write(wcache_cache *c, const char *path,
     if (!c || !path)
         return WCACHE_EINVAL;
     if (!wci_snap_opts_ok(o))
-        return o && o->size >= WCI_SNAP_WOPTS_V0 ? wci_snap_err(o->errbuf, o->errbuf_len, WCACHE_EINVAL,
-                                                        "bad wcache_snapshot_write_opts")
-                                         : WCACHE_EINVAL;
+        return o && o->size >= WCI_SNAP_WOPTS_V0
+                   ? wci_snap_err(o->errbuf, o->errbuf_len, WCACHE_EINVAL,
+                                  "bad wcache_snapshot_write_opts")
+                   : WCACHE_EINVAL;
     if (o) {
         f.eb = o->errbuf;
         f.el = o->errbuf_len;
@@ -324,7 +325,7 @@ wcache_code wcache_snapshot_tick(wcache_cache *c, const wcache_snapshot_policy *
     o.size = sizeof o;
     if (o.base)
         return WCACHE_EINVAL; /* the policy writes full snapshots only */
-    o.revision = rev; /* the file is named after it: pin exactly it */
+    o.revision = rev;         /* the file is named after it: pin exactly it */
     size_t n = strlen(p->dir) + strlen(prefix) + 40;
     char *path = wci_malloc(&wci_libc_alloc, n);
     if (!path)

@@ -368,8 +368,8 @@ static wcache_snapshot_write_opts full_opts(const wcache_snapshot_write_opts *o)
 int wci_snap_opts_ok(const wcache_snapshot_write_opts *o)
 {
     return !o ||
-           (o->size >= WCI_SNAP_WOPTS_V0 && o->level >= 0 && o->level <= 19 && o->workers >= 0 &&
-            o->workers <= 64 &&
+           (o->size >= WCI_SNAP_WOPTS_V0 && o->level >= 0 && o->level <= 19 &&
+            o->workers >= 0 && o->workers <= 64 &&
             (!o->block_bytes || (o->block_bytes >= 4096 && o->block_bytes <= (64u << 20))) &&
             o->source_id_len <= WCACHE_SNAP_MAX_SOURCE_ID &&
             (o->source_id || !o->source_id_len) && o->revision >= 0 &&
@@ -418,7 +418,8 @@ static int pin_base(writer *w, const wcache_snapshot_write_opts *o)
         return wci_snap_err(w->eb, w->el, rc,
                             "the cache no longer holds the base revision %lld (compacted at "
                             "%lld): write a full snapshot",
-                            (long long)bi.revision, (long long)wcache_cache_compacted_revision(w->c));
+                            (long long)bi.revision,
+                            (long long)wcache_cache_compacted_revision(w->c));
     if (!rc)
         rc = wci_changes_collect(w->vb, w->v, &w->ch);
     if (rc)
@@ -862,8 +863,8 @@ static int load(wcache_cache *c, wcache_batch *b, int64_t rev)
 }
 
 /* Fill the batch and load it; the cache is touched only by the load. */
-static int restore_from(wcache_cache *c, wcache_snapshot *s, overlay *ov, int64_t rev,
-                        char *eb, size_t el)
+static int restore_from(wcache_cache *c, wcache_snapshot *s, overlay *ov, int64_t rev, char *eb,
+                        size_t el)
 {
     wcache_batch *b = NULL;
     int rc = wcache_batch_create(c, &b);
@@ -909,8 +910,8 @@ static int check_links(const wcache_snapshot_info *in, const char *const *paths,
                 paths[i - 1], (long long)b->revision, (unsigned long long)b->file_hash);
         if (d->source_id_len != in[0].source_id_len ||
             memcmp(d->source_id, in[0].source_id, d->source_id_len) != 0)
-            return wci_snap_err(eb, el, WCACHE_EINVAL,
-                                "%s is of another source than %s", paths[i], paths[0]);
+            return wci_snap_err(eb, el, WCACHE_EINVAL, "%s is of another source than %s",
+                                paths[i], paths[0]);
     }
     return WCACHE_OK;
 }

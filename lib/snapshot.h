@@ -40,9 +40,9 @@ typedef struct wci_snap_hdr {
     uint32_t major, minor, flags, header_len, block_bytes;
     int64_t revision, compacted, created_ns;
     uint64_t objects;
-    int64_t base_rev;    /* delta: the base's revision; else 0 */
-    uint64_t base_hash;  /* delta: the base's whole-file checksum; else 0 */
-    uint64_t tombstones; /* delta: records that delete a key */
+    int64_t base_rev;               /* delta: the base's revision; else 0 */
+    uint64_t base_hash;             /* delta: the base's whole-file checksum; else 0 */
+    uint64_t tombstones;            /* delta: records that delete a key */
     const unsigned char *source_id; /* points into the encoded header */
     uint32_t source_id_len;
 } wci_snap_hdr;

@@ -1092,7 +1092,6 @@ START_TEST(golden_v1)
 }
 END_TEST
 
-
 /* ------------------------------------------------------------------------ */
 /* Deltas (format 1.1)                                                      */
 /* ------------------------------------------------------------------------ */
@@ -1119,8 +1118,9 @@ static void churn(wcache_cache *c, int round, int64_t *rev)
         if (i % 10 == 3)
             ck_assert_int_eq(wcache_ingest_delete(c, k, (size_t)kl, ++*rev), WCACHE_OK);
     }
-    ck_assert_int_eq(wcache_ingest_put(c, "/registry/pods/ns0/pod-00000", 28, "again", 5, ++*rev),
-                     WCACHE_OK);
+    ck_assert_int_eq(
+        wcache_ingest_put(c, "/registry/pods/ns0/pod-00000", 28, "again", 5, ++*rev),
+        WCACHE_OK);
 }
 
 /* Write dpath[0] (full at r[0]), dpath[1] (delta at r[1]), dpath[2] (delta
@@ -1143,7 +1143,8 @@ static wcache_cache *make_chain(int64_t r[3], wcache_snapshot_info di[3], int wo
         o.block_bytes = 4096;
         o.workers = workers;
         di[i].size = sizeof di[i];
-        ck_assert_msg(wcache_snapshot_write(c, dpath[i], &o, &di[i]) == WCACHE_OK, "%s", errbuf);
+        ck_assert_msg(wcache_snapshot_write(c, dpath[i], &o, &di[i]) == WCACHE_OK, "%s",
+                      errbuf);
         wcache_snapshot_close(base);
     }
     return c;
@@ -1316,8 +1317,9 @@ START_TEST(delta_broken_chains)
     ck_assert_int_eq(restore_n(b, dpath[0], dpath[1], dpath[2], 3), WCACHE_ECORRUPT);
     untouched(b);
     ck_assert_int_eq(wcache_snapshot_restore_chain(b, NULL, 2, NULL, NULL), WCACHE_EINVAL);
-    ck_assert_int_eq(wcache_snapshot_restore_chain(b, (const char *[]){dpath[0]}, 0, NULL, NULL),
-                     WCACHE_EINVAL);
+    ck_assert_int_eq(
+        wcache_snapshot_restore_chain(b, (const char *[]){dpath[0]}, 0, NULL, NULL),
+        WCACHE_EINVAL);
     wcache_cache_close(c0);
     wcache_cache_close(b);
     wcache_cache_close(c);

@@ -71,10 +71,11 @@ static void se_base_down(void)
     if (!SE_BASE[0])
         return;
     char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "for d in '%s'/*/etcd; do [ -f \"$d/pids\" ] && tests/peers/etcd-local stop \"$d\";"
-             " done >/dev/null 2>&1; rm -rf '%s'",
-             SE_BASE, SE_BASE);
+    snprintf(
+        cmd, sizeof cmd,
+        "for d in '%s'/*/etcd; do [ -f \"$d/pids\" ] && tests/peers/etcd-local stop \"$d\";"
+        " done >/dev/null 2>&1; rm -rf '%s'",
+        SE_BASE, SE_BASE);
     if (system(cmd) != 0)
         fprintf(stderr, "check_snapshot_etcd: cleanup of %s failed\n", SE_BASE);
     SE_BASE[0] = 0;
@@ -133,7 +134,6 @@ static void case_up(void)
     ck_assert_msg(!SE_FAILED, "etcd did not start");
     snprintf(SE_SNAP, sizeof SE_SNAP, "%s/s-%c.wcsnap", SE_DIR, PFX[2]);
 }
-
 
 /* ---- writes through the JSON gateway ---- */
 

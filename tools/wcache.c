@@ -529,14 +529,17 @@ static int cmd_verify(const args *a)
             return ex;
         int delta = (in.flags & WCACHE_SNAP_FLAG_DELTA) != 0;
         if (a->npos > 1 && i == 0 && delta) {
-            fprintf(stderr, "%s: %s: a delta on revision %lld: a chain begins with a full "
-                            "snapshot\n", prog, a->pos[0], (long long)in.base_revision);
+            fprintf(stderr,
+                    "%s: %s: a delta on revision %lld: a chain begins with a full "
+                    "snapshot\n",
+                    prog, a->pos[0], (long long)in.base_revision);
             return EX_DAMAGED;
         }
         if (i > 0 && (!delta || in.base_revision != prev.revision ||
                       in.base_file_hash != prev.file_hash)) {
-            fprintf(stderr, "%s: %s: broken chain: %s%lld (checksum %016llx), but %s is "
-                            "revision %lld (checksum %016llx)\n",
+            fprintf(stderr,
+                    "%s: %s: broken chain: %s%lld (checksum %016llx), but %s is "
+                    "revision %lld (checksum %016llx)\n",
                     prog, a->pos[i], delta ? "a delta on revision " : "not a delta; ",
                     (long long)in.base_revision, (unsigned long long)in.base_file_hash,
                     a->pos[i - 1], (long long)prev.revision,
@@ -787,39 +790,39 @@ static int cmd_diff(const args *a)
     return ex;
 }
 
-
 /* ------------------------------------------------------------------------ */
 /* Command line                                                             */
 /* ------------------------------------------------------------------------ */
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: wcache COMMAND [ARGS]\n"
-               "\n"
-               "  inspect SNAP [-o text|json]        header, counts, sizes, ratio\n"
-               "  verify SNAP [DELTA...]             check every checksum and invariant (and\n"
-               "                                     each delta's link to the file before)\n"
-               "  list SNAP [--prefix P] [--limit N] [-o keys|json|yaml]\n"
-               "                                     objects in key order\n"
-               "  get SNAP KEY [-o json|yaml|value]  one object\n"
-               "  export SNAP -o json|yaml           header and every object\n"
-               "  diff SNAP1 SNAP2                   added (+), removed (-), changed (~) keys\n"
-               "  sync --etcd URLS --prefix P --out SNAP [--until-revision R] [--timeout S]\n"
-               "       [--level N] [--workers N]     list+watch etcd, write one snapshot\n"
-               "  check --etcd URLS --prefix P SNAP  compare a snapshot with etcd at its\n"
-               "                                     revision (digest and differing keys)\n"
-               "  push SNAP URL                      upload a snapshot (s3://, gs://, file://)\n"
-               "  pull URL SNAP [--no-verify]        download and verify a snapshot\n"
-               "  ls URL                             objects under a store prefix\n"
-               "  version                            library and format versions\n"
-               "\n"
-               "  --max-block-bytes N  read blocks up to N bytes uncompressed (default\n"
-               "                       64 MiB; snapshots of values larger than that)\n"
-               "\n"
-               "exit: 0 ok (diff, check: same), 1 usage or system error (diff, check:\n"
-               "      differ; sync: any failure), 2 damaged snapshot (diff, check: any\n"
-               "      trouble), 3 key not found.\n"
-               "See wcache(1).\n");
+    fprintf(f,
+            "usage: wcache COMMAND [ARGS]\n"
+            "\n"
+            "  inspect SNAP [-o text|json]        header, counts, sizes, ratio\n"
+            "  verify SNAP [DELTA...]             check every checksum and invariant (and\n"
+            "                                     each delta's link to the file before)\n"
+            "  list SNAP [--prefix P] [--limit N] [-o keys|json|yaml]\n"
+            "                                     objects in key order\n"
+            "  get SNAP KEY [-o json|yaml|value]  one object\n"
+            "  export SNAP -o json|yaml           header and every object\n"
+            "  diff SNAP1 SNAP2                   added (+), removed (-), changed (~) keys\n"
+            "  sync --etcd URLS --prefix P --out SNAP [--until-revision R] [--timeout S]\n"
+            "       [--level N] [--workers N]     list+watch etcd, write one snapshot\n"
+            "  check --etcd URLS --prefix P SNAP  compare a snapshot with etcd at its\n"
+            "                                     revision (digest and differing keys)\n"
+            "  push SNAP URL                      upload a snapshot (s3://, gs://, file://)\n"
+            "  pull URL SNAP [--no-verify]        download and verify a snapshot\n"
+            "  ls URL                             objects under a store prefix\n"
+            "  version                            library and format versions\n"
+            "\n"
+            "  --max-block-bytes N  read blocks up to N bytes uncompressed (default\n"
+            "                       64 MiB; snapshots of values larger than that)\n"
+            "\n"
+            "exit: 0 ok (diff, check: same), 1 usage or system error (diff, check:\n"
+            "      differ; sync: any failure), 2 damaged snapshot (diff, check: any\n"
+            "      trouble), 3 key not found.\n"
+            "See wcache(1).\n");
 }
 
 typedef struct command {
@@ -1197,9 +1200,10 @@ static int sync_until(const etcd_args *ea, wcache_cache *c, wcache_etcd *src, in
     if (wcache_cache_revision(c) >= R)
         return sync_write(ea, c, R, id, idlen);
     if (!passed_at) {
-        fprintf(stderr, "%s: %s: revision %lld not reached in %lld s (the cache is at %lld)%s%s\n",
-                prog, ea->etcd, (long long)R, ea->timeout_s, (long long)wcache_cache_revision(c),
-                last_warn[0] ? ": " : "", last_warn);
+        fprintf(stderr,
+                "%s: %s: revision %lld not reached in %lld s (the cache is at %lld)%s%s\n",
+                prog, ea->etcd, (long long)R, ea->timeout_s,
+                (long long)wcache_cache_revision(c), last_warn[0] ? ": " : "", last_warn);
         return EX_ERR;
     }
     /* The cache is at some other state: list R into a fresh one. */
@@ -1233,7 +1237,8 @@ static int sync_follow(const etcd_args *ea, wcache_cache *c, wcache_etcd *src, i
     }
     wcache_stat st0 = {.size = sizeof st0};
     wcache_cache_stat(c, &st0);
-    fprintf(stderr, "%s: listed %llu objects at revision %lld; following until SIGINT or SIGTERM\n",
+    fprintf(stderr,
+            "%s: listed %llu objects at revision %lld; following until SIGINT or SIGTERM\n",
             prog, (unsigned long long)st0.objects, (long long)wcache_cache_revision(c));
     int tty = isatty(STDERR_FILENO);
     int64_t shown = -1;
@@ -1395,8 +1400,9 @@ static int cmd_check(const etcd_args *ea)
         report(ea->snap, k.rc);
         ex = 2;
     } else if (rc == WCACHE_ECOMPACTED) {
-        fprintf(stderr, "%s: %s: revision %lld is compacted at the source: nothing to compare\n",
-                prog, ea->etcd, (long long)in.revision);
+        fprintf(stderr,
+                "%s: %s: revision %lld is compacted at the source: nothing to compare\n", prog,
+                ea->etcd, (long long)in.revision);
         ex = 2;
     } else if (rc) {
         etcd_fail(ea, got_signal ? "interrupted" : "range", rc);
@@ -1438,7 +1444,8 @@ static int run_etcd(int check, int argc, char **argv)
             ea.prefix = opt_value(argc, argv, &i, "--prefix", NULL);
         } else if (is_opt(s, "--timeout", NULL)) {
             v = opt_value(argc, argv, &i, "--timeout", NULL);
-            if ((ea.timeout_s = num_arg(v, 1, 86400, "--timeout needs seconds, 1 to 86400")) < 1)
+            if ((ea.timeout_s = num_arg(v, 1, 86400, "--timeout needs seconds, 1 to 86400")) <
+                1)
                 return EX_ERR + check;
         } else if (!check && (sf = store_flag(argc, argv, &i, &sync_store)) != 0) {
             if (sf < 0) /* store_flag said why */
@@ -1447,8 +1454,8 @@ static int run_etcd(int check, int argc, char **argv)
             ea.out = opt_value(argc, argv, &i, "--out", NULL);
         } else if (!check && is_opt(s, "--until-revision", NULL)) {
             v = opt_value(argc, argv, &i, "--until-revision", NULL);
-            if ((ea.until = num_arg(v, 1, INT64_MAX, "--until-revision needs a revision >= 1")) <
-                1)
+            if ((ea.until =
+                     num_arg(v, 1, INT64_MAX, "--until-revision needs a revision >= 1")) < 1)
                 return EX_ERR;
         } else if (!check && is_opt(s, "--level", NULL)) {
             v = opt_value(argc, argv, &i, "--level", NULL);

@@ -127,7 +127,7 @@ static void chain(uint8_t *p, size_t cut, size_t size)
     if (bn >= 128 && dn >= 128 + 24) {
         size_t x = 64 + get32(d + 20); /* the 1.1 fields after the source id */
         if (d[10] >= 1 && x + 24 + 8 <= get32(d + 16) && get32(d + 16) <= dn - 64) {
-            put64(d + x, get64(b + 24));         /* B: the base's revision */
+            put64(d + x, get64(b + 24));          /* B: the base's revision */
             put64(d + x + 8, get64(b + bn - 16)); /* its whole-file checksum */
         }
     }
