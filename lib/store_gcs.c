@@ -1127,8 +1127,8 @@ static int gcs_up_write(wcache_store_upload *up, const void *buf, size_t len)
             rc = wci_store_err(st, WCACHE_ECORRUPT,
                                "gcs: upload of gs://%s/%.300s: the session completed early",
                                st->bucket, up->key);
-        if (rc != WCACHE_OK)
-            return rc;
+        if (rc != WCACHE_OK) /* a 404 here is a bucket or session gone */
+            return rc == WCACHE_ENOTFOUND ? WCACHE_EHTTP : rc;
     }
     return WCACHE_OK;
 }
@@ -1177,7 +1177,7 @@ static int gcs_up_commit(wcache_store_upload *up, wci_store_obj *o)
         cancel_session(up);
     }
     up_free(up);
-    return rc;
+    return rc == WCACHE_ENOTFOUND ? WCACHE_EHTTP : rc; /* a bucket or session gone */
 }
 
 static void gcs_up_abort(wcache_store_upload *up)

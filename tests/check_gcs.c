@@ -836,6 +836,12 @@ START_TEST(open_errors)
     char key[64];
     ck_assert_int_eq(wcache_store_newest(st, "s", 1, key, sizeof key, &r), WCACHE_EHTTP);
     ck_assert_msg(strstr(errbuf, "404") && strstr(errbuf, "nobucket"), "%s", errbuf);
+    wcache_store_upload *up = NULL;
+    ck_assert_int_eq(wcache_store_upload_begin(st, "k.wcsnap", &up), WCACHE_OK);
+    ck_assert_int_eq(wcache_store_upload_sink("abc", 3, up), WCACHE_OK);
+    ck_assert_int_eq(wcache_store_upload_commit(up, NULL), WCACHE_EHTTP);
+    ck_assert_msg(strstr(errbuf, "404") && strstr(errbuf, "gs://nobucket/k.wcsnap"), "%s",
+                  errbuf);
     wcache_store_close(st);
 }
 END_TEST
