@@ -1546,6 +1546,8 @@ WCACHE_API wcache_code wcache_snapshot_write_to(wcache_cache *c, wcache_snap_sin
  *        name_prefix (NULL: any) and end in ".wcsnap", and remove the older
  *        ones (newest: highest revision, then latest creation time).  Files
  *        whose header does not read are left alone, as are temporary files.
+ *        A snapshot that a kept delta is based on (by revision and
+ *        checksum), directly or through other deltas, is kept too.
  * @param[out] removed  NULL, or the number of files removed.
  * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESYS, WCACHE_ENOMEM.
  * Thread safety: any thread; not concurrently with itself on the same dir.

@@ -187,7 +187,9 @@ wcache_code wcache_snapshot_write(wcache_cache *c, const char *path,
 
 typedef struct snap_ent {
     char *name;
-    int64_t rev, created;
+    int64_t rev, created, base_rev;
+    uint64_t file_hash, base_hash; /* base_hash: a delta's base, else 0 */
+    int delta, keep;
 } snap_ent;
 
 static int is_candidate(const char *name, const char *prefix)
@@ -215,18 +217,50 @@ static int read_ent(int dfd, const char *name, snap_ent *e)
     if (fd < 0)
         return -1;
     struct stat st;
-    unsigned char hdr[WCI_SNAP_HDR_FIXED];
+    unsigned char hdr[WCI_SNAP_HDR_FIXED], x[WCI_SNAP_HDR_EXT], t[WCI_SNAP_TRAILER];
     int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
              wci_pread_all(fd, hdr, sizeof hdr, 0) == 0;
-    close(fd);
     wci_snap_hdr h;
-    /* Only the fixed header is read: sorting needs no more, and a damaged
-     * body is no reason to keep an old file. */
-    if (!ok || wci_snap_hdr_fixed(hdr, &h, NULL, 0) != WCACHE_OK)
-        return -1;
-    e->rev = (int64_t)wci_get64(hdr + 24);
-    e->created = (int64_t)wci_get64(hdr + 48);
-    return 0;
+    /* Only the fixed header, a delta's base fields and the trailer are
+     * read: sorting and chains need no more, and a damaged body is no
+     * reason to keep an old file. */
+    if (ok && wci_snap_hdr_fixed(hdr, &h, NULL, 0) != WCACHE_OK)
+        ok = 0;
+    memset(e, 0, sizeof *e);
+    if (ok) {
+        e->rev = (int64_t)wci_get64(hdr + 24);
+        e->created = (int64_t)wci_get64(hdr + 48);
+        e->delta = (h.flags & WCACHE_SNAP_FLAG_DELTA) && h.minor >= 1;
+        if (e->delta &&
+            wci_pread_all(fd, x, sizeof x, WCI_SNAP_HDR_FIXED + h.source_id_len) == 0) {
+            e->base_rev = (int64_t)wci_get64(x);
+            e->base_hash = wci_get64(x + 8);
+        }
+        if (st.st_size >= (off_t)sizeof t &&
+            wci_pread_all(fd, t, sizeof t, (uint64_t)st.st_size - sizeof t) == 0 &&
+            memcmp(t + 56, wci_snap_end_magic, 8) == 0)
+            e->file_hash = wci_get64(t + 48);
+    }
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+/* Keep the base of every kept delta, and its base, and so on. */
+static void keep_bases(snap_ent *v, size_t n)
+{
+    for (int more = 1; more;) {
+        more = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!v[i].keep || !v[i].delta)
+                continue;
+            for (size_t j = 0; j < n; j++)
+                if (!v[j].keep && v[j].rev == v[i].base_rev && v[j].file_hash &&
+                    v[j].file_hash == v[i].base_hash) {
+                    v[j].keep = more = 1;
+                    break;
+                }
+        }
+    }
 }
 
 static int add_ent(snap_ent **v, size_t *n, size_t *cap, const char *name, snap_ent *e)
@@ -277,7 +311,12 @@ wcache_code wcache_snapshot_prune(const char *dir, const char *name_prefix, size
     int rc = scan_dir(d, name_prefix, &v, &n);
     if (!rc && n > keep) {
         qsort(v, n, sizeof *v, ent_cmp);
+        for (size_t i = 0; i < keep; i++)
+            v[i].keep = 1;
+        keep_bases(v, n);
         for (size_t i = keep; i < n && !rc; i++) {
+            if (v[i].keep)
+                continue;
             if (unlinkat(dirfd(d), v[i].name, 0) != 0 && errno != ENOENT)
                 rc = WCACHE_ESYS;
             else if (removed)

@@ -1365,6 +1365,45 @@ START_TEST(delta_write_refusals)
 }
 END_TEST
 
+/* Prune keeps the base of a kept delta, and that base's base. */
+START_TEST(delta_prune_keeps_chains)
+{
+    wcache_cache *c = new_cache();
+    char p[5][400];
+    const int revs[5] = {10, 30, 20, 25, 40}; /* F, D1 on F, G, H, D2 on D1 */
+    wcache_snapshot *base = NULL;
+    for (int i = 0; i < 5; i++)
+        snprintf(p[i], sizeof p[i], "%s/snap-%d.wcsnap", dir, i);
+    /* Written in revision order from one cache. */
+    const int order[5] = {0, 2, 3, 1, 4};
+    for (int o = 0; o < 5; o++) {
+        int i = order[o];
+        ck_assert_int_eq(wcache_ingest_put(c, "k", 1, "v", 1, revs[i]), WCACHE_OK);
+        wcache_snapshot_write_opts w = wopts();
+        w.base = i == 1 || i == 4 ? base : NULL;
+        ck_assert_int_eq(wcache_snapshot_write(c, p[i], &w, NULL), WCACHE_OK);
+        if (i == 0 || i == 1) {
+            wcache_snapshot_close(base);
+            ck_assert_int_eq(wcache_snapshot_open(&base, p[i], NULL), WCACHE_OK);
+        }
+    }
+    wcache_snapshot_close(base);
+    size_t removed = 0;
+    ck_assert_int_eq(wcache_snapshot_prune(dir, "snap-", 1, &removed), WCACHE_OK);
+    ck_assert_uint_eq(removed, 2); /* G and H; D2, D1 and F stay */
+    ck_assert_int_eq(access(p[0], F_OK), 0);
+    ck_assert_int_eq(access(p[1], F_OK), 0);
+    ck_assert_int_eq(access(p[4], F_OK), 0);
+    ck_assert_int_ne(access(p[2], F_OK), 0);
+    ck_assert_int_ne(access(p[3], F_OK), 0);
+    wcache_cache *b = new_cache();
+    ck_assert_int_eq(restore_n(b, p[0], p[1], p[4], 3), WCACHE_OK);
+    ck_assert_int_eq(wcache_cache_revision(b), 40);
+    wcache_cache_close(b);
+    wcache_cache_close(c);
+}
+END_TEST
+
 /* An older caller's shorter option and info structs still work. */
 START_TEST(delta_old_struct_sizes)
 {
@@ -1473,6 +1512,7 @@ Suite *snapshot_suite(void)
     tcase_add_test(t, delta_broken_chains);
     tcase_add_test(t, delta_write_refusals);
     tcase_add_test(t, delta_old_struct_sizes);
+    tcase_add_test(t, delta_prune_keeps_chains);
     tcase_add_test(t, golden_v1_1);
     suite_add_tcase(s, t);
     t = tcase_create("damage");
