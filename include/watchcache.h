@@ -1243,7 +1243,8 @@ typedef struct wcache_k8s_opts {
     /* The LIST URL of the same resource ("https://h:6443/api/v1/pods"),
      * for the initial list of an empty cache (URL input), the re-list
      * after an ERROR 410 (any input) and the current revision of
-     * consistent reads.  NULL: none (an ERROR 410 then ends the stream). */
+     * consistent reads.  Required with WCACHE_K8S_INPUT_URL; otherwise
+     * NULL: none (an ERROR 410 then ends the input). */
     const char *list_url;
     /* Prepended to "namespace/name" to make a key ("/registry/pods/").
      * Binary-safe; may be empty. */
