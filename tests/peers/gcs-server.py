@@ -43,7 +43,7 @@
 #   (201 + Location; the session URI needs no signature, as in GCS) and the
 #   same chunk protocol as above, GET/HEAD /B/N (Range), DELETE /B/N,
 #   GET /B?list-type=2&prefix=P&continuation-token=T&max-keys=M
-#   (ListBucketResult).
+#   [&encoding-type=url] (ListBucketResult).
 #
 # WHAT IT DOES NOT IMPLEMENT: buckets API (buckets are made by --bucket),
 # IAM/ACLs, object versioning (only the live generation exists: a read of
@@ -79,6 +79,7 @@
 import argparse
 import base64
 import datetime
+import email.utils
 import hashlib
 import hmac
 import http.server
@@ -460,7 +461,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def obj_headers(self, o):
         return [("x-goog-hash", o.goog_hash()), ("x-goog-generation", str(o.gen)),
                 ("x-goog-stored-content-length", str(len(o.data))),
-                ("ETag", '"%s"' % o.md5.hex())]
+                ("ETag", '"%s"' % o.md5.hex()),
+                ("Last-Modified", email.utils.format_datetime(o.created, usegmt=True))]
 
     def media(self, o, fault):
         if self.q.get("generation") not in (None, str(o.gen)):
@@ -781,12 +783,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.xml_error(400, "InvalidArgument", "Invalid max-keys")
         prefix = self.q.get("prefix", "")
         objs, more = self.page(bk, prefix, token, maxn)
+        # encoding-type=url (botocore asks for it): keys come percent-encoded.
+        url = self.q.get("encoding-type") == "url"
+        key = (lambda k: urllib.parse.quote(k, safe="/")) if url else (lambda k: k)
         x = ["<?xml version='1.0' encoding='UTF-8'?>",
              '<ListBucketResult xmlns="http://doc.s3.amazonaws.com/2006-03-01">',
              "<Name>%s</Name><Prefix>%s</Prefix><KeyCount>%d</KeyCount>"
              "<MaxKeys>%d</MaxKeys><IsTruncated>%s</IsTruncated>"
-             % (xml_escape(bname), xml_escape(prefix), len(objs), maxn,
+             % (xml_escape(bname), xml_escape(key(prefix)), len(objs), maxn,
                 "true" if more else "false")]
+        if url:
+            x.append("<EncodingType>url</EncodingType>")
         if more:
             x.append("<NextContinuationToken>%s</NextContinuationToken>"
                      % base64.urlsafe_b64encode(objs[-1].name.encode()).decode())
@@ -794,7 +801,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             x.append("<Contents><Key>%s</Key><Generation>%d</Generation>"
                      "<MetaGeneration>1</MetaGeneration><LastModified>%s</LastModified>"
                      '<ETag>"%s"</ETag><Size>%d</Size></Contents>'
-                     % (xml_escape(o.name), o.gen,
+                     % (xml_escape(key(o.name)), o.gen,
                         o.created.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
                         o.md5.hex(), len(o.data)))
         x.append("</ListBucketResult>")
