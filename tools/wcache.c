@@ -1434,7 +1434,14 @@ static long long num_arg(const char *v, long long lo, long long hi, const char *
 /* sync and check take their own options. */
 static int run_etcd(int check, int argc, char **argv)
 {
-    etcd_args ea = {.timeout_s = 60, .level = 1};
+    /* Compression threads: one per core, up to 4 (the writer's default of
+     * none would leave the other cores idle while the command waits). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    etcd_args ea = {.timeout_s = 60,
+                    .level = 1,
+                    .workers = cores > 4   ? 4
+                               : cores > 1 ? (int)cores
+                                           : 0};
     int npos = 0, sf;
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i], *v;
