@@ -435,7 +435,7 @@ check:
 	$(STEP) tools-present tools/bootstrap-deps.sh check
 	$(STEP) build $(MAKE) $(MFLAGS_SUB) all tests
 	$(STEP) examples $(MAKE) $(MFLAGS_SUB) examples
-	$(STEP) demo $(MAKE) $(MFLAGS_SUB) demo
+	$(STEP) demo $(BINOUT)/examples/c/demo
 	$(STEP) go $(MAKE) $(MFLAGS_SUB) -C examples/go check
 	$(STEP) rust $(MAKE) $(MFLAGS_SUB) -C examples/rust check
 	$(STEP) unit $(MAKE) $(MFLAGS_SUB) run-unit
