@@ -563,3 +563,192 @@ int wci_ew_end(wci_ew *w)
     stop(w, WCI_EW_RECONNECT, "the stream ended");
     return w->state;
 }
+
+/* ---- protobuf, for ranges over gRPC ---- */
+
+/* A varint at *p (< end): 0 and *p moved past it, or -1. */
+static int pb_varint(const unsigned char **p, const unsigned char *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int sh = 0; sh < 64 && *p < end; sh += 7) {
+        unsigned char b = *(*p)++;
+        x |= (uint64_t)(b & 0x7f) << sh;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Skip a field of wire type wt: 0 or -1. */
+static int pb_skip(const unsigned char **p, const unsigned char *end, unsigned wt)
+{
+    uint64_t v;
+    switch (wt) {
+    case 0: return pb_varint(p, end, &v);
+    case 1:
+        if (end - *p < 8)
+            return -1;
+        *p += 8;
+        return 0;
+    case 2:
+        if (pb_varint(p, end, &v) != 0 || v > (uint64_t)(end - *p))
+            return -1;
+        *p += v;
+        return 0;
+    case 5:
+        if (end - *p < 4)
+            return -1;
+        *p += 4;
+        return 0;
+    default: return -1;
+    }
+}
+
+/* The next field: its number, wire type, and for wire type 2 its bytes in
+ * [*f, *f + *fl); for 0 its value in *v.  1 at the end, 0, or -1. */
+static int pb_field(const unsigned char **p, const unsigned char *end, uint64_t *num,
+                    unsigned *wt, const unsigned char **f, size_t *fl, uint64_t *v)
+{
+    if (*p >= end)
+        return 1;
+    uint64_t tag;
+    if (pb_varint(p, end, &tag) != 0)
+        return -1;
+    *num = tag >> 3;
+    *wt = (unsigned)(tag & 7);
+    if (*wt == 2) {
+        if (pb_varint(p, end, v) != 0 || *v > (uint64_t)(end - *p))
+            return -1;
+        *f = *p;
+        *fl = (size_t)*v;
+        *p += *v;
+        return 0;
+    }
+    if (*wt == 0)
+        return pb_varint(p, end, v);
+    return pb_skip(p, end, *wt);
+}
+
+static int pb_kv(const unsigned char *p, const unsigned char *end, wcache_kv *kv)
+{
+    memset(kv, 0, sizeof *kv);
+    static const unsigned char none = 0;
+    kv->key = kv->value = &none;
+    uint64_t num, v;
+    unsigned wt;
+    const unsigned char *f;
+    size_t fl;
+    int r;
+    while ((r = pb_field(&p, end, &num, &wt, &f, &fl, &v)) == 0) {
+        if (wt == 2 && num == 1) {
+            kv->key = f;
+            kv->key_len = fl;
+        } else if (wt == 2 && num == 5) {
+            kv->value = f;
+            kv->value_len = fl;
+        } else if (wt == 0 && num == 2) {
+            kv->create_revision = (int64_t)v;
+        } else if (wt == 0 && num == 3) {
+            kv->mod_revision = (int64_t)v;
+        } else if (wt == 0 && num == 4) {
+            kv->version = (int64_t)v;
+        }
+    }
+    return r < 0 ? -1 : 0;
+}
+
+int wci_pb_range(const wci_alloc *al, const unsigned char *body, size_t n, wci_pb_page *pg)
+{
+    pg->revision = 0;
+    pg->cluster_id = 0;
+    pg->more = 0;
+    pg->n = 0;
+    if (n < 5 || body[0] != 0)
+        return -1; /* no frame, or a compressed one: never asked for */
+    uint64_t len =
+        (uint64_t)body[1] << 24 | (uint64_t)body[2] << 16 | (uint64_t)body[3] << 8 | body[4];
+    if (len != n - 5)
+        return -1; /* a unary answer is exactly one frame */
+    const unsigned char *p = body + 5, *end = p + len, *f;
+    uint64_t num, v;
+    unsigned wt;
+    size_t fl;
+    int r;
+    while ((r = pb_field(&p, end, &num, &wt, &f, &fl, &v)) == 0) {
+        if (wt == 2 && num == 1) { /* header */
+            const unsigned char *q = f, *qe = f + fl, *g;
+            uint64_t hn, hv;
+            unsigned hw;
+            size_t gl;
+            int hr;
+            while ((hr = pb_field(&q, qe, &hn, &hw, &g, &gl, &hv)) == 0) {
+                if (hw == 0 && hn == 1)
+                    pg->cluster_id = hv;
+                else if (hw == 0 && hn == 3)
+                    pg->revision = (int64_t)hv;
+            }
+            if (hr < 0)
+                return -1;
+        } else if (wt == 2 && num == 2) { /* kvs */
+            if (pg->n == pg->cap) {
+                size_t cap = pg->cap ? pg->cap * 2 : 1024;
+                wcache_kv *nk = wci_malloc(al, cap * sizeof *nk);
+                if (!nk)
+                    return -2;
+                if (pg->n)
+                    memcpy(nk, pg->kvs, pg->n * sizeof *nk);
+                wci_free(al, pg->kvs);
+                pg->kvs = nk;
+                pg->cap = cap;
+            }
+            if (pb_kv(f, f + fl, &pg->kvs[pg->n]) != 0)
+                return -1;
+            pg->n++;
+        } else if (wt == 0 && num == 3) {
+            pg->more = v != 0;
+        }
+    }
+    return r < 0 ? -1 : 0;
+}
+
+static size_t pb_put_varint(unsigned char *o, uint64_t v)
+{
+    size_t i = 0;
+    while (v >= 0x80) {
+        o[i++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    o[i++] = (unsigned char)v;
+    return i;
+}
+
+size_t wci_pb_range_request(unsigned char *out, const unsigned char *key, size_t kl,
+                            const unsigned char *end, size_t el, int64_t limit, int64_t rev)
+{
+    unsigned char *o = out + 5;
+    *o++ = 0x0a; /* 1: key */
+    o += pb_put_varint(o, kl);
+    memcpy(o, key, kl);
+    o += kl;
+    *o++ = 0x12; /* 2: range_end */
+    o += pb_put_varint(o, el);
+    memcpy(o, end, el);
+    o += el;
+    if (limit > 0) {
+        *o++ = 0x18; /* 3: limit */
+        o += pb_put_varint(o, (uint64_t)limit);
+    }
+    if (rev > 0) {
+        *o++ = 0x20; /* 4: revision */
+        o += pb_put_varint(o, (uint64_t)rev);
+    }
+    size_t len = (size_t)(o - out - 5);
+    out[0] = 0;
+    out[1] = (unsigned char)(len >> 24);
+    out[2] = (unsigned char)(len >> 16);
+    out[3] = (unsigned char)(len >> 8);
+    out[4] = (unsigned char)len;
+    return len + 5;
+}

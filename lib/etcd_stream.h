@@ -69,6 +69,29 @@ int wci_ew_end(wci_ew *w);
  * Kubernetes writes it.  Returns it, or -1 when the value is not one. */
 int64_t wci_ckey_value(const unsigned char *v, size_t n);
 
+/*
+ * A page of a range read over gRPC (POST /etcdserverpb.KV/Range): the
+ * body, a gRPC frame (flag 0, big-endian length) around a protobuf
+ * RangeResponse.  kvs point into the body (nothing is copied); the array
+ * grows with al.  Fields this parser does not know are skipped as protobuf
+ * allows; a truncated or malformed message is refused.
+ */
+typedef struct wci_pb_page {
+    int64_t revision; /* header.revision */
+    uint64_t cluster_id;
+    int more;
+    wcache_kv *kvs;
+    size_t n, cap;
+} wci_pb_page;
+
+/* Parse body[0..n) into pg (pg->kvs kept and reused).  0, or -1 for a
+ * malformed message, -2 out of memory. */
+int wci_pb_range(const wci_alloc *al, const unsigned char *body, size_t n, wci_pb_page *pg);
+/* The gRPC frame of a RangeRequest {key, range_end, limit, revision} in
+ * out (>= 64 + kl + el bytes); returns its length. */
+size_t wci_pb_range_request(unsigned char *out, const unsigned char *key, size_t kl,
+                            const unsigned char *end, size_t el, int64_t limit, int64_t rev);
+
 /* Shared with the range code in source_etcd.c. */
 /* Decode standard base64 (padding required) into out (>= n / 4 * 3 bytes).
  * Returns the decoded length or -1 for malformed input. */

@@ -56,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,7 +76,10 @@ typedef struct xfer {
     int kind;
     size_t ep;
     wci_rbuf b;
-    long status; /* streams: from the header callback */
+    long status;     /* streams: from the header callback */
+    int grpc;        /* a gRPC call: */
+    int grpc_status; /* its grpc-status trailer, -1 until seen */
+    char grpc_msg[160];
     char url[1024];
 } xfer;
 
@@ -85,13 +89,17 @@ typedef struct scan {
     size_t i;
     int64_t rev; /* 0 until the first page fixed it */
     int more;
-    char *next_b64; /* where the next page starts; NULL: the range start */
-    int fetching;   /* the next page is on its way */
+    char *next_b64;          /* where the next page starts; NULL: the range start */
+    unsigned char *next_raw; /* ... the same, decoded */
+    size_t next_rlen;
+    int fetching; /* the next page is on its way */
     unsigned char *kb, *vb;
     size_t kcap, vcap;
-    int blocking;        /* wcache_etcd_range: pages on the caller's thread */
-    int64_t hdr_rev;     /* etcd's revision when the first page was read */
-    uint64_t cluster_id; /* from the first page's header */
+    unsigned char *pbody; /* a page read over gRPC: its body, */
+    wci_pb_page pb;       /* ... and its keys pointing into it */
+    int blocking;         /* wcache_etcd_range: pages on the caller's thread */
+    int64_t hdr_rev;      /* etcd's revision when the first page was read */
+    uint64_t cluster_id;  /* from the first page's header */
 } scan;
 
 /* The cache's side of a reconcile: its keys at the latest revision. */
@@ -130,9 +138,14 @@ struct wcache_etcd {
     size_t neps;
     _Atomic size_t ep; /* the endpoint in use */
     char *key_b64, *end_b64;
-    char *ckey_b64;               /* the compaction key, NULL: none */
-    int64_t probe_ms;             /* < 0: no probe */
-    char *ca, *cert, *key, *auth; /* auth: the whole header line */
+    char *ckey_b64;                   /* the compaction key, NULL: none */
+    int64_t probe_ms;                 /* < 0: no probe */
+    char *ca, *cert, *key, *auth;     /* auth: the whole header line */
+    char *grpc_auth;                  /* the same token as gRPC metadata */
+    unsigned char *key_raw, *end_raw; /* the range, decoded */
+    size_t key_rlen, end_rlen;
+    int grpc;    /* list pages over gRPC; 0 after it failed before ever working */
+    int grpc_ok; /* a gRPC page was read */
     int insecure;
     long connect_ms, request_ms;
     int64_t backoff_min, backoff_max;
@@ -233,6 +246,7 @@ static CURL *easy_new(wcache_etcd *s, const char *path, const char *body,
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_ms);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1); /* the gateway */
     if (s->ca)
         curl_easy_setopt(e, CURLOPT_CAINFO, s->ca);
     if (s->cert)
@@ -253,6 +267,28 @@ static size_t stream_header(char *data, size_t sz, size_t nm, void *ud)
     long st = wci_http_status_line(data, n);
     if (st >= 0)
         x->status = st;
+    return n;
+}
+
+/* Headers and trailers of a gRPC call: its status. */
+static size_t grpc_header(char *data, size_t sz, size_t nm, void *ud)
+{
+    xfer *x = ud;
+    size_t n = sz * nm;
+    long st = wci_http_status_line(data, n);
+    if (st >= 0)
+        x->status = st;
+    else if (n > 12 && strncasecmp(data, "grpc-status:", 12) == 0)
+        x->grpc_status = atoi(data + 12);
+    else if (n > 13 && strncasecmp(data, "grpc-message:", 13) == 0) {
+        size_t a = 13;
+        while (a < n && data[a] == ' ')
+            a++;
+        while (n > a && (data[n - 1] == '\r' || data[n - 1] == '\n'))
+            n--;
+        snprintf(x->grpc_msg, sizeof x->grpc_msg, "%.*s", (int)(n - a), data + a);
+        n = sz * nm;
+    }
     return n;
 }
 
@@ -301,6 +337,66 @@ static wcache_code xfer_start(wcache_etcd *s, xfer *x, int kind, const char *pat
     }
     if (kind != X_WATCH)
         curl_easy_setopt(x->e, CURLOPT_TIMEOUT_MS, s->request_ms);
+    if (curl_multi_add_handle(s->multi, x->e) != CURLM_OK) {
+        curl_easy_cleanup(x->e);
+        x->e = NULL;
+        xfer_free(s, x);
+        return WCACHE_ENOMEM;
+    }
+    return WCACHE_OK;
+}
+
+/*
+ * A range page over gRPC (the member's own protocol, as etcdctl speaks it):
+ * protobuf both ways, so etcd skips its gateway's JSON and base64, and the
+ * keys and values are used where they lie in the answer.  HTTP/2 with
+ * prior knowledge on http://, ALPN on https://.
+ */
+static wcache_code grpc_start(wcache_etcd *s, xfer *x, const unsigned char *key, size_t kl,
+                              int64_t rev)
+{
+    memset(x, 0, sizeof *x);
+    size_t cap = 64 + kl + s->end_rlen;
+    unsigned char *body = wci_malloc(s->al, cap);
+    if (!body)
+        return WCACHE_ENOMEM;
+    size_t n = wci_pb_range_request(body, key, kl, s->end_raw, s->end_rlen, s->page_limit, rev);
+    x->kind = X_PAGE;
+    x->grpc = 1;
+    x->grpc_status = -1;
+    x->body = (char *)body;
+    x->ep = atomic_load(&s->ep);
+    x->b = (wci_rbuf){.al = s->al, .max = s->max_msg, .bytes = &s->bytes};
+    x->e = easy_new(s, "/etcdserverpb.KV/Range", NULL, &x->hdrs, x->url, sizeof x->url, x->ep);
+    if (!x->e || !x->hdrs) {
+        xfer_free(s, x);
+        return WCACHE_ENOMEM;
+    }
+    curl_slist_free_all(x->hdrs);
+    x->hdrs = curl_slist_append(NULL, "Content-Type: application/grpc");
+    struct curl_slist *h = x->hdrs ? curl_slist_append(x->hdrs, "TE: trailers") : NULL;
+    if (h && s->grpc_auth)
+        h = curl_slist_append(h, s->grpc_auth);
+    if (!h) {
+        xfer_free(s, x);
+        return WCACHE_ENOMEM;
+    }
+    curl_easy_setopt(x->e, CURLOPT_HTTPHEADER, x->hdrs);
+    curl_easy_setopt(x->e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(x->e, CURLOPT_POSTFIELDSIZE, (long)n);
+    curl_easy_setopt(x->e, CURLOPT_HTTP_VERSION,
+                     strncmp(x->url, "https:", 6) == 0
+                         ? (long)CURL_HTTP_VERSION_2TLS
+                         : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+    curl_easy_setopt(x->e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, wci_rbuf_write);
+    curl_easy_setopt(x->e, CURLOPT_WRITEDATA, &x->b);
+    curl_easy_setopt(x->e, CURLOPT_HEADERFUNCTION, grpc_header);
+    curl_easy_setopt(x->e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(x->e, CURLOPT_TIMEOUT_MS, s->request_ms);
+    /* The member's gRPC server takes the whole HTTP/2 connection: a JSON
+     * request that curl put on it would be refused. */
+    curl_easy_setopt(x->e, CURLOPT_FORBID_REUSE, 1L);
     if (curl_multi_add_handle(s->multi, x->e) != CURLM_OK) {
         curl_easy_cleanup(x->e);
         x->e = NULL;
@@ -412,6 +508,9 @@ static void scan_fini(wcache_etcd *s, scan *sc)
 {
     json_decref(sc->page);
     wci_free(s->al, sc->next_b64);
+    wci_free(s->al, sc->next_raw);
+    wci_free(s->al, sc->pbody);
+    wci_free(s->al, sc->pb.kvs);
     wci_free(s->al, sc->kb);
     wci_free(s->al, sc->vb);
     memset(sc, 0, sizeof *sc);
@@ -432,7 +531,10 @@ static char *scan_body(wcache_etcd *s, const scan *sc)
 /* Start the transfer of the next page. */
 static wcache_code scan_fetch(wcache_etcd *s, scan *sc)
 {
-    wcache_code rc = xfer_start(s, &s->main, X_PAGE, "/v3/kv/range", scan_body(s, sc));
+    wcache_code rc = s->grpc
+                         ? grpc_start(s, &s->main, sc->next_raw ? sc->next_raw : s->key_raw,
+                                      sc->next_raw ? sc->next_rlen : s->key_rlen, sc->rev)
+                         : xfer_start(s, &s->main, X_PAGE, "/v3/kv/range", scan_body(s, sc));
     sc->fetching = rc == WCACHE_OK;
     return rc;
 }
@@ -452,11 +554,34 @@ static uint64_t header_cluster(const json_t *hdr)
     return *end ? 0 : (uint64_t)id;
 }
 
+/* The next page starts just after key: key + NUL, raw and in base64. */
+static int set_next(wcache_etcd *s, scan *sc, const void *key, size_t kl)
+{
+    unsigned char *raw = wci_malloc(s->al, kl + 1);
+    char *nb = wci_malloc(s->al, 4 * ((kl + 3) / 3) + 1);
+    if (!raw || !nb) {
+        wci_free(s->al, raw);
+        wci_free(s->al, nb);
+        return -1;
+    }
+    memcpy(raw, key, kl);
+    raw[kl] = 0;
+    wci_b64_encode(raw, kl + 1, nb);
+    wci_free(s->al, sc->next_raw);
+    wci_free(s->al, sc->next_b64);
+    sc->next_raw = raw;
+    sc->next_rlen = kl + 1;
+    sc->next_b64 = nb;
+    return 0;
+}
+
 /* Take a page's answer. */
 static wcache_code scan_take(wcache_etcd *s, scan *sc, json_t *page)
 {
     json_decref(sc->page);
     sc->page = page;
+    wci_free(s->al, sc->pbody);
+    sc->pbody = NULL;
     int64_t rev;
     const json_t *kvs = json_object_get(sc->page, "kvs");
     if (wci_json_i64(json_object_get(sc->page, "header"), "revision", &rev) != 0 || rev < 1 ||
@@ -483,22 +608,51 @@ static wcache_code scan_take(wcache_etcd *s, scan *sc, json_t *page)
             fail(s, WCACHE_ECORRUPT, "range answer with a malformed key");
             return WCACHE_ECORRUPT;
         }
-        unsigned char *tmp = wci_malloc(s->al, (size_t)kl + 1);
-        char *nb = wci_malloc(s->al, 4 * (((size_t)kl + 3) / 3) + 1);
-        if (!tmp || !nb) {
-            wci_free(s->al, tmp);
-            wci_free(s->al, nb);
+        if (set_next(s, sc, sc->kb, (size_t)kl) != 0)
             return WCACHE_ENOMEM;
-        }
-        memcpy(tmp, sc->kb, (size_t)kl);
-        tmp[kl] = 0;
-        wci_b64_encode(tmp, (size_t)kl + 1, nb);
-        wci_free(s->al, tmp);
-        wci_free(s->al, sc->next_b64);
-        sc->next_b64 = nb;
     }
     /* etcd makes the next page while this one is decoded and loaded (a
      * blocking range fetches its pages itself when they are due) */
+    sc->fetching = 0;
+    return sc->more && !sc->blocking ? scan_fetch(s, sc) : WCACHE_OK;
+}
+
+/* Take a page read over gRPC (body is taken). */
+static wcache_code scan_take_pb(wcache_etcd *s, scan *sc, unsigned char *body, size_t n)
+{
+    json_decref(sc->page);
+    sc->page = NULL;
+    wci_free(s->al, sc->pbody);
+    sc->pbody = body;
+    int r = wci_pb_range(s->al, body, n, &sc->pb);
+    if (r == -2)
+        return WCACHE_ENOMEM;
+    int64_t rev = sc->pb.revision;
+    if (r != 0 || rev < 1 || (sc->rev > 0 && rev < sc->rev)) {
+        fail(s, WCACHE_ECORRUPT, "gRPC range answer does not parse");
+        return WCACHE_ECORRUPT;
+    }
+    if (sc->hdr_rev == 0) {
+        sc->hdr_rev = rev;
+        sc->cluster_id = sc->pb.cluster_id;
+    }
+    if (sc->rev == 0)
+        sc->rev = rev;
+    sc->more = sc->pb.more;
+    sc->i = 0;
+    if (sc->more && sc->pb.n == 0) {
+        fail(s, WCACHE_ECORRUPT, "range answer with more but no kvs");
+        return WCACHE_ECORRUPT;
+    }
+    if (sc->pb.n > 0) {
+        const wcache_kv *last = &sc->pb.kvs[sc->pb.n - 1];
+        if (last->key_len == 0) {
+            fail(s, WCACHE_ECORRUPT, "range answer with a malformed key");
+            return WCACHE_ECORRUPT;
+        }
+        if (set_next(s, sc, last->key, last->key_len) != 0)
+            return WCACHE_ENOMEM;
+    }
     sc->fetching = 0;
     return sc->more && !sc->blocking ? scan_fetch(s, sc) : WCACHE_OK;
 }
@@ -507,6 +661,18 @@ static wcache_code scan_take(wcache_etcd *s, scan *sc, json_t *page)
  * next call), WCACHE_ENOTFOUND at the end, NEED_PAGE, or an error. */
 static int scan_next(wcache_etcd *s, scan *sc, wcache_kv *kv)
 {
+    if (sc->pbody) {
+        if (sc->i >= sc->pb.n)
+            return sc->more ? NEED_PAGE : WCACHE_ENOTFOUND;
+        *kv = sc->pb.kvs[sc->i++];
+        if (kv->key_len == 0 || kv->create_revision < 1 ||
+            kv->mod_revision < kv->create_revision || kv->version < 1 ||
+            kv->mod_revision > sc->rev) {
+            fail(s, WCACHE_ECORRUPT, "range answer with a malformed key/value");
+            return WCACHE_ECORRUPT;
+        }
+        return WCACHE_OK;
+    }
     const json_t *kvs = json_object_get(sc->page, "kvs");
     if (!sc->page || sc->i >= json_array_size(kvs))
         return sc->page && !sc->more ? WCACHE_ENOTFOUND : NEED_PAGE;
@@ -732,14 +898,16 @@ static wcache_code reconcile_finish(wcache_etcd *s)
 /* A page arrived (or failed): go on with the list.  Returns WCACHE_OK
  * when the list is complete, NEED_PAGE when the next page is on its way,
  * or an error. */
-static int list_page(wcache_etcd *s, wcache_code rc, json_t *page)
+static int list_page(wcache_etcd *s, wcache_code rc, json_t *page, unsigned char *pbody,
+                     size_t plen)
 {
     lstate *L = &s->L;
     if (rc != WCACHE_OK) {
         json_decref(page);
+        wci_free(s->al, pbody);
         return rc;
     }
-    rc = scan_take(s, &L->sc, page);
+    rc = pbody ? scan_take_pb(s, &L->sc, pbody, plen) : scan_take(s, &L->sc, page);
     if (rc != WCACHE_OK)
         return rc;
     int r = L->reconcile ? reconcile_step(s) : list_load_step(s);
@@ -922,6 +1090,40 @@ static void ckey_done(wcache_etcd *s, wcache_code rc, json_t *ans)
     nap(s);
 }
 
+/* The outcome of a gRPC page: *rc, and the body taken when it worked.
+ * Returns 1 when gRPC never worked with this source and did not now
+ * either (no HTTP/2, no gRPC status: a proxy that speaks only the JSON
+ * gateway): the source then uses the gateway from now on. */
+static int grpc_answer(wcache_etcd *s, xfer *x, CURLcode res, wcache_code *rc,
+                       unsigned char **body, size_t *len)
+{
+    long hs = 0;
+    curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &hs);
+    if (res != CURLE_OK || hs != 200 || x->grpc_status < 0) {
+        if (!s->grpc_ok && !x->b.over) {
+            s->grpc = 0;
+            wci_log(s->c, WCACHE_LOG_INFO,
+                    "etcd: %s: no gRPC (%s, HTTP %ld): ranges go through the JSON gateway",
+                    x->url, curl_easy_strerror(res), hs);
+            return 1;
+        }
+        *rc = x->b.over ? WCACHE_ETOOBIG : res != CURLE_OK ? WCACHE_ECURL : WCACHE_EHTTP;
+        fail(s, *rc, "%s: %s, HTTP %ld", x->url, curl_easy_strerror(res), hs);
+    } else if (x->grpc_status != 0) {
+        *rc = strstr(x->grpc_msg, "required revision has been compacted") ? WCACHE_ECOMPACTED
+              : strstr(x->grpc_msg, "required revision is a future revision") ? WCACHE_EFUTURE
+                                                                              : WCACHE_EHTTP;
+        fail(s, *rc, "%s: gRPC status %d: %s", x->url, x->grpc_status, x->grpc_msg);
+    } else {
+        s->grpc_ok = 1;
+        *rc = WCACHE_OK;
+        *body = (unsigned char *)x->b.p;
+        *len = x->b.len;
+        x->b.p = NULL;
+    }
+    return 0;
+}
+
 /* A transfer finished. */
 static void xfer_done(wcache_etcd *s, xfer *x, CURLcode res)
 {
@@ -930,8 +1132,18 @@ static void xfer_done(wcache_etcd *s, xfer *x, CURLcode res)
     snprintf(what, sizeof what, "%s", x->url);
     json_t *ans = NULL;
     wcache_code rc = WCACHE_OK;
-    if (kind == X_PAGE || kind == X_CKEY || kind == X_PROBE)
+    unsigned char *pbody = NULL;
+    size_t plen = 0;
+    if (x->grpc) {
+        if (grpc_answer(s, x, res, &rc, &pbody, &plen)) {
+            xfer_free(s, x); /* gRPC is not there: the same page over JSON */
+            if (scan_fetch(s, &s->L.sc) == WCACHE_OK)
+                return;
+            rc = WCACHE_ENOMEM;
+        }
+    } else if (kind == X_PAGE || kind == X_CKEY || kind == X_PROBE) {
         rc = answer(s, x->e, what, res, &x->b, kind == X_PROBE, &ans);
+    }
     if (kind == X_WATCH) {
         watch_end(s, res); /* reads s->main before it goes */
         xfer_free(s, x);
@@ -940,7 +1152,7 @@ static void xfer_done(wcache_etcd *s, xfer *x, CURLcode res)
     xfer_free(s, x);
     switch (kind) {
     case X_PAGE: {
-        int r = list_page(s, rc, ans);
+        int r = list_page(s, rc, ans, pbody, plen);
         if (r == NEED_PAGE)
             return;
         list_end(s);
@@ -1087,7 +1299,14 @@ static void pump(wcache_etcd *s)
             curl_multi_socket_action(s->multi, s->pfd[i].fd, ev, &running);
         }
     }
-    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    /* Every transfer gets its turn, not only those whose socket or timer
+     * fired: libcurl 7.88 can hold the end of an HTTP/2 answer it has
+     * already read until some later timer (seconds), which made every page
+     * of a list wait. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    curl_multi_socket_all(s->multi, &running); /* deprecated, and the cure */
+#pragma GCC diagnostic pop
     CURLMsg *m;
     int q;
     while ((m = curl_multi_info_read(s->multi, &q))) {
@@ -1294,6 +1513,24 @@ wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_
         rc = WCACHE_ENOMEM;
     if (rc == WCACHE_OK)
         rc = set_range(s, o);
+    if (rc == WCACHE_OK) {
+        size_t a = strlen(s->key_b64), z = strlen(s->end_b64);
+        s->key_raw = wci_malloc(s->al, a / 4 * 3 + 1);
+        s->end_raw = wci_malloc(s->al, z / 4 * 3 + 1);
+        if (!s->key_raw || !s->end_raw)
+            rc = WCACHE_ENOMEM;
+        else {
+            s->key_rlen = (size_t)wci_b64_decode(s->key_b64, a, s->key_raw);
+            s->end_rlen = (size_t)wci_b64_decode(s->end_b64, z, s->end_raw);
+        }
+    }
+    if (rc == WCACHE_OK && o->auth_token) {
+        size_t n = strlen(o->auth_token) + 16;
+        if ((s->grpc_auth = wci_malloc(s->al, n)))
+            snprintf(s->grpc_auth, n, "token: %s", o->auth_token);
+        else
+            rc = WCACHE_ENOMEM;
+    }
     if (rc == WCACHE_OK && o->auth_token) {
         size_t n = strlen(o->auth_token) + 32;
         if ((s->auth = wci_malloc(s->al, n)))
@@ -1309,6 +1546,9 @@ wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_
         rc = WCACHE_ECURL;
     else if (rc == WCACHE_OK)
         s->curl_inited = 1;
+    /* gRPC needs HTTP/2 from libcurl; without it every page is JSON */
+    s->grpc =
+        rc == WCACHE_OK && (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2);
     if (rc == WCACHE_OK && !(s->multi = curl_multi_init()))
         rc = WCACHE_ECURL;
     if (rc == WCACHE_OK) {
@@ -1437,6 +1677,9 @@ void wcache_etcd_free(wcache_etcd *s)
     wci_free(al, s->cert);
     wci_free(al, s->key);
     wci_free(al, s->auth);
+    wci_free(al, s->grpc_auth);
+    wci_free(al, s->key_raw);
+    wci_free(al, s->end_raw);
     wci_free(al, s->socks);
     wci_free(al, s->pfd);
     s->magic = 0;
