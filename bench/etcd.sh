@@ -31,8 +31,9 @@ command -v etcd >/dev/null && command -v etcdctl >/dev/null || {
     exit 1
 }
 
+libs=$(sed -n 's/^DEP_LIBS := //p' build/config.mk)
 ${CC:-cc} -std=c11 -O2 -g -Iinclude -Ibench -o "$build/bench_etcd" bench/bench_etcd.c \
-    lib/libwatchcache.a -Wl,--as-needed -lzstd -lcurl -ljansson -lyaml -lxxhash -lpthread -lm
+    lib/libwatchcache.a -Wl,--as-needed ${libs:--lzstd -lcurl -ljansson -lyaml -lxxhash} -lpthread -lm
 
 now() { date +%s.%N; }
 tmp=/dev/shm
@@ -44,7 +45,7 @@ trap cleanup EXIT
 {
     echo "# watchcache etcd source benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git describe --always --dirty 2>/dev/null)"
     echo "# machine: $(nproc) CPUs, $(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(etcd --version | head -n 1)"
-    echo "# wcache: $build/bench_etcd sync EP N (create, list in pages of 10,000, load, watch confirmed)"
+    echo "# wcache: $build/bench_etcd sync EP N (create, list over gRPC in pages of 10,000, load, watch confirmed)"
     echo "# etcdctl: etcdctl --endpoints EP get --prefix /registry/pods/ >/dev/null"
     printf 'impl\tmetric\tN\tvalue\tunit\n'
 } >"$tsv"

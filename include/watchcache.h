@@ -925,9 +925,10 @@ WCACHE_API wcache_code wcache_cache_index_stat(const wcache_cache *c, int id,
 /* ------------------------------------------------------------------------ */
 
 /*
- * The etcd source feeds a cache from an etcd v3 cluster through its JSON
- * gateway (libcurl + jansson): a paginated range at one revision loaded
- * into the cache, then a watch from that revision + 1 (prev_kv,
+ * The etcd source feeds a cache from an etcd v3 cluster with libcurl: a
+ * paginated range at one revision (over gRPC, or the JSON gateway when
+ * gRPC is not there) loaded into the cache, then a watch through the JSON
+ * gateway (jansson) from that revision + 1 (prev_kv,
  * progress_notify), on a thread of its own.  The events of one etcd
  * revision are applied as one batch; progress notifications advance the
  * cache through a guard against etcd-io/etcd#15220.  After a disconnect it
