@@ -1126,8 +1126,8 @@ WCACHE_API wcache_code wcache_etcd_stat(const wcache_etcd *src, wcache_etcd_stat
 
 /*
  * @brief Ask etcd for its current revision with a linearizable count-only
- *        range of the source's keys (what consistent reads use), trying
- *        each endpoint once.
+ *        range of one key, the first of the source's range (what consistent
+ *        reads use), trying each endpoint once.
  * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ECURL, WCACHE_EHTTP,
  *         WCACHE_ECORRUPT (an answer that does not parse), WCACHE_ENOMEM.
  * Thread safety: any thread, concurrently with everything.  Since: 0.1
