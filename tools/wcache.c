@@ -1369,6 +1369,12 @@ static int cmd_check(const etcd_args *ea)
         report(ea->snap, rc);
         return 2;
     }
+    if (in.flags & WCACHE_SNAP_FLAG_DELTA) {
+        fprintf(stderr, "%s: %s: a delta holds changes, not a state: check a full snapshot\n",
+                prog, ea->snap);
+        wcache_snapshot_close(k.s);
+        return 2;
+    }
     int ex = etcd_open(ea, 1, &c, &src);
     if (!ex)
         ex = etcd_hello(ea, src, mono_ms() + ea->timeout_s * 1000,

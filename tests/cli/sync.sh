@@ -21,6 +21,8 @@ expect 1 wcache sync --etcd http://127.0.0.1:1 --prefix /a/ --out "$T/x" --until
 expect 1 wcache sync --etcd http://127.0.0.1:1 --prefix /a/ --out "$T/x" --timeout x
 expect 2 wcache check --etcd http://127.0.0.1:1 --prefix /a/ && has_err "snapshot file"
 expect 2 wcache check --etcd http://127.0.0.1:1 --prefix /a/ "$T/missing.wcsnap"
+expect 2 wcache check --etcd http://127.0.0.1:1 --prefix /a/ tests/data/golden-v1.1-delta.wcsnap &&
+    has_err "a delta"
 # Nothing listens on port 1: unreachable within --timeout, nothing written.
 expect 1 wcache sync --etcd http://127.0.0.1:1 --prefix /a/ --out "$T/x.wcsnap" --timeout 1 &&
     has_err "unreachable"
