@@ -129,6 +129,25 @@ rc=$?
 grep -q "nothing written" "$T/ferr" && ok || fail "no 'nothing written': $(cat "$T/ferr")"
 [ ! -e "$T/h.wcsnap" ] && ok || fail "an interrupted sync left a file"
 
+# --- progress bars on a terminal, none on a pipe ---------------------------------
+if command -v script >/dev/null; then
+    for b in $(seq 0 11); do # 1200 keys, 100 per transaction
+        ops=""
+        for i in $(seq 0 99); do
+            k=$(printf '/bulk/k%05d' $((b * 100 + i)) | base64 -w0)
+            ops="$ops${ops:+,}{\"request_put\":{\"key\":\"$k\",\"value\":\"eA==\"}}"
+        done
+        curl -fsS "$E/v3/kv/txn" -d "{\"success\":[$ops]}" >/dev/null || fail "bulk txn"
+    done
+    RB=$(put /bulk/zz x)
+    script -qec "wcache sync --etcd '$E' --prefix /bulk/ --out '$T/bulk.wcsnap' \
+        --until-revision $RB" /dev/null >"$T/tty" 2>&1
+    grep -q "listing:" "$T/tty" && grep -q "writing:" "$T/tty" && ok ||
+        fail "no progress bars on a terminal: $(head -c 300 "$T/tty")"
+    expect 0 wcache sync --etcd "$E" --prefix /bulk/ --out "$T/bulk2.wcsnap" --until-revision "$RB"
+    grep -q "listing:\|writing:" "$T/err" && fail "progress on a pipe" || ok
+fi
+
 # --- compaction: the revision is gone at the source --------------------------------
 RC=$(put /reg/pods/p3 x)
 curl -fsS "$E/v3/kv/compaction" -d "{\"revision\":$RC}" >/dev/null
