@@ -157,6 +157,7 @@ wcache_code wcache_view_get_many(wcache_view *v, const void *const *keys,
         return WCACHE_ESTATE;
     const wci_htab *t = atomic_load_explicit(&v->c->hash.tab, memory_order_acquire);
     uint64_t hv[GET_RING];
+    const wci_key *kp[GET_RING];
     for (size_t j = 0; j < n && j < GET_SLOT; j++) {
         hv[j] = wci_hash_bytes(keys[j], key_lens[j]);
         __builtin_prefetch(&t->s[hv[j] & t->mask]);
@@ -170,12 +171,19 @@ wcache_code wcache_view_get_many(wcache_view *v, const void *const *keys,
         if ((j = i + GET_KEY) < n)
             wci_hash_prefetch(t, hv[j % GET_RING]);
         if ((j = i + GET_HEAD) < n) {
+            /* Kept for when key j is read: whatever the writer does to t
+             * meanwhile, the key found now is what the view sees (a key
+             * it re-creates after removing this one is newer than the
+             * view's revision). */
             const wci_key *k = wci_hash_find(t, keys[j], key_lens[j], hv[j % GET_RING]);
+            kp[j % GET_RING] = k;
             if (k)
                 __builtin_prefetch(
                     atomic_load_explicit(&((wci_key *)k)->head, memory_order_relaxed));
         }
-        const wci_key *k = wci_hash_find(t, keys[i], key_lens[i], hv[i % GET_RING]);
+        const wci_key *k = i >= GET_HEAD
+                               ? kp[i % GET_RING]
+                               : wci_hash_find(t, keys[i], key_lens[i], hv[i % GET_RING]);
         const wci_ver *w = k ? wci_visible(k, v->rev) : NULL;
         codes[i] = w ? WCACHE_OK : WCACHE_ENOTFOUND;
         if (w)
