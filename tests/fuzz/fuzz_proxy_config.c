@@ -4,7 +4,9 @@
  * token-file reader: any bytes are a clean error or a configuration,
  * never a crash, an overrun or a leak beyond what the configuration owns.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "../../examples/proxy/config.c"
 
 #include <stdint.h>
