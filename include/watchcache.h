@@ -976,7 +976,8 @@ typedef struct wcache_etcd_opts {
     int64_t request_timeout_ms; /* per range request; 0: 30000 */
     int64_t backoff_min_ms;     /* first reconnect delay; 0: 100 */
     int64_t backoff_max_ms;     /* longest reconnect delay; 0: 5000 */
-    uint32_t page_limit;        /* keys per range page; 0: 10000 */
+    uint32_t page_limit;        /* keys per range page; 0: 50000; a page over
+                                   max_message_bytes is asked again at half */
     /* Longest watch message or range response in bytes: a longer one is an
      * error that ends the stream (then a reconnect).  0: 256 MiB. */
     uint64_t max_message_bytes;

@@ -149,7 +149,7 @@ struct wcache_etcd {
     int insecure;
     long connect_ms, request_ms;
     int64_t backoff_min, backoff_max;
-    uint32_t page_limit;
+    _Atomic uint32_t page_limit; /* halved after a page over max_msg */
     size_t max_msg;
     CURLM *multi;
     pthread_t th;
@@ -1156,6 +1156,16 @@ static void xfer_done(wcache_etcd *s, xfer *x, CURLcode res)
         if (r == NEED_PAGE)
             return;
         list_end(s);
+        uint32_t pl = atomic_load(&s->page_limit);
+        if (r == WCACHE_ETOOBIG && pl > 1) {
+            /* etcd pages by count, the answer is bounded by bytes: big
+             * objects need smaller pages.  The list starts over at once. */
+            atomic_store(&s->page_limit, pl / 2);
+            wci_log(s->c, WCACHE_LOG_INFO, "etcd: a page of %u keys is too big: pages of %u",
+                    pl, pl / 2);
+            s->st = S_IDLE;
+            return;
+        }
         if (r == WCACHE_OK || r == WCACHE_ENOTFOUND) {
             s->need_list = 0;
             s->st = S_IDLE;
@@ -1502,7 +1512,7 @@ wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_
     s->backoff_max = o->backoff_max_ms ? o->backoff_max_ms : 5000;
     if (s->backoff_max < s->backoff_min)
         s->backoff_max = s->backoff_min;
-    s->page_limit = o->page_limit ? o->page_limit : 10000;
+    s->page_limit = o->page_limit ? o->page_limit : 50000;
     s->max_msg = o->max_message_bytes ? (size_t)o->max_message_bytes : (size_t)256 << 20;
     s->rng = (uint64_t)(uintptr_t)s ^ (uint64_t)wci_mono_ms();
     s->probe_ms = o->compact_probe_ms ? o->compact_probe_ms : 60000;

@@ -264,6 +264,7 @@ typedef struct fake {
     /* answers of (non count-only) range requests, in order */
     const char *ranges[8];
     _Atomic int nrange;
+    _Atomic long range_limits[8]; /* the limit each range asked for */
     pthread_mutex_t mu;
 } fake;
 
@@ -384,6 +385,9 @@ static void *conn_main(void *arg)
                      (long long)atomic_load(&f->count_rev));
         } else {
             int i = atomic_fetch_add(&f->nrange, 1);
+            const char *lim = strstr(body, "\"limit\":");
+            if (i < 8)
+                f->range_limits[i] = lim ? strtol(lim + 8, NULL, 10) : -1;
             snprintf(ans, sizeof ans, "%s", i < 8 && f->ranges[i] ? f->ranges[i] : "{}");
         }
         char head[256];
@@ -758,6 +762,15 @@ START_TEST(fake_premature_progress)
         "}",
         ka, vx, kl, vl));
     free(ka), free(vx), free(kl), free(vl);
+    /* first an answer over max_message_bytes: the page is asked again at
+     * half the size */
+    static char big[6000];
+    memset(big, ' ', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    memcpy(big, "{\"header\":{\"revision\":\"5\"}}", 26);
+    FK.ranges[2] = FK.ranges[1];
+    FK.ranges[1] = FK.ranges[0];
+    FK.ranges[0] = big;
     const char *created = "{\"result\":{\"header\":{\"revision\":\"5\"},\"created\":true}}\n";
     FK.watch[0][0] = created;
     FK.watch[0][1] = "{\"result\":{\"header\":{\"revision\":\"8\"}}}\n";
@@ -774,6 +787,7 @@ START_TEST(fake_premature_progress)
     wcache_etcd_opts o = {.size = sizeof o, .endpoints = eps, .prefix = "/", .prefix_len = 1};
     o.backoff_min_ms = 5;
     o.backoff_max_ms = 20;
+    o.max_message_bytes = 4096;
     ck_assert_ok(wcache_etcd_create(&FS, FC, &o));
     ck_assert_ok(wcache_cache_open(FC));
     ck_assert_ok(wcache_etcd_start(FS));
@@ -784,6 +798,9 @@ START_TEST(fake_premature_progress)
                   (long long)wcache_cache_revision(FC));
     ck_assert_str_eq(value_at(FC, 9, "/late"), "l7");
     ck_assert_int_eq(FK.start_revs[1], 10);
+    ck_assert_int_eq(FK.range_limits[0], 50000); /* the default */
+    ck_assert_int_eq(FK.range_limits[1], 25000); /* halved after the oversized answer */
+    ck_assert_int_eq(FK.range_limits[2], 25000);
     wcache_etcd_stats st = fstat_now();
     ck_assert_int_eq(st.relists, 1);
     ck_assert_uint_ge(st.errors, 1);
