@@ -99,13 +99,23 @@ static wcache_code wcgo_put(uintptr_t c, _GoString_ key, const void *value, size
 
 // n lookups in one call: keys packed end to end in buf, lens[i] bytes each;
 // rcs[i] and out[i] receive each result.
+// n <= WCGO_GET_MANY_MAX (Go's getManyBatch): the key pointers and codes
+// live on the C stack, so no Go pointer is stored anywhere.
+#define WCGO_GET_MANY_MAX 256
 static void wcgo_get_many(uintptr_t v, const char *buf, const size_t *lens, size_t n,
                           uintptr_t out, int *rcs)
 {
+    const void *keys[WCGO_GET_MANY_MAX];
+    wcache_code codes[WCGO_GET_MANY_MAX];
+    if (n > WCGO_GET_MANY_MAX)
+        n = WCGO_GET_MANY_MAX;
     for (size_t i = 0; i < n; i++) {
-        rcs[i] = wcache_view_get((wcache_view *)v, buf, lens[i], &((wcache_kv *)out)[i]);
+        keys[i] = buf;
         buf += lens[i];
     }
+    wcache_code rc = wcache_view_get_many((wcache_view *)v, keys, lens, n, (wcache_kv *)out, codes);
+    for (size_t i = 0; i < n; i++)
+        rcs[i] = rc != WCACHE_OK ? (int)rc : (int)codes[i];
 }
 
 static wcache_code wcgo_stat(const wcache_cache *c, wcache_stat *st)
