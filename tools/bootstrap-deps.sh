@@ -29,6 +29,9 @@ RUST_CMDS=(cargo:cargo rustc:rustc cargo-clippy:rust-clippy)
 # awscli cross-checks what the library writes and reads.  A newer node or
 # aws already on PATH is kept.
 S3_CMDS=(node:nodejs npm:npm aws:awscli)
+# The proxy tests drive kubectl; Debian 12's kubernetes-client (1.20) passes
+# tests/proxy/test-kubectl.sh as the image's newer one does.
+KUBE_CMDS=(kubectl:kubernetes-client)
 # make bench: wrk drives the proxy's GET/LIST rates (bench/proxy.sh).
 BENCH_PKGS=(wrk etcd-server etcd-client curl python3 gnuplot-nox)
 CI_PKGS=(zstd etcd-server etcd-client openssl gnuplot-nox curl ca-certificates git golang-go)
@@ -46,13 +49,13 @@ packages() {
     build) printf '%s\n' "${BUILD_PKGS[@]}" ;;
     check)
         printf '%s\n' "${BUILD_PKGS[@]}" "${CHECK_PKGS[@]}"
-        by_command "${GO_CMDS[@]}" "${RUST_CMDS[@]}" "${S3_CMDS[@]}"
+        by_command "${GO_CMDS[@]}" "${RUST_CMDS[@]}" "${S3_CMDS[@]}" "${KUBE_CMDS[@]}"
         ;;
     go) by_command "${GO_CMDS[@]}" ;;
     rust) by_command "${RUST_CMDS[@]}" ;;
     ci)
         printf '%s\n' "${BUILD_PKGS[@]}" "${CHECK_PKGS[@]}" "${CI_PKGS[@]}"
-        by_command "${S3_CMDS[@]}"
+        by_command "${S3_CMDS[@]}" "${KUBE_CMDS[@]}"
         ;;
     bench) printf '%s\n' "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}" ;;
     *)
