@@ -5,13 +5,25 @@
  *   bench_snapshot [N] [DIR]        default N 100000, DIR $TMPDIR or /tmp
  *
  * Prints one line per figure:  metric<TAB>N<TAB>value<TAB>unit
- *   stream_mbps_w0     the same bytes to a sink that drops them (no file I/O,
+ *   stream_mbps_wW     the same bytes to a sink that drops them (no file I/O,
  *                      no fsync): listing + encoding + compression alone
  *   write_mbps_wW      snapshot write of the whole cache with W compression
  *                      workers, MB/s of key+value bytes (the issue's "raw
- *                      object bytes"); _ingest: while a thread keeps putting
+ *                      object bytes"), fsync and rename included;
+ *                      _paced: while one thread ingests at a steady
+ *                      BENCH_SNAP_RATE events/s (default 100000);
+ *                      _ingest_max: while one thread ingests flat out
+ *   *_cpu_wW*          the writer's CPU seconds per GB of key+value bytes
+ *                      (the process's CPU time less the ingest thread's)
+ *   *_sync_s_wW*       of the write's wall time, the fsync/rename/dir fsync
+ *   ingest_wW*         events/s the ingest thread applied during the write;
+ *                      ingest_cpu_*: its CPU microseconds per event (pod
+ *                      generation included); ingest_lag_*: the most the
+ *                      paced feed fell behind its schedule; ingest_kept_*:
+ *                      1 when it applied >= 99% of its rate
  *   zstd_mbps          zstd -1 -T0 over the uncompressed record stream, MB/s
- *                      of the same key+value bytes (our practical limit)
+ *                      of the same key+value bytes (our practical limit);
+ *                      zstd_cpu_s_per_gb: its CPU seconds per GB of them
  *   verify_s           open + verify the whole file
  *   restore_s          wcache_snapshot_restore into an empty cache, until
  *                      a GET is served
@@ -24,7 +36,8 @@
  * The snapshot file is read from the page cache (written just before).
  * BENCH_ETCD: the endpoints of an etcd started for the run (bench/snapshot.sh
  * starts one with a large --quota-backend-bytes); its keys under
- * /registry/pods/ are replaced.
+ * /registry/pods/ are replaced.  BENCH_SNAP_WRITE_ONLY=1 stops after the
+ * writes (for A/B runs of the writer); BENCH_SNAP_BLOCK sets block_bytes.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -32,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,58 +96,6 @@ static wcache_cache *fill(const podgen *g, uint64_t n)
     return c;
 }
 
-typedef struct feeder {
-    wcache_cache *c;
-    const podgen *g;
-    uint64_t n;
-    atomic_int stop;
-    uint64_t puts;
-} feeder;
-
-/* The one writer thread: updates random pods until told to stop. */
-static void *feed(void *arg)
-{
-    feeder *f = arg;
-    char key[PODGEN_KEY_MAX], pod[PODGEN_POD_MAX];
-    podgen_rng r = {42};
-    int64_t rev = wcache_cache_revision(f->c);
-    while (!atomic_load(&f->stop)) {
-        uint64_t i = podgen_next(&r) % f->n;
-        size_t kl = podgen_key(f->g, i, key, sizeof key);
-        size_t vl = podgen_pod(f->g, i, 2, rev + 1, pod, sizeof pod);
-        check(wcache_ingest_put(f->c, key, kl, pod, vl, ++rev), "put", NULL);
-        f->puts++;
-    }
-    return NULL;
-}
-
-static double write_snap(wcache_cache *c, const char *path, int workers, int ingest,
-                         const podgen *g, uint64_t n, wcache_snapshot_info *in)
-{
-    char eb[256] = "";
-    wcache_snapshot_write_opts o = {.size = sizeof o};
-    o.workers = workers;
-    o.source_id = "bench:/registry/pods/";
-    o.source_id_len = strlen(o.source_id);
-    o.errbuf = eb;
-    o.errbuf_len = sizeof eb;
-    feeder f = {.c = c, .g = g, .n = n};
-    pthread_t th;
-    if (ingest)
-        pthread_create(&th, NULL, feed, &f);
-    in->size = sizeof *in;
-    double t = now();
-    check(wcache_snapshot_write(c, path, &o, in), "write", eb);
-    t = now() - t;
-    if (ingest) {
-        atomic_store(&f.stop, 1);
-        pthread_join(th, NULL);
-        fprintf(stderr, "bench_snapshot: %llu puts applied during the write\n",
-                (unsigned long long)f.puts);
-    }
-    return (double)in->kv_bytes / 1e6 / t;
-}
-
 static int null_sink(const void *buf, size_t len, void *ud)
 {
     (void)buf;
@@ -141,13 +103,152 @@ static int null_sink(const void *buf, size_t len, void *ud)
     return WCACHE_OK;
 }
 
-static double stream_snap(wcache_cache *c)
+typedef struct feeder {
+    wcache_cache *c;
+    const podgen *g;
+    uint64_t n;
+    double rate; /* events/s; 0: flat out */
+    atomic_int stop, measuring;
+    atomic_ullong puts;
+    double max_lag; /* seconds the paced feed fell behind its schedule */
+} feeder;
+
+/* The one ingest thread: updates random pods until told to stop, flat out
+ * or at f->rate events/s.  A paced feed sleeps until its next event is due
+ * and then applies every event that is due, the way a source drains what
+ * its socket holds after a late wakeup; its lag is how far it fell behind. */
+static void *feed(void *arg)
 {
-    uint64_t bytes = 0;
-    wcache_snapshot_info in = {.size = sizeof in};
+    feeder *f = arg;
+    char key[PODGEN_KEY_MAX], pod[PODGEN_POD_MAX];
+    podgen_rng r = {42};
+    int64_t rev = wcache_cache_revision(f->c);
+    double t0 = now();
+    uint64_t done = 0;
+    while (!atomic_load(&f->stop)) {
+        if (f->rate > 0) {
+            double due = t0 + (double)done / f->rate, t = now();
+            if (t < due) {
+                struct timespec ts = {0, (long)((due - t) * 1e9)};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            if (atomic_load(&f->measuring) && t - due > f->max_lag)
+                f->max_lag = t - due;
+        }
+        uint64_t i = podgen_next(&r) % f->n;
+        size_t kl = podgen_key(f->g, i, key, sizeof key);
+        size_t vl = podgen_pod(f->g, i, 2, rev + 1, pod, sizeof pod);
+        check(wcache_ingest_put(f->c, key, kl, pod, vl, ++rev), "put", NULL);
+        atomic_store(&f->puts, ++done);
+    }
+    return NULL;
+}
+
+static double cpu_now(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* What one write measured. */
+typedef struct run {
+    double mbps;       /* key+value MB per wall second */
+    double cpu_per_gb; /* the writer's CPU seconds (the ingest thread's left
+                          out) per GB of key+value bytes */
+    double ingest;     /* events/s applied during the write */
+    double lag_ms;     /* paced feed: the most it fell behind, ms */
+    double ingest_us;  /* the ingest thread's CPU microseconds per event */
+    double sync_s;     /* the file's fsync, rename and directory fsync */
+} run;
+
+/* Marks when the durable part of a write (fsync onwards) begins. */
+static int on_step(int step, uint64_t bytes, uint64_t objects, uint64_t total, void *ud)
+{
+    (void)bytes, (void)objects, (void)total;
+    if (step == WCACHE_SNAP_STEP_SYNC)
+        *(double *)ud = now();
+    return 0;
+}
+
+/* A write of the whole cache to path (or to a sink that drops the bytes
+ * when path is NULL) with W workers; ingest < 0: none, 0: a feed thread
+ * flat out, > 0: a feed at that many events/s. */
+static run write_snap(wcache_cache *c, const char *path, int workers, double ingest,
+                      const podgen *g, uint64_t n, wcache_snapshot_info *in)
+{
+    char eb[256] = "";
+    uint64_t sunk = 0;
+    wcache_snapshot_write_opts o = {.size = sizeof o};
+    o.workers = workers;
+    const char *bb = getenv("BENCH_SNAP_BLOCK");
+    o.block_bytes = bb && *bb ? (uint32_t)strtoul(bb, NULL, 10) : 0;
+    o.source_id = "bench:/registry/pods/";
+    o.source_id_len = strlen(o.source_id);
+    o.errbuf = eb;
+    o.errbuf_len = sizeof eb;
+    double sync_at = 0;
+    o.progress = on_step;
+    o.userdata = &sync_at;
+    feeder f = {.c = c, .g = g, .n = n, .rate = ingest > 0 ? ingest : 0};
+    pthread_t th;
+    clockid_t fcpu = CLOCK_PROCESS_CPUTIME_ID;
+    if (ingest >= 0) {
+        pthread_create(&th, NULL, feed, &f);
+        pthread_getcpuclockid(th, &fcpu);
+        /* Let the feed reach its pace before the clock starts. */
+        double t = now();
+        while (atomic_load(&f.puts) < 1000 && now() - t < 5) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    in->size = sizeof *in;
+    double f0 = ingest >= 0 ? cpu_now(fcpu) : 0, p0 = cpu_now(CLOCK_PROCESS_CPUTIME_ID);
+    uint64_t puts0 = atomic_load(&f.puts);
+    atomic_store(&f.measuring, 1);
     double t = now();
-    check(wcache_snapshot_write_to(c, null_sink, &bytes, NULL, &in), "write_to", NULL);
-    return (double)in.kv_bytes / 1e6 / (now() - t);
+    if (path)
+        check(wcache_snapshot_write(c, path, &o, in), "write", eb);
+    else
+        check(wcache_snapshot_write_to(c, null_sink, &sunk, &o, in), "write_to", eb);
+    double end = now();
+    t = end - t;
+    atomic_store(&f.measuring, 0);
+    double puts = (double)(atomic_load(&f.puts) - puts0);
+    double fcs = ingest >= 0 ? cpu_now(fcpu) - f0 : 0;
+    double pcs = cpu_now(CLOCK_PROCESS_CPUTIME_ID) - p0;
+    if (ingest >= 0) {
+        atomic_store(&f.stop, 1);
+        pthread_join(th, NULL);
+    }
+    return (run){.mbps = (double)in->kv_bytes / 1e6 / t,
+                 .cpu_per_gb = (pcs - fcs) / ((double)in->kv_bytes / 1e9),
+                 .ingest = puts / t,
+                 .lag_ms = f.max_lag * 1e3,
+                 .ingest_us = puts > 0 ? fcs * 1e6 / puts : 0,
+                 .sync_s = sync_at > 0 ? end - sync_at : 0};
+}
+
+/* One write's lines: kind_mbps_wW<tag>, its writer CPU per GB and, with a
+ * feed thread, the events/s applied meanwhile; a paced feed also prints
+ * how far it fell behind and whether it kept within 1% of its rate. */
+static void report(const char *kind, int w, const char *tag, run r, double rate,
+                   unsigned long long n)
+{
+    printf("%s_mbps_w%d%s\t%llu\t%.0f\tMB/s\n", kind, w, tag, n, r.mbps);
+    printf("%s_cpu_w%d%s\t%llu\t%.3f\tcpu-s/GB\n", kind, w, tag, n, r.cpu_per_gb);
+    if (r.sync_s > 0)
+        printf("%s_sync_s_w%d%s\t%llu\t%.3f\ts\n", kind, w, tag, n, r.sync_s);
+    if (rate < 0)
+        return;
+    printf("ingest_w%d%s\t%llu\t%.0f\tevents/s\n", w, tag, n, r.ingest);
+    printf("ingest_cpu_w%d%s\t%llu\t%.2f\tcpu-us/event\n", w, tag, n, r.ingest_us);
+    if (rate > 0) {
+        printf("ingest_lag_w%d%s\t%llu\t%.1f\tms\n", w, tag, n, r.lag_ms);
+        printf("ingest_kept_w%d%s\t%llu\t%d\tbool\n", w, tag, n, r.ingest >= 0.99 * rate);
+    }
 }
 
 /* The uncompressed record stream of the snapshot, for zstd(1) to chew. */
@@ -173,7 +274,17 @@ static void dump_raw(const char *snap, const char *raw)
     }
 }
 
-static double zstd_mbps(const char *raw, uint64_t kv_bytes)
+static double child_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* zstd -1 -T0 over the raw stream: MB/s of kv_bytes, and its CPU seconds
+ * per GB of them in *cpu_per_gb (user + system of zstd and its shell). */
+static double zstd_mbps(const char *raw, uint64_t kv_bytes, double *cpu_per_gb)
 {
     char cmd[2048];
     /* Warm the page cache first so both sides read from memory. */
@@ -182,10 +293,12 @@ static double zstd_mbps(const char *raw, uint64_t kv_bytes)
     if (system(cmd) != 0)
         return 0;
     snprintf(cmd, sizeof cmd, "zstd -1 -T0 -q -c '%s' > /dev/null", raw);
-    double t = now();
+    double c0 = child_cpu(), t = now();
     if (system(cmd) != 0)
         return 0;
-    return (double)kv_bytes / 1e6 / (now() - t);
+    t = now() - t;
+    *cpu_per_gb = (child_cpu() - c0) / ((double)kv_bytes / 1e9);
+    return (double)kv_bytes / 1e6 / t;
 }
 
 static double restore(const char *path, int verify_only)
@@ -324,19 +437,32 @@ int main(int argc, char **argv)
     wcache_cache *c = fill(&g, n);
     wcache_snapshot_info in;
     unsigned long long N = (unsigned long long)n;
-    printf("stream_mbps_w0\t%llu\t%.0f\tMB/s\n", N, stream_snap(c));
+    const char *rs_env = getenv("BENCH_SNAP_RATE");
+    double rate = rs_env && *rs_env ? strtod(rs_env, NULL) : 100000;
+    printf("ingest_rate_target\t%llu\t%.0f\tevents/s\n", N, rate);
+    for (int w = 0; w <= 2; w += 2)
+        report("stream", w, "", write_snap(c, NULL, w, -1, &g, n, &in), -1, N);
     for (int w = 0; w <= 2; w++)
-        printf("write_mbps_w%d\t%llu\t%.0f\tMB/s\n", w, N,
-               write_snap(c, path, w, 0, &g, n, &in));
-    printf("write_mbps_w1_ingest\t%llu\t%.0f\tMB/s\n", N,
-           write_snap(c, path, 1, 1, &g, n, &in));
-    printf("write_mbps_w2_ingest\t%llu\t%.0f\tMB/s\n", N,
-           write_snap(c, path, 2, 1, &g, n, &in));
+        report("write", w, "", write_snap(c, path, w, -1, &g, n, &in), -1, N);
+    /* (a) ingest at a steady rate, as a source delivers it; (b) a feed
+     * thread flat out, which takes one of the two cores for itself. */
+    for (int w = 2; w >= 1; w--)
+        report("write", w, "_paced", write_snap(c, path, w, rate, &g, n, &in), rate, N);
+    for (int w = 2; w >= 1; w--)
+        report("write", w, "_ingest_max", write_snap(c, path, w, 0, &g, n, &in), 0, N);
     printf("kv_bytes\t%llu\t%llu\tbytes\n", N, (unsigned long long)in.kv_bytes);
     printf("ratio\t%llu\t%.2f\tx\n", N, (double)in.raw_bytes / (double)in.file_bytes);
+    const char *wo = getenv("BENCH_SNAP_WRITE_ONLY");
+    if (wo && *wo == '1') { /* A/B runs of the writer alone */
+        wcache_cache_close(c);
+        unlink(path);
+        return 0;
+    }
     wcache_cache_close(c);
     dump_raw(path, raw);
-    printf("zstd_mbps\t%llu\t%.0f\tMB/s\n", N, zstd_mbps(raw, in.kv_bytes));
+    double zcpu = 0;
+    printf("zstd_mbps\t%llu\t%.0f\tMB/s\n", N, zstd_mbps(raw, in.kv_bytes, &zcpu));
+    printf("zstd_cpu_s_per_gb\t%llu\t%.3f\tcpu-s/GB\n", N, zcpu);
     unlink(raw);
     printf("verify_s\t%llu\t%.3f\ts\n", N, restore(path, 1));
     double rs = restore(path, 0), r2 = restore(path, 0);
