@@ -739,9 +739,19 @@ WCACHE_API wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *ev
 WCACHE_API int wcache_watch_fd(const wcache_watch *w);
 
 /*
- * @brief End the watch from any thread: the next wcache_watch_next()
- *        returns WCACHE_ESTOPPED after what is queued, and the fd wakes.
- * Thread safety: any thread.  Since: 0.1
+ * @brief End the watch from any thread; the fd wakes.  The end falls
+ *        between two changes: a live watch still hands out, in order and
+ *        without a gap, every delivery of the changes applied before this
+ *        call (their ingest call had returned), none of a change whose
+ *        ingest began after it returned, and then WCACHE_ESTOPPED on every
+ *        call.  A watch still sending initial events or replaying history
+ *        ends where its copy had reached: it hands out what it had queued,
+ *        never a later event without the ones before it (as a Kubernetes
+ *        or etcd watch, a stopped watch may miss the tail, never the
+ *        middle).
+ * Thread safety: any thread, but not from a log callback; it may wait for
+ *        the feed thread to finish the group of changes it is applying
+ *        (never for a consumer).  Since: 0.1
  */
 WCACHE_API void wcache_watch_stop(wcache_watch *w);
 

@@ -1607,23 +1607,35 @@ static wcache_code take(wcache_watch *w, wcache_watch_event *evs, size_t cap, si
         return WCACHE_EINVAL;
     *n = 0;
     settle(w);
+    if (w->end_out) /* the end was handed out: it stays the last word */
+        return (wcache_code)w->end_out;
     for (int round = 0; round < 2; round++) {
-        if (!atomic_load(&w->end_code))
+        /* The end is read before the queues: whatever was queued when it
+         * came (stop() and an overflow cut between two changes) is all
+         * there now, and is handed out before it. */
+        int end = atomic_load(&w->end_code);
+        if (!end)
             advance(w);
         *n = queue_pop(w, evs, cap, lend);
         if (*n < cap) /* what its own queue holds is older than the fan */
             *n += fan_pop(w, evs + *n, cap - *n, lend);
-        if (*n == 0 && !atomic_load(&w->end_code)) {
+        if (*n == 0 && !end) {
             maybe_bookmark(w);
             *n = queue_pop(w, evs, cap, lend);
         }
+        /* The writer may have moved the fan's backlog to the queue (an
+         * ended watcher's detach) after the first look at the queue and
+         * before fan_pop() found it gone: fan_pop()'s rmu makes it visible. */
+        if (*n == 0 && end)
+            *n = queue_pop(w, evs, cap, lend);
         if (*n) {
             w->last_rev = evs[*n - 1].revision > w->last_rev ? evs[*n - 1].revision : w->last_rev;
             return WCACHE_OK;
         }
-        int end = atomic_load(&w->end_code);
-        if (end)
+        if (end) {
+            w->end_out = end;
             return (wcache_code)end;
+        }
         if (arm(w))
             return WCACHE_OK;
     }
@@ -1680,18 +1692,24 @@ void wcache_watch_stop(wcache_watch *w)
 {
     if (!watch_ok(w))
         return;
-    /* On a fan, what is queued is what the fan holds now: cut there.  rmu
-     * is only ever held briefly (the writer never waits for it).  The end
-     * code first: fan_attach() checks it under rmu. */
+    /* Under wmu no change is half dispatched: the end falls between two
+     * changes, every one applied before this call is queued (or on the
+     * fan before the cut) and none applied after it is.  The writer holds
+     * wmu for a bounded group of changes, never while it waits for anyone;
+     * rmu is only ever held briefly. */
+    wcache_cache *c = w->c;
+    pthread_mutex_lock(&c->wmu);
+    pthread_mutex_lock(&w->rmu);
     int expect = 0;
     atomic_compare_exchange_strong(&w->end_code, &expect, (int)WCACHE_ESTOPPED);
-    pthread_mutex_lock(&w->rmu);
     if (w->fan) {
-        fan_cut(w, atomic_load_explicit(&w->fan->tail, memory_order_acquire));
+        fan_cut(w, w->fan->wtail);
         atomic_store_explicit(&w->fan->rescan, 1, memory_order_relaxed);
     }
+    atomic_thread_fence(memory_order_seq_cst);
+    efd_signal(w);
     pthread_mutex_unlock(&w->rmu);
-    end_watch(w, WCACHE_ESTOPPED);
+    pthread_mutex_unlock(&c->wmu);
 }
 
 void wcache_watch_close(wcache_watch *w)

@@ -164,6 +164,7 @@ struct wcache_watch {
     int registered;
     /* bookmarks (consumer only) */
     int64_t bm_ns, next_bm, last_rev;
+    int end_out; /* consumer only: the end code a call has returned */
 };
 
 #define WCI_WATCH_MAGIC 0x77637774u
