@@ -417,7 +417,8 @@ WCACHE_API wcache_code wcache_batch_delete(wcache_batch *b, const void *key, siz
 
 /*
  * @brief Add an object with its stored metadata, for wcache_ingest_load()
- *        (the result of an etcd range, or a snapshot).
+ *        (the result of an etcd range, or a snapshot) or
+ *        wcache_ingest_relist().
  * @return WCACHE_OK, WCACHE_EINVAL (create_rev < 1, mod_rev < create_rev,
  *         version < 1), WCACHE_ETOOBIG, WCACHE_ENOMEM.
  * Ownership: copies key and value.  Since: 0.1
@@ -453,6 +454,32 @@ WCACHE_API wcache_code wcache_ingest_batch(wcache_cache *c, const wcache_batch *
  * Thread safety: writer.  Since: 0.1
  */
 WCACHE_API wcache_code wcache_ingest_load(wcache_cache *c, wcache_batch *b, int64_t rev);
+
+/*
+ * @brief Apply a re-list at revision rev: the changes that bring the cache
+ *        to a source's fresh list (after its resume revision was compacted,
+ *        or its stream stopped fitting the cache), all or nothing.  put_meta
+ *        entries keep the metadata they carry (the source's create_revision,
+ *        mod_revision and version, which reads, watch events and snapshots
+ *        then report); put and delete entries are numbered as by
+ *        wcache_ingest_batch().  Every change becomes visible at rev, and
+ *        rev becomes the compacted revision as well: the cache does not
+ *        know the states between its revision and rev, so exact reads,
+ *        continue tokens and watches from below rev fail with
+ *        WCACHE_ECOMPACTED (etcd compacted that history too).  Watchers
+ *        already running get the changes as events at rev.  An empty batch
+ *        advances to rev and compacts.
+ * @return WCACHE_OK, WCACHE_EORDER (rev not above the current revision),
+ *         WCACHE_EINVAL (no or a foreign batch; a put_meta entry whose
+ *         mod_revision is above rev or not above the current revision, or
+ *         with create_revision < 1, mod_revision < create_revision or
+ *         version < 1), WCACHE_EEXIST (a key twice), WCACHE_ENOTFOUND
+ *         (delete of an absent key), WCACHE_ENOMEM, WCACHE_ESTATE.  On
+ *         error nothing changed; the errbuf names the key.
+ * Ownership: the batch is left as it was.  Thread safety: writer.
+ * Since: 0.1
+ */
+WCACHE_API wcache_code wcache_ingest_relist(wcache_cache *c, const wcache_batch *b, int64_t rev);
 
 /* ------------------------------------------------------------------------ */
 /* Reads                                                                     */

@@ -174,6 +174,7 @@ typedef struct prep {
     wci_key *k;
     wci_ver *v; /* with flags set; revisions filled in at link time */
     bool isnew; /* k was allocated here and is not yet in the cache */
+    bool meta;  /* v carries the metadata to report (a re-list's put_meta) */
 } prep;
 
 static void prep_free(wcache_cache *c, prep *p, size_t n)
@@ -225,19 +226,24 @@ static int insert_new_keys(wcache_cache *c, prep *p, size_t n)
     return 0;
 }
 
-static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev)
+/* meta: v carries the source's own metadata (wcache_ingest_relist checked
+ * it), which is kept: only the versions the cache numbers itself get it
+ * from rev and the chain. */
+static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev, bool meta)
 {
     wci_ver *head = atomic_load_explicit(&k->head, memory_order_relaxed);
     bool was_live = head && !(head->flags & WCI_VER_TOMBSTONE);
-    v->mod_rev = rev;
-    if (v->flags & WCI_VER_TOMBSTONE) {
-        v->create_rev = v->version = 0;
-    } else if (was_live) {
-        v->create_rev = head->create_rev;
-        v->version = head->version + 1;
-    } else {
-        v->create_rev = rev;
-        v->version = 1;
+    if (!meta) {
+        v->mod_rev = rev;
+        if (v->flags & WCI_VER_TOMBSTONE) {
+            v->create_rev = v->version = 0;
+        } else if (was_live) {
+            v->create_rev = head->create_rev;
+            v->version = head->version + 1;
+        } else {
+            v->create_rev = rev;
+            v->version = 1;
+        }
     }
     atomic_store_explicit(&v->next, head, memory_order_relaxed);
     atomic_store_explicit(&k->head, v, memory_order_release);
@@ -307,7 +313,7 @@ static int commit_locked(wcache_cache *c, prep *p, size_t n, int64_t rev, bool p
     int64_t now = need_time(c) ? wci_now(c) : 0;
     for (size_t i = 0; i < n; i++) {
         wci_ver *prev = atomic_load_explicit(&p[i].k->head, memory_order_relaxed);
-        link_version(c, p[i].k, p[i].v, rev);
+        link_version(c, p[i].k, p[i].v, rev, p[i].meta);
         if (c->ix)
             wci_index_link(c, i, p[i].k, rev); /* before dispatch: it reads the values */
         wci_ring_push(c, rev, now, p[i].k, p[i].v);
@@ -727,6 +733,7 @@ static wcache_code prep_batch(wcache_cache *c, const wcache_batch *b, prep *p)
                            (int)(op->k->klen > 200 ? 200 : op->k->klen), op->k->key);
         }
         p[i].isnew = p[i].k == NULL;
+        p[i].meta = op->type == WCI_OP_META;
         if (p[i].isnew)
             p[i].k = key_new(&c->al, op->k->key, op->k->klen, op->k->hash);
         p[i].v = op->v ? ver_copy(c, op->v) : ver_new(c, NULL, 0);
@@ -740,15 +747,35 @@ static wcache_code prep_batch(wcache_cache *c, const wcache_batch *b, prep *p)
     return WCACHE_OK;
 }
 
-wcache_code wcache_ingest_batch(wcache_cache *c, const wcache_batch *b, int64_t rev)
+/* Under wmu: the history below rev goes before rev is visible, so that no
+ * reader ever sees the revisions in between, whose states the cache does
+ * not know.  A reader asking for the latest meanwhile sees compact_rev
+ * above the revision it loaded and looks again (read.c, pin()). */
+static void publish_relist(wcache_cache *c, int64_t rev)
 {
-    wcache_code rc = check_writer(c);
-    if (rc != WCACHE_OK)
-        return rc;
-    if (!batch_ok(b) || b->c != c || b->n == 0 || b->nmeta)
-        return wci_err(c, WCACHE_EINVAL, "batch is empty, foreign or holds put_meta entries");
-    if ((rc = check_rev(c, rev)) != WCACHE_OK)
-        return rc;
+    atomic_store_explicit(&c->compact_rev, rev, memory_order_seq_cst);
+    wci_stat_add(&c->st_compactions, 1);
+    publish(c, rev, need_time(c) ? wci_now(c) : 0);
+    wci_compact_phys(c);
+}
+
+static wcache_code commit_relist(wcache_cache *c, prep *p, size_t n, int64_t rev)
+{
+    pthread_mutex_lock(&c->wmu);
+    int rc = n ? commit_locked(c, p, n, rev, false) : 0;
+    if (rc == 0)
+        publish_relist(c, rev);
+    pthread_mutex_unlock(&c->wmu);
+    if (rc != 0)
+        return commit_failed(c, p, n, rev);
+    wci_fresh_wake(c);
+    return WCACHE_OK;
+}
+
+/* Apply b at rev, all or nothing, from checked arguments.  relist: rev
+ * also becomes the compacted revision, published with it. */
+static wcache_code apply_batch(wcache_cache *c, const wcache_batch *b, int64_t rev, bool relist)
+{
     const wci_op *dup;
     const wci_op **s = sorted_ops(c, b, &dup);
     if (!s)
@@ -759,11 +786,69 @@ wcache_code wcache_ingest_batch(wcache_cache *c, const wcache_batch *b, int64_t 
     prep *p = wci_calloc(&c->al, b->n, sizeof *p);
     if (!p)
         return wci_err(c, WCACHE_ENOMEM, "out of memory preparing a batch");
-    rc = prep_batch(c, b, p);
-    if (rc == WCACHE_OK)
+    wcache_code rc = prep_batch(c, b, p);
+    if (rc == WCACHE_OK && !relist)
         rc = commit(c, p, b->n, rev);
+    else if (rc == WCACHE_OK)
+        rc = commit_relist(c, p, b->n, rev);
     wci_free(&c->al, p);
     return rc;
+}
+
+wcache_code wcache_ingest_batch(wcache_cache *c, const wcache_batch *b, int64_t rev)
+{
+    wcache_code rc = check_writer(c);
+    if (rc != WCACHE_OK)
+        return rc;
+    if (!batch_ok(b) || b->c != c || b->n == 0 || b->nmeta)
+        return wci_err(c, WCACHE_EINVAL, "batch is empty, foreign or holds put_meta entries");
+    if ((rc = check_rev(c, rev)) != WCACHE_OK)
+        return rc;
+    return apply_batch(c, b, rev, false);
+}
+
+/* ---- re-list ---- */
+
+/* A put_meta entry a re-list at rev may apply over a cache at cur: its
+ * mod_revision is where readers find it in the chain, so it must lie
+ * above every revision a reader may already hold (cur) and at or below
+ * the one it becomes visible at (rev). */
+static wcache_code check_relist_meta(wcache_cache *c, const wci_op *op, int64_t cur, int64_t rev)
+{
+    const wci_ver *v = op->v;
+    int n = (int)(op->k->klen > 200 ? 200 : op->k->klen);
+    if (v->create_rev < 1 || v->mod_rev < v->create_rev || v->version < 1)
+        return wci_err(c, WCACHE_EINVAL,
+                       "re-list: key %.*s: create_revision %lld, mod_revision %lld, version "
+                       "%lld",
+                       n, op->k->key, (long long)v->create_rev, (long long)v->mod_rev,
+                       (long long)v->version);
+    if (v->mod_rev > rev || v->mod_rev <= cur)
+        return wci_err(c, WCACHE_EINVAL,
+                       "re-list at %lld: key %.*s: mod_revision %lld is not in (%lld, %lld]",
+                       (long long)rev, n, op->k->key, (long long)v->mod_rev, (long long)cur,
+                       (long long)rev);
+    return WCACHE_OK;
+}
+
+wcache_code wcache_ingest_relist(wcache_cache *c, const wcache_batch *b, int64_t rev)
+{
+    wcache_code rc = check_writer(c);
+    if (rc != WCACHE_OK)
+        return rc;
+    if (!batch_ok(b) || b->c != c)
+        return wci_err(c, WCACHE_EINVAL, "re-list: no batch, or a foreign one");
+    if ((rc = check_rev(c, rev)) != WCACHE_OK)
+        return rc;
+    int64_t cur = atomic_load_explicit(&c->rev, memory_order_relaxed);
+    for (size_t i = 0; i < b->n && rc == WCACHE_OK; i++)
+        if (b->ops[i].type == WCI_OP_META)
+            rc = check_relist_meta(c, &b->ops[i], cur, rev);
+    if (rc != WCACHE_OK)
+        return rc;
+    if (b->n == 0)
+        return commit_relist(c, NULL, 0, rev);
+    return apply_batch(c, b, rev, true);
 }
 
 /* ---- bulk load ---- */

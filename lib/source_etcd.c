@@ -16,9 +16,11 @@
  *   relist  (the watch start was compacted, or the stream did not fit the
  *           cache) the same range, merged in key order with the cache's
  *           latest state: keys gone become deletes, new keys and keys
- *           modified after the cache's revision (or with another value)
- *           become puts, all in one batch at R, so watchers see correct
- *           events.  Nothing to change: a progress to R.
+ *           modified after the cache's revision become puts with etcd's
+ *           create_revision, mod_revision and version, all applied by
+ *           wcache_ingest_relist at R, so watchers see correct events and
+ *           reads report what etcd does; the cache is compacted to R, as
+ *           it cannot know the states between its revision and R.
  *   watch   POST /v3/watch from the cache's revision + 1 with prev_kv and
  *           progress_notify; the body is parsed and applied as it arrives
  *           by etcd_stream.c (which holds the #15220 progress guard).
@@ -842,11 +844,22 @@ static int reconcile_step(wcache_etcd *s)
         const wcache_kv *e = &L->e, *k = L->k;
         int cmp = !have_e ? 1 : !k ? -1 : wci_keycmp(e->key, e->key_len, k->key, k->key_len);
         wcache_code rc = WCACHE_OK;
-        if (cmp < 0 ||
-            (cmp == 0 && (e->mod_revision > L->crev || e->value_len != k->value_len ||
-                          memcmp(e->value, k->value, e->value_len) != 0)))
+        if (cmp <= 0 && e->mod_revision > L->crev) {
+            /* etcd's own metadata, so that reads and events report it */
+            rc = wcache_batch_put_meta(s->b, e->key, e->key_len, e->value, e->value_len,
+                                       e->create_revision, e->mod_revision, e->version);
+        } else if (cmp < 0 || (cmp == 0 && (e->value_len != k->value_len ||
+                                            memcmp(e->value, k->value, e->value_len) != 0))) {
+            /* unchanged since the cache's revision by etcd's word, yet
+             * absent or different: the cache diverged.  Its value is made
+             * right at the re-list's revision (metadata cannot be put below
+             * revisions readers may hold). */
+            wci_log(s->c, WCACHE_LOG_WARN,
+                    "etcd: re-list: %.*s at mod_revision %lld differs from the cache at %lld",
+                    (int)(e->key_len > 120 ? 120 : e->key_len), (const char *)e->key,
+                    (long long)e->mod_revision, (long long)L->crev);
             rc = wcache_batch_put(s->b, e->key, e->key_len, e->value, e->value_len);
-        else if (cmp > 0)
+        } else if (cmp > 0)
             rc = wcache_batch_delete(s->b, k->key, k->key_len);
         if (rc != WCACHE_OK)
             return rc;
@@ -878,12 +891,14 @@ static wcache_code reconcile_finish(wcache_etcd *s)
                  (long long)crev);
             rc = WCACHE_EORDER;
         } else {
-            rc = wcache_ingest_batch(s->c, s->b, lrev);
+            rc = wcache_ingest_relist(s->c, s->b, lrev);
             if (rc != WCACHE_OK)
                 fail(s, rc, "re-list: batch at %lld: %s", (long long)lrev, wcache_strerror(rc));
         }
     } else if (lrev > crev) {
-        rc = wcache_ingest_progress(s->c, lrev);
+        /* nothing to change, but what happened between crev and lrev is
+         * unknown all the same (keys may have come and gone) */
+        rc = wcache_ingest_relist(s->c, s->b, lrev);
     }
     if (rc != WCACHE_OK) {
         atomic_fetch_sub(&s->lists, 1);

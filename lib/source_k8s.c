@@ -27,9 +27,10 @@
  * The re-list (after 410, or a stream that does not fit the cache) reads
  * the whole list into memory, sorts it by key and merges it with the
  * cache's latest state: a key the list lacks becomes a delete, a key the
- * cache lacks or holds at another resourceVersion a put, all in one batch
- * at the list's resourceVersion, so watchers see the changes they missed
- * and no others; nothing to change is a progress to that revision.
+ * cache lacks or holds at another resourceVersion a put whose mod_revision
+ * is the object's resourceVersion, all applied by wcache_ingest_relist at
+ * the list's resourceVersion, so watchers see the changes they missed and
+ * no others, and the history the cache cannot know reads as compacted.
  *
  * Transfers run in a curl multi handle so that wcache_k8s_stop() can
  * interrupt them with curl_multi_wakeup(); reads of a descriptor poll it
@@ -425,8 +426,30 @@ static int64_t stored_rv(const wcache_kv *kv)
     return rv;
 }
 
-/* Merge the sorted list with the cache's latest state into b. */
-static wcache_code reconcile_diff(wcache_k8s *s, const lset *l, wcache_batch *b)
+/* A listed object the cache lacks (ck NULL) or holds at another
+ * resourceVersion.  Its resourceVersion is its mod_revision, reported as
+ * the watch stream would have: the creation and the count of changes are
+ * not in the object, so they go on from the cache's (a new object: created
+ * at its resourceVersion, version 1, as the initial list loads it). */
+static wcache_code reconcile_put(wcache_k8s *s, wcache_batch *b, const litem *li,
+                                 const wcache_kv *ck, int64_t crev)
+{
+    if (li->rv > crev)
+        return wcache_batch_put_meta(b, li->key, li->klen, li->val, li->vlen,
+                                     ck ? ck->create_revision : li->rv, li->rv,
+                                     ck ? ck->version + 1 : 1);
+    /* changed at or below the cache's revision yet not in it: the cache
+     * diverged; right the value at the re-list's revision (metadata cannot
+     * be put below revisions readers may hold) */
+    wci_log(s->c, WCACHE_LOG_WARN,
+            "k8s %s: re-list: %.*s at resourceVersion %lld differs from the cache at %lld",
+            s->name, (int)(li->klen > 120 ? 120 : li->klen), li->key, (long long)li->rv,
+            (long long)crev);
+    return wcache_batch_put(b, li->key, li->klen, li->val, li->vlen);
+}
+
+/* Merge the sorted list with the cache's latest state (at crev) into b. */
+static wcache_code reconcile_diff(wcache_k8s *s, const lset *l, wcache_batch *b, int64_t crev)
 {
     wcache_view *v = NULL;
     wcache_code rc = wcache_view_create(s->c, &v);
@@ -468,13 +491,10 @@ static wcache_code reconcile_diff(wcache_k8s *s, const lset *l, wcache_batch *b)
         if (!ck && !li)
             break;
         int cmp = !li ? 1 : !ck ? -1 : wci_keycmp(li->key, li->klen, ck->key, ck->key_len);
-        if (cmp < 0) {
-            rc = wcache_batch_put(b, li->key, li->klen, li->val, li->vlen);
-        } else if (cmp > 0) {
+        if (cmp > 0)
             rc = wcache_batch_delete(b, ck->key, ck->key_len);
-        } else if (li->rv != ck->mod_revision && li->rv != stored_rv(ck)) {
-            rc = wcache_batch_put(b, li->key, li->klen, li->val, li->vlen);
-        }
+        else if (cmp < 0 || (li->rv != ck->mod_revision && li->rv != stored_rv(ck)))
+            rc = reconcile_put(s, b, li, cmp == 0 ? ck : NULL, crev);
         if (cmp <= 0)
             i++;
         if (cmp >= 0)
@@ -493,7 +513,7 @@ static wcache_code list_reconcile(wcache_k8s *s, wcache_batch *b)
     wcache_code rc = list_sorted(s, &l);
     wcache_batch_clear(b);
     if (rc == WCACHE_OK)
-        rc = reconcile_diff(s, &l, b);
+        rc = reconcile_diff(s, &l, b, crev);
     if (rc == WCACHE_OK && l.rev < crev) {
         fail(s, WCACHE_EORDER, "re-list at %lld is behind the cache (%lld)", (long long)l.rev,
              (long long)crev);
@@ -509,13 +529,13 @@ static wcache_code list_reconcile(wcache_k8s *s, wcache_batch *b)
             fail(s, WCACHE_EORDER, "the cache differs from the list at its own revision %lld",
                  (long long)crev);
             rc = WCACHE_EORDER;
-        } else if (changes > 0) {
-            rc = wcache_ingest_batch(s->c, b, l.rev);
+        } else if (l.rev > crev) {
+            /* also with no changes: the states between crev and l.rev are
+             * not known (objects may have come and gone) */
+            rc = wcache_ingest_relist(s->c, b, l.rev);
             if (rc != WCACHE_OK)
                 fail(s, rc, "re-list: batch at %lld: %s", (long long)l.rev,
                      wcache_strerror(rc));
-        } else if (l.rev > crev) {
-            rc = wcache_ingest_progress(s->c, l.rev);
         }
         if (rc != WCACHE_OK) {
             atomic_fetch_sub(&s->lists, 1);

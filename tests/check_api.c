@@ -643,7 +643,19 @@ START_TEST(test_batch_apply)
 }
 END_TEST
 
+typedef wcache_code (*apply_fn)(wcache_cache *, const wcache_batch *, int64_t);
+
+static void expect_apply_fails(apply_fn fn, wcache_batch *b, int64_t rev, wcache_code want,
+                               const char *key);
+
 static void expect_batch_fails(wcache_batch *b, int64_t rev, wcache_code want, const char *key)
+{
+    expect_apply_fails(wcache_ingest_batch, b, rev, want, key);
+}
+
+/* fn(C, b, rev) returns want, and every revision reads as before. */
+static void expect_apply_fails(apply_fn fn, wcache_batch *b, int64_t rev, wcache_code want,
+                               const char *key)
 {
     char eb[256];
     strcpy(eb, "untouched");
@@ -651,7 +663,7 @@ static void expect_batch_fails(wcache_batch *b, int64_t rev, wcache_code want, c
     size_t n = wcache_batch_count(b);
     snapshot s;
     snap_take(&s, C);
-    ck_assert_wc(wcache_ingest_batch(C, b, rev), want);
+    ck_assert_wc(fn(C, b, rev), want);
     SNAP_CHECK(&s, C);
     snap_free(&s);
     ck_assert_uint_eq(wcache_batch_count(b), n);
@@ -726,6 +738,178 @@ START_TEST(test_batch_failures)
     ck_assert_wc(wcache_batch_delete(b, NULL, 1), WCACHE_EINVAL);
     ck_assert_wc(wcache_ingest_batch(C, NULL, 9), WCACHE_EINVAL);
     ck_assert_wc(wcache_batch_create(C, NULL), WCACHE_EINVAL);
+    wcache_batch_free(b);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* Re-list                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void add_meta(wcache_batch *b, const char *k, const char *v, int64_t cr, int64_t mr,
+                     int64_t ver);
+
+/* The next delivery of w that is not a bookmark, within a second. */
+static wcache_watch_event next_change(wcache_watch *w)
+{
+    for (int i = 0; i < 100; i++) {
+        wcache_watch_event e;
+        size_t n = 0;
+        ck_assert_ok(wcache_watch_wait(w, &e, 1, &n, 10));
+        if (n == 1 && e.type != WCACHE_EV_BOOKMARK)
+            return e;
+        if (n == 1)
+            wcache_event_unref(e.ev);
+    }
+    ck_abort_msg("no event");
+    return (wcache_watch_event){0};
+}
+
+static void expect_event(wcache_watch *w, wcache_event_type type, const char *k, int64_t rev,
+                         int64_t cr, int64_t mr, int64_t ver)
+{
+    wcache_watch_event e = next_change(w);
+    ck_assert_int_eq(e.type, type);
+    ck_assert_int_eq(e.revision, rev);
+    ck_assert(e.kv.key_len == strlen(k) && memcmp(e.kv.key, k, e.kv.key_len) == 0);
+    ck_assert_int_eq(e.kv.create_revision, cr);
+    ck_assert_int_eq(e.kv.mod_revision, mr);
+    ck_assert_int_eq(e.kv.version, ver);
+    wcache_event_unref(e.ev);
+}
+
+START_TEST(test_relist)
+{
+    ck_assert_ok(put_s(C, "a", "1", 1));
+    ck_assert_ok(put_s(C, "b", "1", 2));
+    ck_assert_ok(put_s(C, "c", "1", 3));
+    ck_assert_ok(put_s(C, "a", "2", 4));
+    wcache_watch_opts wo = {.size = sizeof wo, .start_revision = 4};
+    wcache_watch *wt = NULL;
+    ck_assert_ok(wcache_watch_open(C, &wo, &wt));
+    wcache_view *old = NULL, *w = NULL;
+    ck_assert_ok(wcache_view_create(C, &old));
+    ck_assert_ok(wcache_view_begin(old, WCACHE_REV_LATEST));
+
+    /* The source's list at 10 after a gap: a modified 3 times, b deleted,
+     * c deleted and created again, d created and modified, e with no
+     * metadata of its own. */
+    wcache_batch *b = NULL;
+    ck_assert_ok(wcache_batch_create(C, &b));
+    add_meta(b, "a", "5", 1, 7, 5);
+    ck_assert_ok(wcache_batch_delete(b, "b", 1));
+    add_meta(b, "c", "new", 8, 8, 1);
+    add_meta(b, "d", "2", 6, 9, 2);
+    ck_assert_ok(wcache_batch_put(b, "e", 1, "x", 1));
+    ck_assert_ok(wcache_ingest_relist(C, b, 10));
+    ck_assert_uint_eq(wcache_batch_count(b), 5); /* left as it was */
+    ck_assert_int_eq(wcache_cache_revision(C), 10);
+    ck_assert_int_eq(wcache_cache_compacted_revision(C), 10);
+    for (int64_t r = 10; r >= 0; r -= 10) { /* exactly 10, and the latest */
+        EXPECT_S(C, r, "a", "5", 1, 7, 5);
+        EXPECT_ABSENT(C, r, "b");
+        EXPECT_S(C, r, "c", "new", 8, 8, 1);
+        EXPECT_S(C, r, "d", "2", 6, 9, 2);
+        EXPECT_S(C, r, "e", "x", 10, 10, 1);
+    }
+    char *d = dump_at(C, 10);
+    ck_assert_str_eq(d, "rev 10 compacted 10\n"
+                        "61=35 c1 m7 v5\n"
+                        "63=6e6577 c8 m8 v1\n"
+                        "64=32 c6 m9 v2\n"
+                        "65=78 c10 m10 v1\n");
+    free(d);
+
+    /* The states between 4 and 10 are unknown: compacted, as is 4 itself
+     * (etcd compacted it); a view pinned before still reads 4 whole. */
+    ck_assert_ok(wcache_view_create(C, &w));
+    for (int64_t r = 1; r < 10; r++)
+        ck_assert_wc(wcache_view_begin(w, r), WCACHE_ECOMPACTED);
+    ck_assert_wc(wcache_view_begin(w, 11), WCACHE_EFUTURE);
+    wcache_kv kv;
+    ck_assert_ok(wcache_view_get(old, "a", 1, &kv));
+    ck_assert(kv.value_len == 1 && memcmp(kv.value, "2", 1) == 0 && kv.mod_revision == 4 &&
+              kv.version == 2);
+    ck_assert_wc(wcache_view_get(old, "d", 1, &kv), WCACHE_ENOTFOUND);
+    ck_assert_ok(wcache_view_get(old, "b", 1, &kv));
+    wcache_view_free(old);
+    wcache_watch *late = NULL;
+    wo.start_revision = 9;
+    ck_assert_wc(wcache_watch_open(C, &wo, &late), WCACHE_ECOMPACTED);
+
+    /* The running watcher: every change at 10, each with its metadata. */
+    expect_event(wt, WCACHE_EV_MODIFIED, "a", 10, 1, 7, 5);
+    expect_event(wt, WCACHE_EV_DELETED, "b", 10, 2, 2, 1);
+    expect_event(wt, WCACHE_EV_MODIFIED, "c", 10, 8, 8, 1);
+    expect_event(wt, WCACHE_EV_ADDED, "d", 10, 6, 9, 2);
+    expect_event(wt, WCACHE_EV_ADDED, "e", 10, 10, 10, 1);
+
+    /* Writes go on from the reported metadata. */
+    ck_assert_ok(put_s(C, "a", "6", 11));
+    EXPECT_S(C, 11, "a", "6", 1, 11, 6);
+    expect_event(wt, WCACHE_EV_MODIFIED, "a", 11, 1, 11, 6);
+    EXPECT_S(C, 10, "a", "5", 1, 7, 5);
+
+    /* Nothing to change: the revision moves and the gap is compacted. */
+    wcache_batch_clear(b);
+    ck_assert_ok(wcache_ingest_relist(C, b, 15));
+    ck_assert_int_eq(wcache_cache_revision(C), 15);
+    ck_assert_int_eq(wcache_cache_compacted_revision(C), 15);
+    ck_assert_wc(wcache_view_begin(w, 14), WCACHE_ECOMPACTED);
+    EXPECT_S(C, 15, "a", "6", 1, 11, 6);
+    wcache_view_free(w);
+    wcache_watch_close(wt);
+    wcache_batch_free(b);
+}
+END_TEST
+
+START_TEST(test_relist_failures)
+{
+    ck_assert_ok(put_s(C, "live1", "1", 1));
+    ck_assert_ok(put_s(C, "live2", "1", 2));
+    ck_assert_ok(put_s(C, "live1", "2", 4));
+    wcache_batch *b = NULL;
+    ck_assert_ok(wcache_batch_create(C, &b));
+    /* Valid entries first in each batch: a refused one must take them back. */
+    ck_assert_ok(wcache_batch_put(b, "new", 3, "x", 1));
+    add_meta(b, "live2", "2", 2, 6, 2);
+    add_meta(b, "over", "x", 5, 9, 1); /* mod_revision above the re-list's */
+    expect_apply_fails(wcache_ingest_relist, b, 8, WCACHE_EINVAL, "over");
+    wcache_batch_clear(b);
+    add_meta(b, "live2", "2", 2, 6, 2);
+    add_meta(b, "live1", "3", 1, 4, 3); /* not above the cache's revision 4 */
+    expect_apply_fails(wcache_ingest_relist, b, 8, WCACHE_EINVAL, "live1");
+    wcache_batch_clear(b);
+    add_meta(b, "old", "3", 1, 2, 1); /* below it */
+    expect_apply_fails(wcache_ingest_relist, b, 8, WCACHE_EINVAL, "old");
+    /* put_meta refuses a version 0 or a creation after the modification */
+    ck_assert_wc(wcache_batch_put_meta(b, "v0", 2, "x", 1, 5, 6, 0), WCACHE_EINVAL);
+    ck_assert_wc(wcache_batch_put_meta(b, "cm", 2, "x", 1, 7, 6, 1), WCACHE_EINVAL);
+    ck_assert_wc(wcache_batch_put_meta(b, "c0", 2, "x", 1, 0, 6, 1), WCACHE_EINVAL);
+    wcache_batch_clear(b);
+    add_meta(b, "dup", "1", 5, 6, 1);
+    ck_assert_ok(wcache_batch_put(b, "dup", 3, "x", 1));
+    expect_apply_fails(wcache_ingest_relist, b, 8, WCACHE_EEXIST, "dup");
+    wcache_batch_clear(b);
+    add_meta(b, "live2", "2", 2, 6, 2);
+    ck_assert_ok(wcache_batch_delete(b, "absent", 6));
+    expect_apply_fails(wcache_ingest_relist, b, 8, WCACHE_ENOTFOUND, "absent");
+    wcache_batch_clear(b);
+    add_meta(b, "live2", "2", 2, 4, 2);
+    expect_apply_fails(wcache_ingest_relist, b, 4, WCACHE_EORDER, NULL);
+    wcache_batch_clear(b);
+    expect_apply_fails(wcache_ingest_relist, b, 3, WCACHE_EORDER, NULL);
+    ck_assert_wc(wcache_ingest_relist(C, NULL, 8), WCACHE_EINVAL);
+    ck_assert_wc(wcache_ingest_relist(NULL, b, 8), WCACHE_EINVAL);
+    wcache_cache *other = open_with(0, 0, 0, 0);
+    ck_assert_wc(wcache_ingest_relist(other, b, 8), WCACHE_EINVAL); /* foreign batch */
+    wcache_cache_close(other);
+
+    /* After all that, 8 applies: mod_revision == the re-list's is fine. */
+    add_meta(b, "live2", "2", 2, 8, 2);
+    ck_assert_ok(wcache_ingest_relist(C, b, 8));
+    EXPECT_S(C, 8, "live2", "2", 2, 8, 2);
+    EXPECT_S(C, 8, "live1", "2", 1, 4, 2);
     wcache_batch_free(b);
 }
 END_TEST
@@ -2380,6 +2564,8 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_toobig);
     tcase_add_test(tc, test_batch_apply);
     tcase_add_test(tc, test_batch_failures);
+    tcase_add_test(tc, test_relist);
+    tcase_add_test(tc, test_relist_failures);
     tcase_add_test(tc, test_load_sorted);
     tcase_add_test(tc, test_load_unsorted);
     tcase_add_test(tc, test_load_large_unsorted);

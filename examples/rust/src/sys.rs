@@ -489,6 +489,11 @@ extern "C" {
         rev: i64,
     ) -> wcache_code;
     pub fn wcache_ingest_load(c: *mut wcache_cache, b: *mut wcache_batch, rev: i64) -> wcache_code;
+    pub fn wcache_ingest_relist(
+        c: *mut wcache_cache,
+        b: *const wcache_batch,
+        rev: i64,
+    ) -> wcache_code;
 
     pub fn wcache_view_create(c: *mut wcache_cache, out: *mut *mut wcache_view) -> wcache_code;
     pub fn wcache_view_begin(v: *mut wcache_view, rev: i64) -> wcache_code;
