@@ -563,6 +563,22 @@ static const char *value_at(wcache_cache *c, int64_t rev, const char *key)
     return out;
 }
 
+/* key's create_revision, mod_revision and version at rev. */
+static void expect_meta(wcache_cache *c, int64_t rev, const char *key, int64_t cr, int64_t mr,
+                        int64_t ver)
+{
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(c, &v));
+    ck_assert_ok(wcache_view_begin(v, rev));
+    wcache_kv kv;
+    ck_assert_ok(wcache_view_get(v, key, strlen(key), &kv));
+    ck_assert_msg(kv.create_revision == cr && kv.mod_revision == mr && kv.version == ver,
+                  "%s at %lld: %lld/%lld/%lld, want %lld/%lld/%lld", key, (long long)rev,
+                  (long long)kv.create_revision, (long long)kv.mod_revision,
+                  (long long)kv.version, (long long)cr, (long long)mr, (long long)ver);
+    wcache_view_free(v);
+}
+
 START_TEST(fake_gateway_guard_and_faults)
 {
     memset(&FK, 0, sizeof FK);
@@ -689,7 +705,16 @@ START_TEST(fake_gateway_guard_and_faults)
     ck_assert_str_eq(value_at(FC, 14, "/e"), "e11");
     ck_assert_ptr_null(value_at(FC, 14, "/d"));
     ck_assert_ptr_null(value_at(FC, 14, "/old"));
-    ck_assert_str_eq(value_at(FC, 10, "/d"), "d10");
+    /* etcd's metadata, not the re-list's revision; the states between the
+     * cache's 10 and 14 are not known: compacted */
+    expect_meta(FC, 14, "/a", 2, 5, 2);
+    expect_meta(FC, 14, "/c", 8, 13, 2);
+    expect_meta(FC, 14, "/e", 11, 11, 1);
+    ck_assert_int_eq(wcache_cache_compacted_revision(FC), 14);
+    for (int64_t r = 10; r < 14; r++) {
+        ck_assert_ok(wcache_view_begin(v, 14));
+        ck_assert_wc(wcache_view_begin(v, r), WCACHE_ECOMPACTED);
+    }
 
     wcache_etcd_stats st = fstat_now();
     ck_assert_int_eq(st.lists, 2);
@@ -703,10 +728,11 @@ START_TEST(fake_gateway_guard_and_faults)
         int64_t rev;
         int type;
         const char *key;
-    } want[] = {{6, WCACHE_EV_ADDED, "/b"},     {8, WCACHE_EV_DELETED, "/b"},
-                {8, WCACHE_EV_ADDED, "/c"},     {10, WCACHE_EV_ADDED, "/d"},
-                {14, WCACHE_EV_MODIFIED, "/c"}, {14, WCACHE_EV_DELETED, "/d"},
-                {14, WCACHE_EV_ADDED, "/e"}};
+        int64_t mod; /* of the kv (for a delete: the object deleted) */
+    } want[] = {{6, WCACHE_EV_ADDED, "/b", 6},      {8, WCACHE_EV_DELETED, "/b", 6},
+                {8, WCACHE_EV_ADDED, "/c", 8},      {10, WCACHE_EV_ADDED, "/d", 10},
+                {14, WCACHE_EV_MODIFIED, "/c", 13}, {14, WCACHE_EV_DELETED, "/d", 10},
+                {14, WCACHE_EV_ADDED, "/e", 11}};
     size_t got = 0, nwant = sizeof want / sizeof want[0];
     int64_t end = now_ms() + patient(5000);
     while (got < nwant && now_ms() < end) {
@@ -720,6 +746,7 @@ START_TEST(fake_gateway_guard_and_faults)
                 ck_assert_int_eq(evs[i].type, want[got].type);
                 ck_assert_int_eq(evs[i].kv.key_len, strlen(want[got].key));
                 ck_assert(memcmp(evs[i].kv.key, want[got].key, evs[i].kv.key_len) == 0);
+                ck_assert_int_eq(evs[i].kv.mod_revision, want[got].mod);
                 got++;
             }
             wcache_event_unref(evs[i].ev);
@@ -1745,24 +1772,142 @@ START_TEST(etcd_kill_restart)
 }
 END_TEST
 
-/* The state of PFX as a map from key index to value. */
+/* The state of PFX as a map from key index to object. */
 typedef struct model {
     int present[NKEYS];
     unsigned char v[NKEYS][64];
     size_t vl[NKEYS];
+    int64_t cr[NKEYS], mr[NKEYS], ver[NKEYS];
 } model;
 
-static void model_set(model *m, const void *k, size_t kl, const void *v, size_t vl, int del)
+static int key_index(const void *k, size_t kl)
 {
     char key[32];
     snprintf(key, sizeof key, "%.*s", (int)kl, (const char *)k);
     int i = atoi(key + strlen(PFX) + 1);
-    ck_assert(i >= 0 && i < NKEYS && vl <= 64);
-    m->present[i] = !del;
-    memcpy(m->v[i], v, vl);
-    m->vl[i] = del ? 0 : vl;
+    ck_assert(i >= 0 && i < NKEYS);
+    return i;
 }
 
+static void model_set(model *m, const wcache_kv *kv, int del)
+{
+    int i = key_index(kv->key, kv->key_len);
+    ck_assert(kv->value_len <= 64);
+    m->present[i] = !del;
+    memcpy(m->v[i], kv->value, kv->value_len);
+    m->vl[i] = del ? 0 : kv->value_len;
+    m->cr[i] = kv->create_revision;
+    m->mr[i] = kv->mod_revision;
+    m->ver[i] = kv->version;
+}
+
+/* The cache's LIST of PFX at rev, into m. */
+static void model_from_cache(model *m, wcache_cache *c, int64_t rev)
+{
+    memset(m, 0, sizeof *m);
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(c, &v));
+    ck_assert_ok(wcache_view_begin(v, rev));
+    static wcache_kv items[NKEYS + 8];
+    wcache_list_opts lo = {.size = sizeof lo, .prefix = PFX, .prefix_len = strlen(PFX)};
+    wcache_list_result res = {.size = sizeof res};
+    ck_assert_ok(wcache_view_list(v, &lo, items, NKEYS + 8, &res));
+    for (size_t i = 0; i < res.count; i++)
+        model_set(m, &items[i], 0);
+    wcache_view_free(v);
+}
+
+/* Mismatches between m and etcd's latest range, metadata included. */
+static int model_vs_etcd(const model *m)
+{
+    json_t *a = etcd_range_at(0);
+    json_t *kvs = json_object_get(a, "kvs");
+    int present = 0, bad = 0;
+    for (int i = 0; i < NKEYS; i++)
+        present += m->present[i];
+    if (present != (int)json_array_size(kvs)) {
+        fprintf(stderr, "model: %d keys, etcd %zu\n", present, json_array_size(kvs));
+        bad++;
+    }
+    for (size_t i = 0; i < json_array_size(kvs); i++) {
+        json_t *o = json_array_get(kvs, i);
+        size_t kl, vl;
+        unsigned char *k = unb64(json_string_value(json_object_get(o, "key")), &kl);
+        const json_t *jv = json_object_get(o, "value");
+        unsigned char *val = unb64(jv ? json_string_value(jv) : "", &vl);
+        int x = key_index(k, kl);
+        if (!m->present[x] || m->vl[x] != vl || memcmp(m->v[x], val, vl) != 0 ||
+            m->cr[x] != ji64(o, "create_revision") || m->mr[x] != ji64(o, "mod_revision") ||
+            m->ver[x] != ji64(o, "version")) {
+            if (bad++ < 3)
+                fprintf(stderr, "model: %.*s: %lld/%lld/%lld, etcd %lld/%lld/%lld\n", (int)kl,
+                        (const char *)k, (long long)m->cr[x], (long long)m->mr[x],
+                        (long long)m->ver[x], (long long)ji64(o, "create_revision"),
+                        (long long)ji64(o, "mod_revision"), (long long)ji64(o, "version"));
+        }
+        free(k), free(val);
+    }
+    json_decref(a);
+    return bad;
+}
+
+/* Mismatches between a GET of every key of the workload at rev and etcd's
+ * range at rev, metadata included (compare_at checks the LIST). */
+static int compare_gets(wcache_cache *c, int64_t rev)
+{
+    model m;
+    memset(&m, 0, sizeof m);
+    json_t *a = etcd_range_at(rev);
+    json_t *kvs = json_object_get(a, "kvs");
+    for (size_t i = 0; i < json_array_size(kvs); i++) {
+        json_t *o = json_array_get(kvs, i);
+        size_t kl, vl;
+        unsigned char *k = unb64(json_string_value(json_object_get(o, "key")), &kl);
+        const json_t *jv = json_object_get(o, "value");
+        unsigned char *val = unb64(jv ? json_string_value(jv) : "", &vl);
+        wcache_kv kv = {k, kl, val, vl, ji64(o, "create_revision"), ji64(o, "mod_revision"),
+                        ji64(o, "version")};
+        model_set(&m, &kv, 0);
+        free(k), free(val);
+    }
+    json_decref(a);
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(c, &v));
+    ck_assert_ok(wcache_view_begin(v, rev));
+    int bad = 0;
+    for (int i = 0; i < NKEYS; i++) {
+        const char *k = keyname(i);
+        wcache_kv kv;
+        wcache_code rc = wcache_view_get(v, k, strlen(k), &kv);
+        int same = m.present[i] ? rc == WCACHE_OK && kv.value_len == m.vl[i] &&
+                                      memcmp(kv.value, m.v[i], m.vl[i]) == 0 &&
+                                      kv.create_revision == m.cr[i] &&
+                                      kv.mod_revision == m.mr[i] && kv.version == m.ver[i]
+                                : rc == WCACHE_ENOTFOUND;
+        if (!same && bad++ < 3)
+            fprintf(stderr, "GET %s at %lld: %s, %lld/%lld/%lld; etcd %s %lld/%lld/%lld\n", k,
+                    (long long)rev, wcache_strerror(rc), (long long)kv.create_revision,
+                    (long long)kv.mod_revision, (long long)kv.version,
+                    m.present[i] ? "has it" : "has not", (long long)m.cr[i],
+                    (long long)m.mr[i], (long long)m.ver[i]);
+    }
+    wcache_view_free(v);
+    return bad;
+}
+
+static void wl_del(wl *w, const char *key)
+{
+    char *k = b64s(key);
+    wl_apply(w, "/v3/kv/deleterange", msgf("{\"key\":\"%s\"}", k), 1);
+    free(k);
+}
+
+/* etcd compacted past the cache's revision while the source was stopped:
+ * the source re-lists, and afterwards every GET and LIST equals etcd's
+ * range with etcd's create_revision, mod_revision and version, the
+ * revisions the cache cannot know read as compacted, and a watcher open
+ * throughout sees every change once: etcd's events up to the stop, then
+ * the re-list's changes with etcd's metadata. */
 START_TEST(etcd_compaction_relist)
 {
     if (!ETCD_OK)
@@ -1775,19 +1920,6 @@ START_TEST(etcd_compaction_relist)
     source_up(&c, &s, 16);
     wait_synced(s);
     int64_t r0 = wcache_cache_compacted_revision(c);
-    /* The model starts as the cache at r0 and follows a watcher. */
-    static model m;
-    memset(&m, 0, sizeof m);
-    wcache_view *v;
-    ck_assert_ok(wcache_view_create(c, &v));
-    ck_assert_ok(wcache_view_begin(v, r0));
-    static wcache_kv items[NKEYS + 8];
-    wcache_list_opts lo = {.size = sizeof lo, .prefix = PFX, .prefix_len = strlen(PFX)};
-    wcache_list_result res = {.size = sizeof res};
-    ck_assert_ok(wcache_view_list(v, &lo, items, NKEYS + 8, &res));
-    for (size_t i = 0; i < res.count; i++)
-        model_set(&m, items[i].key, items[i].key_len, items[i].value, items[i].value_len, 0);
-    wcache_view_free(v);
     wcache_watch *wt = watch_from(c, r0);
     int n = workload_ops(400);
     for (int i = 0; i < n / 2; i++)
@@ -1795,9 +1927,21 @@ START_TEST(etcd_compaction_relist)
     caught_up(c, w.last_in);
     ck_assert_ok(wcache_etcd_stop(s)); /* disconnected ... */
     int64_t before = wcache_cache_revision(c);
+    /* the watcher so far: exactly etcd's events */
+    json_t *h = etcd_history(r0, w.last_in);
+    ck_assert_int_eq(compare_watch(wt, h, r0), 0);
+    json_decref(h);
+    ck_assert_int_eq(compare_at(c, before, 1), 0);
+    static model m;
+    model_from_cache(&m, c, before);
     for (int i = n / 2; i < n; i++)
         wl_step(&w);
-    wl_put(&w, keyname(NKEYS - 1)); /* at least one change in the gap */
+    for (int i = 0; i < 3; i++) /* modified several times */
+        wl_put(&w, keyname(0));
+    wl_del(&w, keyname(1)); /* deleted and created again */
+    wl_put(&w, keyname(1));
+    wl_del(&w, keyname(2));         /* deleted */
+    wl_put(&w, keyname(NKEYS - 1)); /* changed at least once */
     char *body = msgf("{\"revision\":\"%lld\",\"physical\":true}", (long long)w.rev);
     json_decref(etcd_call("/v3/kv/compaction", body)); /* ... and compacted past it */
     free(body);
@@ -1809,41 +1953,42 @@ START_TEST(etcd_compaction_relist)
     ck_assert_uint_eq(st.relists, 1);
     ck_assert_int_eq(st.compact_revision, w.rev);
     ck_assert_int_gt(st.list_revision, before);
-    ck_assert_int_eq(compare_at(c, w.rev, 0), 0);
-    /* The watcher's events, applied to the model, give etcd's state. */
-    int64_t last = r0, end = now_ms() + patient(20000);
-    for (size_t k = 1; (last < st.list_revision || k > 0) && now_ms() < end;) {
+    int64_t lr = st.list_revision;
+    ck_assert_int_eq(compare_at(c, w.rev, 1), 0);
+    ck_assert_int_eq(compare_gets(c, w.rev), 0);
+    ck_assert_int_eq(compare_gets(c, WCACHE_REV_LATEST), 0);
+    /* what the cache cannot know: compacted, for reads and watches */
+    ck_assert_int_eq(wcache_cache_compacted_revision(c), lr);
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(c, &v));
+    for (int64_t r = r0; r < lr; r++)
+        ck_assert_wc(wcache_view_begin(v, r), WCACHE_ECOMPACTED);
+    wcache_view_free(v);
+    wcache_watch *late;
+    wcache_watch_opts wo = {.size = sizeof wo, .start_revision = before};
+    ck_assert_wc(wcache_watch_open(c, &wo, &late), WCACHE_ECOMPACTED);
+    /* The watcher's events after the stop: all at the re-list's revision,
+     * each key once, and applied to the cache's state at the stop they
+     * give etcd's, metadata included. */
+    int seen[NKEYS] = {0}, nev = 0;
+    int64_t last = before, end = now_ms() + patient(20000);
+    for (size_t k = 1; (last < lr || k > 0) && now_ms() < end;) {
         wcache_watch_event evs[64]; /* until the re-list's batch is drained */
-        ck_assert_ok(wcache_watch_wait(wt, evs, 64, &k, last < st.list_revision ? 200 : 0));
+        ck_assert_ok(wcache_watch_wait(wt, evs, 64, &k, last < lr ? 200 : 0));
         for (size_t i = 0; i < k; i++) {
             if (evs[i].type != WCACHE_EV_BOOKMARK) {
-                ck_assert_int_ge(evs[i].revision, last);
+                ck_assert_int_eq(evs[i].revision, lr);
                 last = evs[i].revision;
-                model_set(&m, evs[i].kv.key, evs[i].kv.key_len, evs[i].kv.value,
-                          evs[i].kv.value_len, evs[i].type == WCACHE_EV_DELETED);
+                int x = key_index(evs[i].kv.key, evs[i].kv.key_len);
+                ck_assert_msg(!seen[x]++, "%s twice", keyname(x));
+                model_set(&m, &evs[i].kv, evs[i].type == WCACHE_EV_DELETED);
+                nev++;
             }
             wcache_event_unref(evs[i].ev);
         }
     }
-    json_t *a = etcd_range_at(0);
-    json_t *kvs = json_object_get(a, "kvs");
-    int present = 0;
-    for (int i = 0; i < NKEYS; i++)
-        present += m.present[i];
-    ck_assert_int_eq(present, (int)json_array_size(kvs));
-    for (size_t i = 0; i < json_array_size(kvs); i++) {
-        json_t *o = json_array_get(kvs, i);
-        size_t kl, vl;
-        unsigned char *k = unb64(json_string_value(json_object_get(o, "key")), &kl);
-        const json_t *jv = json_object_get(o, "value");
-        unsigned char *val = unb64(jv ? json_string_value(jv) : "", &vl);
-        int idx = atoi((const char *)k + strlen(PFX) + 1);
-        ck_assert(m.present[idx]);
-        ck_assert_uint_eq(m.vl[idx], vl);
-        ck_assert(memcmp(m.v[idx], val, vl) == 0);
-        free(k), free(val);
-    }
-    json_decref(a);
+    ck_assert_int_ge(nev, 3);
+    ck_assert_int_eq(model_vs_etcd(&m), 0);
     wcache_watch_close(wt);
     source_down(c, s);
 }
