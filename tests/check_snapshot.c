@@ -1473,6 +1473,67 @@ START_TEST(golden_v1_1)
 }
 END_TEST
 
+/* A re-list's metadata (mod_revisions below the revision the changes
+ * became visible at) is what a snapshot keeps and a restore reports; a
+ * delta from a base below the re-list is refused (the cache compacted it),
+ * one from a base after it carries on. */
+START_TEST(rt_relist_meta)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache(), *b = new_cache(), *d = new_cache();
+    fill(a, 100, &rev);
+    wcache_snapshot_write_opts o = wopts();
+    ck_assert_int_eq(wcache_snapshot_write(a, path, &o, NULL), WCACHE_OK);
+    wcache_batch *bt;
+    ck_assert_int_eq(wcache_batch_create(a, &bt), WCACHE_OK);
+    const char *k1 = "/registry/pods/ns1/pod-00001", *k2 = "/registry/pods/ns2/pod-00002";
+    ck_assert_int_eq(wcache_batch_put_meta(bt, k1, strlen(k1), "relisted", 8, 2, rev + 3, 7),
+                     WCACHE_OK);
+    ck_assert_int_eq(wcache_batch_put_meta(bt, "/registry/z", 11, "z", 1, rev + 2, rev + 7, 2),
+                     WCACHE_OK);
+    ck_assert_int_eq(wcache_batch_delete(bt, k2, strlen(k2)), WCACHE_OK);
+    ck_assert_int_eq(wcache_ingest_relist(a, bt, rev + 10), WCACHE_OK);
+    int64_t base_rev = rev;
+    rev += 10;
+    wcache_batch_free(bt);
+    char p1[400], p2[400];
+    snprintf(p1, sizeof p1, "%s/relisted.wcsnap", dir);
+    snprintf(p2, sizeof p2, "%s/after.wcsnap", dir);
+    ck_assert_int_eq(wcache_snapshot_write(a, p1, &o, NULL), WCACHE_OK);
+    wcache_snapshot_read_opts r = ropts();
+    ck_assert_msg(wcache_snapshot_restore(b, p1, &r, NULL) == WCACHE_OK, "%s", errbuf);
+    compare(a, rev, b, rev);
+    wcache_view *v;
+    wcache_kv kv;
+    ck_assert_int_eq(wcache_view_create(b, &v), WCACHE_OK);
+    ck_assert_int_eq(wcache_view_begin(v, rev), WCACHE_OK);
+    ck_assert_int_eq(wcache_view_get(v, k1, strlen(k1), &kv), WCACHE_OK);
+    ck_assert(kv.create_revision == 2 && kv.mod_revision == rev - 7 && kv.version == 7);
+    ck_assert_int_eq(wcache_view_get(v, "/registry/z", 11, &kv), WCACHE_OK);
+    ck_assert(kv.create_revision == rev - 8 && kv.mod_revision == rev - 3 && kv.version == 2);
+    wcache_view_free(v);
+    /* deltas: from below the re-list, refused; from it, fine */
+    wcache_snapshot *base;
+    ck_assert_int_eq(wcache_snapshot_open(&base, path, NULL), WCACHE_OK);
+    o.base = base;
+    ck_assert_int_eq(wcache_snapshot_write(a, p2, &o, NULL), WCACHE_ECOMPACTED);
+    wcache_snapshot_close(base);
+    ck_assert_int_lt(base_rev, rev);
+    churn(a, 1, &rev);
+    ck_assert_int_eq(wcache_snapshot_open(&base, p1, NULL), WCACHE_OK);
+    o.base = base;
+    ck_assert_msg(wcache_snapshot_write(a, p2, &o, NULL) == WCACHE_OK, "%s", errbuf);
+    wcache_snapshot_close(base);
+    const char *chain[2] = {p1, p2};
+    ck_assert_msg(wcache_snapshot_restore_chain(d, chain, 2, &r, NULL) == WCACHE_OK, "%s",
+                  errbuf);
+    compare(a, rev, d, rev);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+    wcache_cache_close(d);
+}
+END_TEST
+
 Suite *snapshot_suite(void)
 {
     Suite *s = suite_create("snapshot");
@@ -1480,6 +1541,7 @@ Suite *snapshot_suite(void)
     tcase_add_checked_fixture(t, mkdir_tmp, rm_tmp);
     tcase_set_timeout(t, 60);
     tcase_add_test(t, rt_basic);
+    tcase_add_test(t, rt_relist_meta);
     tcase_add_test(t, rt_small_blocks_workers);
     tcase_add_test(t, rt_big_values);
     tcase_add_test(t, rt_empty);
