@@ -658,16 +658,18 @@ START_TEST(fake_gateway_guard_and_faults)
     o.max_message_bytes = 4096;
     ck_assert_ok(wcache_etcd_create(&FS, FC, &o));
     ck_assert_ok(wcache_cache_open(FC));
+    /* live from the start: a watcher still replaying history from below
+     * the re-list's revision would end compacted */
+    wcache_watch *w;
+    wcache_watch_opts wo = {
+        .size = sizeof wo, .start_revision = 5, .prefix = "/", .prefix_len = 1};
+    ck_assert_ok(wcache_watch_open(FC, &wo, &w));
     ck_assert_ok(wcache_etcd_start(FS));
 
     cache_rev_is = 6;
     ck_assert_msg(wait_for(rev_is, NULL, 10000), "no revision 6: at %lld",
                   (long long)wcache_cache_revision(FC));
     ck_assert_int_eq(wcache_cache_compacted_revision(FC), 5);
-    wcache_watch *w;
-    wcache_watch_opts wo = {
-        .size = sizeof wo, .start_revision = 5, .prefix = "/", .prefix_len = 1};
-    ck_assert_ok(wcache_watch_open(FC, &wo, &w));
     ck_assert_str_eq(value_at(FC, 6, "/b"), "b6");
     atomic_store(&FK.gate, 1);
 
