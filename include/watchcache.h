@@ -1692,6 +1692,41 @@ WCACHE_API wcache_code wcache_snapshot_restore_chain(wcache_cache *c, const char
                                                      const wcache_snapshot_read_opts *opts,
                                                      wcache_snapshot_info *info);
 
+/*
+ * Input callback of wcache_snapshot_restore_from(): copy up to cap bytes
+ * of the snapshot (the next ones, in order) to buf and set *got to how
+ * many (1 .. cap), blocking until some are there; *got = 0 means the end
+ * of the stream.  Return WCACHE_OK, or the code the restore then fails
+ * with (a download that broke for good, say).
+ */
+typedef int (*wcache_snap_source_fn)(void *buf, size_t cap, size_t *got, void *userdata);
+
+/*
+ * @brief Restore a full snapshot read as a stream of bytes from read (a
+ *        download, a pipe, a socket) into c, open and empty, with every
+ *        guarantee of wcache_snapshot_restore(): each block is checked
+ *        (checksum, size bound, records) as it arrives, and c changes only
+ *        after the trailer, the whole-file checksum and the end of the
+ *        stream (read gave *got = 0: no stray bytes) have been verified.
+ *        A source identity other than opts->expect_source_id is refused
+ *        as soon as the header is read.  Memory: a few blocks in flight
+ *        beside the cache being built, never the whole stream.
+ * @param[out] info  NULL, or what the snapshot held (file_bytes: the
+ *        stream's length).
+ * @return as wcache_snapshot_restore() (WCACHE_ECORRUPT for a stream that
+ *         ends early), the code read returned, WCACHE_EINVAL (read set
+ *         *got above cap).  On any error c is unchanged.
+ * Ownership: borrows read and userdata for the call only; read is never
+ *        called after the function returns.
+ * Thread safety: writer of c.  read is called first on the calling
+ *        thread, then on a reader thread of the restore's own, one call at
+ *        a time, never two at once; it must not use c.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_snapshot_restore_from(wcache_cache *c, wcache_snap_source_fn read,
+                                                    void *userdata,
+                                                    const wcache_snapshot_read_opts *opts,
+                                                    wcache_snapshot_info *info);
+
 /* When wcache_snapshot_tick() writes.  size = sizeof(wcache_snapshot_policy);
  * zero means default. */
 typedef struct wcache_snapshot_policy {

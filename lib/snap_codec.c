@@ -240,9 +240,12 @@ size_t wci_snap_rec_encode(unsigned char *raw, const wcache_kv *kv)
 struct wcache_snapshot {
     uint32_t magic;
     wci_alloc a;
-    int fd; /* -1 for a memory snapshot */
+    int fd; /* -1 for a memory snapshot or a stream */
     const unsigned char *mem;
-    uint64_t size, pos; /* input size and read position */
+    wcache_snap_source_fn rd; /* a stream: no size, no read-ahead of the trailer */
+    void *rd_ud;
+    int rd_rc; /* the code the callback failed with, else 0 */
+    uint64_t size, pos; /* input size (a stream: UINT64_MAX) and read position */
     uint32_t max_block;
     char *eb;
     size_t el;
@@ -285,6 +288,41 @@ static int fail(wcache_snapshot *s, int code, const char *fmt, ...)
     return code;
 }
 
+/* The read callback failed with rc.  Kept as it is for the restore to
+ * return; the sticky error is never WCACHE_ENOTFOUND, which means "a sound
+ * end" to the reader's callers. */
+static int source_failed(wcache_snapshot *s, int rc, uint64_t off)
+{
+    s->rd_rc = rc > 0 && rc < WCACHE_CODE_LAST ? rc : WCACHE_ESYS;
+    return fail(s, s->rd_rc == WCACHE_ENOTFOUND ? WCACHE_ECORRUPT : s->rd_rc,
+                "reading the stream at offset %llu: %s", (unsigned long long)off,
+                wcache_strerror(s->rd_rc));
+}
+
+int wci_snap_source_rc(const wcache_snapshot *s)
+{
+    return s->rd_rc;
+}
+
+/* Exactly n bytes from the stream's callback, however it cuts them. */
+static int stream_read(wcache_snapshot *s, unsigned char *buf, size_t n, const char *what)
+{
+    for (size_t have = 0; have < n;) {
+        size_t got = 0;
+        int rc = s->rd(buf + have, n - have, &got, s->rd_ud);
+        if (rc != WCACHE_OK)
+            return source_failed(s, rc, s->pos + have);
+        if (got > n - have)
+            return fail(s, WCACHE_EINVAL, "the read callback gave %zu bytes for room for %zu",
+                        got, n - have);
+        if (got == 0)
+            return fail(s, WCACHE_ECORRUPT, "truncated: the stream ends in the %s at offset %llu",
+                        what, (unsigned long long)(s->pos + have));
+        have += got;
+    }
+    return WCACHE_OK;
+}
+
 /* Read exactly n bytes at the read position into buf, hashing them. */
 static int in_read_raw(wcache_snapshot *s, void *buf, size_t n, const char *what, int hash)
 {
@@ -293,7 +331,11 @@ static int in_read_raw(wcache_snapshot *s, void *buf, size_t n, const char *what
                     (unsigned long long)s->pos);
     if (n == 0)
         return WCACHE_OK; /* buf may be an empty buffer's NULL */
-    if (s->fd < 0) {
+    if (s->rd) {
+        int rc = stream_read(s, buf, n, what);
+        if (rc)
+            return rc;
+    } else if (s->fd < 0) {
         memcpy(buf, s->mem + s->pos, n);
     } else if (wci_pread_all(s->fd, buf, n, s->pos) != 0) {
         return fail(s, errno ? WCACHE_ESYS : WCACHE_ECORRUPT, "read at offset %llu: %s",
@@ -437,6 +479,28 @@ wcache_code wcache_snapshot_open_mem(wcache_snapshot **out, const void *buf, siz
     return reader_start(out, s);
 }
 
+int wci_snap_open_stream(wcache_snapshot **out, wcache_snap_source_fn rd, void *ud,
+                         const wcache_snapshot_read_opts *o)
+{
+    wcache_snapshot *s;
+    int rc = reader_new(&s, o);
+    if (rc)
+        return rc;
+    *out = NULL;
+    s->rd = rd;
+    s->rd_ud = ud;
+    s->size = UINT64_MAX;
+    /* A stream's trailer is checked when the blocks get there. */
+    rc = read_header(s);
+    if (rc) {
+        rc = s->rd_rc ? s->rd_rc : rc;
+        wcache_snapshot_close(s);
+        return rc;
+    }
+    *out = s;
+    return WCACHE_OK;
+}
+
 wcache_code wcache_snapshot_open(wcache_snapshot **out, const char *path,
                                  const wcache_snapshot_read_opts *o)
 {
@@ -507,7 +571,7 @@ wcache_code wcache_snapshot_get_info(const wcache_snapshot *s, wcache_snapshot_i
     in.blocks = s->tr.blocks;
     in.kv_bytes = s->tr.kv_bytes;
     in.raw_bytes = s->tr.raw_bytes;
-    in.file_bytes = s->size;
+    in.file_bytes = s->rd ? (s->err == WCACHE_ENOTFOUND ? s->pos : 0) : s->size;
     in.base_revision = s->hdr.base_rev;
     in.base_file_hash = s->hdr.base_hash;
     in.tombstones = s->hdr.tombstones;
@@ -662,6 +726,21 @@ static int read_block(wcache_snapshot *s, const unsigned char *f)
     return WCACHE_OK;
 }
 
+/* The stream must end right after the trailer: a byte more is damage (or
+ * two objects run together), as stray bytes after a file's trailer are. */
+static int stream_end(wcache_snapshot *s)
+{
+    unsigned char x;
+    size_t got = 0;
+    int rc = s->rd(&x, 1, &got, s->rd_ud);
+    if (rc != WCACHE_OK)
+        return source_failed(s, rc, s->pos);
+    if (got)
+        return fail(s, WCACHE_ECORRUPT, "stray bytes after the trailer at offset %llu",
+                    (unsigned long long)s->pos);
+    return WCACHE_OK;
+}
+
 static int finish(wcache_snapshot *s, const unsigned char *f)
 {
     unsigned char t[WCI_SNAP_TRAILER];
@@ -676,7 +755,11 @@ static int finish(wcache_snapshot *s, const unsigned char *f)
         rc = wci_snap_trailer_decode(t, &tr, s->eb, s->el);
     if (rc)
         return s->err = rc;
-    if (s->pos != s->size)
+    if (s->rd)
+        rc = stream_end(s);
+    if (rc)
+        return rc;
+    if (s->pos != s->size && !s->rd)
         return fail(s, WCACHE_ECORRUPT, "%llu stray bytes after the trailer",
                     (unsigned long long)(s->size - s->pos));
     if (h != tr.file_hash)
@@ -691,6 +774,7 @@ static int finish(wcache_snapshot *s, const unsigned char *f)
                     (unsigned long long)s->tombstones, (unsigned long long)tr.blocks,
                     (unsigned long long)tr.objects, (unsigned long long)s->hdr.objects,
                     (unsigned long long)s->hdr.tombstones);
+    s->tr = tr; /* a stream learns its trailer only now */
     s->err = WCACHE_ENOTFOUND;
     return WCACHE_ENOTFOUND;
 }

@@ -955,37 +955,61 @@ static int chain_open(chain *ch, const char *const *paths, const wcache_snapshot
     return WCACHE_OK;
 }
 
+/* What the last handle held, once the restore has read it all (a stream
+ * knows its trailer's counts only then). */
+static void restore_info(wcache_snapshot *last, wcache_snapshot_info *info)
+{
+    wcache_snapshot_info in = {.size = sizeof in};
+    if (!info || info->size < WCI_SNAP_INFO_V0 || wcache_snapshot_get_info(last, &in))
+        return;
+    in.source_id = NULL; /* it points into the handle, closed on return */
+    in.source_id_len = 0;
+    wci_snap_info_copy(info, &in);
+}
+
+/* The restore of opened files or streams: their links and source, every
+ * delta read and verified whole, then the full snapshot, then the load. */
+static int restore_opened(wcache_cache *c, chain *ch, const char *const *names,
+                          const wcache_snapshot_read_opts *o, char *eb, size_t el)
+{
+    overlay ov = {.a = ch->a};
+    int rc = check_links(ch->in, names, ch->n, eb, el);
+    if (!rc)
+        rc = check_source(&ch->in[0], o);
+    for (size_t i = 1; !rc && i < ch->n; i++)
+        rc = overlay_add(&ov, ch->s[i], ch->in[i].objects);
+    if (!rc)
+        rc = restore_from(c, ch->s[0], ch->n > 1 ? &ov : NULL, ch->in[ch->n - 1].revision, eb,
+                          el);
+    overlay_free(&ov);
+    return rc;
+}
+
+static char *restore_errbuf(const wcache_snapshot_read_opts *o, size_t *el)
+{
+    char *eb = o && o->size >= sizeof *o ? o->errbuf : NULL;
+    *el = eb ? o->errbuf_len : 0;
+    if (eb && *el)
+        eb[0] = 0;
+    return eb;
+}
+
 wcache_code wcache_snapshot_restore_chain(wcache_cache *c, const char *const *paths, size_t n,
                                           const wcache_snapshot_read_opts *o,
                                           wcache_snapshot_info *info)
 {
-    char *eb = o && o->size >= sizeof *o ? o->errbuf : NULL;
-    size_t el = eb ? o->errbuf_len : 0;
+    size_t el;
+    char *eb = restore_errbuf(o, &el);
     if (!c || !paths || n == 0 || n > (1u << 20))
         return WCACHE_EINVAL;
     if (wcache_cache_revision(c) != 0)
         return wci_snap_err(eb, el, WCACHE_ESTATE, "restore needs an empty cache");
     chain ch = {.a = wci_cache_alloc(c), .n = n};
-    overlay ov = {.a = ch.a};
-    if (eb && el)
-        eb[0] = 0;
     int rc = chain_open(&ch, paths, o, eb, el);
     if (!rc)
-        rc = check_links(ch.in, paths, n, eb, el);
+        rc = restore_opened(c, &ch, paths, o, eb, el);
     if (!rc)
-        rc = check_source(&ch.in[0], o);
-    /* Every delta is read and verified whole before the base is. */
-    for (size_t i = 1; !rc && i < n; i++)
-        rc = overlay_add(&ov, ch.s[i], ch.in[i].objects);
-    if (!rc)
-        rc = restore_from(c, ch.s[0], n > 1 ? &ov : NULL, ch.in[n - 1].revision, eb, el);
-    if (!rc && info && info->size >= WCI_SNAP_INFO_V0) {
-        wcache_snapshot_info last = ch.in[n - 1];
-        last.source_id = NULL; /* it pointed into the closed handle */
-        last.source_id_len = 0;
-        wci_snap_info_copy(info, &last);
-    }
-    overlay_free(&ov);
+        restore_info(ch.s[n - 1], info);
     chain_close(&ch);
     return rc;
 }
@@ -997,4 +1021,39 @@ wcache_code wcache_snapshot_restore(wcache_cache *c, const char *path,
     if (!c || !path)
         return WCACHE_EINVAL;
     return wcache_snapshot_restore_chain(c, &path, 1, o, info);
+}
+
+/*
+ * A stream goes through the same steps as a file: the reader checks each
+ * block as it arrives and the trailer, whole-file checksum and end of
+ * stream before it reports the end, and restore_from() loads only then.
+ * What a stream cannot give is the trailer up front, which only inspect
+ * needs.
+ */
+wcache_code wcache_snapshot_restore_from(wcache_cache *c, wcache_snap_source_fn read,
+                                         void *userdata, const wcache_snapshot_read_opts *o,
+                                         wcache_snapshot_info *info)
+{
+    size_t el;
+    char *eb = restore_errbuf(o, &el);
+    if (!c || !read)
+        return WCACHE_EINVAL;
+    if (wcache_cache_revision(c) != 0)
+        return wci_snap_err(eb, el, WCACHE_ESTATE, "restore needs an empty cache");
+    wcache_snapshot *s = NULL;
+    wcache_snapshot_info in = {.size = sizeof in};
+    chain ch = {.a = wci_cache_alloc(c), .n = 1, .s = &s, .in = &in};
+    static const char *const name[1] = {"the stream"};
+    int rc = wci_snap_open_stream(&s, read, userdata, o);
+    if (!rc)
+        rc = wcache_snapshot_get_info(s, &in);
+    if (!rc)
+        rc = restore_opened(c, &ch, name, o, eb, el);
+    /* The callback's own code, not what the reader made of it. */
+    if (rc && s && wci_snap_source_rc(s))
+        rc = wci_snap_source_rc(s);
+    if (!rc)
+        restore_info(s, info);
+    wcache_snapshot_close(s);
+    return rc;
 }

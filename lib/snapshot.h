@@ -94,6 +94,13 @@ typedef struct wci_snap_block {
 int wci_snap_next_block(wcache_snapshot *s, wci_snap_block *b);
 void wci_snap_block_free(wcache_snapshot *s, wci_snap_block *b);
 
+/* A reader of a stream: reads and checks the header now; the trailer is
+ * checked when the blocks reach it, then the end of the stream. */
+int wci_snap_open_stream(wcache_snapshot **out, wcache_snap_source_fn rd, void *ud,
+                         const wcache_snapshot_read_opts *o);
+/* The code a stream's read callback failed with, 0 if it never did. */
+int wci_snap_source_rc(const wcache_snapshot *s);
+
 /* A 64-byte aligned XXH3 state inside memory from a wci_alloc. */
 typedef struct wci_xxh {
     void *mem;

@@ -790,16 +790,170 @@ wcache_code wcache_store_get_file(wcache_store *st, const char *key, const char 
     return rc;
 }
 
+/*
+ * Restore streams the download into the restorer: a thread of the store's
+ * runs the backend's get (ranged GETs that resume where a transfer broke,
+ * pinned to the object's ETag or generation) into a bounded pipe, and the
+ * calling thread restores from the pipe (wcache_snapshot_restore_from),
+ * so downloading, checking and decompressing blocks and building the index
+ * overlap, and no temporary file or whole-object buffer is needed.  The
+ * restorer reads the end of the stream only once the get has returned
+ * WCACHE_OK (its size and MD5/CRC32C checks passed), so the cache changes
+ * only after both the transfer and the snapshot have verified.
+ */
+#define PIPE_BYTES (1u << 20)
+
+typedef struct spipe {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned char *buf; /* a ring of PIPE_BYTES */
+    size_t head, len;
+    int done, rc;  /* the get returned rc */
+    int rc_read;   /* the restore was handed rc: the download failed first */
+    int closed;    /* the restore stopped reading: the get must stop */
+    wcache_store *st;
+    const char *key;
+} spipe;
+
+/* The get's sink, on the download thread: wait for room, never for long
+ * (curl hands over at most 16 KiB at a time). */
+static int pipe_sink(const void *p, size_t n, void *ud)
+{
+    spipe *q = ud;
+    const unsigned char *b = p;
+    pthread_mutex_lock(&q->mu);
+    while (n && !q->closed) {
+        if (q->len == PIPE_BYTES) {
+            pthread_cond_wait(&q->cv, &q->mu);
+            continue;
+        }
+        size_t tail = (q->head + q->len) % PIPE_BYTES;
+        size_t k = PIPE_BYTES - tail; /* contiguous room, up to the ring's end */
+        if (k > PIPE_BYTES - q->len)
+            k = PIPE_BYTES - q->len;
+        if (k > n)
+            k = n;
+        memcpy(q->buf + tail, b, k);
+        q->len += k;
+        b += k;
+        n -= k;
+        pthread_cond_broadcast(&q->cv);
+    }
+    int closed = q->closed;
+    pthread_mutex_unlock(&q->mu);
+    return closed ? WCACHE_ESTOPPED : WCACHE_OK;
+}
+
+/* The restore's read callback: bytes as they come, then the get's code
+ * (WCACHE_OK: the end of the stream). */
+static int pipe_read(void *buf, size_t cap, size_t *got, void *ud)
+{
+    spipe *q = ud;
+    pthread_mutex_lock(&q->mu);
+    while (!q->len && !q->done)
+        pthread_cond_wait(&q->cv, &q->mu);
+    size_t k = q->len < cap ? q->len : cap;
+    if (k > PIPE_BYTES - q->head)
+        k = PIPE_BYTES - q->head;
+    if (k) {
+        memcpy(buf, q->buf + q->head, k);
+        q->head = (q->head + k) % PIPE_BYTES;
+        q->len -= k;
+        pthread_cond_broadcast(&q->cv);
+    }
+    int rc = k ? WCACHE_OK : q->rc;
+    if (rc)
+        q->rc_read = 1;
+    pthread_mutex_unlock(&q->mu);
+    *got = k;
+    return rc;
+}
+
+static void *download_main(void *arg)
+{
+    spipe *q = arg;
+    wci_store_obj o;
+    memset(&o, 0, sizeof o);
+    int rc = q->st->ops->get(q->st, q->key, pipe_sink, q, &o);
+    pthread_mutex_lock(&q->mu);
+    q->done = 1;
+    q->rc = rc;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+/* The detail of the error that caused rc, in both errbufs. */
+static void restore_err(wcache_store *st, const char *why, const wcache_snapshot_read_opts *ro)
+{
+    char *reb = ro && ro->size >= sizeof *ro ? ro->errbuf : NULL;
+    size_t rel = reb ? ro->errbuf_len : 0;
+    if (reb && rel && reb != why)
+        snprintf(reb, rel, "%s", why);
+    pthread_mutex_lock(&st->emu);
+    if (st->eb && st->el && st->eb != why)
+        snprintf(st->eb, st->el, "%s", why);
+    pthread_mutex_unlock(&st->emu);
+}
+
+static int restore_stream(wcache_store *st, const char *full, wcache_cache *c,
+                          const wcache_snapshot_read_opts *ropts, wcache_snapshot_info *info)
+{
+    /* The restore words its errors into a buffer of its own while the
+     * download thread may word one into the store's: the caller may have
+     * given both the same buffer. */
+    char reb[512] = "";
+    wcache_snapshot_read_opts ro;
+    memset(&ro, 0, sizeof ro);
+    if (ropts)
+        ro = *ropts;
+    ro.size = sizeof ro;
+    ro.errbuf = reb;
+    ro.errbuf_len = sizeof reb;
+    spipe q;
+    memset(&q, 0, sizeof q);
+    q.st = st;
+    q.key = full;
+    q.buf = wci_malloc(&st->a, PIPE_BYTES);
+    if (!q.buf)
+        return WCACHE_ENOMEM;
+    pthread_mutex_init(&q.mu, NULL);
+    pthread_cond_init(&q.cv, NULL);
+    pthread_t th;
+    int rc;
+    if (pthread_create(&th, NULL, download_main, &q) != 0) {
+        rc = wci_store_err(st, WCACHE_ESYS, "store: cannot start the download thread");
+    } else {
+        rc = wcache_snapshot_restore_from(c, pipe_read, &q, &ro, info);
+        pthread_mutex_lock(&q.mu);
+        q.closed = 1; /* a restore that failed early stops the download */
+        pthread_cond_broadcast(&q.cv);
+        pthread_mutex_unlock(&q.mu);
+        pthread_join(th, NULL);
+        if (rc != WCACHE_OK && q.rc_read) {
+            rc = q.rc; /* the download's own error, worded in the store's errbuf */
+            pthread_mutex_lock(&st->emu);
+            snprintf(reb, sizeof reb, "%s", st->eb && st->el ? st->eb : wcache_strerror(rc));
+            pthread_mutex_unlock(&st->emu);
+        }
+        if (rc != WCACHE_OK)
+            restore_err(st, reb, ropts);
+    }
+    pthread_cond_destroy(&q.cv);
+    pthread_mutex_destroy(&q.mu);
+    wci_free(&st->a, q.buf);
+    return rc;
+}
+
 wcache_code wcache_store_restore(wcache_store *st, const char *key, wcache_cache *c,
                                  const wcache_snapshot_read_opts *ropts,
                                  wcache_snapshot_info *info)
 {
-    if (!live(st) || !c)
+    if (!live(st) || !c || (ropts && ropts->size < sizeof *ropts))
         return WCACHE_EINVAL;
     char nk[3 * WCACHE_SNAP_MAX_SOURCE_ID + 32];
     if (!key) {
-        if (!ropts || ropts->size < sizeof *ropts || !ropts->expect_source_id ||
-            !ropts->expect_source_id_len)
+        if (!ropts || !ropts->expect_source_id || !ropts->expect_source_id_len)
             return wci_store_err(st, WCACHE_EINVAL,
                                  "store: restore without a key needs expect_source_id");
         int rc = wcache_store_newest(st, ropts->expect_source_id, ropts->expect_source_id_len,
@@ -808,24 +962,15 @@ wcache_code wcache_store_restore(wcache_store *st, const char *key, wcache_cache
             return rc;
         key = nk;
     }
-    const char *td = st->o.tmp_dir ? st->o.tmp_dir : getenv("TMPDIR");
-    if (!td || !td[0])
-        td = "/tmp";
-    size_t pl = strlen(td) + 32;
-    char *path = wci_malloc(&st->a, pl);
-    if (!path)
-        return WCACHE_ENOMEM;
-    snprintf(path, pl, "%s/wcache-restore.wcsnap", td);
-    char *tmp;
-    int rc = get_temp(st, key, path, &tmp, NULL);
-    wci_free(&st->a, path);
+    int rc = key_ok(st, key);
     if (rc != WCACHE_OK)
         return rc;
-    /* The restorer verifies every block and the whole-file checksum before
-     * it changes the cache, so a damaged object is never trusted. */
-    rc = wcache_snapshot_restore(c, tmp, ropts, info);
-    unlink(tmp);
-    wci_free(&st->a, tmp);
+    char *full = full_key(st, key);
+    if (!full)
+        return WCACHE_ENOMEM;
+    rc = full[0] ? restore_stream(st, full, c, ropts, info)
+                 : wci_store_err(st, WCACHE_EINVAL, "store: restore needs an object key");
+    wci_free(&st->a, full);
     return rc;
 }
 

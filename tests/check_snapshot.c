@@ -806,7 +806,53 @@ static int read_mem(const void *p, size_t n, wcache_snapshot_read_opts *o)
     return rc;
 }
 
-/* Restore of damaged bytes: the given error, and the cache left as it was. */
+/* A stream over bytes in memory for wcache_snapshot_restore_from(): hands
+ * out step-varying odd chunks (1 .. step bytes; step 0: all that fits),
+ * and can fail with fail_rc once fail_at bytes are out. */
+typedef struct chunks {
+    const unsigned char *p;
+    size_t n, pos, fail_at;
+    unsigned step;
+    int fail_rc, oversize;
+    unsigned long calls;
+} chunks;
+
+static int chunk_read(void *buf, size_t cap, size_t *got, void *ud)
+{
+    chunks *c = ud;
+    c->calls++;
+    size_t k = c->step ? (size_t)(c->calls * 7919 % c->step) + 1 : cap;
+    size_t end = c->fail_rc && c->fail_at < c->n ? c->fail_at : c->n;
+    if (k > cap)
+        k = cap;
+    if (k > end - c->pos)
+        k = end - c->pos;
+    if (k == 0 && c->fail_rc && c->pos == c->fail_at)
+        return c->fail_rc;
+    memcpy(buf, c->p + c->pos, k);
+    c->pos += k;
+    *got = c->oversize && k ? cap + 1 : k;
+    return WCACHE_OK;
+}
+
+static int restore_stream(wcache_cache *c, const void *p, size_t n, unsigned step,
+                          wcache_snapshot_read_opts *o, wcache_snapshot_info *info)
+{
+    chunks ch = {.p = p, .n = n, .step = step};
+    errbuf[0] = 0;
+    return wcache_snapshot_restore_from(c, chunk_read, &ch, o, info);
+}
+
+static void untouched(wcache_cache *b)
+{
+    wcache_stat st = {.size = sizeof st};
+    ck_assert_int_eq(wcache_cache_revision(b), 0);
+    ck_assert_int_eq(wcache_cache_stat(b, &st), WCACHE_OK);
+    ck_assert_uint_eq(st.objects, 0);
+}
+
+/* Restore of damaged bytes, from a file and as a stream cut in odd
+ * chunks: the given error with a message, and the cache left as it was. */
 static void restore_fails(const void *p, size_t n, int code)
 {
     FILE *f = fopen(path, "wb");
@@ -817,10 +863,14 @@ static void restore_fails(const void *p, size_t n, int code)
     errbuf[0] = 0;
     ck_assert_int_eq(wcache_snapshot_restore(c, path, &o, NULL), code);
     ck_assert_msg(errbuf[0] != 0, "no message for %s", wcache_strerror(code));
-    ck_assert_int_eq(wcache_cache_revision(c), 0);
-    wcache_stat st = {.size = sizeof st};
-    ck_assert_int_eq(wcache_cache_stat(c, &st), WCACHE_OK);
-    ck_assert_uint_eq(st.objects, 0);
+    untouched(c);
+    for (unsigned step = 0; step <= 13; step += 13) {
+        int rc = restore_stream(c, p, n, step, &o, NULL);
+        ck_assert_msg(rc == code, "stream, step %u: %s, not %s (%s)", step,
+                      wcache_strerror(rc), wcache_strerror(code), errbuf);
+        ck_assert_msg(errbuf[0] != 0, "stream: no message for %s", wcache_strerror(code));
+        untouched(c);
+    }
     wcache_cache_close(c);
 }
 
@@ -1156,14 +1206,6 @@ static int restore_n(wcache_cache *b, const char *p0, const char *p1, const char
     wcache_snapshot_read_opts o = ropts();
     errbuf[0] = 0;
     return wcache_snapshot_restore_chain(b, v, n, &o, NULL);
-}
-
-static void untouched(wcache_cache *b)
-{
-    wcache_stat st = {.size = sizeof st};
-    ck_assert_int_eq(wcache_cache_revision(b), 0);
-    ck_assert_int_eq(wcache_cache_stat(b, &st), WCACHE_OK);
-    ck_assert_uint_eq(st.objects, 0);
 }
 
 START_TEST(delta_chain_roundtrip)
@@ -1534,6 +1576,127 @@ START_TEST(rt_relist_meta)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------ */
+/* Restore from a stream                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Whatever the chunking, the stream restore equals the file restore, and
+ * reports what the file holds. */
+START_TEST(stream_roundtrip)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache();
+    fill(a, 700, &rev);
+    membuf m = snap_bytes(a, 1); /* 4 KiB blocks: many of them */
+    FILE *f = fopen(path, "wb");
+    ck_assert_uint_eq(fwrite(m.p, 1, m.n, f), m.n);
+    fclose(f);
+    wcache_snapshot *s;
+    wcache_snapshot_info fi = {.size = sizeof fi};
+    ck_assert_int_eq(wcache_snapshot_open(&s, path, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_snapshot_get_info(s, &fi), WCACHE_OK);
+    wcache_snapshot_close(s);
+    static const unsigned steps[] = {1, 2, 3, 31, 4097, 0};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        wcache_cache *b = new_cache();
+        wcache_snapshot_read_opts o = ropts();
+        wcache_snapshot_info si = {.size = sizeof si};
+        int rc = restore_stream(b, m.p, m.n, steps[i], &o, &si);
+        ck_assert_msg(rc == WCACHE_OK, "step %u: %s: %s", steps[i], wcache_strerror(rc), errbuf);
+        ck_assert_int_eq(si.revision, rev);
+        ck_assert_uint_eq(si.objects, fi.objects);
+        ck_assert_uint_gt(si.blocks, 3);
+        ck_assert_uint_eq(si.blocks, fi.blocks);
+        ck_assert_uint_eq(si.kv_bytes, fi.kv_bytes);
+        ck_assert_uint_eq(si.file_hash, fi.file_hash);
+        ck_assert_uint_eq(si.file_bytes, m.n);
+        ck_assert_ptr_null(si.source_id);
+        ck_assert_int_eq(wcache_cache_compacted_revision(b), rev);
+        compare(a, rev, b, rev);
+        /* Not empty any more. */
+        ck_assert_int_eq(restore_stream(b, m.p, m.n, 0, &o, NULL), WCACHE_ESTATE);
+        wcache_cache_close(b);
+    }
+    free(m.p);
+    wcache_cache_close(a);
+}
+END_TEST
+
+/* A stream that breaks anywhere (the header, a block, the trailer, after
+ * the trailer before its end) fails with the reader's own code and leaves
+ * the cache untouched; so do stray bytes after the trailer, a callback
+ * that claims more bytes than there was room for, a delta and a snapshot
+ * of another source (refused after the header, not after the download). */
+START_TEST(stream_failures)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache(), *b = new_cache();
+    fill(a, 300, &rev);
+    membuf m = snap_bytes(a, 0);
+    wcache_snapshot_read_opts o = ropts();
+    size_t cuts[] = {0, 1, 63, 64, 100, m.n / 3, m.n / 2, m.n - 64, m.n - 1, m.n};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        for (unsigned step = 0; step <= 5; step += 5) {
+            chunks ch = {.p = m.p, .n = m.n, .step = step, .fail_at = cuts[i],
+                         .fail_rc = WCACHE_ECURL};
+            errbuf[0] = 0;
+            int rc = wcache_snapshot_restore_from(b, chunk_read, &ch, &o, NULL);
+            ck_assert_msg(rc == WCACHE_ECURL, "cut at %zu: %s (%s)", cuts[i],
+                          wcache_strerror(rc), errbuf);
+            ck_assert_msg(strstr(errbuf, "reading the stream"), "%s", errbuf);
+            ck_assert_uint_eq(ch.pos, cuts[i]);
+            untouched(b);
+        }
+    }
+    /* WCACHE_ENOTFOUND from the callback is that, not a sound end. */
+    chunks nf = {.p = m.p, .n = m.n, .fail_at = m.n / 2, .fail_rc = WCACHE_ENOTFOUND};
+    ck_assert_int_eq(wcache_snapshot_restore_from(b, chunk_read, &nf, &o, NULL),
+                     WCACHE_ENOTFOUND);
+    untouched(b);
+    chunks big = {.p = m.p, .n = m.n, .oversize = 1};
+    ck_assert_int_eq(wcache_snapshot_restore_from(b, chunk_read, &big, &o, NULL), WCACHE_EINVAL);
+    untouched(b);
+    /* Another object run on after the trailer. */
+    unsigned char *two = malloc(2 * m.n);
+    memcpy(two, m.p, m.n);
+    memcpy(two + m.n, m.p, m.n);
+    ck_assert_int_eq(restore_stream(b, two, m.n + 1, 7, &o, NULL), WCACHE_ECORRUPT);
+    ck_assert_msg(strstr(errbuf, "stray"), "%s", errbuf);
+    ck_assert_int_eq(restore_stream(b, two, 2 * m.n, 0, &o, NULL), WCACHE_ECORRUPT);
+    untouched(b);
+    free(two);
+    /* Another source: refused once the header is in. */
+    o.expect_source_id = "etcd:cluster-2:/registry/";
+    o.expect_source_id_len = strlen(o.expect_source_id);
+    chunks other = {.p = m.p, .n = m.n, .step = 0};
+    ck_assert_int_eq(wcache_snapshot_restore_from(b, chunk_read, &other, &o, NULL),
+                     WCACHE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(errbuf, "cluster-2"));
+    ck_assert_uint_lt(other.pos, 4096);
+    untouched(b);
+    o = ropts();
+    /* A delta is restored with its base, never alone. */
+    wcache_snapshot *base;
+    ck_assert_int_eq(wcache_snapshot_open_mem(&base, m.p, m.n, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_ingest_put(a, "/registry/new", 13, "x", 1, ++rev), WCACHE_OK);
+    membuf d = {0};
+    wcache_snapshot_write_opts w = wopts();
+    w.base = base;
+    ck_assert_int_eq(wcache_snapshot_write_to(a, mem_sink, &d, &w, NULL), WCACHE_OK);
+    wcache_snapshot_close(base);
+    ck_assert_int_eq(restore_stream(b, d.p, d.n, 0, &o, NULL), WCACHE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(errbuf, "delta"));
+    untouched(b);
+    ck_assert_int_eq(wcache_snapshot_restore_from(NULL, chunk_read, &other, NULL, NULL),
+                     WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_snapshot_restore_from(b, NULL, NULL, NULL, NULL), WCACHE_EINVAL);
+    free(d.p);
+    free(m.p);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+}
+END_TEST
+
 Suite *snapshot_suite(void)
 {
     Suite *s = suite_create("snapshot");
@@ -1585,6 +1748,12 @@ Suite *snapshot_suite(void)
     tcase_add_test(t, damage_magic_and_versions);
     tcase_add_test(t, damage_counts);
     tcase_add_test(t, damage_bomb);
+    suite_add_tcase(s, t);
+    t = tcase_create("stream");
+    tcase_add_checked_fixture(t, mkdir_tmp, rm_tmp);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, stream_roundtrip);
+    tcase_add_test(t, stream_failures);
     suite_add_tcase(s, t);
     return s;
 }
