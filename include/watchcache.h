@@ -1801,8 +1801,9 @@ typedef enum wcache_store_style {
 
 /*
  * Progress of a transfer: done bytes of total (0: not known yet).  Runs on
- * the thread that called the store function; return 0 to go on, anything
- * else stops the transfer (WCACHE_ESTOPPED; an upload is aborted).
+ * the thread that called the store function (wcache_store_restore(): its
+ * download thread); return 0 to go on, anything else stops the transfer
+ * (WCACHE_ESTOPPED; an upload is aborted).
  */
 typedef int (*wcache_store_progress_fn)(uint64_t done, uint64_t total, void *userdata);
 
@@ -1850,8 +1851,8 @@ typedef struct wcache_store_opts {
     uint64_t part_bytes;
     int parallel_parts;
     int allow_small_parts;
-    /* Downloads for wcache_store_restore(): the directory of the temporary
-     * file (NULL: $TMPDIR, else /tmp). */
+    /* Unused: wcache_store_restore() streams instead of writing a
+     * temporary file here.  Kept for source and ABI compatibility. */
     const char *tmp_dir;
     wcache_store_progress_fn progress; /* NULL: none */
     void *progress_userdata;
@@ -1995,12 +1996,20 @@ WCACHE_API wcache_code wcache_store_get_file(wcache_store *st, const char *key, 
 
 /*
  * @brief Restore c from the snapshot key (NULL: the newest snapshot of
- *        ropts->expect_source_id, which is then required): download to a
- *        temporary file in tmp_dir, restore (which verifies all of it
- *        first), remove the file.  On any error c is unchanged.
- * @return the errors of wcache_store_get_file(), wcache_store_newest() and
- *         wcache_snapshot_restore().
- * Thread safety: the store's thread; writer of c.  Since: 0.1
+ *        ropts->expect_source_id, which is then required) as it downloads:
+ *        a thread of the store runs the download (ranged GETs, resumed
+ *        after a broken transfer and pinned to one object version) into a
+ *        bounded pipe that the calling thread restores from with
+ *        wcache_snapshot_restore_from(): no temporary file, no whole-object
+ *        buffer.  c changes only after the download passed its size and
+ *        checksum checks and the snapshot its trailer and whole-file
+ *        checksum; on any error c is unchanged, and the detail is in both
+ *        ropts->errbuf and the store's errbuf.
+ * @return the errors of wcache_store_get(), wcache_store_newest() and
+ *         wcache_snapshot_restore_from() (WCACHE_ECORRUPT also for an
+ *         object replaced during the download).
+ * Thread safety: the store's thread; writer of c.  The progress callback
+ *        runs on the download thread.  Since: 0.1
  */
 WCACHE_API wcache_code wcache_store_restore(wcache_store *st, const char *key, wcache_cache *c,
                                             const wcache_snapshot_read_opts *ropts,

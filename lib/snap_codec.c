@@ -244,7 +244,7 @@ struct wcache_snapshot {
     const unsigned char *mem;
     wcache_snap_source_fn rd; /* a stream: no size, no read-ahead of the trailer */
     void *rd_ud;
-    int rd_rc; /* the code the callback failed with, else 0 */
+    int rd_rc;          /* the code the callback failed with, else 0 */
     uint64_t size, pos; /* input size (a stream: UINT64_MAX) and read position */
     uint32_t max_block;
     char *eb;
@@ -316,8 +316,9 @@ static int stream_read(wcache_snapshot *s, unsigned char *buf, size_t n, const c
             return fail(s, WCACHE_EINVAL, "the read callback gave %zu bytes for room for %zu",
                         got, n - have);
         if (got == 0)
-            return fail(s, WCACHE_ECORRUPT, "truncated: the stream ends in the %s at offset %llu",
-                        what, (unsigned long long)(s->pos + have));
+            return fail(s, WCACHE_ECORRUPT,
+                        "truncated: the stream ends in the %s at offset %llu", what,
+                        (unsigned long long)(s->pos + have));
         have += got;
     }
     return WCACHE_OK;

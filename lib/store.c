@@ -808,9 +808,9 @@ typedef struct spipe {
     pthread_cond_t cv;
     unsigned char *buf; /* a ring of PIPE_BYTES */
     size_t head, len;
-    int done, rc;  /* the get returned rc */
-    int rc_read;   /* the restore was handed rc: the download failed first */
-    int closed;    /* the restore stopped reading: the get must stop */
+    int done, rc; /* the get returned rc */
+    int rc_read;  /* the restore was handed rc: the download failed first */
+    int closed;   /* the restore stopped reading: the get must stop */
     wcache_store *st;
     const char *key;
 } spipe;

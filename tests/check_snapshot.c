@@ -866,8 +866,8 @@ static void restore_fails(const void *p, size_t n, int code)
     untouched(c);
     for (unsigned step = 0; step <= 13; step += 13) {
         int rc = restore_stream(c, p, n, step, &o, NULL);
-        ck_assert_msg(rc == code, "stream, step %u: %s, not %s (%s)", step,
-                      wcache_strerror(rc), wcache_strerror(code), errbuf);
+        ck_assert_msg(rc == code, "stream, step %u: %s, not %s (%s)", step, wcache_strerror(rc),
+                      wcache_strerror(code), errbuf);
         ck_assert_msg(errbuf[0] != 0, "stream: no message for %s", wcache_strerror(code));
         untouched(c);
     }
@@ -1602,7 +1602,8 @@ START_TEST(stream_roundtrip)
         wcache_snapshot_read_opts o = ropts();
         wcache_snapshot_info si = {.size = sizeof si};
         int rc = restore_stream(b, m.p, m.n, steps[i], &o, &si);
-        ck_assert_msg(rc == WCACHE_OK, "step %u: %s: %s", steps[i], wcache_strerror(rc), errbuf);
+        ck_assert_msg(rc == WCACHE_OK, "step %u: %s: %s", steps[i], wcache_strerror(rc),
+                      errbuf);
         ck_assert_int_eq(si.revision, rev);
         ck_assert_uint_eq(si.objects, fi.objects);
         ck_assert_uint_gt(si.blocks, 3);
@@ -1637,8 +1638,8 @@ START_TEST(stream_failures)
     size_t cuts[] = {0, 1, 63, 64, 100, m.n / 3, m.n / 2, m.n - 64, m.n - 1, m.n};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         for (unsigned step = 0; step <= 5; step += 5) {
-            chunks ch = {.p = m.p, .n = m.n, .step = step, .fail_at = cuts[i],
-                         .fail_rc = WCACHE_ECURL};
+            chunks ch = {
+                .p = m.p, .n = m.n, .step = step, .fail_at = cuts[i], .fail_rc = WCACHE_ECURL};
             errbuf[0] = 0;
             int rc = wcache_snapshot_restore_from(b, chunk_read, &ch, &o, NULL);
             ck_assert_msg(rc == WCACHE_ECURL, "cut at %zu: %s (%s)", cuts[i],
@@ -1654,7 +1655,8 @@ START_TEST(stream_failures)
                      WCACHE_ENOTFOUND);
     untouched(b);
     chunks big = {.p = m.p, .n = m.n, .oversize = 1};
-    ck_assert_int_eq(wcache_snapshot_restore_from(b, chunk_read, &big, &o, NULL), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_snapshot_restore_from(b, chunk_read, &big, &o, NULL),
+                     WCACHE_EINVAL);
     untouched(b);
     /* Another object run on after the trailer. */
     unsigned char *two = malloc(2 * m.n);

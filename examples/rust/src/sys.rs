@@ -73,6 +73,9 @@ pub type wcache_snap_progress_fn = Option<
 >;
 pub type wcache_snap_sink_fn =
     Option<unsafe extern "C" fn(buf: *const c_void, len: usize, userdata: *mut c_void) -> c_int>;
+pub type wcache_snap_source_fn = Option<
+    unsafe extern "C" fn(buf: *mut c_void, cap: usize, got: *mut usize, userdata: *mut c_void) -> c_int,
+>;
 
 #[repr(C)]
 pub struct wcache_allocator {
@@ -654,6 +657,13 @@ extern "C" {
     pub fn wcache_snapshot_restore(
         c: *mut wcache_cache,
         path: *const c_char,
+        opts: *const wcache_snapshot_read_opts,
+        info: *mut wcache_snapshot_info,
+    ) -> wcache_code;
+    pub fn wcache_snapshot_restore_from(
+        c: *mut wcache_cache,
+        read: wcache_snap_source_fn,
+        userdata: *mut c_void,
         opts: *const wcache_snapshot_read_opts,
         info: *mut wcache_snapshot_info,
     ) -> wcache_code;
