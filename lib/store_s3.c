@@ -171,6 +171,12 @@ typedef struct req {
     wcache_snap_sink_fn sink;
     void *sink_ud;
     int sink_rc;
+    /* A resumed GET: the body must be bytes from resume_from of the object
+     * whose ETag is resume_etag, else it is refused before the sink sees
+     * a byte (bad_resume). */
+    uint64_t resume_from;
+    const char *resume_etag;
+    int checked, bad_resume;
     /* results */
     long status;
     buf reply; /* any body that is not sunk */
@@ -237,6 +243,14 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     size_t len = size * n;
     long st = r->status; /* set from the status line by on_header_status */
     if (r->sink && st >= 200 && st < 300) {
+        if (r->resume_from && !r->checked) {
+            r->checked = 1;
+            if (st != 206 || r->range_start != (int64_t)r->resume_from ||
+                (r->etag[0] && r->resume_etag[0] && strcmp(r->etag, r->resume_etag))) {
+                r->bad_resume = 1;
+                return 0;
+            }
+        }
         r->sink_rc = r->sink(p, len, r->sink_ud);
         if (r->sink_rc != WCACHE_OK)
             return 0; /* abort the transfer */
@@ -310,6 +324,7 @@ static CURLcode perform(wcache_store *st, CURL *curl, req *q)
     q->retry_after_ms = 0;
     q->body_off = 0;
     q->sink_rc = WCACHE_OK;
+    q->checked = q->bad_resume = 0;
     if (build_url(st, q, &url) != WCACHE_OK)
         return CURLE_OUT_OF_MEMORY;
     curl_easy_reset(curl);
@@ -1299,6 +1314,8 @@ static int s3_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, v
             snprintf(range, sizeof range, "bytes=%llu-", (unsigned long long)g.off);
             q.range = range;
             q.if_match = etag;
+            q.resume_from = g.off;
+            q.resume_etag = etag;
         }
         uint64_t before = g.off;
         CURLcode cc = perform(st, s->curl, &q);
@@ -1313,11 +1330,11 @@ static int s3_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, v
                 total = q.status == 206 ? q.range_total : q.content_length;
                 snprintf(etag, sizeof etag, "%s", q.etag);
                 g.total = total > 0 ? (uint64_t)total : 0;
-            } else if (q.status != 206 || q.range_start != (int64_t)before ||
+            } else if (q.bad_resume || q.status != 206 || q.range_start != (int64_t)before ||
                        (q.etag[0] && etag[0] && strcmp(q.etag, etag))) {
                 rc = wci_store_err(st, WCACHE_ECORRUPT,
-                                   "s3: GET s3://%s/%s: resume at byte %llu got another range "
-                                   "or object",
+                                   "s3: GET s3://%s/%s: the object changed during the download "
+                                   "(resuming at byte %llu got another range or ETag)",
                                    st->bucket, key, (unsigned long long)before);
             }
             if (rc == WCACHE_OK && cc != CURLE_OK)
@@ -1332,10 +1349,13 @@ static int s3_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, v
             if (!retry)
                 rc = wci_store_err(st, WCACHE_ECURL, "s3: GET s3://%s/%s: %s", st->bucket, key,
                                    curl_easy_strerror(cc));
-        } else if (q.status == 412) {
+        } else if (q.status == 412 || (q.status == 416 && before)) {
+            /* 416: a resume past the end, which the object we were reading
+             * had not reached; a server that ignores If-Match says so. */
             rc = wci_store_err(st, WCACHE_ECORRUPT,
-                               "s3: GET s3://%s/%s: the object changed during the download",
-                               st->bucket, key);
+                               "s3: GET s3://%s/%s: the object changed during the download "
+                               "(HTTP %ld on resuming at byte %llu)",
+                               st->bucket, key, q.status, (unsigned long long)before);
         } else {
             retry = wci_store_status_retryable(q.status);
             if (!retry)

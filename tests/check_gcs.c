@@ -528,32 +528,107 @@ START_TEST(resumable_faults)
 }
 END_TEST
 
+/* Store another version of the object name (a new generation). */
+static CURLcode replace_object(const char *name)
+{
+    char url[256], auth[128];
+    snprintf(url, sizeof url, "%s/upload/storage/v1/b/snaps/o?uploadType=media&name=%s", EP,
+             name);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", TOKEN);
+    CURL *e = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, auth);
+    mem out = {NULL, 0};
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, "another version");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, mem_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &out);
+    CURLcode cc = curl_easy_perform(e);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    free(out.p);
+    return cc;
+}
+
 /* A sink that replaces the object being downloaded at its first bytes. */
 static int replacing_sink(const void *buf, size_t len, void *ud)
 {
     mem *m = ud;
-    if (m->len == 0) {
-        char url[256], auth[128];
-        snprintf(url, sizeof url,
-                 "%s/upload/storage/v1/b/snaps/o?uploadType=media&name=d.wcsnap", EP);
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", TOKEN);
-        CURL *e = curl_easy_init();
-        struct curl_slist *h = curl_slist_append(NULL, auth);
-        mem out = {NULL, 0};
-        curl_easy_setopt(e, CURLOPT_URL, url);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "another version");
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, mem_write);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, &out);
-        CURLcode cc = curl_easy_perform(e);
-        curl_easy_cleanup(e);
-        curl_slist_free_all(h);
-        free(out.p);
-        if (cc != CURLE_OK)
-            return WCACHE_ECURL;
-    }
+    if (m->len == 0 && replace_object("d.wcsnap") != CURLE_OK)
+        return WCACHE_ECURL;
     return to_mem(buf, len, ud);
 }
+
+/* A progress callback that replaces s.wcsnap once the download has
+ * begun (after the first, cut, transfer). */
+static int replaced;
+static int replacing_progress(uint64_t done, uint64_t total, void *ud)
+{
+    (void)total;
+    (void)ud;
+    if (done && !replaced++)
+        ck_assert_int_eq(replace_object("s.wcsnap"), CURLE_OK);
+    return 0;
+}
+
+/* wcache_store_restore streams the download into the restorer: the result
+ * equals the restore of the pulled file; bodies cut twice are resumed
+ * with ranged GETs of the same generation (the stand-in's log shows the
+ * two truncations and two ranged requests); an object replaced between two
+ * ranges is refused with the cache untouched. */
+START_TEST(streamed_restore)
+{
+    int64_t rev = 0;
+    wcache_cache *c = filled(cache_size(), &rev);
+    wcache_store_opts o;
+    base_opts(&o);
+    wcache_store *st = open_gs("gs://snaps", &o);
+    ck_assert_msg(push(st, "s.wcsnap", c, "id") == WCACHE_OK, "%s", errbuf);
+    char path[400];
+    snprintf(path, sizeof path, "%s/s.pulled", TDIR);
+    ck_assert_msg(wcache_store_get_file(st, "s.wcsnap", path, 1, NULL) == WCACHE_OK, "%s",
+                  errbuf);
+    wcache_cache *byfile = new_cache(), *d = new_cache();
+    ck_assert_int_eq(wcache_snapshot_restore(byfile, path, NULL, NULL), WCACHE_OK);
+    ck_assert_msg(wcache_store_restore(st, "s.wcsnap", d, NULL, NULL) == WCACHE_OK, "%s",
+                  errbuf);
+    same_content(byfile, d);
+    same_content(c, d);
+    wcache_cache_close(d);
+
+    fault("{\"match\":\"GET /storage/v1/b/snaps/o/s.wcsnap?alt=media\",\"action\":\"truncate\","
+          "\"count\":2}");
+    d = new_cache();
+    ck_assert_msg(wcache_store_restore(st, "s.wcsnap", d, NULL, NULL) == WCACHE_OK, "%s",
+                  errbuf);
+    same_content(c, d);
+    ck_assert_int_eq(log_count("s.wcsnap?alt=media", "truncated"), 2);
+    ck_assert_int_eq(log_count("s.wcsnap?alt=media&generation=", "{bytes="), 2);
+    wcache_cache_close(d);
+
+    o.progress = replacing_progress;
+    replaced = 0;
+    wcache_store *sr = open_gs("gs://snaps", &o);
+    fault(
+        "{\"match\":\"GET /storage/v1/b/snaps/o/s.wcsnap?alt=media\",\"action\":\"truncate\"}");
+    char reb[512] = "";
+    wcache_snapshot_read_opts ro = {.size = sizeof ro, .errbuf = reb, .errbuf_len = sizeof reb};
+    d = new_cache();
+    ck_assert_int_eq(wcache_store_restore(sr, "s.wcsnap", d, &ro, NULL), WCACHE_ECORRUPT);
+    ck_assert_int_eq(replaced, 1);
+    ck_assert_msg(strstr(reb, "replaced"), "%s", reb);
+    ck_assert_int_eq(wcache_cache_revision(d), 0);
+    /* What replaced it is not a snapshot: refused whole, cache untouched. */
+    ck_assert_int_eq(wcache_store_restore(st, "s.wcsnap", d, &ro, NULL), WCACHE_ECORRUPT);
+    ck_assert_msg(strstr(reb, "magic") || strstr(reb, "truncated"), "%s", reb);
+    ck_assert_int_eq(wcache_cache_revision(d), 0);
+    wcache_store_close(sr);
+    wcache_store_close(st);
+    wcache_cache_close(byfile);
+    wcache_cache_close(d);
+    wcache_cache_close(c);
+}
+END_TEST
 
 /* Downloads resume where a broken transfer stopped (Range from the byte
  * reached, same generation), through truncated bodies, a 503 and a dropped
@@ -912,6 +987,7 @@ Suite *gcs_suite(void)
     tcase_add_test(t, json_small_env);
     tcase_add_test(t, resumable_faults);
     tcase_add_test(t, download_faults);
+    tcase_add_test(t, streamed_restore);
     tcase_add_test(t, upload_checksum_mismatch);
     tcase_add_test(t, auth_failures);
     tcase_add_test(t, open_errors);
