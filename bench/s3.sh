@@ -2,7 +2,10 @@
 # s3.sh - push and pull throughput of a snapshot of N pods through the local
 # S3 server (tests/peers/s3-local: s3rver behind the SigV4 gate, loopback),
 # `wcache push` / `wcache pull` beside `aws s3 cp` of the same file in the
-# same run, interleaved, best of BENCH_S3_RUNS.  `make bench` runs it.
+# same run, interleaved, best of BENCH_S3_RUNS.  Then a restore from the
+# store to a serving cache: streamed (wcache_store_restore, what the proxy
+# does) against download-to-file-then-restore, alternated, each beside
+# aws's pull of the bytes alone.  `make bench` runs it.
 #
 #   BENCH_S3_N      objects (default 1000000)
 #   BENCH_S3_RUNS   rounds (default 2)
@@ -78,6 +81,8 @@ for r in $(seq 1 "$runs"); do
     rm -f "$work/ours.out" "$work/theirs.out"
     "$build/bench_store" putsnap "$n" s3://bench/sync.wcsnap | sed 's/^/wcache\t/' |
         awk -F'\t' -v OFS='\t' '{ print $1, $2, $3, $4 }' >>"$tsv"
+    "$build/bench_store" restore "$n" s3://bench/theirs.wcsnap "$work/restore.tmp" |
+        sed 's/^/wcache\t/' | awk -F'\t' -v OFS='\t' '{ print $1, $2, $3, $4 }' >>"$tsv"
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$tsv"
 # Best of the rounds, and the ratio to aws where there is one.
@@ -86,6 +91,7 @@ awk -F'\t' '
     { k = $1 "\t" $2; if (!(k in b) || $4 + 0 > b[k]) b[k] = $4 + 0; m[$2] = 1 }
     END { printf "%-15s %10s %10s %8s\n", "metric", "wcache", "aws", "ratio"
           for (x in m) { w = b["wcache\t" x]; a = b["aws\t" x]
-              if (x == "pull_verified" || x == "putsnap_mbps") a = b["aws\t" (x == "putsnap_mbps" ? "push" : "pull")]
+              if (x == "putsnap_mbps") a = b["aws\tpush"]
+              else if (x == "pull_verified" || x ~ /^restore_/) a = b["aws\tpull"]
               printf "%-15s %10.1f %10.1f %8.2f\n", x, w, a, a ? w / a : 0 } }' "$tsv"
 echo "s3.sh: results in $tsv" >&2

@@ -808,6 +808,7 @@ typedef struct spipe {
     pthread_cond_t cv;
     unsigned char *buf; /* a ring of PIPE_BYTES */
     size_t head, len;
+    size_t want;  /* the restore waits for this many bytes (0: not waiting) */
     int done, rc; /* the get returned rc */
     int rc_read;  /* the restore was handed rc: the download failed first */
     int closed;   /* the restore stopped reading: the get must stop */
@@ -837,7 +838,12 @@ static int pipe_sink(const void *p, size_t n, void *ud)
         q->len += k;
         b += k;
         n -= k;
-        pthread_cond_broadcast(&q->cv);
+        /* Wake the restore when what it waits for is there, not for every
+         * 16 KiB: it reads a block at a time. */
+        if (q->want && q->len >= q->want) {
+            q->want = 0;
+            pthread_cond_broadcast(&q->cv);
+        }
     }
     int closed = q->closed;
     pthread_mutex_unlock(&q->mu);
@@ -849,9 +855,13 @@ static int pipe_sink(const void *p, size_t n, void *ud)
 static int pipe_read(void *buf, size_t cap, size_t *got, void *ud)
 {
     spipe *q = ud;
+    size_t want = cap < PIPE_BYTES / 2 ? cap : PIPE_BYTES / 2;
     pthread_mutex_lock(&q->mu);
-    while (!q->len && !q->done)
+    while (q->len < want && !q->done) {
+        q->want = want;
         pthread_cond_wait(&q->cv, &q->mu);
+    }
+    q->want = 0;
     size_t k = q->len < cap ? q->len : cap;
     if (k > PIPE_BYTES - q->head)
         k = PIPE_BYTES - q->head;

@@ -16,6 +16,11 @@
  * checksum patched to name the base, so that the link checks and the merge
  * of tombstones and puts over the base are reached (the files are handed
  * over as memfds).  The cache must be left empty by any refusal.
+ *
+ * Every input is also restored as a stream (wcache_snapshot_restore_from),
+ * cut into chunks of sizes drawn from the input itself, and from a memfd
+ * with wcache_snapshot_restore: the two must agree on whether the bytes
+ * are a sound snapshot, and a refusal must leave the cache empty.
  */
 #include <stdio.h>
 #include <sys/mman.h>
@@ -154,6 +159,64 @@ static void chain(uint8_t *p, size_t cut, size_t size)
         close(fd);
 }
 
+typedef struct chunks {
+    const uint8_t *p;
+    size_t n, pos;
+    unsigned calls;
+} chunks;
+
+/* Chunks of 1 .. 64 bytes or all that fits, by the input's own bytes. */
+static int chunk_read(void *buf, size_t cap, size_t *got, void *ud)
+{
+    chunks *c = ud;
+    size_t k = c->n ? c->p[(c->calls++ * 31u) % c->n] : 1;
+    k = k >= 0xc0 ? cap : (k & 63) + 1;
+    if (k > cap)
+        k = cap;
+    if (k > c->n - c->pos)
+        k = c->n - c->pos;
+    memcpy(buf, c->p + c->pos, k);
+    c->pos += k;
+    *got = k;
+    return WCACHE_OK;
+}
+
+static wcache_cache *fresh(void)
+{
+    wcache_cache *c = NULL;
+    if (wcache_cache_create(&c, NULL) != WCACHE_OK || wcache_cache_open(c) != WCACHE_OK) {
+        wcache_cache_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void stream(const uint8_t *p, size_t size)
+{
+    char eb[256], path[64];
+    wcache_snapshot_read_opts o = {.size = sizeof o};
+    o.max_block_bytes = 1u << 20;
+    o.errbuf = eb;
+    o.errbuf_len = sizeof eb;
+    wcache_cache *a = fresh(), *b = fresh();
+    int fd = memfile(p, size, path, sizeof path);
+    if (a && b && fd >= 0) {
+        chunks ch = {p, size, 0, 0};
+        int rs = wcache_snapshot_restore_from(a, chunk_read, &ch, &o, NULL);
+        int rf = wcache_snapshot_restore(b, path, &o, NULL);
+        if ((rs == WCACHE_OK) != (rf == WCACHE_OK))
+            abort(); /* the stream and the file restore disagree */
+        if (rs != WCACHE_OK && wcache_cache_revision(a) != 0)
+            abort();
+        if (rs == WCACHE_OK && wcache_cache_revision(a) != wcache_cache_revision(b))
+            abort();
+    }
+    if (fd >= 0)
+        close(fd);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     read_all(data, size);
@@ -163,6 +226,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(copy, data, size);
     fix_sums(copy, size);
     read_all(copy, size);
+    stream(copy, size);
     /* Two files: the first ends with the end magic. */
     static const uint8_t end_magic[8] = {'W', 'C', 'S', 'N', 'E', 'N', 'D', '\n'};
     for (size_t i = 128; i + 8 <= size && i + 8 < size; i++)
