@@ -975,6 +975,8 @@ wcache_code wcache_store_restore(wcache_store *st, const char *key, wcache_cache
     int rc = key_ok(st, key);
     if (rc != WCACHE_OK)
         return rc;
+    if (wcache_cache_revision(c) != 0) /* before a download is started for nothing */
+        return wci_store_err(st, WCACHE_ESTATE, "store: restore needs an empty cache");
     char *full = full_key(st, key);
     if (!full)
         return WCACHE_ENOMEM;

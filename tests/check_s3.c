@@ -1047,6 +1047,24 @@ START_TEST(s3_restore_streams)
     same_content(c, r, n);
     wcache_cache_close(r);
 
+    /* Another source: refused once the header is in, which stops the
+     * download; a cache that is not empty: refused before it starts. */
+    wcache_snapshot_read_opts ro;
+    memset(&ro, 0, sizeof ro);
+    ro.size = sizeof ro;
+    ro.expect_source_id = "another-src";
+    ro.expect_source_id_len = strlen(ro.expect_source_id);
+    ro.errbuf = errbuf;
+    ro.errbuf_len = sizeof errbuf;
+    int before = atomic_load(&px.requests);
+    r = new_cache();
+    ck_assert_int_eq(wcache_store_restore(st, "s.wcsnap", r, &ro, NULL), WCACHE_EINVAL);
+    ck_assert_msg(strstr(errbuf, "another-src"), "%s", errbuf);
+    ck_assert_int_eq(wcache_cache_revision(r), 0);
+    ck_assert_int_eq(wcache_store_restore(st, "s.wcsnap", c, NULL, NULL), WCACHE_ESTATE);
+    ck_assert_int_eq(atomic_load(&px.requests) - before, 1);
+    wcache_cache_close(r);
+
     /* Cut twice: two resumes with Range from the byte reached. */
     atomic_store(&resumes, 0);
     px_set(F_TRUNCATE, 2, "GET", "/streams/s.wcsnap");

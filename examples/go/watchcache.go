@@ -2,11 +2,12 @@
 // revisioned watch cache (see include/watchcache.h and libwatchcache(3)).
 //
 // Threads: a Cache may be used from any number of goroutines.  Its writes
-// (Put, Delete, Apply, Progress, Compact, SnapshotRestore) are serialised by
-// the Cache itself, so the C library's single-writer rule holds whichever
-// goroutines call them.  A View or a Batch is used by one goroutine at a
-// time and may be handed to another (the C contract allows it: a view's pin
-// belongs to the view, not to a thread).
+// (Put, Delete, Apply, Progress, Compact, SnapshotRestore,
+// SnapshotRestoreFrom) are serialised by the Cache itself, so the C
+// library's single-writer rule holds whichever goroutines call them.  A
+// View or a Batch is used by one goroutine at a time and may be handed to
+// another (the C contract allows it: a view's pin belongs to the view, not
+// to a thread).
 //
 // Lifetimes: Close is the API.  Views, batches and watches must be closed
 // before their cache (Cache.Close fails with ErrBusy while views or batches

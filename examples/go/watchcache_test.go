@@ -1,8 +1,11 @@
 package watchcache
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -431,5 +434,81 @@ func TestFinalizerSafetyNet(t *testing.T) {
 			t.Fatal("the finalizer never freed the view")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// oddReader hands out the bytes in chunks of 1, 2, ... 97 bytes, with an
+// empty read now and then, and fails with err once at bytes are out.
+type oddReader struct {
+	b   []byte
+	n   int
+	at  int
+	err error
+}
+
+func (r *oddReader) Read(p []byte) (int, error) {
+	r.n++
+	if r.err != nil && len(r.b) <= r.at {
+		return 0, r.err
+	}
+	if r.n%5 == 0 {
+		return 0, nil
+	}
+	k := r.n%97 + 1
+	if k > len(p) {
+		k = len(p)
+	}
+	if k > len(r.b) {
+		k = len(r.b)
+	}
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	copy(p, r.b[:k])
+	r.b = r.b[k:]
+	return k, nil
+}
+
+func TestSnapshotRestoreFrom(t *testing.T) {
+	c := newCache(t)
+	for i := 0; i < 300; i++ {
+		must(t, c.Put(fmt.Sprintf("/s/%03d", i), []byte(fmt.Sprint(i)), int64(i+1)))
+	}
+	path := filepath.Join(t.TempDir(), "a.wcsnap")
+	_, err := c.SnapshotWrite(path, nil)
+	must(t, err)
+	data, err := os.ReadFile(path)
+	must(t, err)
+	d := newCache(t)
+	info, err := d.SnapshotRestoreFrom(&oddReader{b: data})
+	must(t, err)
+	if info.Revision != 300 || info.Objects != 300 || info.FileBytes != uint64(len(data)) ||
+		d.Revision() != 300 {
+		t.Fatalf("restored %+v at %d", info, d.Revision())
+	}
+	kv, err := d.Get("/s/299", RevLatest)
+	must(t, err)
+	if string(kv.Value) != "299" {
+		t.Fatalf("%+v", kv)
+	}
+	// A reader that fails mid-way: its error and ErrSys, the cache empty.
+	broken := errors.New("connection reset")
+	e := newCache(t)
+	_, err = e.SnapshotRestoreFrom(&oddReader{b: data[:len(data)/2], at: 0, err: broken})
+	if !errors.Is(err, ErrSys) || !errors.Is(err, broken) || e.Revision() != 0 {
+		t.Fatalf("broken reader: %v, revision %d", err, e.Revision())
+	}
+	// Cut short, or damaged: ErrCorrupt, the cache empty.
+	if _, err = e.SnapshotRestoreFrom(bytes.NewReader(data[:len(data)-1])); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("truncated: %v", err)
+	}
+	bad := append([]byte(nil), data...)
+	bad[len(bad)/2] ^= 0x40
+	if _, err = e.SnapshotRestoreFrom(bytes.NewReader(bad)); !errors.Is(err, ErrCorrupt) ||
+		e.Revision() != 0 {
+		t.Fatalf("bit flip: %v", err)
+	}
+	if _, err = d.SnapshotRestoreFrom(bytes.NewReader(data)); !errors.Is(err, ErrState) {
+		t.Fatalf("restore into a non-empty cache: %v", err)
 	}
 }
