@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 size_t wci_rbuf_write(char *data, size_t sz, size_t nm, void *ud)
 {
@@ -72,6 +73,27 @@ long wci_http_status_line(const char *data, size_t n)
         return -1;
     const char *sp = memchr(data, ' ', n);
     return sp ? strtol(sp + 1, NULL, 10) : 0;
+}
+
+void wci_http_thread_stop(pthread_t th, _Atomic int *stop, CURLM *multi, int wake_fd)
+{
+    atomic_store(stop, 1);
+    if (multi)
+        curl_multi_wakeup(multi);
+    ssize_t w = write(wake_fd, "x", 1);
+    (void)w; /* a full pipe wakes the thread all the same */
+    pthread_join(th, NULL);
+}
+
+void wci_http_release(CURLM *multi, int curl_inited, int wake[2])
+{
+    if (multi)
+        curl_multi_cleanup(multi);
+    if (curl_inited)
+        curl_global_cleanup();
+    for (int i = 0; i < 2; i++)
+        if (wake[i] >= 0)
+            close(wake[i]);
 }
 
 int64_t wci_mono_ms(void)

@@ -10,6 +10,7 @@
 #include "wcache_int.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 
 /* A response body gathered in memory, at most max bytes. */
 typedef struct wci_rbuf {
@@ -31,6 +32,15 @@ CURLcode wci_xfer_run(CURLM *multi, CURL *e, _Atomic int *stop);
 /* The status code of an "HTTP/1.1 200 OK" header line, or -1 for any
  * other header line (CURLOPT_HEADERFUNCTION sees every line). */
 long wci_http_status_line(const char *data, size_t n);
+
+/* Stop a source's thread: set *stop, wake it (multi, if not NULL, out of
+ * curl_multi_poll; wake_fd, a pipe's write end, out of poll) and join it. */
+void wci_http_thread_stop(pthread_t th, _Atomic int *stop, CURLM *multi, int wake_fd);
+
+/* Release what a source's thread used: the multi handle (NULL: none), its
+ * share of curl_global_init (curl_inited: it took one) and the wake-up
+ * pipe (-1: not open). */
+void wci_http_release(CURLM *multi, int curl_inited, int wake[2]);
 
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t wci_mono_ms(void);

@@ -1668,10 +1668,9 @@ wcache_code wcache_etcd_stop(wcache_etcd *s)
     }
     if (!s->joinable)
         return WCACHE_OK;
-    atomic_store(&s->stop, 1);
-    ssize_t w = write(s->wake[1], "x", 1);
-    (void)w; /* a full pipe wakes the thread all the same */
-    pthread_join(s->th, NULL);
+    /* the thread polls the wake-up pipe beside libcurl's sockets, never
+     * curl_multi_poll: no multi to wake */
+    wci_http_thread_stop(s->th, &s->stop, NULL, s->wake[1]);
     s->joinable = 0;
     return WCACHE_OK;
 }
@@ -1684,14 +1683,8 @@ void wcache_etcd_free(wcache_etcd *s)
     const wci_alloc *al = s->al;
     if (s->ew.c)
         wci_ew_fini(&s->ew);
-    if (s->multi)
-        curl_multi_cleanup(s->multi);
-    if (s->curl_inited)
-        curl_global_cleanup();
     wcache_batch_free(s->b);
-    for (int i = 0; i < 2; i++)
-        if (s->wake[i] >= 0)
-            close(s->wake[i]);
+    wci_http_release(s->multi, s->curl_inited, s->wake);
     for (size_t i = 0; i < s->neps; i++)
         wci_free(al, s->eps[i]);
     wci_free(al, s->eps);

@@ -997,11 +997,7 @@ wcache_code wcache_k8s_stop(wcache_k8s *s)
         return WCACHE_EINVAL;
     if (!s->joinable)
         return WCACHE_OK;
-    atomic_store(&s->stop, 1);
-    curl_multi_wakeup(s->multi);
-    ssize_t wr = write(s->wake[1], "x", 1);
-    (void)wr; /* a full pipe already wakes */
-    pthread_join(s->th, NULL);
+    wci_http_thread_stop(s->th, &s->stop, s->multi, s->wake[1]);
     s->joinable = 0;
     return WCACHE_OK;
 }
@@ -1014,14 +1010,7 @@ void wcache_k8s_free(wcache_k8s *s)
     const wci_alloc *al = s->al;
     if (s->kw.c)
         wci_kw_fini(&s->kw);
-    if (s->multi)
-        curl_multi_cleanup(s->multi);
-    if (s->curl_inited)
-        curl_global_cleanup();
-    if (s->wake[0] >= 0) {
-        close(s->wake[0]);
-        close(s->wake[1]);
-    }
+    wci_http_release(s->multi, s->curl_inited, s->wake);
     wci_free(al, s->name);
     wci_free(al, s->path);
     wci_free(al, s->url);
