@@ -2423,40 +2423,39 @@ END_TEST
 
 Suite *etcd_suite(void)
 {
+    /* the test cases: each starts its own etcd (fixture) around every test */
+    const struct {
+        const char *name;
+        int timeout;
+        SFun up, down; /* NULL: the fake gateway, no etcd */
+        const TTest *tests[8];
+    } cases[] = {
+        {"fake",
+         60,
+         NULL,
+         NULL,
+         {api_errors, fake_gateway_guard_and_faults, fake_premature_progress}},
+        {"real",
+         240,
+         etcd_up,
+         etcd_down,
+         {etcd_differential, etcd_kill_restart, etcd_compaction_relist, etcd_compaction_follow,
+          etcd_loop_driven}},
+        {"cluster", 240, etcd_up3, etcd_down, {etcd_leader_kill}},
+        {"tls", 120, etcd_up_tls_certs, etcd_down_tls, {etcd_tls_certs}},
+        {"token", 120, etcd_up_tls_token, etcd_down_tls, {etcd_tls_token}},
+    };
     Suite *su = suite_create("etcd");
-    TCase *tc = tcase_create("fake");
-    tcase_set_timeout(tc, tu_timeout(60));
-    tcase_add_test(tc, api_errors);
-    tcase_add_test(tc, fake_gateway_guard_and_faults);
-    tcase_add_test(tc, fake_premature_progress);
-    suite_add_tcase(su, tc);
-    tc = tcase_create("real");
-    tcase_set_timeout(tc, tu_timeout(240));
-    tcase_add_unchecked_fixture(tc, base_up, base_down);
-    tcase_add_checked_fixture(tc, etcd_up, etcd_down);
-    tcase_add_test(tc, etcd_differential);
-    tcase_add_test(tc, etcd_kill_restart);
-    tcase_add_test(tc, etcd_compaction_relist);
-    tcase_add_test(tc, etcd_compaction_follow);
-    tcase_add_test(tc, etcd_loop_driven);
-    suite_add_tcase(su, tc);
-    tc = tcase_create("cluster");
-    tcase_set_timeout(tc, tu_timeout(240));
-    tcase_add_unchecked_fixture(tc, base_up, base_down);
-    tcase_add_checked_fixture(tc, etcd_up3, etcd_down);
-    tcase_add_test(tc, etcd_leader_kill);
-    suite_add_tcase(su, tc);
-    tc = tcase_create("tls");
-    tcase_set_timeout(tc, tu_timeout(120));
-    tcase_add_unchecked_fixture(tc, base_up, base_down);
-    tcase_add_checked_fixture(tc, etcd_up_tls_certs, etcd_down_tls);
-    tcase_add_test(tc, etcd_tls_certs);
-    suite_add_tcase(su, tc);
-    tc = tcase_create("token");
-    tcase_set_timeout(tc, tu_timeout(120));
-    tcase_add_unchecked_fixture(tc, base_up, base_down);
-    tcase_add_checked_fixture(tc, etcd_up_tls_token, etcd_down_tls);
-    tcase_add_test(tc, etcd_tls_token);
-    suite_add_tcase(su, tc);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_set_timeout(tc, tu_timeout(cases[i].timeout));
+        if (cases[i].up) {
+            tcase_add_unchecked_fixture(tc, base_up, base_down);
+            tcase_add_checked_fixture(tc, cases[i].up, cases[i].down);
+        }
+        for (size_t k = 0; k < 8 && cases[i].tests[k]; k++)
+            tcase_add_test(tc, cases[i].tests[k]);
+        suite_add_tcase(su, tc);
+    }
     return su;
 }
