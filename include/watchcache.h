@@ -1055,6 +1055,11 @@ typedef struct wcache_etcd_stats {
     uint64_t progress_applied; /* progress notifications applied */
     uint64_t progress_ignored; /* ... ignored by the #15220 guard */
     uint64_t probes;           /* compaction probes sent */
+    /* Since 0.1, after probes: wcache_etcd_current_revision() calls (every
+     * consistent read), and the ranges sent for them (concurrent calls
+     * share one). */
+    uint64_t revision_reads;
+    uint64_t revision_probes;
 } wcache_etcd_stats;
 
 /* A socket an etcd source driven by the embedder's loop waits on
@@ -1165,7 +1170,10 @@ WCACHE_API wcache_code wcache_etcd_stat(const wcache_etcd *src, wcache_etcd_stat
 /*
  * @brief Ask etcd for its current revision with a linearizable count-only
  *        range of one key, the first of the source's range (what consistent
- *        reads use), trying each endpoint once.
+ *        reads use), trying each endpoint once.  Concurrent calls share:
+ *        a call takes the answer of the first range sent after it began
+ *        (one in flight at a time), so its revision is at least etcd's
+ *        when the call began.
  * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ECURL, WCACHE_EHTTP,
  *         WCACHE_ECORRUPT (an answer that does not parse), WCACHE_ENOMEM.
  * Thread safety: any thread, concurrently with everything.  Since: 0.1

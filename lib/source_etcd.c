@@ -162,6 +162,20 @@ struct wcache_etcd {
     _Atomic int stop, running, synced, last_error;
     _Atomic int64_t list_rev, compact_rev;
     _Atomic uint64_t lists, relists, connects, reconnects, errors, bytes, probes;
+    /* Consistent reads' current-revision ranges, shared: a read may take the
+     * answer of a range sent after it began (etcd's revision then is at
+     * least the one when the read began: linearizable), never of one sent
+     * before.  At most one range in flight; the reads that arrive meanwhile
+     * share the next, which one of them sends when this one ends. */
+    pthread_mutex_t rev_mu;
+    pthread_cond_t rev_cv;
+    int rev_sync; /* rev_mu and rev_cv initialised */
+    int rev_busy; /* a range in flight */
+    uint64_t rev_sent;            /* ranges sent: the latest one's number */
+    uint64_t rev_ok_n, rev_err_n; /* the latest range that answered / failed */
+    int64_t rev_ok;               /* the answer of rev_ok_n */
+    wcache_code rev_err;          /* the failure of rev_err_n */
+    _Atomic uint64_t rev_reads, rev_probes;
     wci_ew ew; /* the watch stream: the driver's, but for its atomic counters */
     uint64_t rng;
     /* the state machine: the driver's thread only */
@@ -1589,6 +1603,15 @@ wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_
     }
     if (rc == WCACHE_OK && wci_ew_init(&s->ew, c, s->max_msg) != 0)
         rc = WCACHE_ENOMEM;
+    if (rc == WCACHE_OK) {
+        if (pthread_mutex_init(&s->rev_mu, NULL) != 0)
+            rc = WCACHE_ESYS;
+        else if (pthread_cond_init(&s->rev_cv, NULL) != 0) {
+            pthread_mutex_destroy(&s->rev_mu);
+            rc = WCACHE_ESYS;
+        } else
+            s->rev_sync = 1;
+    }
     if (rc == WCACHE_OK)
         rc = wcache_cache_set_source(c, cur_rev_cb, NULL, s);
     if (rc != WCACHE_OK) {
@@ -1685,6 +1708,10 @@ void wcache_etcd_free(wcache_etcd *s)
         wci_ew_fini(&s->ew);
     wcache_batch_free(s->b);
     wci_http_release(s->multi, s->curl_inited, s->wake);
+    if (s->rev_sync) {
+        pthread_cond_destroy(&s->rev_cv);
+        pthread_mutex_destroy(&s->rev_mu);
+    }
     for (size_t i = 0; i < s->neps; i++)
         wci_free(al, s->eps[i]);
     wci_free(al, s->eps);
@@ -1731,15 +1758,19 @@ wcache_code wcache_etcd_stat(const wcache_etcd *s, wcache_etcd_stats *st)
     r.progress_ignored = atomic_load(&m->ew.progress_ignored);
     if (st->size >= offsetof(wcache_etcd_stats, probes) + sizeof r.probes)
         r.probes = atomic_load(&m->probes);
+    if (st->size >= offsetof(wcache_etcd_stats, revision_probes) + sizeof r.revision_probes) {
+        r.revision_reads = atomic_load(&m->rev_reads);
+        r.revision_probes = atomic_load(&m->rev_probes);
+    }
     r.size = st->size;
     memcpy(st, &r, st->size < sizeof r ? st->size : sizeof r);
     return WCACHE_OK;
 }
 
-wcache_code wcache_etcd_current_revision(wcache_etcd *s, int64_t *rev)
+/* One count-only range of one key, each endpoint tried once. */
+static wcache_code rev_probe(wcache_etcd *s, int64_t *rev)
 {
-    if (!s || s->magic != WCI_ETCD_MAGIC || !rev)
-        return WCACHE_EINVAL;
+    atomic_fetch_add_explicit(&s->rev_probes, 1, memory_order_relaxed);
     size_t cap = strlen(s->key_b64) + strlen(s->end_b64) + 80;
     char *body = wci_malloc(s->al, cap);
     if (!body)
@@ -1765,6 +1796,50 @@ wcache_code wcache_etcd_current_revision(wcache_etcd *s, int64_t *rev)
             break;
     }
     wci_free(s->al, body);
+    return rc;
+}
+
+wcache_code wcache_etcd_current_revision(wcache_etcd *s, int64_t *rev)
+{
+    if (!s || s->magic != WCI_ETCD_MAGIC || !rev)
+        return WCACHE_EINVAL;
+    atomic_fetch_add_explicit(&s->rev_reads, 1, memory_order_relaxed);
+    pthread_mutex_lock(&s->rev_mu);
+    /* the first range sent from now on answers this call; a range in
+     * flight now was sent before it and does not */
+    uint64_t need = s->rev_sent + 1;
+    wcache_code rc = WCACHE_OK;
+    for (;;) {
+        if (s->rev_ok_n >= need) {
+            *rev = s->rev_ok;
+            break;
+        }
+        if (s->rev_err_n >= need) {
+            rc = s->rev_err;
+            break;
+        }
+        if (s->rev_busy) {
+            pthread_cond_wait(&s->rev_cv, &s->rev_mu);
+            continue;
+        }
+        /* nothing in flight: this call sends the range the others share */
+        uint64_t n = ++s->rev_sent;
+        s->rev_busy = 1;
+        pthread_mutex_unlock(&s->rev_mu);
+        int64_t r = 0;
+        wcache_code prc = rev_probe(s, &r);
+        pthread_mutex_lock(&s->rev_mu);
+        s->rev_busy = 0;
+        if (prc == WCACHE_OK) {
+            s->rev_ok_n = n;
+            s->rev_ok = r;
+        } else {
+            s->rev_err_n = n;
+            s->rev_err = prc;
+        }
+        pthread_cond_broadcast(&s->rev_cv);
+    }
+    pthread_mutex_unlock(&s->rev_mu);
     return rc;
 }
 

@@ -189,7 +189,7 @@ static void tls_opts(CURL *e)
 /* One handle for the test thread's requests, so that they share kept-alive
  * connections: a new connection per request left thousands of sockets in
  * TIME_WAIT, which hold their ports (see port_in_use in etcd-local). */
-static CURL *PE;
+static _Thread_local CURL *PE; /* threads of a test have their own */
 
 static void post_done(void)
 {
@@ -2164,6 +2164,99 @@ static size_t drive_until(wcache_etcd *s, int (*cond)(void *), void *ud, int64_t
     return most;
 }
 
+/* Consistent reads from many threads at once, while a writer moves etcd's
+ * revision: each sees at least etcd's revision from just before it began,
+ * and they share the source's current-revision ranges. */
+typedef struct cread {
+    wcache_cache *c;
+    int reads;
+    int errors, stale; /* failed reads; reads older than etcd before them */
+} cread;
+
+static _Atomic int CR_STOP;
+
+static void *cr_writer(void *ud)
+{
+    (void)ud;
+    char *k = b64s(PFX "cr-w"), *v = b64s("x");
+    char *body = msgf("{\"key\":\"%s\",\"value\":\"%s\"}", k, v);
+    while (!atomic_load(&CR_STOP))
+        json_decref(post(EP, "/v3/kv/put", body, NULL));
+    free(body), free(k), free(v);
+    post_done();
+    return NULL;
+}
+
+static void *cr_reader(void *ud)
+{
+    cread *r = ud;
+    char *k = b64s(PFX "cr-w");
+    char *body = msgf("{\"key\":\"%s\",\"count_only\":true}", k);
+    for (int i = 0; i < r->reads; i++) {
+        long st;
+        json_t *a = post(EP, "/v3/kv/range", body, &st);
+        int64_t before = st == 200 ? hdr_rev(a) : 0;
+        json_decref(a);
+        wcache_view *v;
+        if (before < 1 || wcache_view_create(r->c, &v) != WCACHE_OK) {
+            r->errors++;
+            continue;
+        }
+        if (wcache_view_begin_fresh(v, -1, patient(30000)) != WCACHE_OK)
+            r->errors++;
+        else if (wcache_view_revision(v) < before)
+            r->stale++;
+        wcache_view_free(v);
+    }
+    free(body), free(k);
+    post_done();
+    return NULL;
+}
+
+START_TEST(etcd_consistent_reads_share)
+{
+    if (!ETCD_OK)
+        return;
+    wcache_cache *c;
+    wcache_etcd *s;
+    source_up(&c, &s, 0);
+    wait_synced(s);
+    wcache_etcd_stats st0 = {.size = sizeof st0}, st = {.size = sizeof st};
+    ck_assert_ok(wcache_etcd_stat(s, &st0));
+    enum { NT = 12 };
+    cread r[NT];
+    pthread_t th[NT], wr;
+    atomic_store(&CR_STOP, 0);
+    ck_assert_int_eq(pthread_create(&wr, NULL, cr_writer, NULL), 0);
+    for (int i = 0; i < NT; i++) {
+        r[i] = (cread){.c = c, .reads = workload_ops(40)};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, cr_reader, &r[i]), 0);
+    }
+    int reads = 0, errors = 0, stale = 0;
+    for (int i = 0; i < NT; i++) {
+        pthread_join(th[i], NULL);
+        reads += r[i].reads;
+        errors += r[i].errors;
+        stale += r[i].stale;
+    }
+    atomic_store(&CR_STOP, 1);
+    pthread_join(wr, NULL);
+    ck_assert_ok(wcache_etcd_stat(s, &st));
+    uint64_t calls = st.revision_reads - st0.revision_reads;
+    uint64_t probes = st.revision_probes - st0.revision_probes;
+    fprintf(stderr, "consistent reads: %d by %d threads, %llu current-revision ranges\n", reads,
+            (int)NT, (unsigned long long)probes);
+    ck_assert_int_eq(errors, 0);
+    ck_assert_int_eq(stale, 0);
+    ck_assert_uint_eq(calls, (uint64_t)reads);
+    ck_assert_uint_ge(probes, 1);
+    /* one range per read would be reads; sharing leaves well under half */
+    ck_assert_msg(probes * 2 <= calls, "%llu ranges for %llu reads", (unsigned long long)probes,
+                  (unsigned long long)calls);
+    source_down(c, s);
+}
+END_TEST
+
 START_TEST(etcd_loop_driven)
 {
     if (!ETCD_OK)
@@ -2440,7 +2533,7 @@ Suite *etcd_suite(void)
          etcd_up,
          etcd_down,
          {etcd_differential, etcd_kill_restart, etcd_compaction_relist, etcd_compaction_follow,
-          etcd_loop_driven}},
+          etcd_loop_driven, etcd_consistent_reads_share}},
         {"cluster", 240, etcd_up3, etcd_down, {etcd_leader_kill}},
         {"tls", 120, etcd_up_tls_certs, etcd_down_tls, {etcd_tls_certs}},
         {"token", 120, etcd_up_tls_token, etcd_down_tls, {etcd_tls_token}},
