@@ -169,8 +169,8 @@ struct wcache_etcd {
      * share the next, which one of them sends when this one ends. */
     pthread_mutex_t rev_mu;
     pthread_cond_t rev_cv;
-    int rev_sync; /* rev_mu and rev_cv initialised */
-    int rev_busy; /* a range in flight */
+    int rev_sync;                 /* rev_mu and rev_cv initialised */
+    int rev_busy;                 /* a range in flight */
     uint64_t rev_sent;            /* ranges sent: the latest one's number */
     uint64_t rev_ok_n, rev_err_n; /* the latest range that answered / failed */
     int64_t rev_ok;               /* the answer of rev_ok_n */
