@@ -6,6 +6,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +201,130 @@ static void push(ycx *y, const char *seg, char *save)
     snprintf(y->path + l, sizeof y->path - l, "%s%s", l ? "." : "", seg);
 }
 
+/* A mapping's keys: each names a field of the struct being read, by type. */
+typedef enum ftype {
+    F_STR,  /* char *, strdup'ed */
+    F_BUF,  /* char[cap] */
+    F_INT,  /* int64_t in lo..hi */
+    F_INTV, /* int in lo..hi */
+    F_BOOL, /* int, 0 or 1 */
+    F_LIST, /* char[hi][cap] strings, their count in the int at noff */
+    F_FN,   /* fn reads it */
+} ftype;
+
+typedef struct field {
+    const char *key;
+    ftype t;
+    size_t off, cap, noff;
+    int64_t lo, hi;
+    int (*fn)(ycx *y, void *target, yaml_node_t *v, const char *k);
+} field;
+
+/* the member's size, checked against the type the field is read as */
+#define FSIZE(st, m, type) sizeof(char[sizeof((st *)0)->m == sizeof(type) ? 1 : -1])
+#define FSTR(k, st, m)                                                 \
+    {                                                                  \
+        k, F_STR, offsetof(st, m), FSIZE(st, m, char *), 0, 0, 0, NULL \
+    }
+#define FBUF(k, st, m)                                               \
+    {                                                                \
+        k, F_BUF, offsetof(st, m), sizeof((st *)0)->m, 0, 0, 0, NULL \
+    }
+#define FINT(k, st, m, lo, hi)                                            \
+    {                                                                     \
+        k, F_INT, offsetof(st, m), FSIZE(st, m, int64_t), 0, lo, hi, NULL \
+    }
+#define FINTV(k, st, m, lo, hi)                                        \
+    {                                                                  \
+        k, F_INTV, offsetof(st, m), FSIZE(st, m, int), 0, lo, hi, NULL \
+    }
+#define FBOOL(k, st, m)                                              \
+    {                                                                \
+        k, F_BOOL, offsetof(st, m), FSIZE(st, m, int), 0, 0, 0, NULL \
+    }
+#define FLIST(k, st, m, n)                                                     \
+    {                                                                          \
+        k, F_LIST, offsetof(st, m), sizeof((st *)0)->m[0], offsetof(st, n), 0, \
+            sizeof((st *)0)->m / sizeof((st *)0)->m[0], NULL                   \
+    }
+#define FFN(k, fn)                 \
+    {                              \
+        k, F_FN, 0, 0, 0, 0, 0, fn \
+    }
+
+static int get_field(ycx *y, const field *f, void *target, yaml_node_t *v)
+{
+    char *at = (char *)target + f->off;
+    switch (f->t) {
+    case F_STR: return get_str(y, v, f->key, (char **)(void *)at);
+    case F_BUF: return get_buf(y, v, f->key, at, f->cap);
+    case F_INT: return get_int(y, v, f->key, f->lo, f->hi, (int64_t *)(void *)at);
+    case F_INTV: return get_intv(y, v, f->key, f->lo, f->hi, (int *)(void *)at);
+    case F_BOOL: return get_bool(y, v, f->key, (int *)(void *)at);
+    case F_LIST:
+        return get_list(y, v, f->key, at, (int)f->cap, (int)f->hi,
+                        (int *)(void *)((char *)target + f->noff));
+    case F_FN: return f->fn(y, target, v, f->key);
+    }
+    return -1;
+}
+
+/* Every pair of mapping n, by the keys of tab (n fields), into target;
+ * the first error ends it. */
+static int for_each_pair(ycx *y, yaml_node_t *n, const field *tab, size_t nf, void *target)
+{
+    int rc = 0;
+    for (yaml_node_pair_t *p_ = n->data.mapping.pairs.start;
+         !rc && p_ < n->data.mapping.pairs.top; p_++) {
+        const char *k = scalar(yaml_document_get_node(y->doc, p_->key));
+        yaml_node_t *v = yaml_document_get_node(y->doc, p_->value);
+        if (!k) {
+            rc = yerr(y, v, "?", "expected a string key");
+            continue;
+        }
+        size_t i = 0;
+        while (i < nf && strcmp(k, tab[i].key))
+            i++;
+        rc = i < nf ? get_field(y, &tab[i], target, v) : yerr(y, v, k, "unknown field");
+    }
+    return rc;
+}
+
+#define NFIELDS(tab) (sizeof tab / sizeof tab[0])
+
+/* A sequence of mappings, each read by one(y, c, item, its index). */
+static int get_seq(ycx *y, px_config *c, yaml_node_t *v, const char *k,
+                   int (*one)(ycx *, px_config *, yaml_node_t *, int))
+{
+    if (!v || v->type != YAML_SEQUENCE_NODE)
+        return yerr(y, v, k, "expected a list");
+    int rc = 0, i = 0;
+    for (yaml_node_item_t *it = v->data.sequence.items.start;
+         !rc && it < v->data.sequence.items.top; it++)
+        rc = one(y, c, yaml_document_get_node(y->doc, *it), i++);
+    return rc;
+}
+
+static int get_indexes(ycx *y, void *target, yaml_node_t *v, const char *k)
+{
+    px_resource *r = target;
+    char tmp[PX_MAX_INDEXES][128];
+    int rc = get_list(y, v, k, &tmp[0][0], 128, PX_MAX_INDEXES, &r->nidx);
+    for (int i = 0; !rc && i < r->nidx; i++)
+        memcpy(r->idx[i].path, tmp[i], 128);
+    return rc;
+}
+
+static const field resource_fields[] = {
+    FBUF("name", px_resource, name),
+    FBUF("singular", px_resource, singular),
+    FBUF("kind", px_resource, kind),
+    FBUF("prefix", px_resource, prefix),
+    FBOOL("namespaced", px_resource, namespaced),
+    FLIST("shortNames", px_resource, short_names, nshort),
+    FFN("indexes", get_indexes),
+};
+
 static int do_resource(ycx *y, px_config *c, yaml_node_t *n, int ix)
 {
     char save[256], seg[32];
@@ -212,34 +337,7 @@ static int do_resource(ycx *y, px_config *c, yaml_node_t *n, int ix)
     memset(r, 0, sizeof *r);
     r->namespaced = 1;
     push(y, seg, save);
-    int rc = 0;
-    for (yaml_node_pair_t *p_ = n->data.mapping.pairs.start;
-         !rc && p_ < n->data.mapping.pairs.top; p_++) {
-        const char *k = scalar(yaml_document_get_node(y->doc, p_->key));
-        yaml_node_t *v = yaml_document_get_node(y->doc, p_->value);
-        if (!k)
-            rc = yerr(y, v, "?", "expected a string key");
-        else if (!strcmp(k, "name"))
-            rc = get_buf(y, v, k, r->name, sizeof r->name);
-        else if (!strcmp(k, "singular"))
-            rc = get_buf(y, v, k, r->singular, sizeof r->singular);
-        else if (!strcmp(k, "kind"))
-            rc = get_buf(y, v, k, r->kind, sizeof r->kind);
-        else if (!strcmp(k, "prefix"))
-            rc = get_buf(y, v, k, r->prefix, sizeof r->prefix);
-        else if (!strcmp(k, "namespaced"))
-            rc = get_bool(y, v, k, &r->namespaced);
-        else if (!strcmp(k, "shortNames"))
-            rc = get_list(y, v, k, &r->short_names[0][0], sizeof r->short_names[0], 4,
-                          &r->nshort);
-        else if (!strcmp(k, "indexes")) {
-            char tmp[PX_MAX_INDEXES][128];
-            rc = get_list(y, v, k, &tmp[0][0], 128, PX_MAX_INDEXES, &r->nidx);
-            for (int i = 0; !rc && i < r->nidx; i++)
-                memcpy(r->idx[i].path, tmp[i], 128);
-        } else
-            rc = yerr(y, v, k, "unknown field");
-    }
+    int rc = for_each_pair(y, n, resource_fields, NFIELDS(resource_fields), r);
     if (!rc && !r->name[0])
         rc = yerr(y, n, "name", "required");
     if (!rc) {
@@ -272,6 +370,12 @@ static int do_resource(ycx *y, px_config *c, yaml_node_t *n, int ix)
     return rc;
 }
 
+static const field user_fields[] = {
+    FBUF("name", px_user, name),
+    FLIST("resources", px_user, resources, nres),
+    FLIST("namespaces", px_user, namespaces, nns),
+};
+
 static int do_user(ycx *y, px_config *c, yaml_node_t *n, int ix)
 {
     char save[256], seg[32];
@@ -283,22 +387,7 @@ static int do_user(ycx *y, px_config *c, yaml_node_t *n, int ix)
     px_user *u = &c->users[c->nusers];
     memset(u, 0, sizeof *u);
     push(y, seg, save);
-    int rc = 0;
-    for (yaml_node_pair_t *p_ = n->data.mapping.pairs.start;
-         !rc && p_ < n->data.mapping.pairs.top; p_++) {
-        const char *k = scalar(yaml_document_get_node(y->doc, p_->key));
-        yaml_node_t *v = yaml_document_get_node(y->doc, p_->value);
-        if (!k)
-            rc = yerr(y, v, "?", "expected a string key");
-        else if (!strcmp(k, "name"))
-            rc = get_buf(y, v, k, u->name, sizeof u->name);
-        else if (!strcmp(k, "resources"))
-            rc = get_list(y, v, k, &u->resources[0][0], 64, PX_MAX_LIST, &u->nres);
-        else if (!strcmp(k, "namespaces"))
-            rc = get_list(y, v, k, &u->namespaces[0][0], 64, PX_MAX_LIST, &u->nns);
-        else
-            rc = yerr(y, v, k, "unknown field");
-    }
+    int rc = for_each_pair(y, n, user_fields, NFIELDS(user_fields), u);
     if (!rc && !u->name[0])
         rc = yerr(y, n, "name", "required");
     strcpy(y->path, save);
@@ -307,103 +396,90 @@ static int do_user(ycx *y, px_config *c, yaml_node_t *n, int ix)
     return rc;
 }
 
-static int do_section(ycx *y, px_config *c, const char *sec, yaml_node_t *n)
+static int get_users(ycx *y, void *target, yaml_node_t *v, const char *k)
 {
+    return get_seq(y, target, v, k, do_user);
+}
+
+static const field sources_fields[] = {
+    FSTR("etcd", px_config, etcd),
+    FSTR("stream", px_config, stream),
+};
+static const field retention_fields[] = {
+    FINT("seconds", px_config, retain_seconds, 0, (int64_t)1 << 32),
+    FINT("revisions", px_config, retain_revisions, 0, (int64_t)1 << 40),
+};
+static const field snapshots_fields[] = {
+    FSTR("dir", px_config, snapshot_dir),
+    FSTR("url", px_config, snapshot_url),
+    FINT("interval", px_config, snapshot_interval_s, 0, 86400 * 30),
+    FINT("keep", px_config, snapshot_keep, 1, 1000),
+};
+static const field tls_fields[] = {
+    FSTR("cert", px_config, tls_cert),
+    FSTR("key", px_config, tls_key),
+    FSTR("clientCA", px_config, client_ca),
+};
+static const field auth_fields[] = {
+    FSTR("tokenFile", px_config, token_file),
+    FBOOL("insecureAllowRemote", px_config, insecure_allow_remote),
+    FFN("users", get_users),
+};
+static const field limits_fields[] = {
+    FINTV("maxConnections", px_config, max_connections, 1, 1000000),
+    FINTV("maxConnectionsPerIP", px_config, max_connections_per_ip, 0, 1000000),
+    FINTV("maxWatchesPerClient", px_config, max_watches_per_client, 1, 1000000),
+    FINTV("idleTimeout", px_config, idle_timeout_s, 1, 86400),
+    FINTV("writeTimeout", px_config, write_timeout_s, 1, 86400),
+    FINTV("watchSendBuffer", px_config, watch_sndbuf, 0, 64 << 20),
+    FINTV("watchQueue", px_config, watch_queue, 16, 1 << 20),
+    FINTV("maxHeaderBytes", px_config, max_header_bytes, 1024, 1 << 20),
+    FINTV("maxQueryBytes", px_config, max_query_bytes, 256, 1 << 20),
+    FINT("watchTimeout", px_config, watch_timeout_s, 1, 86400 * 7),
+    FINT("encodeCacheBytes", px_config, encode_cache_bytes, 0, (int64_t)1 << 40),
+    FINT("requestTimeoutMs", px_config, request_timeout_ms, 1, 600000),
+    FINTV("threads", px_config, threads, 1, 256),
+};
+
+static const struct section {
+    const char *name;
+    const field *tab;
+    size_t nf;
+} sections[] = {
+    {"sources", sources_fields, NFIELDS(sources_fields)},
+    {"retention", retention_fields, NFIELDS(retention_fields)},
+    {"snapshots", snapshots_fields, NFIELDS(snapshots_fields)},
+    {"tls", tls_fields, NFIELDS(tls_fields)},
+    {"auth", auth_fields, NFIELDS(auth_fields)},
+    {"limits", limits_fields, NFIELDS(limits_fields)},
+};
+
+static int get_section(ycx *y, void *target, yaml_node_t *n, const char *sec)
+{
+    size_t i = 0;
+    while (strcmp(sections[i].name, sec))
+        i++; /* the top-level table names only these */
     char save[256];
     if (need_map(y, n, sec))
         return -1;
     push(y, sec, save);
-    int rc = 0;
-    for (yaml_node_pair_t *p_ = n->data.mapping.pairs.start;
-         !rc && p_ < n->data.mapping.pairs.top; p_++) {
-        const char *k = scalar(yaml_document_get_node(y->doc, p_->key));
-        yaml_node_t *v = yaml_document_get_node(y->doc, p_->value);
-        if (!k) {
-            rc = yerr(y, v, "?", "expected a string key");
-        } else if (!strcmp(sec, "sources")) {
-            if (!strcmp(k, "etcd"))
-                rc = get_str(y, v, k, &c->etcd);
-            else if (!strcmp(k, "stream"))
-                rc = get_str(y, v, k, &c->stream);
-            else
-                rc = yerr(y, v, k, "unknown field");
-        } else if (!strcmp(sec, "retention")) {
-            if (!strcmp(k, "seconds"))
-                rc = get_int(y, v, k, 0, (int64_t)1 << 32, &c->retain_seconds);
-            else if (!strcmp(k, "revisions"))
-                rc = get_int(y, v, k, 0, (int64_t)1 << 40, &c->retain_revisions);
-            else
-                rc = yerr(y, v, k, "unknown field");
-        } else if (!strcmp(sec, "snapshots")) {
-            if (!strcmp(k, "dir"))
-                rc = get_str(y, v, k, &c->snapshot_dir);
-            else if (!strcmp(k, "url"))
-                rc = get_str(y, v, k, &c->snapshot_url);
-            else if (!strcmp(k, "interval"))
-                rc = get_int(y, v, k, 0, 86400 * 30, &c->snapshot_interval_s);
-            else if (!strcmp(k, "keep"))
-                rc = get_int(y, v, k, 1, 1000, &c->snapshot_keep);
-            else
-                rc = yerr(y, v, k, "unknown field");
-        } else if (!strcmp(sec, "tls")) {
-            if (!strcmp(k, "cert"))
-                rc = get_str(y, v, k, &c->tls_cert);
-            else if (!strcmp(k, "key"))
-                rc = get_str(y, v, k, &c->tls_key);
-            else if (!strcmp(k, "clientCA"))
-                rc = get_str(y, v, k, &c->client_ca);
-            else
-                rc = yerr(y, v, k, "unknown field");
-        } else if (!strcmp(sec, "auth")) {
-            if (!strcmp(k, "tokenFile"))
-                rc = get_str(y, v, k, &c->token_file);
-            else if (!strcmp(k, "insecureAllowRemote"))
-                rc = get_bool(y, v, k, &c->insecure_allow_remote);
-            else if (!strcmp(k, "users")) {
-                if (!v || v->type != YAML_SEQUENCE_NODE) {
-                    rc = yerr(y, v, k, "expected a list");
-                } else {
-                    int i = 0;
-                    for (yaml_node_item_t *it = v->data.sequence.items.start;
-                         !rc && it < v->data.sequence.items.top; it++)
-                        rc = do_user(y, c, yaml_document_get_node(y->doc, *it), i++);
-                }
-            } else
-                rc = yerr(y, v, k, "unknown field");
-        } else if (!strcmp(sec, "limits")) {
-            if (!strcmp(k, "maxConnections"))
-                rc = get_intv(y, v, k, 1, 1000000, &c->max_connections);
-            else if (!strcmp(k, "maxConnectionsPerIP"))
-                rc = get_intv(y, v, k, 0, 1000000, &c->max_connections_per_ip);
-            else if (!strcmp(k, "maxWatchesPerClient"))
-                rc = get_intv(y, v, k, 1, 1000000, &c->max_watches_per_client);
-            else if (!strcmp(k, "idleTimeout"))
-                rc = get_intv(y, v, k, 1, 86400, &c->idle_timeout_s);
-            else if (!strcmp(k, "writeTimeout"))
-                rc = get_intv(y, v, k, 1, 86400, &c->write_timeout_s);
-            else if (!strcmp(k, "watchSendBuffer"))
-                rc = get_intv(y, v, k, 0, 64 << 20, &c->watch_sndbuf);
-            else if (!strcmp(k, "watchQueue"))
-                rc = get_intv(y, v, k, 16, 1 << 20, &c->watch_queue);
-            else if (!strcmp(k, "maxHeaderBytes"))
-                rc = get_intv(y, v, k, 1024, 1 << 20, &c->max_header_bytes);
-            else if (!strcmp(k, "maxQueryBytes"))
-                rc = get_intv(y, v, k, 256, 1 << 20, &c->max_query_bytes);
-            else if (!strcmp(k, "watchTimeout"))
-                rc = get_int(y, v, k, 1, 86400 * 7, &c->watch_timeout_s);
-            else if (!strcmp(k, "encodeCacheBytes"))
-                rc = get_int(y, v, k, 0, (int64_t)1 << 40, &c->encode_cache_bytes);
-            else if (!strcmp(k, "requestTimeoutMs"))
-                rc = get_int(y, v, k, 1, 600000, &c->request_timeout_ms);
-            else if (!strcmp(k, "threads"))
-                rc = get_intv(y, v, k, 1, 256, &c->threads);
-            else
-                rc = yerr(y, v, k, "unknown field");
-        }
-    }
+    int rc = for_each_pair(y, n, sections[i].tab, sections[i].nf, target);
     strcpy(y->path, save);
     return rc;
 }
+
+static int get_resources(ycx *y, void *target, yaml_node_t *v, const char *k)
+{
+    return get_seq(y, target, v, k, do_resource);
+}
+
+static const field top_fields[] = {
+    FSTR("listen", px_config, listen), FINTV("threads", px_config, threads, 1, 256),
+    FFN("resources", get_resources),   FFN("sources", get_section),
+    FFN("retention", get_section),     FFN("snapshots", get_section),
+    FFN("tls", get_section),           FFN("auth", get_section),
+    FFN("limits", get_section),
+};
 
 int cfg_load_yaml(px_config *c, const char *path)
 {
@@ -434,32 +510,7 @@ int cfg_load_yaml(px_config *c, const char *path)
     } else if (root->type != YAML_MAPPING_NODE) {
         rc = yerr(&y, root, "(top)", "expected a mapping");
     } else {
-        for (yaml_node_pair_t *p_ = root->data.mapping.pairs.start;
-             !rc && p_ < root->data.mapping.pairs.top; p_++) {
-            const char *k = scalar(yaml_document_get_node(&doc, p_->key));
-            yaml_node_t *v = yaml_document_get_node(&doc, p_->value);
-            if (!k)
-                rc = yerr(&y, v, "?", "expected a string key");
-            else if (!strcmp(k, "listen"))
-                rc = get_str(&y, v, k, &c->listen);
-            else if (!strcmp(k, "threads"))
-                rc = get_intv(&y, v, k, 1, 256, &c->threads);
-            else if (!strcmp(k, "resources")) {
-                if (!v || v->type != YAML_SEQUENCE_NODE) {
-                    rc = yerr(&y, v, k, "expected a list");
-                } else {
-                    int i = 0;
-                    for (yaml_node_item_t *it = v->data.sequence.items.start;
-                         !rc && it < v->data.sequence.items.top; it++)
-                        rc = do_resource(&y, c, yaml_document_get_node(&doc, *it), i++);
-                }
-            } else if (!strcmp(k, "sources") || !strcmp(k, "retention") ||
-                       !strcmp(k, "snapshots") || !strcmp(k, "tls") || !strcmp(k, "auth") ||
-                       !strcmp(k, "limits"))
-                rc = do_section(&y, c, k, v);
-            else
-                rc = yerr(&y, v, k, "unknown field");
-        }
+        rc = for_each_pair(&y, root, top_fields, NFIELDS(top_fields), c);
     }
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
