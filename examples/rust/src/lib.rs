@@ -67,6 +67,7 @@ pub mod sys;
 
 use std::ffi::{CStr, CString};
 use std::fmt;
+use std::io::Read;
 use std::marker::PhantomData;
 use std::os::raw::{c_char, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
@@ -407,6 +408,73 @@ impl<'c> Writer<'c> {
             sys::wcache_snapshot_restore(self.raw(), cpath.as_ptr(), ptr::null(), &mut info)
         })?;
         Ok(SnapshotInfo::from(&info))
+    }
+
+    /// Restore a full snapshot read from `r` (a download, a pipe, a socket)
+    /// into the (empty) cache, with every check of `snapshot_restore`: the
+    /// cache changes only after the whole stream, its trailer and
+    /// whole-file checksum have verified, and stays as it was on any error.
+    /// `r` is read on a thread of the library's own, one read at a time,
+    /// never after the call returns (hence `Send`); memory stays a few
+    /// blocks beside the cache.  An error of `r` is `Error::Sys`; a panic
+    /// in it fails the restore and is resumed here.
+    pub fn snapshot_restore_from<R: Read + Send>(&mut self, r: &mut R) -> Result<SnapshotInfo> {
+        let mut src = Source { r, buf: vec![0; 64 << 10], panic: None };
+        let mut info = new_info();
+        // SAFETY: writer; src outlives the call and the callback is never
+        // called after it returns.
+        let code = unsafe {
+            sys::wcache_snapshot_restore_from(
+                self.raw(),
+                Some(read_source::<R>),
+                (&mut src as *mut Source<R>).cast(),
+                ptr::null(),
+                &mut info,
+            )
+        };
+        if let Some(p) = src.panic {
+            std::panic::resume_unwind(p);
+        }
+        rc(code)?;
+        Ok(SnapshotInfo::from(&info))
+    }
+}
+
+/// What the read callback of `snapshot_restore_from` reaches: the reader
+/// and a buffer of its own (the C buffer may be uninitialised, which a
+/// `&mut [u8]` must not be).
+struct Source<'r, R> {
+    r: &'r mut R,
+    buf: Vec<u8>,
+    panic: Option<Box<dyn std::any::Any + Send>>,
+}
+
+unsafe extern "C" fn read_source<R: Read>(
+    buf: *mut c_void,
+    cap: usize,
+    got: *mut usize,
+    ud: *mut c_void,
+) -> c_int {
+    // SAFETY: ud is the Source that snapshot_restore_from passed, alive
+    // and used by one call at a time.
+    let s = &mut *(ud as *mut Source<R>);
+    let want = cap.min(s.buf.len());
+    loop {
+        let (r, b) = (&mut *s.r, &mut s.buf[..want]);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.read(b))) {
+            Ok(Ok(n)) => {
+                // SAFETY: buf has room for cap >= want >= n bytes.
+                ptr::copy_nonoverlapping(s.buf.as_ptr(), buf.cast::<u8>(), n);
+                *got = n;
+                return sys::WCACHE_OK;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(Err(_)) => return Error::Sys.code(),
+            Err(p) => {
+                s.panic = Some(p);
+                return Error::Sys.code();
+            }
+        }
     }
 }
 

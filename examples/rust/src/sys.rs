@@ -74,7 +74,12 @@ pub type wcache_snap_progress_fn = Option<
 pub type wcache_snap_sink_fn =
     Option<unsafe extern "C" fn(buf: *const c_void, len: usize, userdata: *mut c_void) -> c_int>;
 pub type wcache_snap_source_fn = Option<
-    unsafe extern "C" fn(buf: *mut c_void, cap: usize, got: *mut usize, userdata: *mut c_void) -> c_int,
+    unsafe extern "C" fn(
+        buf: *mut c_void,
+        cap: usize,
+        got: *mut usize,
+        userdata: *mut c_void,
+    ) -> c_int,
 >;
 
 #[repr(C)]

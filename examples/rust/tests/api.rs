@@ -174,7 +174,46 @@ fn snapshot_write_restore() {
         cache().writer().unwrap().snapshot_restore(&dir.join("none")).err(),
         Some(Error::Sys)
     );
+    // The same bytes as a stream, cut in odd chunks; cut short, broken.
+    let bytes = std::fs::read(&path).unwrap();
+    let e = cache();
+    let mut ew = e.writer().unwrap();
+    let info = ew.snapshot_restore_from(&mut Odd { b: &bytes, n: 0, fail: false }).unwrap();
+    assert_eq!((info.revision, info.file_bytes, e.revision()), (50, bytes.len() as u64, 50));
+    assert_eq!(e.view(REV_LATEST).unwrap().get(b"/s/049").unwrap().value(), b"49");
+    let f = cache();
+    let mut fw = f.writer().unwrap();
+    let half = &bytes[..bytes.len() / 2];
+    assert_eq!(
+        fw.snapshot_restore_from(&mut Odd { b: half, n: 0, fail: false }).err(),
+        Some(Error::Corrupt)
+    );
+    assert_eq!(
+        fw.snapshot_restore_from(&mut Odd { b: half, n: 0, fail: true }).err(),
+        Some(Error::Sys)
+    );
+    assert_eq!(f.revision(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A reader that hands out 1, 2, ... 97 bytes at a time, then fails or ends.
+struct Odd<'a> {
+    b: &'a [u8],
+    n: usize,
+    fail: bool,
+}
+
+impl std::io::Read for Odd<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.b.is_empty() && self.fail {
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
+        }
+        self.n += 1;
+        let k = (self.n % 97 + 1).min(out.len()).min(self.b.len());
+        out[..k].copy_from_slice(&self.b[..k]);
+        self.b = &self.b[k..];
+        Ok(k)
+    }
 }
 
 /// Readers on many threads while one writer feeds; views move between
