@@ -64,19 +64,10 @@ static wcache_code wcgo_snapshot_write(wcache_cache *c, const char *path, int64_
     return wcache_snapshot_write(c, path, &o, info);
 }
 
-static wcache_code wcgo_snapshot_restore(wcache_cache *c, const char *path,
-                                         wcache_snapshot_info *info, char *errbuf,
-                                         size_t errbuf_len)
-{
-    wcache_snapshot_read_opts o;
-    memset(&o, 0, sizeof o);
-    o.size = sizeof o;
-    o.errbuf = errbuf;
-    o.errbuf_len = errbuf_len;
-    memset(info, 0, sizeof *info);
-    info->size = sizeof *info;
-    return wcache_snapshot_restore(c, path, &o, info);
-}
+// In restore_from.c, beside the stream restore it shares its options with.
+wcache_code wcgo_snapshot_restore(wcache_cache *c, const char *path,
+                                  wcache_snapshot_info *info, char *errbuf,
+                                  size_t errbuf_len);
 
 // The hot calls take keys as Go strings (_GoString_: no copy, no pointer
 // check) and C pointers as uintptr_t.  cgo runs its pointer check
