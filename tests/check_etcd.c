@@ -249,12 +249,7 @@ static int64_t hdr_rev(const json_t *ans)
 #define FK_MAX_STEPS 24
 
 typedef struct fake {
-    int lfd;
-    int port;
-    pthread_t acceptor;
-    pthread_t conns[64];
-    int nconns;
-    _Atomic int stop;
+    tu_srv srv;
     _Atomic int gate;
     _Atomic int64_t count_rev; /* answer of count-only ranges */
     /* scripts of watch connections, in order; NULL-terminated steps */
@@ -265,92 +260,39 @@ typedef struct fake {
     const char *ranges[8];
     _Atomic int nrange;
     _Atomic long range_limits[8]; /* the limit each range asked for */
-    pthread_mutex_t mu;
 } fake;
 
 static fake FK;
-
-typedef struct conn_arg {
-    fake *f;
-    int fd;
-} conn_arg;
-
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Send text as HTTP chunks of 1 to 7 bytes. */
-static int send_chunked(int fd, const char *text, tu_rng *r)
-{
-    size_t n = strlen(text);
-    for (size_t i = 0; i < n;) {
-        size_t k = 1 + tu_below(r, 7);
-        if (k > n - i)
-            k = n - i;
-        char hdr[32];
-        int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", k);
-        if (send_all(fd, hdr, (size_t)hl) || send_all(fd, text + i, k) ||
-            send_all(fd, "\r\n", 2))
-            return -1;
-        i += k;
-    }
-    return 0;
-}
-
-/* Wait until the peer hangs up or the server stops (bounded). */
-static void hold(fake *f, int fd)
-{
-    int64_t end = now_ms() + 60000;
-    while (!atomic_load(&f->stop) && now_ms() < end) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 20) > 0) {
-            char tmp[256];
-            if (recv(fd, tmp, sizeof tmp, 0) <= 0)
-                return;
-        }
-    }
-}
 
 static void serve_watch(fake *f, int fd, int idx)
 {
     tu_rng r = {(uint64_t)idx * 7919 + 1};
     const char *head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                        "Transfer-Encoding: chunked\r\n\r\n";
-    if (send_all(fd, head, strlen(head)))
+    if (tu_send_all(fd, head, strlen(head)))
         return;
     for (int i = 0; i < FK_MAX_STEPS && f->watch[idx][i]; i++) {
         const char *s = f->watch[idx][i];
         if (s[0] == '@' && s[1] == 'G') {
             int g = atoi(s + 2);
             int64_t end = now_ms() + 30000;
-            while (atomic_load(&f->gate) < g && !atomic_load(&f->stop) && now_ms() < end)
+            while (atomic_load(&f->gate) < g && !atomic_load(&f->srv.stop) && now_ms() < end)
                 pause_ms(2);
         } else if (strcmp(s, "@HOLD") == 0) {
-            hold(f, fd);
+            tu_hold(&f->srv, fd);
             return;
         } else if (strcmp(s, "@END") == 0) {
             break;
-        } else if (send_chunked(fd, s, &r)) {
+        } else if (tu_send_chunked(fd, s, &r)) {
             return;
         }
     }
-    send_all(fd, "0\r\n\r\n", 5);
+    tu_send_all(fd, "0\r\n\r\n", 5);
 }
 
-static void *conn_main(void *arg)
+static void fake_serve(tu_srv *sv, int fd)
 {
-    conn_arg *ca = arg;
-    fake *f = ca->f;
-    int fd = ca->fd;
-    free(ca);
+    fake *f = sv->ud;
     char req[65536];
     size_t n = 0;
     char *body = NULL;
@@ -395,64 +337,23 @@ static void *conn_main(void *arg)
                           "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                           "Content-Length: %zu\r\nConnection: close\r\n\r\n",
                           strlen(ans));
-        send_all(fd, head, (size_t)hl);
-        send_all(fd, ans, strlen(ans));
+        tu_send_all(fd, head, (size_t)hl);
+        tu_send_all(fd, ans, strlen(ans));
     } else {
         const char *nf = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
                          "Connection: close\r\n\r\n";
-        send_all(fd, nf, strlen(nf));
+        tu_send_all(fd, nf, strlen(nf));
     }
-    close(fd);
-    return NULL;
-}
-
-static void *acceptor_main(void *arg)
-{
-    fake *f = arg;
-    while (!atomic_load(&f->stop)) {
-        struct pollfd p = {f->lfd, POLLIN, 0};
-        if (poll(&p, 1, 20) <= 0)
-            continue;
-        int fd = accept(f->lfd, NULL, NULL);
-        if (fd < 0)
-            continue;
-        conn_arg *ca = malloc(sizeof *ca);
-        ca->f = f;
-        ca->fd = fd;
-        pthread_mutex_lock(&f->mu);
-        if (f->nconns < 64 && pthread_create(&f->conns[f->nconns], NULL, conn_main, ca) == 0)
-            f->nconns++;
-        else {
-            close(fd);
-            free(ca);
-        }
-        pthread_mutex_unlock(&f->mu);
-    }
-    return NULL;
 }
 
 static void fake_start(fake *f)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(f->lfd, 0);
-    ck_assert_int_eq(bind(f->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(listen(f->lfd, 16), 0);
-    socklen_t al = sizeof a;
-    getsockname(f->lfd, (struct sockaddr *)&a, &al);
-    f->port = ntohs(a.sin_port);
-    pthread_mutex_init(&f->mu, NULL);
-    ck_assert_int_eq(pthread_create(&f->acceptor, NULL, acceptor_main, f), 0);
+    tu_srv_start(&f->srv, fake_serve, f);
 }
 
 static void fake_stop(fake *f)
 {
-    atomic_store(&f->stop, 1);
-    pthread_join(f->acceptor, NULL);
-    for (int i = 0; i < f->nconns; i++)
-        pthread_join(f->conns[i], NULL);
-    close(f->lfd);
-    pthread_mutex_destroy(&f->mu);
+    tu_srv_stop(&f->srv);
 }
 
 /* ---- the crafted streams ---- */
@@ -651,7 +552,7 @@ START_TEST(fake_gateway_guard_and_faults)
     ck_assert_ok(wcache_cache_set_param(FC, WCACHE_P_RETAIN_SECONDS, 0));
     ck_assert_ok(wcache_cache_set_param(FC, WCACHE_P_AUTO_COMPACT, 0));
     char eps[128];
-    snprintf(eps, sizeof eps, "http://127.0.0.1:%d", FK.port);
+    snprintf(eps, sizeof eps, "http://127.0.0.1:%d", FK.srv.port);
     wcache_etcd_opts o = {.size = sizeof o, .endpoints = eps, .prefix = "/", .prefix_len = 1};
     o.backoff_min_ms = 5;
     o.backoff_max_ms = 20;
@@ -812,7 +713,7 @@ START_TEST(fake_premature_progress)
     fake_start(&FK);
     ck_assert_ok(wcache_cache_create(&FC, NULL));
     char eps[128];
-    snprintf(eps, sizeof eps, "http://127.0.0.1:%d", FK.port);
+    snprintf(eps, sizeof eps, "http://127.0.0.1:%d", FK.srv.port);
     wcache_etcd_opts o = {.size = sizeof o, .endpoints = eps, .prefix = "/", .prefix_len = 1};
     o.backoff_min_ms = 5;
     o.backoff_max_ms = 20;

@@ -19,7 +19,6 @@
 #endif
 #include <check.h>
 #include <curl/curl.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -33,6 +32,8 @@
 #include <unistd.h>
 
 #include <watchcache.h>
+
+#include "testutil.h"
 
 #define TOKEN "ya29.test-token-do-not-log"
 #define HMAC_ID "GOOGTS7C7FUP3AIRVJTE2BCDKINBTES3HC2GY5CBFJDCQ2SYHV6A6XXVTJFSA"
@@ -54,27 +55,9 @@ static int under_valgrind(void)
 /* the stand-in                                                        */
 /* ------------------------------------------------------------------ */
 
-static void rm_rf(const char *p)
-{
-    DIR *d = opendir(p);
-    struct dirent *de;
-    char q[600];
-    while (d && (de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(q, sizeof q, "%s/%s", p, de->d_name);
-            unlink(q);
-        }
-    }
-    if (d)
-        closedir(d);
-    rmdir(p);
-}
-
 static void srv_start_args(const char *max_page)
 {
-    const char *t = getenv("TMPDIR");
-    snprintf(TDIR, sizeof TDIR, "%s/wcgcs-XXXXXX", t && *t ? t : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(TDIR));
+    tu_tmpdir(TDIR, sizeof TDIR, "wcgcs");
     snprintf(TOKFILE, sizeof TOKFILE, "%s/token", TDIR);
     FILE *f = fopen(TOKFILE, "w");
     ck_assert_ptr_nonnull(f);
@@ -135,7 +118,7 @@ static void srv_stop(void)
         SRV = -1;
     }
     if (TDIR[0])
-        rm_rf(TDIR);
+        tu_rm_rf(TDIR);
     TDIR[0] = 0;
 }
 

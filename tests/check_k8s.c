@@ -281,11 +281,7 @@ typedef struct lspec {
 } lspec;
 
 typedef struct server {
-    int lfd, port;
-    pthread_t acceptor;
-    pthread_t conns[64];
-    int nconns;
-    _Atomic int stop;
+    tu_srv srv;
     const char *token; /* NULL: no check */
     _Atomic int unauthorized;
     /* lists, in order: each list request with no continue takes the next */
@@ -299,38 +295,7 @@ typedef struct server {
     _Atomic int nwatch;
     _Atomic int64_t watch_rv[SV_MAX_STREAMS];
     _Atomic int bookmarks_asked;
-    pthread_mutex_t mu;
 } server;
-
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Send text as HTTP chunks of 1 to 7 bytes. */
-static int send_chunked(int fd, const char *text, tu_rng *r)
-{
-    size_t n = strlen(text);
-    for (size_t i = 0; i < n;) {
-        size_t k = 1 + tu_below(r, 7);
-        if (k > n - i)
-            k = n - i;
-        char hdr[32];
-        int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", k);
-        if (send_all(fd, hdr, (size_t)hl) || send_all(fd, text + i, k) ||
-            send_all(fd, "\r\n", 2))
-            return -1;
-        i += k;
-    }
-    return 0;
-}
 
 static void reply(int fd, int status, const char *body)
 {
@@ -339,22 +304,8 @@ static void reply(int fd, int status, const char *body)
                       "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
                       "Content-Length: %zu\r\nConnection: close\r\n\r\n",
                       status, strlen(body));
-    send_all(fd, head, (size_t)hl);
-    send_all(fd, body, strlen(body));
-}
-
-/* Wait until the peer hangs up or the server stops (bounded). */
-static void hold(server *sv, int fd)
-{
-    int64_t end = now_ms() + 60000;
-    while (!atomic_load(&sv->stop) && now_ms() < end) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 20) > 0) {
-            char tmp[256];
-            if (recv(fd, tmp, sizeof tmp, 0) <= 0)
-                return;
-        }
-    }
+    tu_send_all(fd, head, (size_t)hl);
+    tu_send_all(fd, body, strlen(body));
 }
 
 static long qnum(const char *q, const char *name, long dflt)
@@ -432,31 +383,23 @@ static void serve_watch(server *sv, int fd, const char *q)
     tu_rng r = {(uint64_t)idx * 7919 + 1};
     const char *head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                        "Transfer-Encoding: chunked\r\n\r\n";
-    if (send_all(fd, head, strlen(head)))
+    if (tu_send_all(fd, head, strlen(head)))
         return;
     for (int i = 0; i < SV_MAX_STEPS && sv->watch[idx][i]; i++) {
         const char *s = sv->watch[idx][i];
         if (strcmp(s, "@HOLD") == 0) {
-            hold(sv, fd);
+            tu_hold(&sv->srv, fd);
             return;
         }
-        if (send_chunked(fd, s, &r))
+        if (tu_send_chunked(fd, s, &r))
             return;
     }
-    send_all(fd, "0\r\n\r\n", 5); /* the server ends the stream */
+    tu_send_all(fd, "0\r\n\r\n", 5); /* the server ends the stream */
 }
 
-typedef struct conn_arg {
-    server *sv;
-    int fd;
-} conn_arg;
-
-static void *conn_main(void *arg)
+static void serve(tu_srv *srv, int fd)
 {
-    conn_arg *ca = arg;
-    server *sv = ca->sv;
-    int fd = ca->fd;
-    free(ca);
+    server *sv = srv->ud;
     char req[16384];
     size_t n = 0;
     while (n < sizeof req - 1) {
@@ -477,8 +420,7 @@ static void *conn_main(void *arg)
         if (!strstr(req, want)) {
             atomic_fetch_add(&sv->unauthorized, 1);
             reply(fd, 401, "{\"kind\":\"Status\",\"code\":401,\"reason\":\"Unauthorized\"}");
-            close(fd);
-            return NULL;
+            return;
         }
     }
     if (strncmp(path, "/list", 5) == 0)
@@ -487,57 +429,16 @@ static void *conn_main(void *arg)
         serve_watch(sv, fd, path);
     else
         reply(fd, 404, "{}");
-    close(fd);
-    return NULL;
-}
-
-static void *acceptor_main(void *arg)
-{
-    server *sv = arg;
-    while (!atomic_load(&sv->stop)) {
-        struct pollfd p = {sv->lfd, POLLIN, 0};
-        if (poll(&p, 1, 20) <= 0)
-            continue;
-        int fd = accept(sv->lfd, NULL, NULL);
-        if (fd < 0)
-            continue;
-        conn_arg *ca = malloc(sizeof *ca);
-        ca->sv = sv;
-        ca->fd = fd;
-        pthread_mutex_lock(&sv->mu);
-        if (sv->nconns < 64 && pthread_create(&sv->conns[sv->nconns], NULL, conn_main, ca) == 0)
-            sv->nconns++;
-        else {
-            close(fd);
-            free(ca);
-        }
-        pthread_mutex_unlock(&sv->mu);
-    }
-    return NULL;
 }
 
 static void server_start(server *sv)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    sv->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(sv->lfd, 0);
-    ck_assert_int_eq(bind(sv->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(listen(sv->lfd, 16), 0);
-    socklen_t al = sizeof a;
-    getsockname(sv->lfd, (struct sockaddr *)&a, &al);
-    sv->port = ntohs(a.sin_port);
-    pthread_mutex_init(&sv->mu, NULL);
-    ck_assert_int_eq(pthread_create(&sv->acceptor, NULL, acceptor_main, sv), 0);
+    tu_srv_start(&sv->srv, serve, sv);
 }
 
 static void server_stop(server *sv)
 {
-    atomic_store(&sv->stop, 1);
-    pthread_join(sv->acceptor, NULL);
-    for (int i = 0; i < sv->nconns; i++)
-        pthread_join(sv->conns[i], NULL);
-    close(sv->lfd);
-    pthread_mutex_destroy(&sv->mu);
+    tu_srv_stop(&sv->srv);
 }
 
 /* ------------------------------------------------------------------ */
@@ -857,7 +758,7 @@ START_TEST(k8s_fd_relist_410)
         sv->lists[0].items[i] = it[i];
     server_start(sv);
     char lurl[128];
-    snprintf(lurl, sizeof lurl, "http://127.0.0.1:%d/list/pods", sv->port);
+    snprintf(lurl, sizeof lurl, "http://127.0.0.1:%d/list/pods", sv->srv.port);
 
     int p[2];
     ck_assert_int_eq(pipe(p), 0);
@@ -983,8 +884,8 @@ START_TEST(k8s_url_watch_token)
     sv->watch[2][1] = "@HOLD";
     server_start(sv);
     char url[160], lurl[160];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/watch/pods?watch=true", sv->port);
-    snprintf(lurl, sizeof lurl, "http://127.0.0.1:%d/list/pods", sv->port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/watch/pods?watch=true", sv->srv.port);
+    snprintf(lurl, sizeof lurl, "http://127.0.0.1:%d/list/pods", sv->srv.port);
 
     wcache_cache *c = new_cache();
     wcache_k8s_opts o = base_opts();

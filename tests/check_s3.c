@@ -26,43 +26,20 @@
 
 #include <watchcache.h>
 
+#include "testutil.h"
+
 static char tdir[256];
 static char errbuf[512];
 
-static void rm_rf(const char *p)
-{
-    struct stat sb;
-    if (lstat(p, &sb) != 0)
-        return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(p);
-        struct dirent *de;
-        char q[1024];
-        while (d && (de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-                snprintf(q, sizeof q, "%s/%s", p, de->d_name);
-                rm_rf(q);
-            }
-        }
-        if (d)
-            closedir(d);
-        rmdir(p);
-    } else {
-        unlink(p);
-    }
-}
-
 static void tmp_setup(void)
 {
-    const char *t = getenv("TMPDIR");
-    snprintf(tdir, sizeof tdir, "%s/wcstore-test-XXXXXX", t && *t ? t : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(tdir));
+    tu_tmpdir(tdir, sizeof tdir, "wcstore-test");
     errbuf[0] = 0;
 }
 
 static void tmp_teardown(void)
 {
-    rm_rf(tdir);
+    tu_rm_rf(tdir);
 }
 
 static wcache_cache *new_cache(void)
@@ -411,18 +388,6 @@ static void px_set(int mode, int count, const char *method, const char *match)
     atomic_store(&px.mode, mode);
 }
 
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        if (k <= 0)
-            return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 /* One request (headers and a Content-Length body) into *buf; its length. */
 static ssize_t read_request(int fd, char **buf)
 {
@@ -517,8 +482,8 @@ static void *px_conn(void *arg)
                               "HTTP/1.1 %d Injected\r\nContent-Type: application/xml\r\n"
                               "Content-Length: %zu\r\nConnection: close\r\n\r\n",
                               code, strlen(body));
-            (void)send_all(cfd, hdr, (size_t)hl);
-            (void)send_all(cfd, body, strlen(body));
+            (void)tu_send_all(cfd, hdr, (size_t)hl);
+            (void)tu_send_all(cfd, body, strlen(body));
             free(req);
             break;
         }
@@ -530,9 +495,9 @@ static void *px_conn(void *arg)
             break;
         }
         char *eol = strstr(req, "\r\n");
-        (void)send_all(ufd, req, (size_t)(eol + 2 - req));
-        (void)send_all(ufd, "Connection: close\r\n", 19);
-        (void)send_all(ufd, eol + 2, (size_t)(n - (eol + 2 - req)));
+        (void)tu_send_all(ufd, req, (size_t)(eol + 2 - req));
+        (void)tu_send_all(ufd, "Connection: close\r\n", 19);
+        (void)tu_send_all(ufd, eol + 2, (size_t)(n - (eol + 2 - req)));
         free(req);
         /* The whole answer, then forward all or half of it. */
         size_t cap = 1 << 16, got = 0;
@@ -545,7 +510,7 @@ static void *px_conn(void *arg)
         }
         close(ufd);
         if (f != F_LOSE)
-            (void)send_all(cfd, ans, f == F_TRUNCATE ? got / 2 : got);
+            (void)tu_send_all(cfd, ans, f == F_TRUNCATE ? got / 2 : got);
         free(ans);
         break;
     }

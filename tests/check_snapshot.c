@@ -23,6 +23,8 @@
 
 #include <watchcache.h>
 
+#include "testutil.h"
+
 #define FIXED_NS 1700000000000000000LL
 
 static char dir[256];
@@ -31,27 +33,14 @@ static char errbuf[256];
 
 static void mkdir_tmp(void)
 {
-    const char *t = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/wcsnap-test-XXXXXX", t && *t ? t : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    tu_tmpdir(dir, sizeof dir, "wcsnap-test");
     snprintf(path, sizeof path, "%s/a.wcsnap", dir);
     errbuf[0] = 0;
 }
 
 static void rm_tmp(void)
 {
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[600];
-    while (d && (de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            unlink(p);
-        }
-    }
-    if (d)
-        closedir(d);
-    rmdir(dir);
+    tu_rm_rf(dir);
 }
 
 static wcache_cache *new_cache(void)

@@ -1,15 +1,17 @@
 /*
  * testutil.h - helpers shared by the black-box suites (check_api.c,
- * check_model.c, check_threads.c, check_oom.c).
+ * check_model.c, check_threads.c, check_oom.c, the sources' and stores').
  *
- * Everything here is static so that each suite stays a self-contained
- * translation unit that sees only <watchcache.h>; nothing in here knows
- * the library's internals.
+ * Everything here is static, but for the stand-in servers and temporary
+ * directories of tu_http.c, so that each suite sees only <watchcache.h>;
+ * nothing in here knows the library's internals.
  */
 #ifndef WCACHE_TESTUTIL_H
 #define WCACHE_TESTUTIL_H
 
 #include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,5 +211,38 @@ static inline int64_t tu_clock_fn(void *ud)
 }
 
 #define TU_NS_PER_S INT64_C(1000000000)
+
+/* ---- tu_http.c: stand-ins for HTTP peers, temporary directories ---- */
+
+/* A loopback HTTP server: a thread a connection, each handed to serve,
+ * which answers and returns (the server closes fd). */
+#define TU_SRV_MAX_CONNS 64
+typedef struct tu_srv {
+    int lfd, port;
+    pthread_t acceptor;
+    pthread_t conns[TU_SRV_MAX_CONNS];
+    int nconns;
+    _Atomic int stop;
+    pthread_mutex_t mu;
+    void (*serve)(struct tu_srv *sv, int fd);
+    void *ud; /* the suite's */
+} tu_srv;
+
+/* Listen on 127.0.0.1, a port of the kernel's (sv->port). */
+void tu_srv_start(tu_srv *sv, void (*serve)(tu_srv *sv, int fd), void *ud);
+/* Stop accepting, then join every connection (a serve function waiting
+ * on the peer watches sv->stop). */
+void tu_srv_stop(tu_srv *sv);
+/* All of p, or -1. */
+int tu_send_all(int fd, const char *p, size_t n);
+/* text as HTTP chunks of 1 to 7 bytes: every parser sees it split. */
+int tu_send_chunked(int fd, const char *text, tu_rng *r);
+/* Wait until the peer hangs up or the server stops (at most 60 s). */
+void tu_hold(tu_srv *sv, int fd);
+
+/* A new directory $TMPDIR/stem-XXXXXX (default /tmp) into buf. */
+void tu_tmpdir(char *buf, size_t cap, const char *stem);
+/* Remove p and everything below it. */
+void tu_rm_rf(const char *p);
 
 #endif /* WCACHE_TESTUTIL_H */

@@ -1,0 +1,168 @@
+/*
+ * tu_http.c - what the suites that stand in for a peer share: a loopback
+ * HTTP server (an acceptor thread and a thread a connection, each
+ * connection handed to the suite's serve function), chunked sends, and
+ * temporary directories.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int tu_send_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int tu_send_chunked(int fd, const char *text, tu_rng *r)
+{
+    size_t n = strlen(text);
+    for (size_t i = 0; i < n;) {
+        size_t k = 1 + tu_below(r, 7);
+        if (k > n - i)
+            k = n - i;
+        char hdr[32];
+        int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", k);
+        if (tu_send_all(fd, hdr, (size_t)hl) || tu_send_all(fd, text + i, k) ||
+            tu_send_all(fd, "\r\n", 2))
+            return -1;
+        i += k;
+    }
+    return 0;
+}
+
+void tu_hold(tu_srv *sv, int fd)
+{
+    int64_t end = mono_ms() + 60000;
+    while (!atomic_load(&sv->stop) && mono_ms() < end) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 20) > 0) {
+            char tmp[256];
+            if (recv(fd, tmp, sizeof tmp, 0) <= 0)
+                return;
+        }
+    }
+}
+
+typedef struct conn_arg {
+    tu_srv *sv;
+    int fd;
+} conn_arg;
+
+static void *conn_main(void *arg)
+{
+    conn_arg *ca = arg;
+    tu_srv *sv = ca->sv;
+    int fd = ca->fd;
+    free(ca);
+    sv->serve(sv, fd);
+    close(fd);
+    return NULL;
+}
+
+static void *acceptor_main(void *arg)
+{
+    tu_srv *sv = arg;
+    while (!atomic_load(&sv->stop)) {
+        struct pollfd p = {sv->lfd, POLLIN, 0};
+        if (poll(&p, 1, 20) <= 0)
+            continue;
+        int fd = accept(sv->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        conn_arg *ca = malloc(sizeof *ca);
+        ca->sv = sv;
+        ca->fd = fd;
+        pthread_mutex_lock(&sv->mu);
+        if (sv->nconns < TU_SRV_MAX_CONNS &&
+            pthread_create(&sv->conns[sv->nconns], NULL, conn_main, ca) == 0)
+            sv->nconns++;
+        else {
+            close(fd);
+            free(ca);
+        }
+        pthread_mutex_unlock(&sv->mu);
+    }
+    return NULL;
+}
+
+void tu_srv_start(tu_srv *sv, void (*serve)(tu_srv *sv, int fd), void *ud)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    sv->serve = serve;
+    sv->ud = ud;
+    sv->nconns = 0;
+    atomic_store(&sv->stop, 0);
+    sv->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(sv->lfd, 0);
+    ck_assert_int_eq(bind(sv->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(sv->lfd, 16), 0);
+    socklen_t al = sizeof a;
+    getsockname(sv->lfd, (struct sockaddr *)&a, &al);
+    sv->port = ntohs(a.sin_port);
+    pthread_mutex_init(&sv->mu, NULL);
+    ck_assert_int_eq(pthread_create(&sv->acceptor, NULL, acceptor_main, sv), 0);
+}
+
+void tu_srv_stop(tu_srv *sv)
+{
+    atomic_store(&sv->stop, 1);
+    pthread_join(sv->acceptor, NULL);
+    for (int i = 0; i < sv->nconns; i++)
+        pthread_join(sv->conns[i], NULL);
+    close(sv->lfd);
+    pthread_mutex_destroy(&sv->mu);
+}
+
+void tu_tmpdir(char *buf, size_t cap, const char *stem)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(buf, cap, "%s/%s-XXXXXX", t && *t ? t : "/tmp", stem);
+    ck_assert_ptr_nonnull(mkdtemp(buf));
+}
+
+void tu_rm_rf(const char *p)
+{
+    struct stat sb;
+    if (lstat(p, &sb) != 0)
+        return;
+    if (S_ISDIR(sb.st_mode)) {
+        DIR *d = opendir(p);
+        struct dirent *de;
+        char q[1024];
+        while (d && (de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+                snprintf(q, sizeof q, "%s/%s", p, de->d_name);
+                tu_rm_rf(q);
+            }
+        }
+        if (d)
+            closedir(d);
+        rmdir(p);
+    } else {
+        unlink(p);
+    }
+}
