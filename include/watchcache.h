@@ -749,7 +749,8 @@ WCACHE_API wcache_code wcache_watch_next_borrowed(wcache_watch *w, wcache_watch_
 
 /*
  * @brief As wcache_watch_next(), but wait up to timeout_ms (-1: forever)
- *        for at least one delivery; *n = 0 on timeout.
+ *        for at least one delivery; *n = 0 on timeout.  WCACHE_ESTATE for
+ *        a watch in a watch set (wait on the set's fd).
  * Thread safety: the watch's thread.  Since: 0.1
  */
 WCACHE_API wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *evs, size_t cap,
@@ -758,7 +759,8 @@ WCACHE_API wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *ev
 /*
  * @brief A file descriptor that polls readable when wcache_watch_next()
  *        may have something to hand out.  It stays readable until next()
- *        returns *n = 0.  Do not read, write or close it.  Bookmarks are made
+ *        returns *n = 0.  Not woken while the watch is in a watch set
+ *        (wcache_watchset_add()).  Do not read, write or close it.  Bookmarks are made
  *        when next() finds nothing queued; a loop wanting them while idle
  *        calls next() at least every bookmark interval.
  * Thread safety: any thread.  Since: 0.1
@@ -788,6 +790,81 @@ WCACHE_API void wcache_watch_close(wcache_watch *w);
 
 /* Release a delivery's event; accepts NULL.  Any thread.  Since: 0.1 */
 WCACHE_API void wcache_event_unref(wcache_event *ev);
+
+/*
+ * Watch sets: one pollable fd for many watches.  A consumer thread serving
+ * thousands of watches sleeps on the set's fd and asks the set which
+ * watches have something, instead of polling one eventfd per watch: the
+ * feed thread then makes one wake-up per sleep of the consumer, not one
+ * system call per watch and change.  Watches keep every semantic of their
+ * own (order, no gap, ends, bookmarks); only the wake-up moves.
+ */
+typedef struct wcache_watchset wcache_watchset; /* watches sharing one wake-up fd */
+
+/*
+ * @brief Create an empty watch set of cache c.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ESYS (eventfd), WCACHE_ENOMEM.
+ * Ownership: new (*out); free with wcache_watchset_free() before closing c.
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_watchset_create(wcache_cache *c,
+                                                               wcache_watchset **out);
+
+/*
+ * @brief Put watch w (of the same cache) in set s, with userdata handed
+ *        back by wcache_watchset_next().  From now on w's own fd is not
+ *        woken and wcache_watch_wait() on it fails with WCACHE_ESTATE; w is
+ *        handed out once at once, as it may hold deliveries already.
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_EBUSY (w is in a set already),
+ *         WCACHE_ENOMEM.
+ * Ownership: s does not own w: close w (which takes it out of s) or remove
+ *         it before freeing s, or let wcache_watchset_free() remove it.
+ * Thread safety: s's thread (see wcache_watchset_next()), while no other
+ *         thread is inside next/wait on w.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_watchset_add(wcache_watchset *s, wcache_watch *w, void *userdata);
+
+/*
+ * @brief Take w out of s: its own fd is woken again (and polls readable
+ *        once, since a wake-up may have gone to the set).
+ * @return WCACHE_OK, WCACHE_EINVAL, WCACHE_ENOTFOUND (w is not in s).
+ * Thread safety: as wcache_watchset_add().  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_watchset_remove(wcache_watchset *s, wcache_watch *w);
+
+/*
+ * @brief A file descriptor that polls readable when wcache_watchset_next()
+ *        may hand out a watch.  It stays readable until next() sets *w to
+ *        NULL.  Do not read, write or close it.
+ * Thread safety: any thread.  Since: 0.1
+ */
+WCACHE_API int wcache_watchset_fd(const wcache_watchset *s);
+
+/*
+ * @brief Hand out the next watch of s that has become ready (deliveries or
+ *        its end), in the order they became ready, with its userdata
+ *        (userdata may be NULL); *w = NULL when none is, and the fd is then
+ *        re-armed.  Never blocks.  A watch is handed out once per wake-up,
+ *        like an edge-triggered epoll: it is handed out again only after a
+ *        wcache_watch_next() or wcache_watch_next_borrowed() on it returned
+ *        *n = 0 (or its end) and something new came, so take from it until
+ *        then, or remember it.  A spurious hand-out (nothing to take) is
+ *        possible.
+ * @return WCACHE_OK, WCACHE_EINVAL.
+ * Ownership: *w and *userdata are borrowed.
+ * Thread safety: one thread at a time per set (s's thread); next on the
+ *         watches it hands out may be called from any one thread at a
+ *         time.  Since: 0.1
+ */
+WCACHE_API wcache_code wcache_watchset_next(wcache_watchset *s, wcache_watch **w,
+                                            void **userdata);
+
+/*
+ * @brief Free s, removing the watches still in it (as
+ *        wcache_watchset_remove()); accepts NULL.
+ * Thread safety: s's thread, as wcache_watchset_add().  Since: 0.1
+ */
+WCACHE_API void wcache_watchset_free(wcache_watchset *s);
 
 /* ------------------------------------------------------------------------ */
 /* Consistent reads                                                          */

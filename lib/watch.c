@@ -414,11 +414,34 @@ static void grow_prefix_table(wcache_cache *c, wci_wreg *r)
  * the exact position; a small queue would make it scan at every change. */
 #define FAN_MIN_QUEUE 256
 
-static void efd_signal(wcache_watch *w)
+static void fd_signal(int fd)
 {
     uint64_t one = 1;
-    ssize_t r = write(w->efd, &one, sizeof one);
+    ssize_t r = write(fd, &one, sizeof one);
     (void)r; /* a full counter is still readable: nothing is lost */
+}
+
+/* Put w on its set's ready list; write the set's fd only if its consumer
+ * sleeps.  seq_cst on both sides: the consumer arms, then looks at ready. */
+static void set_push(wcache_watchset *s, wcache_watch *w)
+{
+    if (atomic_exchange(&w->sready, 1))
+        return; /* listed already, and not yet handed out */
+    wcache_watch *h = atomic_load_explicit(&s->ready, memory_order_relaxed);
+    do
+        w->rnext = h;
+    while (!atomic_compare_exchange_weak(&s->ready, &h, w));
+    if (atomic_load(&s->armed) && atomic_exchange(&s->armed, 0))
+        fd_signal(s->efd);
+}
+
+/* The caller holds wmu or rmu, or is the watch's thread: set is stable. */
+static void efd_signal(wcache_watch *w)
+{
+    if (w->set)
+        set_push(w->set, w);
+    else
+        fd_signal(w->efd);
 }
 
 static wci_seg *seg_new(wcache_cache *c, wci_fan *f, uint64_t base)
@@ -1578,10 +1601,15 @@ static bool watch_ok(const wcache_watch *w)
 static bool arm(wcache_watch *w)
 {
     uint64_t drain;
-    if (w->phase != PHASE_LIVE)
-        return false; /* more to replay: stay readable */
-    ssize_t r = read(w->efd, &drain, sizeof drain);
-    (void)r;
+    if (w->phase != PHASE_LIVE) { /* more to replay: stay readable */
+        if (w->set)
+            set_push(w->set, w); /* a set hands it out again instead */
+        return false;
+    }
+    if (!w->set) {
+        ssize_t r = read(w->efd, &drain, sizeof drain);
+        (void)r;
+    }
     pthread_mutex_lock(&w->rmu);
     wci_fan *f = w->fan;
     if (!atomic_exchange(&w->armed, 1) && f)
@@ -1663,6 +1691,11 @@ static int64_t mono_ms(void)
 wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *evs, size_t cap, size_t *n,
                               int64_t timeout_ms)
 {
+    if (watch_ok(w) && w->set) {
+        if (n)
+            *n = 0;
+        return wci_err(w->c, WCACHE_ESTATE, "watch: in a watch set: wait on the set's fd");
+    }
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : mono_ms() + timeout_ms;
     for (;;) {
         wcache_code rc = wcache_watch_next(w, evs, cap, n);
@@ -1718,6 +1751,8 @@ void wcache_watch_close(wcache_watch *w)
         return;
     wcache_cache *c = w->c;
     settle(w);
+    if (w->set)
+        (void)wcache_watchset_remove(w->set, w);
     pthread_mutex_lock(&c->wmu);
     if (w->registered) {
         reg_del(c, w);
@@ -1729,6 +1764,147 @@ void wcache_watch_close(wcache_watch *w)
         wcache_event_unref(slot_event(w->q[h & (w->qcap - 1)]));
     atomic_fetch_sub_explicit(&c->st_watchers, 1, memory_order_relaxed);
     watch_free(w);
+}
+
+/* ---- watch sets ---- */
+
+static bool set_ok(const wcache_watchset *s)
+{
+    return s && s->magic == WCI_WSET_MAGIC;
+}
+
+wcache_code wcache_watchset_create(wcache_cache *c, wcache_watchset **out)
+{
+    if (!wci_cache_ok(c) || !out)
+        return WCACHE_EINVAL;
+    *out = NULL;
+    wcache_watchset *s = wci_calloc(&c->al, 1, sizeof *s);
+    if (!s)
+        return WCACHE_ENOMEM;
+    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->efd < 0) {
+        c->last_errno = errno;
+        wci_free(&c->al, s);
+        return wci_err(c, WCACHE_ESYS, "watch set: eventfd: %s", strerror(errno));
+    }
+    s->magic = WCI_WSET_MAGIC;
+    s->c = c;
+    atomic_init(&s->ready, NULL);
+    atomic_init(&s->armed, 1); /* the first wake-up writes the fd */
+    *out = s;
+    return WCACHE_OK;
+}
+
+wcache_code wcache_watchset_add(wcache_watchset *s, wcache_watch *w, void *userdata)
+{
+    if (!set_ok(s) || !watch_ok(w) || w->c != s->c)
+        return WCACHE_EINVAL;
+    wcache_cache *c = s->c;
+    if (w->set)
+        return wci_err(c, WCACHE_EBUSY, "watch set: the watch is in a set already");
+    size_t at = s->n;
+    if (vec_push(&c->al, &s->m, &s->n, &s->cap, w) != 0)
+        return WCACHE_ENOMEM;
+    pthread_mutex_lock(&c->wmu);
+    pthread_mutex_lock(&w->rmu);
+    w->set = s;
+    w->set_idx = at;
+    w->set_ud = userdata;
+    set_push(s, w); /* it may hold deliveries already: handed out once */
+    pthread_mutex_unlock(&w->rmu);
+    pthread_mutex_unlock(&c->wmu);
+    return WCACHE_OK;
+}
+
+/* The consumer: everything pushed so far, oldest first, after the batch. */
+static void set_collect(wcache_watchset *s)
+{
+    wcache_watch *l = atomic_exchange(&s->ready, NULL), *rev = NULL;
+    while (l) {
+        wcache_watch *nx = l->rnext;
+        l->rnext = rev;
+        rev = l;
+        l = nx;
+    }
+    wcache_watch **tail = &s->batch;
+    while (*tail)
+        tail = &(*tail)->rnext;
+    *tail = rev;
+}
+
+wcache_code wcache_watchset_remove(wcache_watchset *s, wcache_watch *w)
+{
+    if (!set_ok(s) || !watch_ok(w))
+        return WCACHE_EINVAL;
+    if (w->set != s)
+        return wci_err(s->c, WCACHE_ENOTFOUND, "watch set: the watch is not in this set");
+    wcache_cache *c = s->c;
+    pthread_mutex_lock(&c->wmu);
+    pthread_mutex_lock(&w->rmu);
+    w->set = NULL; /* every pusher holds one of the locks: none of w now */
+    s->m[w->set_idx] = s->m[--s->n];
+    s->m[w->set_idx]->set_idx = w->set_idx;
+    pthread_mutex_unlock(&w->rmu);
+    pthread_mutex_unlock(&c->wmu);
+    set_collect(s);
+    for (wcache_watch **p = &s->batch; *p; p = &(*p)->rnext)
+        if (*p == w) {
+            *p = w->rnext;
+            break;
+        }
+    atomic_store(&w->sready, 0);
+    fd_signal(w->efd); /* back on its own fd, which may have missed a wake-up */
+    return WCACHE_OK;
+}
+
+int wcache_watchset_fd(const wcache_watchset *s)
+{
+    return set_ok(s) ? s->efd : -1;
+}
+
+wcache_code wcache_watchset_next(wcache_watchset *s, wcache_watch **w, void **userdata)
+{
+    if (!set_ok(s) || !w)
+        return WCACHE_EINVAL;
+    *w = NULL;
+    if (userdata)
+        *userdata = NULL;
+    if (!s->batch)
+        set_collect(s);
+    if (!s->batch) {
+        /* Sleep: drain the fd, arm, then look once more (a pusher that saw
+         * armed 0 has pushed where this look finds it). */
+        uint64_t drain;
+        ssize_t r = read(s->efd, &drain, sizeof drain);
+        (void)r;
+        atomic_store(&s->armed, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (!atomic_load(&s->ready))
+            return WCACHE_OK;
+        (void)atomic_exchange(&s->armed, 0); /* 0: a pusher writes the fd: one spurious wake-up */
+        set_collect(s);
+    }
+    wcache_watch *x = s->batch;
+    s->batch = x->rnext;
+    /* after the link is read: from here a wake-up may push it again */
+    atomic_store(&x->sready, 0);
+    *w = x;
+    if (userdata)
+        *userdata = x->set_ud;
+    return WCACHE_OK;
+}
+
+void wcache_watchset_free(wcache_watchset *s)
+{
+    if (!set_ok(s))
+        return;
+    while (s->n)
+        (void)wcache_watchset_remove(s, s->m[s->n - 1]);
+    wcache_cache *c = s->c;
+    close(s->efd);
+    wci_free(&c->al, s->m);
+    s->magic = 0;
+    wci_free(&c->al, s);
 }
 
 /* ---- fresh reads (KEP-2340) ---- */

@@ -165,8 +165,37 @@ struct wcache_watch {
     /* bookmarks (consumer only) */
     int64_t bm_ns, next_bm, last_rev;
     int end_out; /* consumer only: the end code a call has returned */
+    /* Member of a watch set: its wake-ups go to the set's ready list
+     * instead of efd.  set changes under wmu and rmu; every wake-up holds
+     * one of them or runs on the watch's own thread. */
+    struct wcache_watchset *set;
+    size_t set_idx;   /* in set->m */
+    void *set_ud;
+    _Atomic int sready;       /* on the set's ready list (or its batch) */
+    struct wcache_watch *rnext; /* link of that list, written by its pusher */
+};
+
+/*
+ * A watch set: one eventfd for many watches.  Wake-ups push the watch on a
+ * lock-free list (the writer and stop() may push at once; sready makes it
+ * one entry); the consumer takes the whole list in one exchange, and the
+ * fd is written only when the consumer armed it, found the list empty and
+ * sleeps: one write per sleep instead of one per watch and change.
+ */
+struct wcache_watchset {
+    uint32_t magic;
+    wcache_cache *c;
+    int efd;
+    _Atomic(struct wcache_watch *) ready; /* pushed, newest first */
+    _Atomic int armed;
+    char pad[64];
+    /* the consumer's */
+    struct wcache_watch *batch; /* taken from ready, oldest first */
+    struct wcache_watch **m;    /* members */
+    size_t n, cap;
 };
 
 #define WCI_WATCH_MAGIC 0x77637774u
+#define WCI_WSET_MAGIC 0x77637773u
 
 #endif

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -548,6 +549,288 @@ START_TEST(test_watch_fan_threads)
 }
 END_TEST
 
+/* ---- watch sets ---- */
+
+static int fd_ready(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0);
+}
+
+/* The userdata of every watch the set hands out now, as a bit mask (each
+ * at most once: a second hand-out fails). */
+static unsigned set_ready(wcache_watchset *s)
+{
+    unsigned got = 0;
+    wcache_watch *w;
+    void *ud;
+    for (;;) {
+        ck_assert_ok(wcache_watchset_next(s, &w, &ud));
+        if (!w)
+            return got;
+        unsigned bit = 1u << (uintptr_t)ud;
+        ck_assert_msg(!(got & bit), "watch %u handed out twice", (unsigned)(uintptr_t)ud);
+        got |= bit;
+    }
+}
+
+/* Take everything of w until next() says nothing (that re-arms it). */
+static size_t set_drain(wcache_watch *w, int64_t *last, wcache_code *end)
+{
+    wcache_watch_event evs[16];
+    size_t total = 0, n;
+    wcache_code rc;
+    while ((rc = wcache_watch_next(w, evs, 16, &n)) == WCACHE_OK && n) {
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_int_gt(evs[i].revision, *last);
+            *last = evs[i].revision;
+        }
+        release(evs, n);
+        total += n;
+    }
+    *end = rc;
+    return total;
+}
+
+START_TEST(test_watchset_wakeups)
+{
+    for (int64_t rev = 1; rev <= 10; rev++)
+        put("/r/k", "v", rev);
+    wcache_watchset *s, *s2;
+    ck_assert_ok(wcache_watchset_create(C, &s));
+    ck_assert_ok(wcache_watchset_create(C, &s2));
+    int sfd = wcache_watchset_fd(s);
+    ck_assert_int_ge(sfd, 0);
+    ck_assert_int_eq(fd_ready(sfd), 0);
+    /* 0: own queue, 1 and 2: one fan, 3: replaying from 5, 4: stopped */
+    wcache_watch *w[5] = {open_watch("/a/", 0), open_fan(0, 1024, 0, 0), open_fan(0, 1024, 0, 0),
+                          open_watch("/r/", 5), open_watch(NULL, 0)};
+    for (uintptr_t i = 0; i < 5; i++)
+        ck_assert_ok(wcache_watchset_add(s, w[i], (void *)i));
+    ck_assert_wc(wcache_watchset_add(s2, w[0], NULL), WCACHE_EBUSY);
+    ck_assert_wc(wcache_watchset_add(s, w[0], NULL), WCACHE_EBUSY);
+    ck_assert_int_eq(fd_ready(sfd), 1); /* each is handed out once on joining */
+    ck_assert_uint_eq(set_ready(s), 0x1f);
+    ck_assert_int_eq(fd_ready(sfd), 0);
+    int64_t last[5] = {0};
+    wcache_code end;
+    ck_assert_uint_eq(set_drain(w[3], &last[3], &end), 5); /* revisions 6..10 */
+    ck_assert_int_eq(last[3], 10);
+    for (int i = 0; i < 5; i++)
+        if (i != 3)
+            ck_assert_uint_eq(set_drain(w[i], &last[i], &end), 0);
+    ck_assert_int_eq(fd_ready(sfd), 0);
+    /* one change: its watchers, once, however many changes come before
+     * they are drained; their own fds stay quiet */
+    put("/a/1", "v", 11);
+    put("/a/2", "v", 12);
+    ck_assert_int_eq(fd_ready(sfd), 1);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(w[0])), 0);
+    ck_assert_uint_eq(set_ready(s), 0x11);
+    put("/a/3", "v", 13); /* not drained yet: not handed out again */
+    ck_assert_uint_eq(set_ready(s), 0);
+    ck_assert_uint_eq(set_drain(w[0], &last[0], &end), 3);
+    ck_assert_uint_eq(set_drain(w[4], &last[4], &end), 3);
+    fan_write(14, 20);
+    ck_assert_uint_eq(set_ready(s), 0x16);
+    ck_assert_uint_eq(set_drain(w[1], &last[1], &end), 7);
+    ck_assert_uint_eq(set_drain(w[2], &last[2], &end), 7);
+    ck_assert_uint_eq(set_drain(w[4], &last[4], &end), 7);
+    ck_assert_uint_eq(set_ready(s), 0);
+    /* a member does not wait on its own fd */
+    wcache_watch_event evs[4];
+    size_t n = 7;
+    ck_assert_wc(wcache_watch_wait(w[0], evs, 4, &n, 0), WCACHE_ESTATE);
+    ck_assert_uint_eq(n, 0);
+    /* an end wakes it too, and stays */
+    wcache_watch_stop(w[4]);
+    ck_assert_uint_eq(set_ready(s), 0x10);
+    ck_assert_uint_eq(set_drain(w[4], &last[4], &end), 0);
+    ck_assert_int_eq(end, WCACHE_ESTOPPED);
+    /* out of the set: its own fd again, readable once */
+    ck_assert_ok(wcache_watchset_remove(s, w[0]));
+    ck_assert_wc(wcache_watchset_remove(s, w[0]), WCACHE_ENOTFOUND);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(w[0])), 1);
+    ck_assert_uint_eq(set_drain(w[0], &last[0], &end), 0);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(w[0])), 0);
+    put("/a/4", "v", 21);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(w[0])), 1);
+    ck_assert_uint_eq(set_ready(s), 0);
+    ck_assert_ok(wcache_watch_wait(w[0], evs, 4, &n, 1000));
+    ck_assert_uint_eq(n, 1);
+    release(evs, n);
+    /* a member handed out and closed before it is taken: the set forgets it */
+    put("/f/x", "v", 22);
+    wcache_watch_close(w[2]);
+    ck_assert_uint_eq(set_ready(s), 0x02);
+    ck_assert_uint_eq(set_drain(w[1], &last[1], &end), 1);
+    ck_assert_wc(wcache_watchset_add(NULL, w[1], NULL), WCACHE_EINVAL);
+    ck_assert_wc(wcache_watchset_next(s, NULL, NULL), WCACHE_EINVAL);
+    ck_assert_int_eq(wcache_watchset_fd(NULL), -1);
+    /* freed with members: they go back to their own fds */
+    wcache_watchset_free(s);
+    wcache_watchset_free(s2);
+    wcache_watchset_free(NULL);
+    fan_write(23, 23);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(w[1])), 1);
+    ck_assert_ok(wcache_watch_wait(w[1], evs, 4, &n, 1000));
+    ck_assert_uint_eq(n, 1);
+    release(evs, n);
+    wcache_watch *all[] = {w[0], w[1], w[3], w[4]};
+    for (size_t i = 0; i < 4; i++)
+        wcache_watch_close(all[i]);
+}
+END_TEST
+
+/*
+ * Watch sets under threads: a writer, two consumer threads each sleeping
+ * on one set (poll without a deadline that could hide a lost wake-up:
+ * one that long fails), each set holding watchers of a shared fan, of a
+ * prefix of their own, and one stopped from the main thread half way.
+ * Every stream must be gap-free, complete (up to the stop for that one).
+ */
+#define WS_PREFIXES 4
+
+typedef struct ws_reader {
+    wcache_watch *w;
+    int64_t step, next; /* revisions it gets: next, next + step, ... */
+    int64_t last;       /* last taken, for the writer's pacing */
+    wcache_code end;
+    int done;
+} ws_reader;
+
+typedef struct ws_consumer {
+    wcache_watchset *s;
+    ws_reader r[WS_PREFIXES + 2];
+    size_t nr;
+    _Atomic int64_t slowest; /* lowest last of its readers still going */
+    _Atomic int bad, lost;
+} ws_consumer;
+
+static int64_t WS_N;
+static _Atomic int64_t WS_WRITTEN;
+
+static void *ws_writer(void *arg)
+{
+    ws_consumer *cs = arg;
+    for (int64_t rev = 1; rev <= WS_N; rev++) {
+        for (int i = 0; i < 2; i++)
+            while (rev - atomic_load(&cs[i].slowest) > 512)
+                sched_yield();
+        char key[16];
+        snprintf(key, sizeof key, "/s/%d/k", (int)(rev % (2 * WS_PREFIXES)));
+        if (wcache_ingest_put(C, key, strlen(key), "v", 1, rev) != WCACHE_OK)
+            atomic_store(&cs[0].bad, 1);
+        atomic_store(&WS_WRITTEN, rev);
+    }
+    return NULL;
+}
+
+static void ws_serve(ws_consumer *c, ws_reader *r)
+{
+    wcache_watch_event evs[32];
+    size_t n;
+    wcache_code rc;
+    while (!r->done && (rc = wcache_watch_next_borrowed(r->w, evs, 32, &n)) == WCACHE_OK && n) {
+        for (size_t i = 0; i < n; i++, r->next += r->step)
+            if (evs[i].revision != r->next)
+                atomic_store(&c->bad, 1);
+        r->last = r->next - r->step;
+        if (r->next > WS_N)
+            r->done = 1;
+    }
+    if (!r->done && rc != WCACHE_OK) {
+        r->end = rc;
+        r->done = 1;
+    }
+}
+
+static void *ws_consume(void *arg)
+{
+    ws_consumer *c = arg;
+    struct pollfd p = {.fd = wcache_watchset_fd(c->s), .events = POLLIN};
+    for (;;) {
+        wcache_watch *w;
+        void *ud;
+        while (wcache_watchset_next(c->s, &w, &ud) == WCACHE_OK && w)
+            ws_serve(c, ud);
+        int64_t slowest = INT64_MAX;
+        for (size_t i = 0; i < c->nr; i++)
+            if (!c->r[i].done && c->r[i].last < slowest)
+                slowest = c->r[i].last;
+        atomic_store(&c->slowest, slowest);
+        if (slowest == INT64_MAX)
+            return NULL;
+        if (poll(&p, 1, 30000) == 0) { /* a wake-up was lost */
+            atomic_store(&c->lost, 1);
+            return NULL;
+        }
+    }
+}
+
+START_TEST(test_watchset_threads)
+{
+    WS_N = getenv("WCACHE_VALGRIND") ? 2000 : getenv("WCACHE_TSAN") ? 6000 : 40000;
+    atomic_store(&WS_WRITTEN, 0);
+    static ws_consumer cs[2];
+    memset(cs, 0, sizeof cs);
+    for (int t = 0; t < 2; t++) {
+        ws_consumer *c = &cs[t];
+        ck_assert_ok(wcache_watchset_create(C, &c->s));
+        wcache_watch_opts o = {.size = sizeof o, .prefix = "/s/", .prefix_len = 3,
+                               .queue_size = 1024};
+        for (int k = 0; k < 2; k++) { /* the fan of /s/, shared by all four */
+            wcache_watch *w;
+            ck_assert_ok(wcache_watch_open(C, &o, &w));
+            c->r[c->nr++] = (ws_reader){w, 1, 1, 0, WCACHE_OK, 0};
+        }
+        for (int k = 0; k < WS_PREFIXES; k++) { /* one of the 8 prefixes each */
+            int pfx = t * WS_PREFIXES + k;
+            char p[16];
+            snprintf(p, sizeof p, "/s/%d/", pfx);
+            o.prefix = p;
+            o.prefix_len = strlen(p);
+            wcache_watch *w;
+            ck_assert_ok(wcache_watch_open(C, &o, &w));
+            c->r[c->nr++] =
+                (ws_reader){w, 2 * WS_PREFIXES, pfx ? pfx : 2 * WS_PREFIXES, 0, WCACHE_OK, 0};
+        }
+        for (size_t i = 0; i < c->nr; i++)
+            ck_assert_ok(wcache_watchset_add(c->s, c->r[i].w, &c->r[i]));
+    }
+    pthread_t wt, ct[2];
+    for (int t = 0; t < 2; t++)
+        ck_assert_int_eq(pthread_create(&ct[t], NULL, ws_consume, &cs[t]), 0);
+    ck_assert_int_eq(pthread_create(&wt, NULL, ws_writer, cs), 0);
+    while (atomic_load(&WS_WRITTEN) < WS_N / 2)
+        sched_yield();
+    int64_t stopped_at = atomic_load(&WS_WRITTEN);
+    wcache_watch_stop(cs[1].r[1].w);
+    int64_t written_after = atomic_load(&WS_WRITTEN);
+    pthread_join(wt, NULL);
+    for (int t = 0; t < 2; t++)
+        pthread_join(ct[t], NULL);
+    for (int t = 0; t < 2; t++) {
+        ws_consumer *c = &cs[t];
+        ck_assert_int_eq(atomic_load(&c->lost), 0);
+        ck_assert_int_eq(atomic_load(&c->bad), 0);
+        for (size_t i = 0; i < c->nr; i++) {
+            ws_reader *r = &c->r[i];
+            if (t == 1 && i == 1) {
+                ck_assert_int_eq(r->end, WCACHE_ESTOPPED);
+                ck_assert_int_ge(r->next - 1, stopped_at);
+                ck_assert_int_le(r->next - 1, written_after + 1);
+            } else {
+                ck_assert_int_eq(r->end, WCACHE_OK);
+                ck_assert_int_gt(r->next, WS_N);
+            }
+            wcache_watch_close(r->w); /* takes it out of the set */
+        }
+        wcache_watchset_free(c->s);
+    }
+}
+END_TEST
+
 START_TEST(test_watch_bookmarks)
 {
     put("/a/1", "v", 1);
@@ -735,6 +1018,8 @@ Suite *watch_suite(void)
     tcase_add_test(tc, test_watch_slow_watcher_ends);
     tcase_add_test(tc, test_watch_shared_fan);
     tcase_add_test(tc, test_watch_fan_threads);
+    tcase_add_test(tc, test_watchset_wakeups);
+    tcase_add_test(tc, test_watchset_threads);
     tcase_add_test(tc, test_watch_bookmarks);
     tcase_add_test(tc, test_watch_fd_and_stop);
     tcase_add_test(tc, test_watch_fd_wakes_before_first_next);

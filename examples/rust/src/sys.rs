@@ -25,6 +25,7 @@ opaque!(
     wcache_view,
     wcache_watch,
     wcache_event,
+    wcache_watchset,
     wcache_snapshot,
     wcache_store,
     wcache_store_upload
@@ -568,6 +569,23 @@ extern "C" {
     pub fn wcache_watch_stop(w: *mut wcache_watch);
     pub fn wcache_watch_close(w: *mut wcache_watch);
     pub fn wcache_event_unref(ev: *mut wcache_event);
+    pub fn wcache_watchset_create(
+        c: *mut wcache_cache,
+        out: *mut *mut wcache_watchset,
+    ) -> wcache_code;
+    pub fn wcache_watchset_add(
+        s: *mut wcache_watchset,
+        w: *mut wcache_watch,
+        userdata: *mut c_void,
+    ) -> wcache_code;
+    pub fn wcache_watchset_remove(s: *mut wcache_watchset, w: *mut wcache_watch) -> wcache_code;
+    pub fn wcache_watchset_fd(s: *const wcache_watchset) -> c_int;
+    pub fn wcache_watchset_next(
+        s: *mut wcache_watchset,
+        w: *mut *mut wcache_watch,
+        userdata: *mut *mut c_void,
+    ) -> wcache_code;
+    pub fn wcache_watchset_free(s: *mut wcache_watchset);
 
     pub fn wcache_cache_set_source(
         c: *mut wcache_cache,
