@@ -9,7 +9,7 @@
 #   make check-style      clang-format --dry-run -Werror
 #   make check-proxy      tests/proxy/test-*.sh (wcache-proxy with kubectl, curl, etcd)
 #   make serve            run wcache-proxy over a throw-away etcd until ^C
-#   make bench            bench/run.sh, s3.sh, etcd.sh (examples/go and examples/rust: make bench
+#   make bench            bench/run.sh, s3.sh, etcd.sh, watch.sh (examples/go and examples/rust: make bench
 #                         there for the binding overhead, vs bench/bench_bindings.c)
 #   make examples         C examples, plus Go / Rust when present
 #   make install / uninstall   PREFIX=/usr/local DESTDIR=
@@ -184,7 +184,7 @@ CHECK_INTERNAL := $(if $(WB_SRCS),$(BINOUT)/tests/check_internal)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/asan/fuzz/%,$(FUZZ_SRCS))
 
 .PHONY: all lib tools examples demo tests check check-long check-unit check-asan \
-        check-tsan check-valgrind check-meta check-cli check-fuzz check-style bench \
+        check-tsan check-valgrind check-meta check-cli check-fuzz check-style bench bench-watch \
         install uninstall clean distclean help run-unit fuzz-bins check-proxy
 
 all: lib tools c-examples proxy
@@ -495,6 +495,10 @@ STYLE_FILES = $(sort $(wildcard lib/*.c lib/*.h tools/*.c tools/*.h tests/*.c te
 check-style:
 	clang-format --dry-run -Werror $(STYLE_FILES)
 
+# The fan-out benchmark of issue 3 alone (make bench runs it too).
+bench-watch: all
+	bench/watch.sh
+
 bench: all
 	@if [ -x bench/run.sh ]; then bench/run.sh; \
 	elif [ -f bench/run.sh ]; then bash bench/run.sh; \
@@ -502,6 +506,7 @@ bench: all
 	@if [ -x bench/s3.sh ]; then bench/s3.sh; fi
 	@if [ -x bench/proxy.sh ]; then bench/proxy.sh; fi
 	@if [ -x bench/snapshot.sh ]; then bench/snapshot.sh; fi
+	@if [ -x bench/watch.sh ]; then bench/watch.sh; fi
 	@if [ -x bench/etcd.sh ]; then bench/etcd.sh; fi
 
 # --- install -------------------------------------------------------------------------

@@ -3,7 +3,7 @@
  * consumers on the same cores as the writer.
  *
  * Usage: bench_watch [-t SECONDS] [-s SEED] [-w PREFIX_WATCHERS] [-a ALL_WATCHERS]
- *                    [-c CONSUMERS] [-r RATE] [-b US] [-B US] [-m MODES] [-O] [N]
+ *                    [-c CONSUMERS] [-r RATE] [-b US] [-B US] [-m MODES] [-O] [-E] [N]
  *   N                 objects in the cache (default 1000000)
  *   PREFIX_WATCHERS   watchers on distinct key prefixes (default 10000)
  *   ALL_WATCHERS      watchers on every key (default 100)
@@ -18,12 +18,15 @@
  *                     consumers keep up: see the coalescing note below)
  *   MODES             letters of the runs: m(ax deliveries/s) l(atency);
  *                     default "ml"
+ *   -E                each consumer waits on an epoll set of its watches' own
+ *                     fds (wcache_watch_fd()) instead of one wcache_watchset
  *   -O                consumers take owned deliveries (wcache_watch_next(),
  *                     one wcache_event_unref() each) instead of borrowed
  *                     ones (wcache_watch_next_borrowed(), the default)
  *
- * Build (from the top directory, after `make lib`; bench/run.sh does not
- * run it yet):
+ * bench/watch.sh (`make bench-watch`, part of `make bench`) builds and runs
+ * it, the watch-set and the per-fd consumers interleaved.  By hand (from
+ * the top directory, after `make`):
  *   cc -std=c11 -O2 -g -Iinclude -Ibench -o bench/build/bench_watch \
  *      bench/bench_watch.c lib/libwatchcache.a -Wl,--as-needed -lzstd -lcurl \
  *      -ljansson -lyaml -lxxhash -lpthread -lm
@@ -47,7 +50,10 @@
  *    suffix starts with c (4,096 x 27 possible).  The first 10,000
  *    distinct ones in pod order are taken, so each matches at least one
  *    key (about 9 at N = 1M).
- *  - Consumers: each thread owns a share of the watchers and an epoll set
+ *  - Consumers: each thread owns a share of the watchers (every
+ *    consumer-th one) in one wcache_watchset, sleeps on its fd, and takes
+ *    from each watch the set hands out until a call returns nothing (which
+ *    re-arms it).  With -E it has instead an epoll set
  *    of their wcache_watch_fd()s (level-triggered); for each ready fd it
  *    calls wcache_watch_next_borrowed() with cap 1024 until a call returns
  *    fewer than the cap, reading each delivery's revision (and, in the
@@ -74,7 +80,11 @@
  *    a side array indexed by revision; a consumer reads the clock once per
  *    wcache_watch_next() batch and records, for each delivery, the time
  *    since its revision's ingest.  p50/p99/p99.9/max over every delivery
- *    of the window (a histogram of 1 us buckets up to 1 s).
+ *    of the window (a histogram of 1 us buckets up to 1 s).  Beside them:
+ *    the process's CPU (cores), voluntary context switches/s and
+ *    involuntary ones (preemptions/s) in the window: on a shared machine
+ *    the tail is mostly threads waiting for a core, and these say how
+ *    often that happened.
  */
 #define _GNU_SOURCE
 
@@ -83,6 +93,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -213,6 +224,7 @@ typedef struct watcher {
 typedef struct consumer {
     pthread_t tid;
     int id, ep;
+    wcache_watchset *set; /* default mode: one set per consumer; -E: NULL */
     size_t *mine, nmine;
     uint64_t taken, taken_prefix; /* deliveries taken */
     _Atomic uint64_t pub_taken;   /* taken, published every batch for the window */
@@ -232,6 +244,7 @@ static struct {
     atomic_int stop, measuring;
     int latency_mode;
     int owned; /* -O: wcache_watch_next() instead of wcache_watch_next_borrowed() */
+    int per_fd; /* -E: an epoll set of every watch's own fd instead of a watch set */
     int64_t coalesce_ns; /* consumer round interval, 0: none */
     /* update pool */
     char *arena;
@@ -283,9 +296,55 @@ static void serve(consumer *c, watcher *wt, wcache_watch_event *evs)
     }
 }
 
+/* A watch the set handed out: take until a call returns nothing (then it
+ * is handed out again when something comes) or its end. */
+static void serve_set(consumer *c, watcher *wt, wcache_watch_event *evs)
+{
+    for (;;) {
+        size_t m = 0;
+        wcache_code rc = S.owned ? wcache_watch_next(wt->w, evs, NEXT_CAP, &m)
+                                 : wcache_watch_next_borrowed(wt->w, evs, NEXT_CAP, &m);
+        take_batch(c, wt, evs, m);
+        if (rc != WCACHE_OK) {
+            c->overflows += rc == WCACHE_EOVERFLOW;
+            if (rc != WCACHE_EOVERFLOW)
+                fprintf(stderr, "bench_watch: a watcher ended: %s\n", wcache_strerror(rc));
+            check(wcache_watchset_remove(c->set, wt->w), "watchset_remove");
+            return;
+        }
+        if (m == 0)
+            return;
+    }
+}
+
+static void *consumer_set(consumer *c)
+{
+    wcache_watch_event *evs = xmalloc(NEXT_CAP * sizeof *evs);
+    struct pollfd p = {.fd = wcache_watchset_fd(c->set), .events = POLLIN};
+    while (!atomic_load_explicit(&S.stop, memory_order_relaxed)) {
+        int64_t t = now_ns();
+        int served = 0;
+        wcache_watch *w;
+        void *ud;
+        while (wcache_watchset_next(c->set, &w, &ud) == WCACHE_OK && w) {
+            serve_set(c, &S.w[(uintptr_t)ud], evs);
+            served = 1;
+        }
+        if (S.coalesce_ns && served)
+            sleep_until(t + S.coalesce_ns);
+        else
+            poll(&p, 1, 50);
+    }
+    free(evs);
+    c->cpu = thread_cpu();
+    return NULL;
+}
+
 static void *consumer_main(void *arg)
 {
     consumer *c = arg;
+    if (c->set)
+        return consumer_set(c);
     wcache_watch_event *evs = xmalloc(NEXT_CAP * sizeof *evs);
     struct epoll_event ready[1024];
     while (!atomic_load_explicit(&S.stop, memory_order_relaxed)) {
@@ -466,6 +525,8 @@ static void start_consumers(consumer *cs, int nc)
         c->ep = epoll_create1(EPOLL_CLOEXEC);
         c->hist = xcalloc(HIST_US + 1, sizeof *c->hist);
         c->mine = xmalloc((S.nw / (size_t)nc + 1) * sizeof *c->mine);
+        if (!S.per_fd)
+            check(wcache_watchset_create(S.c, &c->set), "watchset_create");
         if (c->ep < 0) {
             perror("bench_watch: epoll_create1");
             exit(1);
@@ -481,7 +542,9 @@ static void start_consumers(consumer *cs, int nc)
         if (m)
             wcache_event_unref(ev.ev);
         struct epoll_event ee = {.events = EPOLLIN, .data.u64 = j};
-        if (epoll_ctl(c->ep, EPOLL_CTL_ADD, wcache_watch_fd(S.w[j].w), &ee) != 0) {
+        if (c->set)
+            check(wcache_watchset_add(c->set, S.w[j].w, (void *)(uintptr_t)j), "watchset_add");
+        else if (epoll_ctl(c->ep, EPOLL_CTL_ADD, wcache_watch_fd(S.w[j].w), &ee) != 0) {
             perror("bench_watch: epoll_ctl");
             exit(1);
         }
@@ -511,6 +574,16 @@ static double pct(const uint64_t *h, uint64_t total, double q)
             return (double)i + 0.5;
     }
     return HIST_US;
+}
+
+/* Context switches of the whole process: voluntary (a thread slept) and
+ * involuntary (a runnable thread was preempted: what makes the tail). */
+static void ctx_switches(long *vol, long *invol)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *vol = ru.ru_nvcsw;
+    *invol = ru.ru_nivcsw;
 }
 
 static double cpu_seconds(void)
@@ -563,6 +636,7 @@ static void run_max(int nc, double secs)
         overflows += cs[t].overflows, prefix += cs[t].taken_prefix, taken += cs[t].taken;
         ccpu += cs[t].cpu;
         close(cs[t].ep);
+        wcache_watchset_free(cs[t].set);
         free(cs[t].mine);
         free(cs[t].hist);
     }
@@ -599,11 +673,14 @@ static void run_latency(int nc, double rate, double secs)
     atomic_store(&S.measuring, 1);
     uint64_t d0 = total_taken(cs, nc), e0 = atomic_load(&wr.events);
     double c0 = cpu_seconds();
+    long vol0, inv0, vol1, inv1;
+    ctx_switches(&vol0, &inv0);
     int64_t t0 = now_ns();
     sleep_until(t0 + (int64_t)(secs * 1e9));
     atomic_store(&S.measuring, 0);
     uint64_t d1 = total_taken(cs, nc), e1 = atomic_load(&wr.events);
     double el = (double)(now_ns() - t0) * 1e-9, cpu = cpu_seconds() - c0;
+    ctx_switches(&vol1, &inv1);
     atomic_store(&S.stop, 1);
     pthread_join(wr.tid, NULL);
     uint64_t *h = xcalloc(HIST_US + 1, sizeof *h), total = 0, overflows = 0, taken = 0;
@@ -615,6 +692,7 @@ static void run_latency(int nc, double rate, double secs)
             h[i] += cs[t].hist[i], total += cs[t].hist[i];
         overflows += cs[t].overflows;
         close(cs[t].ep);
+        wcache_watchset_free(cs[t].set);
         free(cs[t].mine);
         free(cs[t].hist);
     }
@@ -636,6 +714,9 @@ static void run_latency(int nc, double rate, double secs)
     metric("watch_latency_p99", pct(h, total, 0.99), "us");
     metric("watch_latency_p999", pct(h, total, 0.999), "us");
     metric("watch_latency_max", max, "us");
+    metric("watch_latency_cpu", cpu / el, "cores");
+    metric("watch_latency_vcsw", (double)(vol1 - vol0) / el, "switches/s");
+    metric("watch_latency_ivcsw", (double)(inv1 - inv0) / el, "preemptions/s");
     cpu_metrics("latency", &wr, ccpu, taken);
     free(h);
     free((void *)S.ts);
@@ -662,7 +743,7 @@ int main(int argc, char **argv)
     double coalesce_max_us = 1000, coalesce_lat_us = 200;
     int opt;
     n_objects = 1000000;
-    while ((opt = getopt(argc, argv, "t:s:w:a:c:r:m:b:B:O")) != -1) {
+    while ((opt = getopt(argc, argv, "t:s:w:a:c:r:m:b:B:OE")) != -1) {
         if (opt == 't')
             secs = strtod(optarg, NULL);
         else if (opt == 's')
@@ -683,10 +764,12 @@ int main(int argc, char **argv)
             coalesce_lat_us = strtod(optarg, NULL);
         else if (opt == 'O')
             S.owned = 1;
+        else if (opt == 'E')
+            S.per_fd = 1;
         else {
             fprintf(stderr,
                     "usage: %s [-t SECONDS] [-s SEED] [-w PREFIX_WATCHERS] [-a ALL_WATCHERS] "
-                    "[-c CONSUMERS] [-r RATE] [-b US] [-B US] [-m MODES] [-O] [N]\n",
+                    "[-c CONSUMERS] [-r RATE] [-b US] [-B US] [-m MODES] [-O] [-E] [N]\n",
                     argv[0]);
             return 2;
         }
@@ -716,6 +799,8 @@ int main(int argc, char **argv)
     open_watchers(&g, n_objects, (size_t)nprefix, (size_t)nall);
     metric("watch_open_rate", (double)S.nw / (((double)now_ns() - t) * 1e-9), "watches/s");
 
+    fprintf(stderr, "bench_watch: each consumer waits on %s\n",
+            S.per_fd ? "an epoll set of its watches' own fds (-E)" : "one wcache_watchset");
     if (strchr(modes, 'm')) {
         S.coalesce_ns = (int64_t)(coalesce_max_us * 1000);
         run_max((int)nc, secs);
