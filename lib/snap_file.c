@@ -62,6 +62,7 @@ typedef struct file_out {
     wcache_snap_progress_fn progress;
     void *ud;
     uint64_t bytes, objects;
+    uint64_t written, kicked; /* bytes written; bytes handed to writeback */
 } file_out;
 
 static int sys_err(file_out *f, const char *what, const char *name)
@@ -69,10 +70,38 @@ static int sys_err(file_out *f, const char *what, const char *name)
     return wci_snap_err(f->eb, f->el, WCACHE_ESYS, "%s %s: %s", what, name, strerror(errno));
 }
 
+/*
+ * The final fsync of a large snapshot used to find all of it still dirty
+ * and wait for the disk with both cores idle (~10% of a 1 GB write's wall
+ * time).  So every WRITEBACK_STEP bytes the file's new pages are handed to
+ * writeback without waiting for it (Linux sync_file_range: asynchronous,
+ * no durability promise); the fsync at the end still makes the whole file
+ * durable and still reports every error, so nothing is promised earlier
+ * and a failure here is left to it.
+ */
+#define WRITEBACK_STEP (8u << 20)
+
+static void start_writeback(file_out *f)
+{
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+    if (f->written - f->kicked < WRITEBACK_STEP)
+        return;
+    (void)sync_file_range(f->fd, (off_t)f->kicked, (off_t)(f->written - f->kicked),
+                          SYNC_FILE_RANGE_WRITE);
+    f->kicked = f->written;
+#else
+    (void)f;
+#endif
+}
+
 static int file_sink(const void *buf, size_t len, void *ud)
 {
     file_out *f = ud;
-    return wci_write_all(f->fd, buf, len) ? sys_err(f, "write", f->tmp) : WCACHE_OK;
+    if (wci_write_all(f->fd, buf, len))
+        return sys_err(f, "write", f->tmp);
+    f->written += len;
+    start_writeback(f);
+    return WCACHE_OK;
 }
 
 /* ".NAME.tmp.XXXXXX" beside path: same file system, so rename is atomic;

@@ -188,6 +188,46 @@ START_TEST(rt_big_values)
 }
 END_TEST
 
+/* Past several writeback steps (8 MiB of output each, handed to the disk
+ * while the write goes on): incompressible values, so the file is as big
+ * as they are, and it must still restore whole and verify. */
+START_TEST(rt_past_writeback_steps)
+{
+    int64_t rev = 0;
+    wcache_cache *a = new_cache(), *b = new_cache();
+    size_t each = 512 * 1024, n = 40; /* 20 MiB */
+    unsigned char *v = malloc(each);
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < each; j++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            v[j] = (unsigned char)x;
+        }
+        char k[32];
+        int kl = snprintf(k, sizeof k, "/big/%03zu", i);
+        ck_assert_int_eq(wcache_ingest_put(a, k, (size_t)kl, v, each, ++rev), WCACHE_OK);
+    }
+    free(v);
+    wcache_snapshot_write_opts o = wopts();
+    o.workers = 2;
+    wcache_snapshot_info wi = {.size = sizeof wi};
+    ck_assert_msg(wcache_snapshot_write(a, path, &o, &wi) == WCACHE_OK, "%s", errbuf);
+    ck_assert_uint_gt(wi.file_bytes, 2u * (8u << 20));
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq((uint64_t)st.st_size, wi.file_bytes);
+    wcache_snapshot_read_opts r = ropts();
+    wcache_snapshot *s;
+    ck_assert_msg(wcache_snapshot_open(&s, path, &r) == WCACHE_OK, "%s", errbuf);
+    ck_assert_msg(wcache_snapshot_verify(s) == WCACHE_OK, "%s", errbuf);
+    wcache_snapshot_close(s);
+    ck_assert_msg(wcache_snapshot_restore(b, path, &r, NULL) == WCACHE_OK, "%s", errbuf);
+    compare(a, rev, b, rev);
+    wcache_cache_close(a);
+    wcache_cache_close(b);
+}
+END_TEST
+
 START_TEST(rt_empty)
 {
     wcache_cache *a = new_cache(), *b = new_cache();
@@ -1706,6 +1746,7 @@ Suite *snapshot_suite(void)
     tcase_add_test(t, rt_small_blocks_workers);
     tcase_add_test(t, rt_big_values);
     tcase_add_test(t, rt_empty);
+    tcase_add_test(t, rt_past_writeback_steps);
     tcase_add_test(t, rt_ingest_goes_on);
     tcase_add_test(t, rt_concurrent_feed);
     tcase_add_test(t, deterministic_workers);
