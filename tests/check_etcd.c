@@ -464,22 +464,6 @@ static const char *value_at(wcache_cache *c, int64_t rev, const char *key)
     return out;
 }
 
-/* key's create_revision, mod_revision and version at rev. */
-static void expect_meta(wcache_cache *c, int64_t rev, const char *key, int64_t cr, int64_t mr,
-                        int64_t ver)
-{
-    wcache_view *v;
-    ck_assert_ok(wcache_view_create(c, &v));
-    ck_assert_ok(wcache_view_begin(v, rev));
-    wcache_kv kv;
-    ck_assert_ok(wcache_view_get(v, key, strlen(key), &kv));
-    ck_assert_msg(kv.create_revision == cr && kv.mod_revision == mr && kv.version == ver,
-                  "%s at %lld: %lld/%lld/%lld, want %lld/%lld/%lld", key, (long long)rev,
-                  (long long)kv.create_revision, (long long)kv.mod_revision,
-                  (long long)kv.version, (long long)cr, (long long)mr, (long long)ver);
-    wcache_view_free(v);
-}
-
 START_TEST(fake_gateway_guard_and_faults)
 {
     memset(&FK, 0, sizeof FK);
@@ -610,9 +594,9 @@ START_TEST(fake_gateway_guard_and_faults)
     ck_assert_ptr_null(value_at(FC, 14, "/old"));
     /* etcd's metadata, not the re-list's revision; the states between the
      * cache's 10 and 14 are not known: compacted */
-    expect_meta(FC, 14, "/a", 2, 5, 2);
-    expect_meta(FC, 14, "/c", 8, 13, 2);
-    expect_meta(FC, 14, "/e", 11, 11, 1);
+    tu_expect_meta(FC, 14, "/a", 2, 5, 2);
+    tu_expect_meta(FC, 14, "/c", 8, 13, 2);
+    tu_expect_meta(FC, 14, "/e", 11, 11, 1);
     ck_assert_int_eq(wcache_cache_compacted_revision(FC), 14);
     for (int64_t r = 10; r < 14; r++) {
         ck_assert_ok(wcache_view_begin(v, 14));
@@ -1287,6 +1271,18 @@ static json_t *etcd_range_at(int64_t rev)
     return a;
 }
 
+/* The cache's LIST of PFX at rev into items (valid until v is freed). */
+static wcache_list_result list_pfx(wcache_cache *c, int64_t rev, wcache_view **v,
+                                   wcache_kv *items)
+{
+    ck_assert_ok(wcache_view_create(c, v));
+    ck_assert_ok(wcache_view_begin(*v, rev));
+    wcache_list_opts lo = {.size = sizeof lo, .prefix = PFX, .prefix_len = strlen(PFX)};
+    wcache_list_result res = {.size = sizeof res};
+    ck_assert_ok(wcache_view_list(*v, &lo, items, NKEYS + 8, &res));
+    return res;
+}
+
 /* Mismatches between the cache's LIST at rev and etcd's range at rev
  * (metadata too when meta). */
 static int compare_at(wcache_cache *c, int64_t rev, int meta)
@@ -1294,12 +1290,8 @@ static int compare_at(wcache_cache *c, int64_t rev, int meta)
     json_t *a = etcd_range_at(rev);
     json_t *kvs = json_object_get(a, "kvs");
     wcache_view *v;
-    ck_assert_ok(wcache_view_create(c, &v));
-    ck_assert_ok(wcache_view_begin(v, rev));
     static wcache_kv items[NKEYS + 8];
-    wcache_list_opts lo = {.size = sizeof lo, .prefix = PFX, .prefix_len = strlen(PFX)};
-    wcache_list_result res = {.size = sizeof res};
-    ck_assert_ok(wcache_view_list(v, &lo, items, NKEYS + 8, &res));
+    wcache_list_result res = list_pfx(c, rev, &v, items);
     int bad = 0;
     if (res.count != json_array_size(kvs)) {
         fprintf(stderr, "revision %lld: cache lists %zu keys, etcd %zu\n", (long long)rev,
@@ -1709,12 +1701,8 @@ static void model_from_cache(model *m, wcache_cache *c, int64_t rev)
 {
     memset(m, 0, sizeof *m);
     wcache_view *v;
-    ck_assert_ok(wcache_view_create(c, &v));
-    ck_assert_ok(wcache_view_begin(v, rev));
     static wcache_kv items[NKEYS + 8];
-    wcache_list_opts lo = {.size = sizeof lo, .prefix = PFX, .prefix_len = strlen(PFX)};
-    wcache_list_result res = {.size = sizeof res};
-    ck_assert_ok(wcache_view_list(v, &lo, items, NKEYS + 8, &res));
+    wcache_list_result res = list_pfx(c, rev, &v, items);
     for (size_t i = 0; i < res.count; i++)
         model_set(m, &items[i], 0);
     wcache_view_free(v);

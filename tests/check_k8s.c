@@ -149,22 +149,6 @@ static int get_at(wcache_cache *c, int64_t rev, const char *key, char *buf, size
     return found;
 }
 
-/* key's create_revision, mod_revision and version at rev (0: latest). */
-static void expect_meta(wcache_cache *c, int64_t rev, const char *key, int64_t cr, int64_t mr,
-                        int64_t ver)
-{
-    wcache_view *v;
-    ck_assert_ok(wcache_view_create(c, &v));
-    ck_assert_ok(wcache_view_begin(v, rev));
-    wcache_kv kv;
-    ck_assert_ok(wcache_view_get(v, key, strlen(key), &kv));
-    ck_assert_msg(kv.create_revision == cr && kv.mod_revision == mr && kv.version == ver,
-                  "%s at %lld: %lld/%lld/%lld, want %lld/%lld/%lld", key, (long long)rev,
-                  (long long)kv.create_revision, (long long)kv.mod_revision,
-                  (long long)kv.version, (long long)cr, (long long)mr, (long long)ver);
-    wcache_view_free(v);
-}
-
 /* Every revision in [lo, hi) reads as compacted. */
 static void expect_compacted(wcache_cache *c, int64_t lo, int64_t hi)
 {
@@ -817,11 +801,11 @@ START_TEST(k8s_fd_relist_410)
     ck_assert_int_eq(count_at(c, 0), 4);
     /* what the re-list put reports the objects' resourceVersions as their
      * mod_revisions; the stream's numbering goes on from there */
-    expect_meta(c, 20, PFX "ns/a", 5, 12, 2);
-    expect_meta(c, 20, PFX "ns/c", 7, 7, 1);
-    expect_meta(c, 20, PFX "ns/d", 18, 18, 1);
-    expect_meta(c, 20, PFX "ns/e", 15, 15, 1);
-    expect_meta(c, 0, PFX "ns/d", 18, 21, 2);
+    tu_expect_meta(c, 20, PFX "ns/a", 5, 12, 2);
+    tu_expect_meta(c, 20, PFX "ns/c", 7, 7, 1);
+    tu_expect_meta(c, 20, PFX "ns/d", 18, 18, 1);
+    tu_expect_meta(c, 20, PFX "ns/e", 15, 15, 1);
+    tu_expect_meta(c, 0, PFX "ns/d", 18, 21, 2);
     /* the states between 7 and 20 are not known */
     ck_assert_int_eq(wcache_cache_compacted_revision(c), 20);
     expect_compacted(c, 1, 20);
@@ -925,9 +909,9 @@ START_TEST(k8s_url_watch_token)
                               "ADDED 201 " PFX "ns/v\n");
     ck_assert_int_eq(count_at(c, 0), 4);
     expect_compacted(c, 100, 200);
-    expect_meta(c, 200, PFX "ns/w", 102, 150, 2);
-    expect_meta(c, 200, PFX "ns/y", 95, 95, 1);
-    expect_meta(c, 0, PFX "ns/v", 201, 201, 1);
+    tu_expect_meta(c, 200, PFX "ns/w", 102, 150, 2);
+    tu_expect_meta(c, 200, PFX "ns/y", 95, 95, 1);
+    tu_expect_meta(c, 0, PFX "ns/v", 201, 201, 1);
     /* consistent read: the server's current revision, then the cache */
     atomic_store(&sv->current_rev, 201);
     wcache_view *vw;

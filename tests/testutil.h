@@ -210,6 +210,22 @@ static inline int64_t tu_clock_fn(void *ud)
     return c->now_ns;
 }
 
+/* key's create_revision, mod_revision and version at rev (0: latest). */
+static inline void tu_expect_meta(wcache_cache *c, int64_t rev, const char *key, int64_t cr,
+                                  int64_t mr, int64_t ver)
+{
+    wcache_view *v;
+    ck_assert_ok(wcache_view_create(c, &v));
+    ck_assert_ok(wcache_view_begin(v, rev));
+    wcache_kv kv;
+    ck_assert_ok(wcache_view_get(v, key, strlen(key), &kv));
+    ck_assert_msg(kv.create_revision == cr && kv.mod_revision == mr && kv.version == ver,
+                  "%s at %lld: %lld/%lld/%lld, want %lld/%lld/%lld", key, (long long)rev,
+                  (long long)kv.create_revision, (long long)kv.mod_revision,
+                  (long long)kv.version, (long long)cr, (long long)mr, (long long)ver);
+    wcache_view_free(v);
+}
+
 #define TU_NS_PER_S INT64_C(1000000000)
 
 /* ---- tu_http.c: stand-ins for HTTP peers, temporary directories ---- */
