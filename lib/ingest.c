@@ -813,7 +813,8 @@ wcache_code wcache_ingest_batch(wcache_cache *c, const wcache_batch *b, int64_t 
  * mod_revision is where readers find it in the chain, so it must lie
  * above every revision a reader may already hold (cur) and at or below
  * the one it becomes visible at (rev). */
-static wcache_code check_relist_meta(wcache_cache *c, const wci_op *op, int64_t cur, int64_t rev)
+static wcache_code check_relist_meta(wcache_cache *c, const wci_op *op, int64_t cur,
+                                     int64_t rev)
 {
     const wci_ver *v = op->v;
     int n = (int)(op->k->klen > 200 ? 200 : op->k->klen);

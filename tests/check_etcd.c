@@ -1756,8 +1756,10 @@ static int compare_gets(wcache_cache *c, int64_t rev)
         unsigned char *k = unb64(json_string_value(json_object_get(o, "key")), &kl);
         const json_t *jv = json_object_get(o, "value");
         unsigned char *val = unb64(jv ? json_string_value(jv) : "", &vl);
-        wcache_kv kv = {k, kl, val, vl, ji64(o, "create_revision"), ji64(o, "mod_revision"),
-                        ji64(o, "version")};
+        wcache_kv kv = {.key = k, .key_len = kl, .value = val, .value_len = vl};
+        kv.create_revision = ji64(o, "create_revision");
+        kv.mod_revision = ji64(o, "mod_revision");
+        kv.version = ji64(o, "version");
         model_set(&m, &kv, 0);
         free(k), free(val);
     }
@@ -1779,8 +1781,8 @@ static int compare_gets(wcache_cache *c, int64_t rev)
             fprintf(stderr, "GET %s at %lld: %s, %lld/%lld/%lld; etcd %s %lld/%lld/%lld\n", k,
                     (long long)rev, wcache_strerror(rc), (long long)kv.create_revision,
                     (long long)kv.mod_revision, (long long)kv.version,
-                    m.present[i] ? "has it" : "has not", (long long)m.cr[i],
-                    (long long)m.mr[i], (long long)m.ver[i]);
+                    m.present[i] ? "has it" : "has not", (long long)m.cr[i], (long long)m.mr[i],
+                    (long long)m.ver[i]);
     }
     wcache_view_free(v);
     return bad;
