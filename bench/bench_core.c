@@ -40,6 +40,9 @@
 #include "podgen.h"
 #include "watchcache.h"
 
+#define BENCH_NAME "bench_core"
+#include "bench.h"
+
 #define RETAIN 10000
 #define CHUNK 1024
 #define SEED_WORKLOAD 0x5eed0f10adull /* the key sequence; same as the Go peer */
@@ -47,32 +50,6 @@
 #define GET_BATCH 4096
 #define GET_MANY 64 /* keys per wcache_view_get_many() call */
 #define REPEATS 3   /* GET and LIST measurements keep the best of this many */
-
-static uint64_t n_objects;
-
-static void metric(const char *name, double value, const char *unit)
-{
-    printf("%s\t%llu\t%.3f\t%s\n", name, (unsigned long long)n_objects, value, unit);
-    fflush(stdout);
-}
-
-static void check(int rc, const char *what)
-{
-    if (rc != WCACHE_OK) {
-        fprintf(stderr, "bench_core: %s: %s\n", what, wcache_strerror(rc));
-        exit(1);
-    }
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "bench_core: out of memory (%zu bytes)\n", n);
-        exit(1);
-    }
-    return p;
-}
 
 /* BENCH_CLOCK=cpu: each thread's CPU time instead of wall time, for A/B
  * comparisons on a shared machine (time a thread spends descheduled does

@@ -36,25 +36,12 @@
 #include "podgen.h"
 #include "watchcache.h"
 
+#define BENCH_NAME "bench_index"
+#include "bench.h"
+
 #define SEED_PODS 0x5eed0f10adull
 #define PAGE 4096
 #define PER_SLOT 30
-
-static uint64_t n_objects;
-
-static void metric(const char *name, double value, const char *unit)
-{
-    printf("%s\t%llu\t%.3f\t%s\n", name, (unsigned long long)n_objects, value, unit);
-    fflush(stdout);
-}
-
-static void check(int rc, const char *what)
-{
-    if (rc != WCACHE_OK) {
-        fprintf(stderr, "bench_index: %s: %s\n", what, wcache_strerror(rc));
-        exit(1);
-    }
-}
 
 static double now(void)
 {

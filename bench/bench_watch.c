@@ -102,6 +102,9 @@
 #include "podgen.h"
 #include "watchcache.h"
 
+#define BENCH_NAME "bench_watch"
+#include "bench.h"
+
 #define RETAIN 10000
 #define POOL 65536       /* pre-generated update events */
 #define NEXT_CAP 1024    /* deliveries per wcache_watch_next() */
@@ -114,32 +117,6 @@
 #define LAG 4096
 #define HIST_US 1000000 /* latency histogram: 1 us buckets, to 1 s */
 #define SEED_WORKLOAD 0x5eed0f10adull
-
-static uint64_t n_objects;
-
-static void metric(const char *name, double value, const char *unit)
-{
-    printf("%s\t%llu\t%.3f\t%s\n", name, (unsigned long long)n_objects, value, unit);
-    fflush(stdout);
-}
-
-static void check(int rc, const char *what)
-{
-    if (rc != WCACHE_OK) {
-        fprintf(stderr, "bench_watch: %s: %s\n", what, wcache_strerror(rc));
-        exit(1);
-    }
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "bench_watch: out of memory (%zu bytes)\n", n);
-        exit(1);
-    }
-    return p;
-}
 
 static void *xcalloc(size_t n, size_t m)
 {
