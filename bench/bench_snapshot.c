@@ -21,6 +21,8 @@
  *                      generation included); ingest_lag_*: the most the
  *                      paced feed fell behind its schedule; ingest_kept_*:
  *                      1 when it applied >= 99% of its rate
+ *   ingest_alone       the feed flat out for a second with no write beside
+ *                      it: events/s, and ingest_cpu_alone its CPU per event
  *   zstd_mbps          zstd -1 -T0 over the uncompressed record stream, MB/s
  *                      of the same key+value bytes (our practical limit);
  *                      zstd_cpu_s_per_gb: its CPU seconds per GB of them
@@ -251,6 +253,27 @@ static void report(const char *kind, int w, const char *tag, run r, double rate,
     }
 }
 
+/* The feed flat out for about a second with no write beside it: what an
+ * event costs the ingest thread alone (pod generation included). */
+static void ingest_alone(wcache_cache *c, const podgen *g, uint64_t n, unsigned long long N)
+{
+    feeder f = {.c = c, .g = g, .n = n};
+    pthread_t th;
+    clockid_t fcpu;
+    pthread_create(&th, NULL, feed, &f);
+    pthread_getcpuclockid(th, &fcpu);
+    double c0 = cpu_now(fcpu), t = now();
+    uint64_t p0 = atomic_load(&f.puts);
+    struct timespec ts = {1, 0};
+    nanosleep(&ts, NULL);
+    double puts = (double)(atomic_load(&f.puts) - p0), cs = cpu_now(fcpu) - c0;
+    t = now() - t;
+    atomic_store(&f.stop, 1);
+    pthread_join(th, NULL);
+    printf("ingest_alone\t%llu\t%.0f\tevents/s\n", N, puts / t);
+    printf("ingest_cpu_alone\t%llu\t%.2f\tcpu-us/event\n", N, puts > 0 ? cs * 1e6 / puts : 0);
+}
+
 /* The uncompressed record stream of the snapshot, for zstd(1) to chew. */
 static void dump_raw(const char *snap, const char *raw)
 {
@@ -440,6 +463,7 @@ int main(int argc, char **argv)
     const char *rs_env = getenv("BENCH_SNAP_RATE");
     double rate = rs_env && *rs_env ? strtod(rs_env, NULL) : 100000;
     printf("ingest_rate_target\t%llu\t%.0f\tevents/s\n", N, rate);
+    ingest_alone(c, &g, n, N);
     for (int w = 0; w <= 2; w += 2)
         report("stream", w, "", write_snap(c, NULL, w, -1, &g, n, &in), -1, N);
     for (int w = 0; w <= 2; w++)

@@ -62,6 +62,8 @@ function line() {
         v["ingest_kept_w2_paced"] == 1 ? "yes" : "NO", mb("write_mbps_w2_paced"), v["write_cpu_w2_paced"]
     printf "  (b) ingest flat out (one feed thread, achieved %s events/s): %s (writer %s cpu-s/GB)\n",
         v["ingest_w2_ingest_max"], mb("write_mbps_w2_ingest_max"), v["write_cpu_w2_ingest_max"]
+    printf "  the feed alone, no write: %s events/s flat out, %s cpu-us/event\n",
+        v["ingest_alone"], v["ingest_cpu_alone"]
     printf "  no ingest: %s (writer %s cpu-s/GB); zstd -1 -T0 on the same bytes: %s (%s cpu-s/GB)\n",
         mb("write_mbps_w2"), v["write_cpu_w2"], mb("zstd_mbps"), ("zstd_cpu_s_per_gb" in v) ? v["zstd_cpu_s_per_gb"] : "-"
     delete v
