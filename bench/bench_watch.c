@@ -82,9 +82,10 @@
  *    since its revision's ingest.  p50/p99/p99.9/max over every delivery
  *    of the window (a histogram of 1 us buckets up to 1 s).  Beside them:
  *    the process's CPU (cores), voluntary context switches/s and
- *    involuntary ones (preemptions/s) in the window: on a shared machine
- *    the tail is mostly threads waiting for a core, and these say how
- *    often that happened.
+ *    involuntary ones (preemptions/s) in the window, and where a late
+ *    delivery may have lost its time: the put's own duration (ingest and
+ *    dispatch, p99 / max) and how late a consumer's round began after its
+ *    nap (p99 / max; a thread waiting for a core shows there).
  */
 #define _GNU_SOURCE
 
@@ -206,6 +207,7 @@ typedef struct consumer {
     uint64_t taken, taken_prefix; /* deliveries taken */
     _Atomic uint64_t pub_taken;   /* taken, published every batch for the window */
     uint64_t *hist;               /* latency, 1 us buckets, while measuring */
+    uint64_t *late;               /* how late a round began after its nap (latency run) */
     uint64_t overflows;
     double cpu; /* thread CPU seconds, at exit */
     char pad[64];
@@ -294,6 +296,17 @@ static void serve_set(consumer *c, watcher *wt, wcache_watch_event *evs)
     }
 }
 
+/* The nap between rounds; in the latency run, how much later than asked
+ * the thread ran again: a thread that waited for a core shows here. */
+static void nap(consumer *c, int64_t until)
+{
+    sleep_until(until);
+    if (c->late && atomic_load_explicit(&S.measuring, memory_order_relaxed)) {
+        int64_t us = (now_ns() - until) / 1000;
+        c->late[us < 0 ? 0 : us >= HIST_US ? HIST_US : us]++;
+    }
+}
+
 static void *consumer_set(consumer *c)
 {
     wcache_watch_event *evs = xmalloc(NEXT_CAP * sizeof *evs);
@@ -308,7 +321,7 @@ static void *consumer_set(consumer *c)
             served = 1;
         }
         if (S.coalesce_ns && served)
-            sleep_until(t + S.coalesce_ns);
+            nap(c, t + S.coalesce_ns);
         else
             poll(&p, 1, 50);
     }
@@ -334,7 +347,7 @@ static void *consumer_main(void *arg)
          * empty (an empty next() arms the fd: a read() here and a write()
          * in the writer for the next event, per watcher). */
         if (S.coalesce_ns && n > 0)
-            sleep_until(t + S.coalesce_ns);
+            nap(c, t + S.coalesce_ns);
     }
     free(evs);
     c->cpu = thread_cpu();
@@ -349,7 +362,8 @@ typedef struct writer {
     double rate; /* events/s; 0: as fast as flow control allows */
     _Atomic uint64_t events;
     uint64_t waits;
-    double cpu; /* thread CPU seconds, at exit */
+    double cpu;    /* thread CPU seconds, at exit */
+    uint64_t *put; /* latency run: how long each put took, 1 us buckets */
 } writer;
 
 static int64_t slowest_all(void)
@@ -381,12 +395,17 @@ static void *writer_main(void *arg)
             }
         }
         size_t p = k % POOL;
-        int64_t rev = wr->rev + 1;
+        int64_t rev = wr->rev + 1, at = now_ns();
         if (S.ts && rev < S.ts_cap)
-            atomic_store_explicit(&S.ts[rev], now_ns(), memory_order_relaxed);
+            atomic_store_explicit(&S.ts[rev], at, memory_order_relaxed);
         check(wcache_ingest_put(S.c, S.arena + S.koff[p], S.klen[p], S.arena + S.voff[p],
                                 S.vlen[p], rev),
               "ingest_put");
+        /* the put is part of every delivery's latency: dispatch is in it */
+        if (wr->put && atomic_load_explicit(&S.measuring, memory_order_relaxed)) {
+            int64_t us = (now_ns() - at) / 1000;
+            wr->put[us >= HIST_US ? HIST_US : us]++;
+        }
         wr->rev = rev;
         k++;
         atomic_store_explicit(&wr->events, k, memory_order_relaxed);
@@ -501,6 +520,7 @@ static void start_consumers(consumer *cs, int nc)
         c->id = t;
         c->ep = epoll_create1(EPOLL_CLOEXEC);
         c->hist = xcalloc(HIST_US + 1, sizeof *c->hist);
+        c->late = S.latency_mode ? xcalloc(HIST_US + 1, sizeof *c->late) : NULL;
         c->mine = xmalloc((S.nw / (size_t)nc + 1) * sizeof *c->mine);
         if (!S.per_fd)
             check(wcache_watchset_create(S.c, &c->set), "watchset_create");
@@ -561,6 +581,15 @@ static void ctx_switches(long *vol, long *invol)
     getrusage(RUSAGE_SELF, &ru);
     *vol = ru.ru_nvcsw;
     *invol = ru.ru_nivcsw;
+}
+
+static double hist_max(const uint64_t *h)
+{
+    double max = 0;
+    for (size_t i = 0; i <= HIST_US; i++)
+        if (h[i])
+            max = (double)i + 0.5;
+    return max;
 }
 
 static double cpu_seconds(void)
@@ -643,6 +672,7 @@ static void run_latency(int nc, double rate, double secs)
     atomic_store(&S.measuring, 0);
     S.ts_cap = wr.rev + (int64_t)(rate * secs * 2) + 1000;
     S.ts = xcalloc((size_t)S.ts_cap, sizeof *S.ts);
+    wr.put = xcalloc(HIST_US + 1, sizeof *wr.put);
     start_consumers(cs, nc);
     if (pthread_create(&wr.tid, NULL, writer_main, &wr) != 0)
         exit(1);
@@ -661,22 +691,25 @@ static void run_latency(int nc, double rate, double secs)
     atomic_store(&S.stop, 1);
     pthread_join(wr.tid, NULL);
     uint64_t *h = xcalloc(HIST_US + 1, sizeof *h), total = 0, overflows = 0, taken = 0;
+    uint64_t *late = xcalloc(HIST_US + 1, sizeof *late), nlate = 0, nput = 0;
     double ccpu = 0;
     for (int t = 0; t < nc; t++) {
         pthread_join(cs[t].tid, NULL);
         ccpu += cs[t].cpu, taken += cs[t].taken;
-        for (size_t i = 0; i <= HIST_US; i++)
+        for (size_t i = 0; i <= HIST_US; i++) {
             h[i] += cs[t].hist[i], total += cs[t].hist[i];
+            late[i] += cs[t].late[i], nlate += cs[t].late[i];
+        }
+        free(cs[t].late);
         overflows += cs[t].overflows;
         close(cs[t].ep);
         wcache_watchset_free(cs[t].set);
         free(cs[t].mine);
         free(cs[t].hist);
     }
-    double max = 0;
+    double max = hist_max(h);
     for (size_t i = 0; i <= HIST_US; i++)
-        if (h[i])
-            max = (double)i + 0.5;
+        nput += wr.put[i];
     double eps = (double)(e1 - e0) / el, dps = (double)(d1 - d0) / el;
     fprintf(stderr,
             "bench_watch: latency: %d consumers (%s), rounds every %lld us, %.0f events/s "
@@ -694,6 +727,14 @@ static void run_latency(int nc, double rate, double secs)
     metric("watch_latency_cpu", cpu / el, "cores");
     metric("watch_latency_vcsw", (double)(vol1 - vol0) / el, "switches/s");
     metric("watch_latency_ivcsw", (double)(inv1 - inv0) / el, "preemptions/s");
+    /* Where a late delivery lost its time: in the put (ingest and dispatch,
+     * writer side), or waiting for its consumer's round to begin. */
+    metric("watch_latency_put_p99", pct(wr.put, nput, 0.99), "us");
+    metric("watch_latency_put_max", hist_max(wr.put), "us");
+    metric("watch_latency_round_late_p99", pct(late, nlate, 0.99), "us");
+    metric("watch_latency_round_late_max", hist_max(late), "us");
+    free(late);
+    free(wr.put);
     cpu_metrics("latency", &wr, ccpu, taken);
     free(h);
     free((void *)S.ts);

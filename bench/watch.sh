@@ -54,7 +54,7 @@ for r in $(seq "$runs"); do
         }
         echo "$res" | awk -F'\t' -v m="$m" -v r="$r" -v l="$load" -v OFS='\t' '{print m, r, l, $0}' >>"$tsv"
         echo "$res" | awk -F'\t' -v m="$m" '
-            $1 ~ /^watch_(deliveries_max|latency_p50|latency_p99|latency_p999|latency_max|latency_rate|max_total_cpu|latency_total_cpu|latency_ivcsw)$/ {
+            $1 ~ /^watch_(deliveries_max|latency_p50|latency_p99|latency_p999|latency_max|latency_rate|max_total_cpu|latency_total_cpu|latency_ivcsw|latency_put_p99|latency_round_late_p99)$/ {
                 printf "  %-5s %-26s %14.1f %s\n", m, $1, $3, $4 }'
     done
 done
