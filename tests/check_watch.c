@@ -594,6 +594,7 @@ static size_t set_drain(wcache_watch *w, int64_t *last, wcache_code *end)
 
 START_TEST(test_watchset_wakeups)
 {
+    memset(FAN_LIVE, 0, sizeof FAN_LIVE); /* fan_write's state: fresh without fork too */
     for (int64_t rev = 1; rev <= 10; rev++)
         put("/r/k", "v", rev);
     wcache_watchset *s, *s2;
