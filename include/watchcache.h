@@ -37,7 +37,7 @@ extern "C" {
 #define WCACHE_VERSION_MAJOR 0
 #define WCACHE_VERSION_MINOR 1
 #define WCACHE_VERSION_PATCH 0
-#define WCACHE_VERSION_NUMBER                                                    \
+#define WCACHE_VERSION_NUMBER \
     (WCACHE_VERSION_MAJOR * 10000 + WCACHE_VERSION_MINOR * 100 + WCACHE_VERSION_PATCH)
 #define WCACHE_VERSION_STRING "0.1.0"
 
@@ -479,7 +479,8 @@ WCACHE_API wcache_code wcache_ingest_load(wcache_cache *c, wcache_batch *b, int6
  * Ownership: the batch is left as it was.  Thread safety: writer.
  * Since: 0.1
  */
-WCACHE_API wcache_code wcache_ingest_relist(wcache_cache *c, const wcache_batch *b, int64_t rev);
+WCACHE_API wcache_code wcache_ingest_relist(wcache_cache *c, const wcache_batch *b,
+                                            int64_t rev);
 
 /* ------------------------------------------------------------------------ */
 /* Reads                                                                     */
@@ -584,14 +585,14 @@ typedef struct wcache_list_opts {
 } wcache_list_opts;
 
 typedef struct wcache_list_result {
-    uint32_t size;      /* sizeof(wcache_list_result), set by the caller */
-    size_t count;       /* items written */
-    int more;           /* 1: more keys follow in the range */
-    int64_t remaining;  /* keys after this page, or -1 when not counted */
-    int64_t revision;   /* the revision the page was read at */
-    const char *token;  /* when more: NUL-terminated continue token, borrowed
-                           until the next list call on the view or its end;
-                           otherwise NULL */
+    uint32_t size;     /* sizeof(wcache_list_result), set by the caller */
+    size_t count;      /* items written */
+    int more;          /* 1: more keys follow in the range */
+    int64_t remaining; /* keys after this page, or -1 when not counted */
+    int64_t revision;  /* the revision the page was read at */
+    const char *token; /* when more: NUL-terminated continue token, borrowed
+                          until the next list call on the view or its end;
+                          otherwise NULL */
     size_t token_len;
 } wcache_list_result;
 
@@ -609,8 +610,7 @@ typedef struct wcache_list_result {
  * Thread safety: the view's thread.  Since: 0.1
  */
 WCACHE_API wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *opts,
-                                        wcache_kv *items, size_t cap,
-                                        wcache_list_result *res);
+                                        wcache_kv *items, size_t cap, wcache_list_result *res);
 
 /*
  * @brief Count live keys of a range at the view's revision (O(range)); with
@@ -627,8 +627,7 @@ WCACHE_API wcache_code wcache_view_count(wcache_view *v, const wcache_list_opts 
  * @return WCACHE_OK, WCACHE_EBADTOKEN.  Thread safety: any thread.
  * Since: 0.1
  */
-WCACHE_API wcache_code wcache_token_revision(const char *token, size_t token_len,
-                                             int64_t *rev);
+WCACHE_API wcache_code wcache_token_revision(const char *token, size_t token_len, int64_t *rev);
 
 /* ------------------------------------------------------------------------ */
 /* Watch subscriptions                                                       */
@@ -638,11 +637,11 @@ typedef struct wcache_watch wcache_watch; /* one subscriber */
 typedef struct wcache_event wcache_event; /* one change, shared by every watcher */
 
 typedef enum wcache_event_type {
-    WCACHE_EV_ADDED = 1,       /* the object entered the watch (created, or moved in) */
-    WCACHE_EV_MODIFIED = 2,    /* the object changed and stays in the watch */
-    WCACHE_EV_DELETED = 3,     /* deleted, or moved out: kv is the previous object */
-    WCACHE_EV_BOOKMARK = 4,    /* no change: every event up to revision was delivered */
-    WCACHE_EV_INITIAL_END = 5  /* bookmark ending the initial events (k8s initial-events-end) */
+    WCACHE_EV_ADDED = 1,      /* the object entered the watch (created, or moved in) */
+    WCACHE_EV_MODIFIED = 2,   /* the object changed and stays in the watch */
+    WCACHE_EV_DELETED = 3,    /* deleted, or moved out: kv is the previous object */
+    WCACHE_EV_BOOKMARK = 4,   /* no change: every event up to revision was delivered */
+    WCACHE_EV_INITIAL_END = 5 /* bookmark ending the initial events (k8s initial-events-end) */
 } wcache_event_type;
 
 /* Options of a watch.  size = sizeof(wcache_watch_opts); zero is default. */
@@ -1357,9 +1356,9 @@ typedef struct wcache_k8s_opts {
     /* The source's identity (required, 1 .. 1024 bytes): what snapshots of
      * the cache are tagged with (wcache_k8s_source_id()). */
     const char *name;
-    int input;           /* a wcache_k8s_input (required) */
-    int fd;              /* WCACHE_K8S_INPUT_FD: the descriptor */
-    const char *path;    /* WCACHE_K8S_INPUT_FILE: the file */
+    int input;        /* a wcache_k8s_input (required) */
+    int fd;           /* WCACHE_K8S_INPUT_FD: the descriptor */
+    const char *path; /* WCACHE_K8S_INPUT_FILE: the file */
     /* WCACHE_K8S_INPUT_URL: the watch URL, http:// or https://
      * ("https://h:6443/api/v1/pods?watch=true"); the source appends
      * resourceVersion=R and allowWatchBookmarks=true. */
@@ -1563,23 +1562,23 @@ typedef int (*wcache_snap_sink_fn)(const void *buf, size_t len, void *userdata);
  * means default for every other field. */
 typedef struct wcache_snapshot_write_opts {
     uint32_t size;
-    int64_t revision;       /* revision S to write; WCACHE_REV_LATEST: latest */
-    int level;              /* zstd level, 1 .. 19; 0: 1 */
-    int workers;            /* compression threads beside the caller, 0 .. 64;
-                               0: compress on the calling thread */
-    uint32_t block_bytes;   /* target uncompressed bytes of a block,
-                               4 KiB .. 64 MiB; 0: 1 MiB */
-    const void *source_id;  /* identity of the source (etcd cluster id and key
-                               range, or a stream's name); binary-safe */
-    size_t source_id_len;   /* 0 .. WCACHE_SNAP_MAX_SOURCE_ID */
-    int64_t compacted_revision; /* the source's compaction revision when known,
-                                   0 .. S; 0: unknown */
-    int64_t created_unix_ns;    /* creation time; 0: now (set it for
-                                   reproducible files) */
+    int64_t revision;                 /* revision S to write; WCACHE_REV_LATEST: latest */
+    int level;                        /* zstd level, 1 .. 19; 0: 1 */
+    int workers;                      /* compression threads beside the caller, 0 .. 64;
+                                         0: compress on the calling thread */
+    uint32_t block_bytes;             /* target uncompressed bytes of a block,
+                                         4 KiB .. 64 MiB; 0: 1 MiB */
+    const void *source_id;            /* identity of the source (etcd cluster id and key
+                                         range, or a stream's name); binary-safe */
+    size_t source_id_len;             /* 0 .. WCACHE_SNAP_MAX_SOURCE_ID */
+    int64_t compacted_revision;       /* the source's compaction revision when known,
+                                         0 .. S; 0: unknown */
+    int64_t created_unix_ns;          /* creation time; 0: now (set it for
+                                         reproducible files) */
     wcache_snap_progress_fn progress; /* NULL: none */
     void *userdata;                   /* passed to progress */
-    char *errbuf;       /* NULL, or errbuf_len bytes for the detail text of */
-    size_t errbuf_len;  /* an error, always NUL-terminated */
+    char *errbuf;                     /* NULL, or errbuf_len bytes for the detail text of */
+    size_t errbuf_len;                /* an error, always NUL-terminated */
     /* NULL: a full snapshot.  Else write a delta (WCACHE_SNAP_FLAG_DELTA)
      * holding the changes from base's revision B to S, which names base by
      * B and its whole-file checksum: the cache must still hold revision B
@@ -1602,7 +1601,7 @@ typedef struct wcache_snapshot_read_opts {
     const void *expect_source_id;
     size_t expect_source_id_len;
     const wcache_allocator *alloc; /* NULL: malloc/free */
-    char *errbuf;      /* as in wcache_snapshot_write_opts */
+    char *errbuf;                  /* as in wcache_snapshot_write_opts */
     size_t errbuf_len;
 } wcache_snapshot_read_opts;
 
@@ -1610,7 +1609,7 @@ typedef struct wcache_snapshot_read_opts {
  * caller.  Counts from the trailer are 0 until they are known. */
 typedef struct wcache_snapshot_info {
     uint32_t size;
-    uint32_t format_major;      /* format version of the file */
+    uint32_t format_major; /* format version of the file */
     uint32_t format_minor;
     uint32_t flags;             /* header flags: WCACHE_SNAP_FLAG_DELTA */
     int64_t revision;           /* S: the revision of the state held */
@@ -1621,17 +1620,17 @@ typedef struct wcache_snapshot_info {
                                    (a write: the opts' pointer; a restore:
                                    NULL) */
     size_t source_id_len;
-    uint64_t blocks;            /* compressed blocks */
-    uint64_t kv_bytes;          /* bytes of keys and values */
-    uint64_t raw_bytes;         /* uncompressed bytes of all blocks */
-    uint64_t file_bytes;        /* size of the file */
+    uint64_t blocks;     /* compressed blocks */
+    uint64_t kv_bytes;   /* bytes of keys and values */
+    uint64_t raw_bytes;  /* uncompressed bytes of all blocks */
+    uint64_t file_bytes; /* size of the file */
     /* Format 1.1 (a caller whose size ends before them gets the fields
      * above only): */
-    int64_t base_revision;      /* a delta's base revision B, else 0 */
-    uint64_t base_file_hash;    /* a delta's base's whole-file checksum */
-    uint64_t tombstones;        /* a delta's records that delete a key */
-    uint64_t file_hash;         /* this file's whole-file checksum (the
-                                   trailer's), what a delta on it names */
+    int64_t base_revision;   /* a delta's base revision B, else 0 */
+    uint64_t base_file_hash; /* a delta's base's whole-file checksum */
+    uint64_t tombstones;     /* a delta's records that delete a key */
+    uint64_t file_hash;      /* this file's whole-file checksum (the
+                                trailer's), what a delta on it names */
 } wcache_snapshot_info;
 
 /*
@@ -1690,9 +1689,8 @@ WCACHE_API wcache_code wcache_snapshot_prune(const char *dir, const char *name_p
  * Ownership: new (*out); release with wcache_snapshot_close().
  * Thread safety: any thread; the handle one thread at a time.  Since: 0.1
  */
-WCACHE_API WCACHE_NODISCARD wcache_code wcache_snapshot_open(wcache_snapshot **out,
-                                                             const char *path,
-                                                             const wcache_snapshot_read_opts *opts);
+WCACHE_API WCACHE_NODISCARD wcache_code wcache_snapshot_open(
+    wcache_snapshot **out, const char *path, const wcache_snapshot_read_opts *opts);
 
 /*
  * @brief Open a snapshot held in memory (buf must outlive the handle).
@@ -1816,14 +1814,14 @@ WCACHE_API wcache_code wcache_snapshot_restore_from(wcache_cache *c, wcache_snap
  * zero means default. */
 typedef struct wcache_snapshot_policy {
     uint32_t size;
-    const char *dir;         /* directory of the snapshots (required) */
-    const char *name_prefix; /* files are PREFIX<S>.wcsnap, S in 20 digits;
-                                NULL: "snap-" */
-    size_t keep;             /* snapshots kept by prefix; 0: 3 */
-    int64_t interval_ms;     /* write when this long has passed since the
-                                last write; 0: no time trigger */
-    int64_t every_revisions; /* write when the revision has moved this far
-                                since the last write; 0: no such trigger */
+    const char *dir;                         /* directory of the snapshots (required) */
+    const char *name_prefix;                 /* files are PREFIX<S>.wcsnap, S in 20 digits;
+                                                NULL: "snap-" */
+    size_t keep;                             /* snapshots kept by prefix; 0: 3 */
+    int64_t interval_ms;                     /* write when this long has passed since the
+                                                last write; 0: no time trigger */
+    int64_t every_revisions;                 /* write when the revision has moved this far
+                                                since the last write; 0: no such trigger */
     const wcache_snapshot_write_opts *write; /* NULL: defaults; its revision
                                                 is ignored (latest) */
 } wcache_snapshot_policy;
@@ -1848,7 +1846,8 @@ typedef struct wcache_snapshot_state {
  *         On error *st is unchanged, so the next tick tries again.
  * Thread safety: any thread; one thread at a time per state.  Since: 0.1
  */
-WCACHE_API wcache_code wcache_snapshot_tick(wcache_cache *c, const wcache_snapshot_policy *policy,
+WCACHE_API wcache_code wcache_snapshot_tick(wcache_cache *c,
+                                            const wcache_snapshot_policy *policy,
                                             wcache_snapshot_state *st, int64_t now_ms,
                                             int *written);
 
@@ -1878,10 +1877,10 @@ typedef struct wcache_store_upload wcache_store_upload; /* an upload in progress
 
 /* Addressing of S3 requests. */
 typedef enum wcache_store_style {
-    WCACHE_STORE_STYLE_AUTO = 0,    /* path style when an endpoint is set,
-                                       virtual-hosted on AWS */
-    WCACHE_STORE_STYLE_PATH = 1,    /* https://ENDPOINT/BUCKET/KEY */
-    WCACHE_STORE_STYLE_VIRTUAL = 2  /* https://BUCKET.ENDPOINT/KEY */
+    WCACHE_STORE_STYLE_AUTO = 0,   /* path style when an endpoint is set,
+                                      virtual-hosted on AWS */
+    WCACHE_STORE_STYLE_PATH = 1,   /* https://ENDPOINT/BUCKET/KEY */
+    WCACHE_STORE_STYLE_VIRTUAL = 2 /* https://BUCKET.ENDPOINT/KEY */
 } wcache_store_style;
 
 /*
@@ -1900,24 +1899,24 @@ typedef struct wcache_store_opts {
      * NULL: $AWS_ENDPOINT_URL, else AWS's regional endpoint (GCS:
      * https://storage.googleapis.com or $STORAGE_EMULATOR_HOST). */
     const char *endpoint;
-    const char *region;             /* NULL: $AWS_REGION, $AWS_DEFAULT_REGION,
-                                       the profile's region, "us-east-1" */
+    const char *region; /* NULL: $AWS_REGION, $AWS_DEFAULT_REGION,
+                           the profile's region, "us-east-1" */
     wcache_store_style style;
     /* Credentials; NULL: $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY /
      * $AWS_SESSION_TOKEN, else the shared credentials file. */
     const char *access_key_id;
     const char *secret_access_key;
     const char *session_token;
-    const char *credentials_file;   /* NULL: $AWS_SHARED_CREDENTIALS_FILE,
-                                       else ~/.aws/credentials */
-    const char *profile;            /* NULL: $AWS_PROFILE, else "default" */
+    const char *credentials_file; /* NULL: $AWS_SHARED_CREDENTIALS_FILE,
+                                     else ~/.aws/credentials */
+    const char *profile;          /* NULL: $AWS_PROFILE, else "default" */
     /* GCS: a file holding an OAuth2 bearer token (JSON API); NULL:
      * $GOOGLE_OAUTH_ACCESS_TOKEN.  Or HMAC keys for the XML API. */
     const char *gcs_token_file;
     const char *gcs_hmac_access_id;
     const char *gcs_hmac_secret;
     /* TLS: verification is always on unless tls_insecure is 1. */
-    const char *ca_file;            /* NULL: the system's CA bundle */
+    const char *ca_file; /* NULL: the system's CA bundle */
     const char *ca_path;
     int tls_insecure;
     /* Retries of one request: max_retries (0: 5; -1: none), the first
@@ -1941,23 +1940,23 @@ typedef struct wcache_store_opts {
     const char *tmp_dir;
     wcache_store_progress_fn progress; /* NULL: none */
     void *progress_userdata;
-    wcache_log_fn log;                 /* NULL: no logging; may run on a part's
-                                          transfer thread (serialised) */
+    wcache_log_fn log; /* NULL: no logging; may run on a part's
+                          transfer thread (serialised) */
     void *log_userdata;
-    const wcache_allocator *alloc;     /* NULL: malloc/free */
-    char *errbuf;      /* NULL, or errbuf_len bytes for the detail text of */
-    size_t errbuf_len; /* an error, always NUL-terminated */
+    const wcache_allocator *alloc; /* NULL: malloc/free */
+    char *errbuf;                  /* NULL, or errbuf_len bytes for the detail text of */
+    size_t errbuf_len;             /* an error, always NUL-terminated */
 } wcache_store_opts;
 
 /* One object of a listing.  Borrowed: valid during the callback only. */
 typedef struct wcache_store_object {
-    uint32_t size;          /* sizeof(wcache_store_object) */
-    const char *key;        /* relative to the store's base, NUL-terminated */
+    uint32_t size;   /* sizeof(wcache_store_object) */
+    const char *key; /* relative to the store's base, NUL-terminated */
     size_t key_len;
-    uint64_t bytes;         /* object size */
-    int64_t mtime_unix_ns;  /* last modified; 0: unknown */
-    const char *etag;       /* "" when unknown */
-    int64_t revision;       /* a snapshot key's revision, else 0 */
+    uint64_t bytes;        /* object size */
+    int64_t mtime_unix_ns; /* last modified; 0: unknown */
+    const char *etag;      /* "" when unknown */
+    int64_t revision;      /* a snapshot key's revision, else 0 */
 } wcache_store_object;
 
 /* Listing callback: return 0 to go on, anything else stops the listing
@@ -2030,8 +2029,8 @@ WCACHE_API void wcache_store_upload_abort(wcache_store_upload *up);
  * @return as wcache_store_upload_commit(), WCACHE_ESYS (path unreadable).
  * Thread safety: the store's thread.  Since: 0.1
  */
-WCACHE_API wcache_code wcache_store_put_file(wcache_store *st, const char *key, const char *path,
-                                             wcache_store_object *obj);
+WCACHE_API wcache_code wcache_store_put_file(wcache_store *st, const char *key,
+                                             const char *path, wcache_store_object *obj);
 
 /*
  * @brief Write a snapshot of c straight into the store (no local file):
@@ -2076,8 +2075,9 @@ WCACHE_API wcache_code wcache_store_get(wcache_store *st, const char *key,
  *         wcache_snapshot_verify(), WCACHE_ESYS.  path is untouched on error.
  * Since: 0.1
  */
-WCACHE_API wcache_code wcache_store_get_file(wcache_store *st, const char *key, const char *path,
-                                             int verify_snapshot, wcache_store_object *obj);
+WCACHE_API wcache_code wcache_store_get_file(wcache_store *st, const char *key,
+                                             const char *path, int verify_snapshot,
+                                             wcache_store_object *obj);
 
 /*
  * @brief Restore c from the snapshot key (NULL: the newest snapshot of

@@ -44,7 +44,7 @@ void wci_advise_huge(void *p, size_t n);
 #define WCI_SLAB_MAX 16384
 /* huge: a is the C library's; back blocks with huge pages where possible. */
 wci_slab *wci_slab_create(const wci_alloc *a, bool huge); /* NULL: ENOMEM */
-void wci_slab_destroy(wci_slab *s);            /* every object must be freed */
+void wci_slab_destroy(wci_slab *s);                       /* every object must be freed */
 void *wci_slab_alloc_w(wci_slab *s, size_t n);
 void wci_slab_free_w(wci_slab *s, void *p, size_t n);
 void *wci_slab_alloc(wci_slab *s, size_t n);

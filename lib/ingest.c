@@ -392,8 +392,7 @@ wcache_code wcache_ingest_delete(wcache_cache *c, const void *key, size_t klen, 
                        (long long)rev);
     p.v = ver_new(c, NULL, 0);
     if (!p.v)
-        return wci_err(c, WCACHE_ENOMEM, "out of memory for a delete at %lld",
-                       (long long)rev);
+        return wci_err(c, WCACHE_ENOMEM, "out of memory for a delete at %lld", (long long)rev);
     p.v->flags = WCI_VER_TOMBSTONE;
     return commit(c, &p, 1, rev);
 }

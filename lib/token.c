@@ -155,8 +155,8 @@ static wcache_code parse(const unsigned char *p, size_t n, int64_t *rev, uint64_
         return WCACHE_EBADTOKEN;
     if (p[3] != 1)
         return WCACHE_EBADTOKEN; /* a format this library does not know */
-    uint32_t kl = (uint32_t)p[20] | (uint32_t)p[21] << 8 | (uint32_t)p[22] << 16 |
-                  (uint32_t)p[23] << 24;
+    uint32_t kl =
+        (uint32_t)p[20] | (uint32_t)p[21] << 8 | (uint32_t)p[22] << 16 | (uint32_t)p[23] << 24;
     if (kl != n - HDR - SUM || kl == 0)
         return WCACHE_EBADTOKEN;
     if (get64(p + HDR + kl) != XXH3_64bits(p, HDR + kl))

@@ -93,7 +93,7 @@ typedef struct wci_reclaim {
  * bits carry a tag from the hash, so that a probe skips most other keys
  * without loading them (a cache miss saved per collision). */
 typedef struct wci_htab {
-    size_t mask;             /* capacity - 1 */
+    size_t mask; /* capacity - 1 */
     _Atomic uintptr_t s[];
 } wci_htab;
 
@@ -159,12 +159,12 @@ struct wcache_cache {
     int last_errno;
     _Atomic int in_callback;
 
-    _Atomic int64_t rev;          /* latest applied revision */
-    _Atomic int64_t compact_rev;  /* logical: reads below fail */
-    int64_t phys_rev;             /* chains truncated up to here (writer) */
-    uint64_t age_pos;             /* ring position known older than the age bound */
+    _Atomic int64_t rev;         /* latest applied revision */
+    _Atomic int64_t compact_rev; /* logical: reads below fail */
+    int64_t phys_rev;            /* chains truncated up to here (writer) */
+    uint64_t age_pos;            /* ring position known older than the age bound */
     int64_t age_rev;
-    uint64_t ingests;             /* calls that applied something (writer) */
+    uint64_t ingests; /* calls that applied something (writer) */
 
     wci_hash hash;
     wci_tree tree;
@@ -204,9 +204,9 @@ struct wcache_view {
     wci_slot *slot; /* NULL when not pinned */
     wci_slot *last; /* the slot of the previous pin, tried first */
     int64_t rev;
-    char *tok;      /* last continue token */
+    char *tok; /* last continue token */
     size_t tokcap;
-    char *scratch;  /* a decoded incoming token */
+    char *scratch; /* a decoded incoming token */
     size_t scratchcap;
     struct wci_ixmatch *ixbuf; /* matches of an index LIST (index.c) */
     size_t ixcap;
