@@ -169,12 +169,13 @@ void wci_slab_destroy(wci_slab *s)
 {
     if (!s)
         return;
-    for (void *b = s->blocks; b;) {
-        void *next;
+    for (char *b = s->blocks; b;) {
+        void *next, *raw;
         ASAN_UNPOISON_MEMORY_REGION(b, BLOCK);
-        VALGRIND_MAKE_MEM_DEFINED(b, sizeof next);
+        VALGRIND_MAKE_MEM_DEFINED(b, 2 * sizeof next);
         memcpy(&next, b, sizeof next);
-        wci_free(&s->a, b);
+        memcpy(&raw, b + sizeof next, sizeof raw);
+        wci_free(&s->a, raw);
         b = next;
     }
     pthread_mutex_destroy(&s->mu);
@@ -219,11 +220,21 @@ static void *bump(wci_slab *s, pool *p, size_t cls, bool locked)
 {
     size_t sz = cls * GRAIN;
     if (p->left < sz) {
-        char *b = s->a.alloc(BLOCK, s->a.userdata);
-        if (!b)
+        /* With huge pages, a block is placed on a HUGE boundary inside a
+         * larger allocation, or only part of it could be backed by huge
+         * pages; the pages around it are never touched, so they cost
+         * address space, not memory. */
+        size_t extra = s->huge ? HUGE : 0;
+        char *raw = s->a.alloc(BLOCK + extra, s->a.userdata);
+        if (!raw)
             return NULL;
-        if (s->huge)
+        char *b = raw;
+        if (s->huge) {
+            b = (char *)(((uintptr_t)raw + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
             wci_advise_huge(b, BLOCK);
+        }
+        /* the block's first GRAIN bytes: the next block, then raw */
+        memcpy(b + sizeof(void *), &raw, sizeof raw);
         if (!locked)
             pthread_mutex_lock(&s->mu);
         memcpy(b, &s->blocks, sizeof(void *));

@@ -79,6 +79,7 @@ static wci_key *key_new(const wci_alloc *al, const void *key, size_t klen, uint6
     if (!k)
         return NULL;
     atomic_init(&k->head, NULL);
+    k->lslot = NULL;
     k->hash = hv;
     k->klen = (uint32_t)klen;
     k->flags = 0;
@@ -247,6 +248,8 @@ static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev, b
     }
     atomic_store_explicit(&v->next, head, memory_order_relaxed);
     atomic_store_explicit(&k->head, v, memory_order_release);
+    if (k->lslot) /* set for every key in the tree, which a linked key is */
+        atomic_store_explicit(k->lslot, v, memory_order_release);
     bool now_live = !(v->flags & WCI_VER_TOMBSTONE);
     if (now_live != was_live) {
         if (now_live)

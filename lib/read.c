@@ -261,27 +261,87 @@ static wcache_code start(wcache_view *v, const wcache_list_opts *o, const wci_ra
     return WCACHE_OK;
 }
 
-/* The next key in range visible at the view's revision. */
-static const wci_key *next_visible(wcache_view *v, const wci_range *r, wci_scan *sc,
-                                   const wci_ver **w)
+/*
+ * A range scan takes entries from the leaves LB at a time into one of two
+ * buffers: while it reads one, the versions of the other are fetched, one
+ * per item read, so that LB items' misses are in flight without a chain of
+ * loads to find their addresses (the leaves hold them, see wcache_int.h).
+ * The range's end is tested on a buffer's last key; only the buffer where
+ * the range ends tests each key.
+ */
+#define LB 32
+
+typedef struct lscan {
+    wci_iter it; /* where the next take starts */
+    const wci_range *r;
+    int64_t rev;
+    bool bounded, done;
+    int c;               /* the buffer being read */
+    size_t pos;          /* in buf[c] */
+    size_t n[2];         /* entries in each buffer */
+    bool in[2];          /* every key of the buffer is before the range's end */
+    wci_ent buf[2][LB];
+} lscan;
+
+static void ls_take(lscan *s, int b)
 {
-    const wci_key *k;
-    while ((k = wci_scan_next(sc)) != NULL) {
-        if (!below_end(r, k))
-            return NULL;
-        if ((*w = wci_visible(k, v->rev)) != NULL)
-            return k;
-    }
-    return NULL;
+    size_t n = s->n[b] = s->done ? 0 : wci_iter_take(&s->it, s->buf[b], LB);
+    s->in[b] = !s->bounded || (n && below_end(s->r, s->buf[b][n - 1].k));
 }
 
-static int64_t count_rest(wcache_view *v, const wci_range *r, const wci_iter *it)
+static void ls_init(lscan *s, const wci_iter *it, const wci_range *r, int64_t rev)
+{
+    s->it = *it;
+    s->r = r;
+    s->rev = rev;
+    s->bounded = r->prefix || r->hi;
+    s->done = false;
+    s->c = 0;
+    s->pos = 0;
+    ls_take(s, 0);
+    for (size_t j = 0; j < s->n[0]; j++)
+        __builtin_prefetch(s->buf[0][j].v);
+    ls_take(s, 1);
+}
+
+/* The next entry in range visible at the scan's revision (its version in
+ * *w), or NULL at the end. */
+static const wci_ent *ls_next(lscan *s, const wci_ver **w)
+{
+    for (;;) {
+        int c = s->c;
+        if (s->pos == s->n[c]) {
+            if (s->done || !s->n[1 - c])
+                return NULL;
+            s->c = c = 1 - c;
+            s->pos = 0;
+            ls_take(s, 1 - c);
+        }
+        const wci_ent *e = &s->buf[c][s->pos];
+        if (s->pos < s->n[1 - c])
+            __builtin_prefetch(s->buf[1 - c][s->pos].v);
+        s->pos++;
+        if (!s->in[c] && !below_end(s->r, e->k)) {
+            s->done = true;
+            s->pos = s->n[c];
+            s->n[1 - c] = 0;
+            return NULL;
+        }
+        const wci_ver *v = e->v;
+        while (v && v->mod_rev > s->rev)
+            v = atomic_load_explicit(&((wci_ver *)v)->next, memory_order_acquire);
+        if (v && !(v->flags & WCI_VER_TOMBSTONE)) {
+            *w = v;
+            return e;
+        }
+    }
+}
+
+static int64_t count_rest(lscan *s)
 {
     int64_t n = 0;
     const wci_ver *w;
-    wci_scan sc;
-    wci_scan_init(&sc, it, SIZE_MAX);
-    while (next_visible(v, r, &sc, &w))
+    while (ls_next(s, &w))
         n++;
     return n;
 }
@@ -301,13 +361,21 @@ wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *o, wcache_k
     if (rc != WCACHE_OK)
         return rc;
     size_t n = 0;
-    const wci_key *k, *last = NULL;
+    const wci_key *last = NULL;
+    const wci_ent *e;
     const wci_ver *w;
-    wci_scan sc;
-    wci_scan_init(&sc, &it, cap < SIZE_MAX ? cap + 1 : cap);
-    while (n < cap && (k = next_visible(v, &r, &sc, &w)) != NULL) {
-        fill(&items[n++], k, w);
-        last = k;
+    lscan sc;
+    ls_init(&sc, &it, &r, v->rev);
+    while (n < cap && (e = ls_next(&sc, &w)) != NULL) {
+        wcache_kv *out = &items[n++];
+        out->key = e->k->key;
+        out->key_len = e->klen;
+        out->value = w->value;
+        out->value_len = w->vlen;
+        out->create_revision = w->create_rev;
+        out->mod_revision = w->mod_rev;
+        out->version = w->version;
+        last = e->k;
     }
     res->count = n;
     res->revision = v->rev;
@@ -319,14 +387,13 @@ wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *o, wcache_k
         res->remaining = 0;
         return WCACHE_OK;
     }
-    wci_scan probe = sc;
-    if (!next_visible(v, &r, &probe, &w)) {
+    if (!ls_next(&sc, &w)) {
         res->remaining = 0;
         return WCACHE_OK;
     }
     res->more = 1;
     if (o && o->count_remaining)
-        res->remaining = count_rest(v, &r, &sc.it);
+        res->remaining = 1 + count_rest(&sc);
     if ((rc = wci_token_encode(v, wci_range_hash(o), last)) != WCACHE_OK)
         return rc;
     res->token = v->tok;
@@ -347,6 +414,8 @@ wcache_code wcache_view_count(wcache_view *v, const wcache_list_opts *o, uint64_
         rc = start(v, o, &r, &it);
     if (rc != WCACHE_OK)
         return rc;
-    *count = (uint64_t)count_rest(v, &r, &it);
+    lscan sc;
+    ls_init(&sc, &it, &r, v->rev);
+    *count = (uint64_t)count_rest(&sc);
     return WCACHE_OK;
 }

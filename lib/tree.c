@@ -23,15 +23,14 @@
 
 #include <string.h>
 
-struct wci_node {
-    uint16_t n;
-    uint8_t leaf;
-};
+typedef wci_leaf leaf;
 
-typedef struct leaf {
-    wci_node h;
-    wci_key *ent[WCI_LEAF_MAX];
-} leaf;
+/* A leaf entry being placed in a new leaf. */
+typedef struct lent {
+    wci_key *k;
+    wci_ver *v;
+    uint16_t klen;
+} lent;
 
 typedef struct inner {
     wci_node h;
@@ -127,15 +126,38 @@ void wci_tree_fini(wcache_cache *c, wci_tree *t)
     t->nkeys = 0;
 }
 
-static leaf *leaf_new(wcache_cache *c, wci_key **ents, int n)
+static lent lent_of_key(wci_key *k)
+{
+    return (lent){k, atomic_load_explicit(&k->head, memory_order_relaxed),
+                  k->klen < WCI_KLEN_FAR ? (uint16_t)k->klen : WCI_KLEN_FAR};
+}
+
+static lent lent_at(const leaf *lf, int i)
+{
+    return (lent){lf->ent[i], atomic_load_explicit(&((leaf *)lf)->ver[i], memory_order_relaxed),
+                  lf->klen[i]};
+}
+
+static leaf *leaf_new(wcache_cache *c, const lent *e, int n)
 {
     leaf *lf = wci_malloc(&c->al, sizeof *lf);
     if (!lf)
         return NULL;
     lf->h.n = (uint16_t)n;
     lf->h.leaf = 1;
-    memcpy(lf->ent, ents, (size_t)n * sizeof *ents);
+    for (int i = 0; i < n; i++) {
+        lf->ent[i] = e[i].k;
+        lf->klen[i] = e[i].klen;
+        atomic_init(&lf->ver[i], e[i].v);
+    }
     return lf;
+}
+
+/* Point the keys of a published leaf at their slots in it (writer). */
+static void leaf_adopt(leaf *lf)
+{
+    for (int i = 0; i < lf->h.n; i++)
+        lf->ent[i]->lslot = &lf->ver[i];
 }
 
 static inner *inner_new(wcache_cache *c, const ent *e, int n)
@@ -218,6 +240,9 @@ static void publish(wcache_cache *c, path *p, int level, wci_node *n, work *w)
         atomic_store_explicit(&c->tree.root, n, memory_order_release);
     else
         atomic_store_explicit(&p->node[level]->child[p->idx[level]], n, memory_order_release);
+    for (int i = 0; i < w->nbuilt; i++)
+        if (w->built[i]->leaf)
+            leaf_adopt((leaf *)w->built[i]);
     for (int i = 0; i < w->nold; i++)
         wci_retire(c, w->old[i], WCI_RETIRE_RAW); /* capacity reserved up front */
 }
@@ -301,13 +326,13 @@ static int reserve_retire(wcache_cache *c)
 
 static int leaf_with(wcache_cache *c, leaf *lf, int pos, wci_key *k, up *u, work *w)
 {
-    wci_key *e[WCI_LEAF_MAX + 1];
+    lent e[WCI_LEAF_MAX + 1];
     int n = lf ? lf->h.n : 0;
-    if (n)
-        memcpy(e, lf->ent, (size_t)pos * sizeof *e);
-    e[pos] = k;
-    if (n > pos)
-        memcpy(e + pos + 1, lf->ent + pos, (size_t)(n - pos) * sizeof *e);
+    for (int i = 0; i < pos; i++)
+        e[i] = lent_at(lf, i);
+    e[pos] = lent_of_key(k);
+    for (int i = pos; i < n; i++)
+        e[i + 1] = lent_at(lf, i);
     n++;
     if (lf)
         w->old[w->nold++] = &lf->h;
@@ -357,11 +382,11 @@ int wci_tree_remove(wcache_cache *c, wci_key *k)
     up u = {.cnt = 0};
     w.old[w.nold++] = &p.lf->h;
     if (p.lf->h.n > 1) {
-        wci_key *e[WCI_LEAF_MAX];
+        lent e[WCI_LEAF_MAX];
         int n = 0;
         for (int i = 0; i < p.lf->h.n; i++)
             if (i != pos)
-                e[n++] = p.lf->ent[i];
+                e[n++] = lent_at(p.lf, i);
         leaf *x = leaf_new(c, e, n);
         if (!x)
             return -1;
@@ -401,6 +426,16 @@ static int build_level(wcache_cache *c, ent *e, size_t n, size_t *out_n)
     return 0;
 }
 
+static void adopt_all(wci_node *n)
+{
+    if (n->leaf) {
+        leaf_adopt((leaf *)n);
+        return;
+    }
+    for (int i = 0; i < n->n; i++)
+        adopt_all(child_at((inner *)n, i));
+}
+
 int wci_tree_build(wcache_cache *c, wci_key **keys, size_t n)
 {
     if (n == 0)
@@ -411,7 +446,10 @@ int wci_tree_build(wcache_cache *c, wci_key **keys, size_t n)
         return -1;
     for (size_t i = 0; i < nl; i++) {
         size_t cnt = n - i * BUILD_FILL < BUILD_FILL ? n - i * BUILD_FILL : BUILD_FILL;
-        leaf *x = leaf_new(c, keys + i * BUILD_FILL, (int)cnt);
+        lent le[BUILD_FILL];
+        for (size_t j = 0; j < cnt; j++)
+            le[j] = lent_of_key(keys[i * BUILD_FILL + j]);
+        leaf *x = leaf_new(c, le, (int)cnt);
         if (!x) {
             for (size_t j = 0; j < i; j++)
                 wci_free(&c->al, e[j].node);
@@ -430,6 +468,7 @@ int wci_tree_build(wcache_cache *c, wci_key **keys, size_t n)
     }
     atomic_store_explicit(&c->tree.root, e[0].node, memory_order_release);
     c->tree.nkeys = n;
+    adopt_all(e[0].node);
     wci_free(&c->al, e);
     return 0;
 }
@@ -464,6 +503,22 @@ void wci_tree_seek(const wci_tree *t, wci_iter *it, const void *key, size_t len)
     it->idx[it->depth] = (uint16_t)(key ? leaf_lower((const leaf *)n, key, len) : 0);
 }
 
+/* The node on top of the stack is done: go up and take the next child. */
+static void iter_up(wci_iter *it)
+{
+    it->depth--;
+    while (it->depth >= 0) {
+        const inner *in = (const inner *)it->stack[it->depth];
+        uint16_t j = (uint16_t)(it->idx[it->depth] + 1);
+        if (j < in->h.n) {
+            it->idx[it->depth] = j;
+            descend_left(it, child_at(in, j));
+            return;
+        }
+        it->depth--;
+    }
+}
+
 wci_key *wci_iter_next(wci_iter *it)
 {
     while (it->depth >= 0) {
@@ -473,52 +528,29 @@ wci_key *wci_iter_next(wci_iter *it)
             it->idx[it->depth] = (uint16_t)(i + 1);
             return ((const leaf *)n)->ent[i];
         }
-        /* this node is done: go up and take the next child */
-        it->depth--;
-        while (it->depth >= 0) {
-            const inner *in = (const inner *)it->stack[it->depth];
-            uint16_t j = (uint16_t)(it->idx[it->depth] + 1);
-            if (j < in->h.n) {
-                it->idx[it->depth] = j;
-                descend_left(it, child_at(in, j));
-                break;
-            }
-            it->depth--;
-        }
+        iter_up(it);
     }
     return NULL;
 }
 
-/*
- * A scan loads each key and then its newest version, two cache misses in a
- * row per item, at addresses no hardware prefetcher can guess.  Two more
- * iterators run ahead of the scan, across leaf boundaries: the far one
- * prefetches keys, the near one (whose keys have arrived by then) their
- * newest versions, so that the misses of many items are in flight at once.
- */
-#define SCAN_FAR 24
-
-void wci_scan_init(wci_scan *s, const wci_iter *it, size_t want)
+size_t wci_iter_take(wci_iter *it, wci_ent *out, size_t max)
 {
-    size_t far = want < SCAN_FAR ? want : SCAN_FAR, near = far / 2;
-    s->it = s->near = s->far = *it;
-    for (size_t i = 0; i < far; i++) {
-        const wci_key *k = wci_iter_next(&s->far);
-        if (!k)
-            break;
-        __builtin_prefetch(k);
+    size_t m = 0;
+    while (m < max && it->depth >= 0) {
+        const wci_node *n = it->stack[it->depth];
+        unsigned i = it->idx[it->depth];
+        if (!n->leaf || i >= n->n) {
+            iter_up(it);
+            continue;
+        }
+        const leaf *lf = (const leaf *)n;
+        unsigned end = n->n - i < max - m ? n->n : i + (unsigned)(max - m);
+        for (; i < end; i++, m++) {
+            out[m].k = lf->ent[i];
+            out[m].v = atomic_load_explicit(&((leaf *)lf)->ver[i], memory_order_acquire);
+            out[m].klen = lf->klen[i] != WCI_KLEN_FAR ? lf->klen[i] : lf->ent[i]->klen;
+        }
+        it->idx[it->depth] = (uint16_t)i;
     }
-    for (size_t i = 0; i < near; i++)
-        if (!wci_iter_next(&s->near))
-            break;
-}
-
-wci_key *wci_scan_next(wci_scan *s)
-{
-    wci_key *k = wci_iter_next(&s->far);
-    if (k)
-        __builtin_prefetch(k);
-    if ((k = wci_iter_next(&s->near)) != NULL)
-        __builtin_prefetch(atomic_load_explicit(&k->head, memory_order_relaxed));
-    return wci_iter_next(&s->it);
+    return m;
 }

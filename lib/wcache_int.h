@@ -51,6 +51,10 @@ typedef struct wci_ver {
 /* A key.  Lives while it is in the tree; removed keys are retired. */
 typedef struct wci_key {
     wci_ver *_Atomic head; /* newest version, or NULL: invisible */
+    /* The copy of head in the key's slot of its current tree leaf (tree.c),
+     * which the writer updates with head.  Writer only; NULL until the key
+     * is in a published leaf. */
+    wci_ver *_Atomic *lslot;
     uint64_t hash;
     uint32_t klen;
     uint32_t flags;
@@ -111,7 +115,23 @@ typedef struct wci_hash {
 #define WCI_INNER_MAX 64
 #define WCI_TREE_DEPTH_MAX 16
 
-typedef struct wci_node wci_node;
+typedef struct wci_node {
+    uint16_t n;
+    uint8_t leaf;
+} wci_node;
+
+/* A leaf keeps, beside each key, a copy of its newest version and its
+ * length, so that a scan reads leaves in order and then only the versions
+ * (one cache miss per item, whose address is known a whole leaf ahead)
+ * instead of a key and then its version (two misses in a row).  The
+ * writer stores ver[i] in place, right after the key's head. */
+#define WCI_KLEN_FAR UINT16_MAX /* a longer key: read its length from the key */
+typedef struct wci_leaf {
+    wci_node h;
+    uint16_t klen[WCI_LEAF_MAX];
+    wci_key *ent[WCI_LEAF_MAX];
+    wci_ver *_Atomic ver[WCI_LEAF_MAX];
+} wci_leaf;
 
 typedef struct wci_tree {
     wci_node *_Atomic root;
@@ -281,14 +301,16 @@ int wci_tree_build(wcache_cache *c, wci_key **keys, size_t n);
 void wci_tree_seek(const wci_tree *t, wci_iter *it, const void *key, size_t len);
 /* The key at the position and advance; NULL at the end. */
 wci_key *wci_iter_next(wci_iter *it);
-/* An iteration that prefetches keys and their newest versions ahead (for
- * scans that read them): start at it; want, about how many keys the caller
- * will take (SIZE_MAX: unknown), bounds the look-ahead. */
-typedef struct wci_scan {
-    wci_iter it, near, far;
-} wci_scan;
-void wci_scan_init(wci_scan *s, const wci_iter *it, size_t want);
-wci_key *wci_scan_next(wci_scan *s);
+/* An entry as a scan of leaves sees it: the key, the newest version as the
+ * leaf has it (acquire), the key's length. */
+typedef struct wci_ent {
+    const wci_key *k;
+    const wci_ver *v;
+    size_t klen;
+} wci_ent;
+/* Copy up to max entries from the position on, across leaves, and advance;
+ * returns how many (fewer only at the end). */
+size_t wci_iter_take(wci_iter *it, wci_ent *out, size_t max);
 
 /* history / compaction (compact.c) */
 int wci_ring_reserve(wcache_cache *c, size_t more);
