@@ -61,7 +61,7 @@ void wci_free(const wci_alloc *a, void *p)
  * version and allocate one about as large.  Each free consolidates with its
  * neighbours (a cache miss on memory nobody else touches) and takes a
  * locked instruction that waits for every miss in flight.  Here every size
- * rounded up to GRAIN has its own LIFO free list, carved from blocks of
+ * rounded up to the slab's grain has its own LIFO free list, carved from blocks of
  * BLOCK bytes with no per-object header, so a freed version's memory (still
  * in cache) is what the next version of about that size reuses.
  *
@@ -105,11 +105,11 @@ void wci_free(const wci_alloc *a, void *p)
 #define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
 #endif
 
-/* 64: values drift (a pod grows a little after it is created), and a
- * version freed in one class serves only that class; finer classes strand
- * more freed memory than they save in rounding. */
-#define GRAIN 64
-#define NCLASS (WCI_SLAB_MAX / GRAIN + 1)
+/* The grain is the caller's choice (see alloc.h); this is the least, which
+ * keeps objects aligned for any type and leaves hash.c its tag bits. */
+#define GRAIN_MIN 16
+#define NCLASS (WCI_SLAB_MAX / GRAIN_MIN + 1)
+#define BLOCK_HDR 64 /* a block's first bytes: the next block, then its allocation */
 /* 4 MiB, so that a block holds at least one whole 2 MiB huge page
  * wherever the allocator places it. */
 #define BLOCK ((size_t)4 << 20)
@@ -123,6 +123,7 @@ typedef struct pool {
 
 struct wci_slab {
     wci_alloc a;
+    size_t grain;
     bool huge; /* ask the kernel for huge pages under blocks */
     pool w;    /* the writer's */
     pthread_mutex_t mu;
@@ -151,7 +152,7 @@ void wci_advise_huge(void *p, size_t n)
 #endif
 }
 
-wci_slab *wci_slab_create(const wci_alloc *a, bool huge)
+wci_slab *wci_slab_create(const wci_alloc *a, bool huge, size_t grain)
 {
     wci_slab *s = wci_calloc(a, 1, sizeof *s);
     if (!s)
@@ -162,6 +163,7 @@ wci_slab *wci_slab_create(const wci_alloc *a, bool huge)
     }
     s->a = *a;
     s->huge = huge;
+    s->grain = grain < GRAIN_MIN ? GRAIN_MIN : grain;
     return s;
 }
 
@@ -188,9 +190,9 @@ static bool slabbed(size_t n)
     return n && n <= WCI_SLAB_MAX;
 }
 
-static size_t class_of(size_t n)
+static size_t class_of(const wci_slab *s, size_t n)
 {
-    return (n + GRAIN - 1) / GRAIN;
+    return (n + s->grain - 1) / s->grain;
 }
 
 static void *pop(void **head)
@@ -204,21 +206,21 @@ static void *pop(void **head)
     return p;
 }
 
-static void push(void **head, void *p, size_t cls)
+static void push(void **head, void *p, size_t sz)
 {
     VALGRIND_FREELIKE_BLOCK(p, 0);
     VALGRIND_MAKE_MEM_UNDEFINED(p, sizeof(void *));
     memcpy(p, head, sizeof(void *));
     *head = p;
-    ASAN_POISON_MEMORY_REGION(p, cls * GRAIN);
-    VALGRIND_MAKE_MEM_NOACCESS(p, cls * GRAIN);
+    ASAN_POISON_MEMORY_REGION(p, sz);
+    VALGRIND_MAKE_MEM_NOACCESS(p, sz);
 }
 
 /* A new object from pool p's block, NULL when out of memory.  Objects are
- * GRAIN-aligned: blocks are aligned for any type, sizes are GRAIN multiples. */
+ * grain-aligned: blocks are aligned for any type, sizes are grain multiples. */
 static void *bump(wci_slab *s, pool *p, size_t cls, bool locked)
 {
-    size_t sz = cls * GRAIN;
+    size_t sz = cls * s->grain;
     if (p->left < sz) {
         /* With huge pages, a block is placed on a HUGE boundary inside a
          * larger allocation, or only part of it could be backed by huge
@@ -233,7 +235,7 @@ static void *bump(wci_slab *s, pool *p, size_t cls, bool locked)
             b = (char *)(((uintptr_t)raw + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
             wci_advise_huge(b, BLOCK);
         }
-        /* the block's first GRAIN bytes: the next block, then raw */
+        /* the block's header: the next block, then raw */
         memcpy(b + sizeof(void *), &raw, sizeof raw);
         if (!locked)
             pthread_mutex_lock(&s->mu);
@@ -241,8 +243,8 @@ static void *bump(wci_slab *s, pool *p, size_t cls, bool locked)
         s->blocks = b;
         if (!locked)
             pthread_mutex_unlock(&s->mu);
-        p->cur = b + GRAIN;
-        p->left = BLOCK - GRAIN;
+        p->cur = b + BLOCK_HDR;
+        p->left = BLOCK - BLOCK_HDR;
         ASAN_POISON_MEMORY_REGION(b, BLOCK);
         VALGRIND_MAKE_MEM_NOACCESS(b, BLOCK);
     }
@@ -252,11 +254,11 @@ static void *bump(wci_slab *s, pool *p, size_t cls, bool locked)
     return o;
 }
 
-static void *handed_out(void *o, size_t cls)
+static void *handed_out(const wci_slab *s, void *o, size_t cls)
 {
     if (o) {
-        ASAN_UNPOISON_MEMORY_REGION(o, cls * GRAIN);
-        VALGRIND_MALLOCLIKE_BLOCK(o, cls * GRAIN, 0, 0);
+        ASAN_UNPOISON_MEMORY_REGION(o, cls * s->grain);
+        VALGRIND_MALLOCLIKE_BLOCK(o, cls * s->grain, 0, 0);
     }
     return o;
 }
@@ -265,7 +267,7 @@ void *wci_slab_alloc_w(wci_slab *s, size_t n)
 {
     if (!slabbed(n))
         return wci_malloc(&s->a, n);
-    size_t cls = class_of(n);
+    size_t cls = class_of(s, n);
     void *o = pop(&s->w.free[cls]);
     if (!o && atomic_load_explicit(&s->nshared[cls], memory_order_relaxed)) {
         pthread_mutex_lock(&s->mu); /* adopt what the others freed */
@@ -277,7 +279,7 @@ void *wci_slab_alloc_w(wci_slab *s, size_t n)
     }
     if (!o)
         o = bump(s, &s->w, cls, false);
-    return handed_out(o, cls);
+    return handed_out(s, o, cls);
 }
 
 void wci_slab_free_w(wci_slab *s, void *p, size_t n)
@@ -288,14 +290,14 @@ void wci_slab_free_w(wci_slab *s, void *p, size_t n)
         wci_free(&s->a, p);
         return;
     }
-    push(&s->w.free[class_of(n)], p, class_of(n));
+    push(&s->w.free[class_of(s, n)], p, class_of(s, n) * s->grain);
 }
 
 void *wci_slab_alloc(wci_slab *s, size_t n)
 {
     if (!slabbed(n))
         return wci_malloc(&s->a, n);
-    size_t cls = class_of(n);
+    size_t cls = class_of(s, n);
     pthread_mutex_lock(&s->mu);
     void *o = pop(&s->s.free[cls]);
     if (o)
@@ -305,7 +307,7 @@ void *wci_slab_alloc(wci_slab *s, size_t n)
     else
         o = bump(s, &s->s, cls, true);
     pthread_mutex_unlock(&s->mu);
-    return handed_out(o, cls);
+    return handed_out(s, o, cls);
 }
 
 void wci_slab_free(wci_slab *s, void *p, size_t n)
@@ -316,9 +318,9 @@ void wci_slab_free(wci_slab *s, void *p, size_t n)
         wci_free(&s->a, p);
         return;
     }
-    size_t cls = class_of(n);
+    size_t cls = class_of(s, n);
     pthread_mutex_lock(&s->mu);
-    push(&s->s.free[cls], p, cls);
+    push(&s->s.free[cls], p, cls * s->grain);
     atomic_store_explicit(&s->nshared[cls],
                           atomic_load_explicit(&s->nshared[cls], memory_order_relaxed) + 1,
                           memory_order_relaxed);

@@ -42,9 +42,10 @@ void wci_advise_huge(void *p, size_t n);
  * are plain calls of the wci_alloc.
  */
 #define WCI_SLAB_MAX 16384
-/* huge: a is the C library's; back blocks with huge pages where possible. */
-wci_slab *wci_slab_create(const wci_alloc *a, bool huge); /* NULL: ENOMEM */
-void wci_slab_destroy(wci_slab *s);                       /* every object must be freed */
+/* huge: a is the C library's; back blocks with huge pages where possible.
+ * grain: sizes are rounded up to a multiple of it (at least 16). */
+wci_slab *wci_slab_create(const wci_alloc *a, bool huge, size_t grain); /* NULL: ENOMEM */
+void wci_slab_destroy(wci_slab *s); /* every object must be freed */
 void *wci_slab_alloc_w(wci_slab *s, size_t n);
 void wci_slab_free_w(wci_slab *s, void *p, size_t n);
 void *wci_slab_alloc(wci_slab *s, size_t n);

@@ -73,9 +73,11 @@ static wci_ver *ver_copy(wcache_cache *c, const wci_ver *src)
     return v;
 }
 
-static wci_key *key_new(const wci_alloc *al, const void *key, size_t klen, uint64_t hv)
+/* w: called by the writer. */
+static wci_key *key_new(wcache_cache *c, const void *key, size_t klen, uint64_t hv, bool w)
 {
-    wci_key *k = wci_malloc(al, sizeof *k + klen);
+    size_t n = sizeof(wci_key) + klen;
+    wci_key *k = w ? wci_slab_alloc_w(c->kslab, n) : wci_slab_alloc(c->kslab, n);
     if (!k)
         return NULL;
     atomic_init(&k->head, NULL);
@@ -85,6 +87,16 @@ static wci_key *key_new(const wci_alloc *al, const void *key, size_t klen, uint6
     k->flags = 0;
     memcpy(k->key, key, klen);
     return k;
+}
+
+void wci_key_release(wcache_cache *c, wci_key *k, bool w)
+{
+    if (!k)
+        return;
+    if (w)
+        wci_slab_free_w(c->kslab, k, sizeof *k + k->klen);
+    else
+        wci_slab_free(c->kslab, k, sizeof *k + k->klen);
 }
 
 /* Whoever holds the only reference can free without a locked decrement:
@@ -183,7 +195,7 @@ static void prep_free(wcache_cache *c, prep *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         ver_del(c, p[i].v);
         if (p[i].isnew)
-            wci_free(&c->al, p[i].k);
+            wci_key_release(c, p[i].k, true);
     }
 }
 
@@ -355,7 +367,7 @@ static int prep_key(wcache_cache *c, prep *p, const void *key, size_t klen, uint
     p->k = find(c, key, klen, hv);
     p->isnew = p->k == NULL;
     if (p->isnew)
-        p->k = key_new(&c->al, key, klen, hv);
+        p->k = key_new(c, key, klen, hv, true);
     return p->k ? 0 : -1;
 }
 
@@ -605,7 +617,7 @@ void wcache_batch_clear(wcache_batch *b)
     if (!batch_ok(b))
         return;
     for (size_t i = 0; i < b->n; i++) {
-        wci_free(&b->c->al, b->ops[i].k);
+        wci_key_release(b->c, b->ops[i].k, false);
         ver_del_x(b->c, b->ops[i].v, false);
     }
     b->n = b->nmeta = 0;
@@ -646,11 +658,11 @@ static wcache_code batch_add(wcache_batch *b, uint32_t type, const void *key, si
         b->ops = ops;
         b->cap = cap;
     }
-    wci_op op = {type, key_new(&c->al, key, klen, wci_hash_bytes(key, klen)), NULL};
+    wci_op op = {type, key_new(c, key, klen, wci_hash_bytes(key, klen), false), NULL};
     if (op.k && type != WCI_OP_DELETE)
         op.v = ver_new_x(c, val, vlen, false);
     if (!op.k || (type != WCI_OP_DELETE && !op.v)) {
-        wci_free(&c->al, op.k);
+        wci_key_release(c, op.k, false);
         return WCACHE_ENOMEM;
     }
     b->ops[b->n++] = op;
@@ -737,7 +749,7 @@ static wcache_code prep_batch(wcache_cache *c, const wcache_batch *b, prep *p)
         p[i].isnew = p[i].k == NULL;
         p[i].meta = op->type == WCI_OP_META;
         if (p[i].isnew)
-            p[i].k = key_new(&c->al, op->k->key, op->k->klen, op->k->hash);
+            p[i].k = key_new(c, op->k->key, op->k->klen, op->k->hash, true);
         p[i].v = op->v ? ver_copy(c, op->v) : ver_new(c, NULL, 0);
         if (p[i].v && op->type == WCI_OP_DELETE)
             p[i].v->flags = WCI_VER_TOMBSTONE;

@@ -129,7 +129,7 @@ void wci_free_key(wcache_cache *c, wci_key *k)
         v = n;
     }
     wci_stat_add(&c->st_key_bytes, -(int64_t)k->klen);
-    wci_free(&c->al, k);
+    wci_key_release(c, k, true);
 }
 
 static void free_retired(wcache_cache *c, wci_retired *r)

@@ -166,7 +166,8 @@ struct wcache_cache {
     uint32_t magic;
     int open;
     wci_alloc al;
-    wci_slab *slab; /* versions (alloc.c) */
+    wci_slab *slab;  /* versions (alloc.c) */
+    wci_slab *kslab; /* keys */
     bool libc_al;   /* al is the C library's malloc: huge pages may be advised */
     int64_t params[WCACHE_P_LAST];
     wcache_log_fn log_fn;
@@ -275,6 +276,8 @@ uint64_t wci_views_open(wci_reclaim *r);
 /* Smallest revision pinned by any view, or INT64_MAX. */
 int64_t wci_min_pinned_rev(wci_reclaim *r);
 void wci_free_key(wcache_cache *c, wci_key *k);
+/* A key's memory back to the key slab; w: from the writer. */
+void wci_key_release(wcache_cache *c, wci_key *k, bool w);
 
 /* hash.c */
 int wci_hash_init(wci_hash *h, const wci_alloc *al, size_t expect);

@@ -505,8 +505,10 @@ START_TEST(test_oom_everything_fails)
         REV++; /* a delete may need no memory; then it applied */
     rc = wcache_ingest_batch(C, b, REV + 1);
     ck_assert_wc(rc, WCACHE_ENOMEM);
-    ck_assert_wc(wcache_batch_put(b, "by", 2, "v", 1), WCACHE_ENOMEM);
-    ck_assert_uint_eq(wcache_batch_count(b), 2);
+    /* Its key and version too may come from the slabs' free memory. */
+    rc = wcache_batch_put(b, "by", 2, "v", 1);
+    ck_assert_msg(rc == WCACHE_ENOMEM || rc == WCACHE_OK, "batch put: %s", wcache_strerror(rc));
+    ck_assert_uint_eq(wcache_batch_count(b), rc == WCACHE_OK ? 3 : 2);
     ck_assert_ok(wcache_view_begin(w, WCACHE_REV_LATEST));
     wcache_kv items[4];
     wcache_list_opts o = {.size = sizeof o};
