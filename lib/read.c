@@ -276,16 +276,24 @@ typedef struct lscan {
     const wci_range *r;
     int64_t rev;
     bool bounded, done;
-    int c;               /* the buffer being read */
-    size_t pos;          /* in buf[c] */
-    size_t n[2];         /* entries in each buffer */
-    bool in[2];          /* every key of the buffer is before the range's end */
+    int c;       /* the buffer being read */
+    size_t pos;  /* in buf[c] */
+    size_t n[2]; /* entries in each buffer */
+    bool in[2];  /* every key of the buffer is before the range's end */
     wci_ent buf[2][LB];
 } lscan;
 
+/* The last key, tested when the scan comes to the buffer, is fetched now. */
 static void ls_take(lscan *s, int b)
 {
     size_t n = s->n[b] = s->done ? 0 : wci_iter_take(&s->it, s->buf[b], LB);
+    if (s->bounded && n)
+        __builtin_prefetch(s->buf[b][n - 1].k);
+}
+
+static void ls_enter(lscan *s, int b)
+{
+    size_t n = s->n[b];
     s->in[b] = !s->bounded || (n && below_end(s->r, s->buf[b][n - 1].k));
 }
 
@@ -299,6 +307,7 @@ static void ls_init(lscan *s, const wci_iter *it, const wci_range *r, int64_t re
     s->c = 0;
     s->pos = 0;
     ls_take(s, 0);
+    ls_enter(s, 0);
     for (size_t j = 0; j < s->n[0]; j++)
         __builtin_prefetch(s->buf[0][j].v);
     ls_take(s, 1);
@@ -306,7 +315,7 @@ static void ls_init(lscan *s, const wci_iter *it, const wci_range *r, int64_t re
 
 /* The next entry in range visible at the scan's revision (its version in
  * *w), or NULL at the end. */
-static const wci_ent *ls_next(lscan *s, const wci_ver **w)
+static inline __attribute__((always_inline)) const wci_ent *ls_next(lscan *s, const wci_ver **w)
 {
     for (;;) {
         int c = s->c;
@@ -315,6 +324,7 @@ static const wci_ent *ls_next(lscan *s, const wci_ver **w)
                 return NULL;
             s->c = c = 1 - c;
             s->pos = 0;
+            ls_enter(s, c);
             ls_take(s, 1 - c);
         }
         const wci_ent *e = &s->buf[c][s->pos];

@@ -168,7 +168,7 @@ struct wcache_cache {
     wci_alloc al;
     wci_slab *slab;  /* versions (alloc.c) */
     wci_slab *kslab; /* keys */
-    bool libc_al;   /* al is the C library's malloc: huge pages may be advised */
+    bool libc_al;    /* al is the C library's malloc: huge pages may be advised */
     int64_t params[WCACHE_P_LAST];
     wcache_log_fn log_fn;
     int log_level;
