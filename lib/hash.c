@@ -24,7 +24,7 @@ uint64_t wci_hash_bytes(const void *key, size_t len)
 
 static wci_htab *htab_new(const wci_alloc *al, size_t cap, bool huge)
 {
-    size_t n = sizeof(wci_htab) + cap * sizeof(uintptr_t);
+    size_t n = sizeof(wci_htab) + cap * sizeof(wci_hslot);
     wci_htab *t = wci_malloc(al, n);
     if (!t)
         return NULL;
@@ -77,13 +77,15 @@ wci_key *wci_hash_find(const wci_htab *t, const void *key, size_t len, uint64_t 
 {
     uintptr_t want = tag_of(hv);
     for (size_t i = hv & t->mask;; i = (i + 1) & t->mask) {
-        uintptr_t s = atomic_load_explicit(&((wci_htab *)t)->s[i], memory_order_acquire);
+        wci_hslot *x = &((wci_htab *)t)->s[i];
+        uintptr_t s = atomic_load_explicit(&x->k, memory_order_acquire);
         if (!s)
             return NULL;
         if (s == WCI_HT_DEL)
             continue;
         if ((s & TAG_MASK) != want)
             continue;
+        __builtin_prefetch(atomic_load_explicit(&x->hint, memory_order_relaxed));
         wci_key *k = decode(s);
         if (k->hash == hv && k->klen == len && !memcmp(k->key, key, len))
             return k;
@@ -95,7 +97,7 @@ void wci_hash_prefetch(const wci_htab *t, uint64_t hv)
     uintptr_t want = tag_of(hv);
     size_t i = hv & t->mask;
     for (int n = 0; n < 4; n++, i = (i + 1) & t->mask) {
-        uintptr_t s = atomic_load_explicit(&((wci_htab *)t)->s[i], memory_order_relaxed);
+        uintptr_t s = atomic_load_explicit(&((wci_htab *)t)->s[i].k, memory_order_relaxed);
         if (!s)
             return;
         if (s != WCI_HT_DEL && (s & TAG_MASK) == want)
@@ -106,9 +108,11 @@ void wci_hash_prefetch(const wci_htab *t, uint64_t hv)
 static void place(wci_htab *t, wci_key *k)
 {
     size_t i = k->hash & t->mask;
-    while (atomic_load_explicit(&t->s[i], memory_order_relaxed))
+    while (atomic_load_explicit(&t->s[i].k, memory_order_relaxed))
         i = (i + 1) & t->mask;
-    atomic_store_explicit(&t->s[i], encode(k), memory_order_release);
+    atomic_store_explicit(&t->s[i].hint, atomic_load_explicit(&k->head, memory_order_relaxed),
+                          memory_order_relaxed);
+    atomic_store_explicit(&t->s[i].k, encode(k), memory_order_release);
 }
 
 /* Rebuild at a capacity fitting live + more at <= 50% load. */
@@ -127,7 +131,7 @@ static int rebuild(wcache_cache *c, size_t more)
         return -1;
     }
     for (size_t i = 0; i <= old->mask; i++) {
-        uintptr_t x = atomic_load_explicit(&old->s[i], memory_order_relaxed);
+        uintptr_t x = atomic_load_explicit(&old->s[i].k, memory_order_relaxed);
         if (x && x != WCI_HT_DEL)
             place(t, decode(x));
     }
@@ -158,12 +162,27 @@ void wci_hash_remove(wci_hash *h, wci_key *k)
 {
     wci_htab *t = atomic_load_explicit(&h->tab, memory_order_relaxed);
     for (size_t i = k->hash & t->mask;; i = (i + 1) & t->mask) {
-        uintptr_t x = atomic_load_explicit(&t->s[i], memory_order_relaxed);
+        uintptr_t x = atomic_load_explicit(&t->s[i].k, memory_order_relaxed);
         if (!x)
             return;
         if (x != WCI_HT_DEL && decode(x) == k) {
-            atomic_store_explicit(&t->s[i], WCI_HT_DEL, memory_order_release);
+            atomic_store_explicit(&t->s[i].k, WCI_HT_DEL, memory_order_release);
             h->live--;
+            return;
+        }
+    }
+}
+
+void wci_hash_hint(wci_hash *h, const wci_key *k, const wci_ver *v)
+{
+    wci_htab *t = atomic_load_explicit(&h->tab, memory_order_relaxed);
+    uintptr_t want = encode((wci_key *)k);
+    for (size_t i = k->hash & t->mask;; i = (i + 1) & t->mask) {
+        uintptr_t x = atomic_load_explicit(&t->s[i].k, memory_order_relaxed);
+        if (!x)
+            return;
+        if (x == want) {
+            atomic_store_explicit(&t->s[i].hint, (void *)v, memory_order_relaxed);
             return;
         }
     }

@@ -262,6 +262,7 @@ static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev, b
     atomic_store_explicit(&k->head, v, memory_order_release);
     if (k->lslot) /* set for every key in the tree, which a linked key is */
         atomic_store_explicit(k->lslot, v, memory_order_release);
+    wci_hash_hint(&c->hash, k, v);
     bool now_live = !(v->flags & WCI_VER_TOMBSTONE);
     if (now_live != was_live) {
         if (now_live)

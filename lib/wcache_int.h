@@ -96,9 +96,18 @@ typedef struct wci_reclaim {
 /* A slot holds 0 (empty), WCI_HT_DEL, or a key pointer whose low three
  * bits carry a tag from the hash, so that a probe skips most other keys
  * without loading them (a cache miss saved per collision). */
+/* Beside each key, a hint: its newest version when the writer last stored
+ * it.  A GET fetches it together with the key, instead of after it (one
+ * cache miss less in a row); it is never read through, only prefetched, so
+ * it may be stale or name freed memory. */
+typedef struct wci_hslot {
+    _Atomic uintptr_t k;
+    void *_Atomic hint;
+} wci_hslot;
+
 typedef struct wci_htab {
     size_t mask; /* capacity - 1 */
-    _Atomic uintptr_t s[];
+    wci_hslot s[];
 } wci_htab;
 
 #define WCI_HT_DEL ((uintptr_t)1)
@@ -292,6 +301,8 @@ void wci_hash_prefetch(const wci_htab *t, uint64_t hv);
 int wci_hash_reserve(wcache_cache *c, size_t more);
 void wci_hash_insert(wci_hash *h, wci_key *k); /* after reserve */
 void wci_hash_remove(wci_hash *h, wci_key *k);
+/* Store k's hint (writer; k is in the table). */
+void wci_hash_hint(wci_hash *h, const wci_key *k, const wci_ver *v);
 
 /* tree.c */
 void wci_tree_init(wci_tree *t);
