@@ -22,9 +22,11 @@ static int key_of(int k, char *buf, size_t cap)
     return snprintf(buf, cap, "/k/%07d", k);
 }
 
-/* Whole LIST and pages of 97 against the live set. */
-static void check_list(wcache_view *v, const unsigned char *live, int nk, long nlive,
-                       wcache_kv *items)
+/* Whole LIST and pages of 97 against the live set; each item must be its
+ * key's last put (its revision, also its value), as the leaves keep a copy
+ * of every key's newest version that splits and removals carry along. */
+static void check_list(wcache_view *v, const unsigned char *live, const int64_t *last, int nk,
+                       long nlive, wcache_kv *items)
 {
     wcache_list_result r = {.size = sizeof r};
     ck_assert_ok(wcache_view_list(v, NULL, items, (size_t)nk + 1, &r));
@@ -37,6 +39,12 @@ static void check_list(wcache_view *v, const unsigned char *live, int nk, long n
         int kl = key_of(k, key, sizeof key);
         ck_assert_msg(items[j].key_len == (size_t)kl && !memcmp(items[j].key, key, (size_t)kl),
                       "item %ld is not key %d", j, k);
+        char val[24];
+        int vl = snprintf(val, sizeof val, "%lld", (long long)last[k]);
+        ck_assert_int_eq(items[j].mod_revision, last[k]);
+        ck_assert_msg(items[j].value_len == (size_t)vl &&
+                          !memcmp(items[j].value, val, (size_t)vl),
+                      "item %ld has not the value of revision %lld", j, (long long)last[k]);
         j++;
     }
     wcache_list_opts o = {.size = sizeof o};
@@ -62,8 +70,9 @@ START_TEST(test_tree_grow_shrink_churn)
     int nk = tu_long() ? 200000 : slow ? 6000 : 40000;
     long ops = (long)nk * 6;
     unsigned char *live = calloc((size_t)nk, 1);
+    int64_t *last = calloc((size_t)nk, sizeof *last);
     wcache_kv *items = malloc(sizeof *items * ((size_t)nk + 1));
-    ck_assert(live && items);
+    ck_assert(live && last && items);
     wcache_cache *c;
     ck_assert_ok(wcache_cache_create(&c, NULL));
     ck_assert_ok(wcache_cache_set_param(c, WCACHE_P_RETAIN_REVISIONS, 5));
@@ -86,13 +95,16 @@ START_TEST(test_tree_grow_shrink_churn)
             live[k] = 0;
             nlive--;
         } else if (!del) {
-            ck_assert_ok(wcache_ingest_put(c, key, (size_t)kl, "v", 1, ++rev));
+            char val[24];
+            int vl = snprintf(val, sizeof val, "%lld", (long long)++rev);
+            ck_assert_ok(wcache_ingest_put(c, key, (size_t)kl, val, (size_t)vl, rev));
+            last[k] = rev;
             nlive += !live[k];
             live[k] = 1;
         }
         if (op % (ops / 12) == ops / 12 - 1) {
             ck_assert_ok(wcache_view_begin(v, WCACHE_REV_LATEST));
-            check_list(v, live, nk, nlive, items);
+            check_list(v, live, last, nk, nlive, items);
             wcache_view_end(v);
             wcache_stat st = {.size = sizeof st};
             ck_assert_ok(wcache_cache_stat(c, &st));
@@ -105,6 +117,7 @@ START_TEST(test_tree_grow_shrink_churn)
     wcache_view_free(v);
     wcache_cache_close(c);
     free(live);
+    free(last);
     free(items);
 }
 END_TEST
