@@ -153,9 +153,12 @@ static leaf *leaf_new(wcache_cache *c, const lent *e, int n)
     return lf;
 }
 
-/* Point the keys of a published leaf at their slots in it (writer). */
+/* Point the keys of a published leaf at their slots in it (writer).  The
+ * keys are scattered: their misses go out together before the stores. */
 static void leaf_adopt(leaf *lf)
 {
+    for (int i = 0; i < lf->h.n; i++)
+        __builtin_prefetch(lf->ent[i], 1);
     for (int i = 0; i < lf->h.n; i++)
         lf->ent[i]->lslot = &lf->ver[i];
 }
