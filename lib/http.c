@@ -3,6 +3,8 @@
  */
 #include "http.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -73,6 +75,21 @@ long wci_http_status_line(const char *data, size_t n)
         return -1;
     const char *sp = memchr(data, ' ', n);
     return sp ? strtol(sp + 1, NULL, 10) : 0;
+}
+
+wcache_code wci_http_acquire(CURLM **multi, int *curl_inited, int wake[2], int *err)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return WCACHE_ECURL;
+    *curl_inited = 1;
+    if (!(*multi = curl_multi_init()))
+        return WCACHE_ECURL;
+    if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        *err = errno;
+        wake[0] = wake[1] = -1;
+        return WCACHE_ESYS;
+    }
+    return WCACHE_OK;
 }
 
 void wci_http_thread_stop(pthread_t th, _Atomic int *stop, CURLM *multi, int wake_fd)

@@ -33,6 +33,13 @@ CURLcode wci_xfer_run(CURLM *multi, CURL *e, _Atomic int *stop);
  * other header line (CURLOPT_HEADERFUNCTION sees every line). */
 long wci_http_status_line(const char *data, size_t n);
 
+/* What a source's thread needs, taken in wci_http_release()'s order: a
+ * share of curl_global_init (*curl_inited = 1), a multi handle, and a
+ * non-blocking wake-up pipe (-1s until it exists; a failure sets *err to
+ * errno).  WCACHE_OK, WCACHE_ECURL or WCACHE_ESYS; what was taken before a
+ * failure is left for wci_http_release(). */
+wcache_code wci_http_acquire(CURLM **multi, int *curl_inited, int wake[2], int *err);
+
 /* Stop a source's thread: set *stop, wake it (multi, if not NULL, out of
  * curl_multi_poll; wake_fd, a pipe's write end, out of poll) and join it. */
 void wci_http_thread_stop(pthread_t th, _Atomic int *stop, CURLM *multi, int wake_fd);

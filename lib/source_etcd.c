@@ -1581,26 +1581,17 @@ wcache_code wcache_etcd_create(wcache_etcd **out, wcache_cache *c, const wcache_
                             (o->cert_file && !(s->cert = dupstr(s->al, o->cert_file))) ||
                             (o->key_file && !(s->key = dupstr(s->al, o->key_file)))))
         rc = WCACHE_ENOMEM;
-    if (rc == WCACHE_OK && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        rc = WCACHE_ECURL;
-    else if (rc == WCACHE_OK)
-        s->curl_inited = 1;
+    if (rc == WCACHE_OK)
+        rc = wci_http_acquire(&s->multi, &s->curl_inited, s->wake, &c->last_errno);
     /* gRPC needs HTTP/2 from libcurl; without it every page is JSON */
     s->grpc =
         rc == WCACHE_OK && (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2);
-    if (rc == WCACHE_OK && !(s->multi = curl_multi_init()))
-        rc = WCACHE_ECURL;
     if (rc == WCACHE_OK) {
         curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
         curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
     }
     if (rc == WCACHE_OK && wcache_batch_create(c, &s->b) != WCACHE_OK)
         rc = WCACHE_ENOMEM;
-    if (rc == WCACHE_OK && pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        s->wake[0] = s->wake[1] = -1;
-        c->last_errno = errno;
-        rc = WCACHE_ESYS;
-    }
     if (rc == WCACHE_OK && wci_ew_init(&s->ew, c, s->max_msg) != 0)
         rc = WCACHE_ENOMEM;
     if (rc == WCACHE_OK) {

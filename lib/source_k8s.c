@@ -945,17 +945,8 @@ wcache_code wcache_k8s_create(wcache_k8s **out, wcache_cache *c, const wcache_k8
                 rc = WCACHE_ENOMEM;
         }
     }
-    if (rc == WCACHE_OK && pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        c->last_errno = errno;
-        s->wake[0] = s->wake[1] = -1;
-        rc = WCACHE_ESYS;
-    }
-    if (rc == WCACHE_OK && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        rc = WCACHE_ECURL;
-    else if (rc == WCACHE_OK)
-        s->curl_inited = 1;
-    if (rc == WCACHE_OK && !(s->multi = curl_multi_init()))
-        rc = WCACHE_ECURL;
+    if (rc == WCACHE_OK)
+        rc = wci_http_acquire(&s->multi, &s->curl_inited, s->wake, &c->last_errno);
     if (rc == WCACHE_OK && wci_kw_init(&s->kw, c, s->max_line, s->prefix, s->prefix_len) != 0)
         rc = WCACHE_ENOMEM;
     if (rc == WCACHE_OK)
