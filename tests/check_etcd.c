@@ -58,41 +58,6 @@
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void pause_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* A deadline of ms on a plain build, longer where everything is slower
- * (valgrind serialises threads and runs OpenSSL's handshake 50 times
- * slower; the sanitizers less so).  Deadlines only bound a wait. */
-static int64_t patient(int64_t ms)
-{
-    if (getenv("WCACHE_VALGRIND") || getenv("WCACHE_TSAN"))
-        return ms * 6;
-    return getenv("WCACHE_ASAN") ? ms * 3 : ms;
-}
-
-/* Poll cond(ud) until it holds or ms pass. */
-static int wait_for(int (*cond)(void *), void *ud, int64_t ms)
-{
-    int64_t end = now_ms() + patient(ms);
-    while (!cond(ud)) {
-        if (now_ms() > end)
-            return 0;
-        pause_ms(5);
-    }
-    return 1;
-}
-
 static const char B64C[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static char *b64(const void *p, size_t n)
@@ -275,9 +240,9 @@ static void serve_watch(fake *f, int fd, int idx)
         const char *s = f->watch[idx][i];
         if (s[0] == '@' && s[1] == 'G') {
             int g = atoi(s + 2);
-            int64_t end = now_ms() + 30000;
-            while (atomic_load(&f->gate) < g && !atomic_load(&f->srv.stop) && now_ms() < end)
-                pause_ms(2);
+            int64_t end = tu_now_ms() + 30000;
+            while (atomic_load(&f->gate) < g && !atomic_load(&f->srv.stop) && tu_now_ms() < end)
+                tu_pause_ms(2);
         } else if (strcmp(s, "@HOLD") == 0) {
             tu_hold(&f->srv, fd);
             return;
@@ -552,33 +517,33 @@ START_TEST(fake_gateway_guard_and_faults)
     ck_assert_ok(wcache_etcd_start(FS));
 
     cache_rev_is = 6;
-    ck_assert_msg(wait_for(rev_is, NULL, 10000), "no revision 6: at %lld",
+    ck_assert_msg(tu_wait_for(rev_is, NULL, 10000), "no revision 6: at %lld",
                   (long long)wcache_cache_revision(FC));
     ck_assert_int_eq(wcache_cache_compacted_revision(FC), 5);
     ck_assert_str_eq(value_at(FC, 6, "/b"), "b6");
     atomic_store(&FK.gate, 1);
 
     /* The progress 8 is applied only as 7 ... */
-    ck_assert(wait_for(prog_applied1, NULL, 10000));
+    ck_assert(tu_wait_for(prog_applied1, NULL, 10000));
     ck_assert_int_eq(wcache_cache_revision(FC), 7);
     /* ... so a consistent read at 8 is not served before the event. */
     wcache_view *v;
     ck_assert_ok(wcache_view_create(FC, &v));
     ck_assert_wc(wcache_view_begin_fresh(v, -1, 150), WCACHE_ETIMEDOUT);
     atomic_store(&FK.gate, 2);
-    ck_assert(wait_for(prog_ignored1, NULL, 10000));
+    ck_assert(tu_wait_for(prog_ignored1, NULL, 10000));
     ck_assert_str_eq(value_at(FC, 8, "/c"), "c8");
     ck_assert_ptr_null(value_at(FC, 8, "/b"));
     ck_assert_str_eq(value_at(FC, 7, "/b"), "b6");
-    ck_assert_ok(wcache_view_begin_fresh(v, -1, patient(5000)));
+    ck_assert_ok(wcache_view_begin_fresh(v, -1, tu_patient(5000)));
     ck_assert_int_eq(wcache_view_revision(v), 8);
     wcache_view_end(v);
     atomic_store(&FK.gate, 3);
     cache_rev_is = 9;
-    ck_assert(wait_for(rev_is, NULL, 10000));
+    ck_assert(tu_wait_for(rev_is, NULL, 10000));
     atomic_store(&FK.gate, 4);
 
-    ck_assert_msg(wait_for(conns5, NULL, 20000), "streams %d, revision %lld",
+    ck_assert_msg(tu_wait_for(conns5, NULL, 20000), "streams %d, revision %lld",
                   atomic_load(&FK.nwatch), (long long)wcache_cache_revision(FC));
     /* resume points: after the garbage 10, after the oversized message 10,
      * after the re-list at 14: 15, twice */
@@ -621,8 +586,8 @@ START_TEST(fake_gateway_guard_and_faults)
                 {14, WCACHE_EV_MODIFIED, "/c", 13}, {14, WCACHE_EV_DELETED, "/d", 10},
                 {14, WCACHE_EV_ADDED, "/e", 11}};
     size_t got = 0, nwant = sizeof want / sizeof want[0];
-    int64_t end = now_ms() + patient(5000);
-    while (got < nwant && now_ms() < end) {
+    int64_t end = tu_now_ms() + tu_patient(5000);
+    while (got < nwant && tu_now_ms() < end) {
         wcache_watch_event evs[16];
         size_t n;
         ck_assert_ok(wcache_watch_wait(w, evs, 16, &n, 100));
@@ -706,9 +671,9 @@ START_TEST(fake_premature_progress)
     ck_assert_ok(wcache_cache_open(FC));
     ck_assert_ok(wcache_etcd_start(FS));
     cache_rev_is = 8; /* confirmed by the second notification */
-    ck_assert(wait_for(rev_is, NULL, 10000));
+    ck_assert(tu_wait_for(rev_is, NULL, 10000));
     atomic_store(&FK.gate, 1);
-    ck_assert_msg(wait_for(relisted9, NULL, 10000), "revision %lld",
+    ck_assert_msg(tu_wait_for(relisted9, NULL, 10000), "revision %lld",
                   (long long)wcache_cache_revision(FC));
     ck_assert_str_eq(value_at(FC, 9, "/late"), "l7");
     ck_assert_int_eq(FK.start_revs[1], 10);
@@ -767,7 +732,7 @@ START_TEST(api_errors)
     ck_assert_ok(wcache_etcd_start(s));
     ck_assert_wc(wcache_etcd_start(s), WCACHE_ESTATE);
     S_ERR = s;
-    ck_assert(wait_for(has_error, NULL, 10000)); /* it retries meanwhile */
+    ck_assert(tu_wait_for(has_error, NULL, 10000)); /* it retries meanwhile */
     ck_assert_ok(wcache_etcd_stop(s));
     ck_assert_ok(wcache_etcd_stat(s, &st));
     ck_assert_int_eq(st.running, 0);
@@ -895,7 +860,7 @@ static void etcd_down_tls(void);
 
 static void etcd_up_n(int members)
 {
-    T_UP = now_ms();
+    T_UP = tu_now_ms();
     ETCD_OK = 0;
     EPS[0] = EP[0] = 0;
     RESTARTED = 0;
@@ -935,8 +900,8 @@ static void etcd_up_n(int members)
     }
     snprintf(EP, sizeof EP, "%.*s", (int)strcspn(EPS, ","), EPS);
     ETCD_OK = 1;
-    fprintf(stderr, "check_etcd: etcd up in %lld ms\n", (long long)(now_ms() - T_UP));
-    T_UP = now_ms();
+    fprintf(stderr, "check_etcd: etcd up in %lld ms\n", (long long)(tu_now_ms() - T_UP));
+    T_UP = tu_now_ms();
 }
 
 static void source_down(wcache_cache *c, wcache_etcd *s);
@@ -952,7 +917,7 @@ static void etcd_down(void)
             source_down(LIVE_C[i], LIVE_S[i]);
     if (!EDIR[0])
         return;
-    fprintf(stderr, "check_etcd: test ran %lld ms\n", (long long)(now_ms() - T_UP));
+    fprintf(stderr, "check_etcd: test ran %lld ms\n", (long long)(tu_now_ms() - T_UP));
     if (RESTARTED > 0) { /* our child: etcd-local would wait on its zombie */
         kill(RESTARTED, SIGTERM);
         waitpid(RESTARTED, NULL, 0);
@@ -1079,14 +1044,14 @@ static void kill_and_restart(void)
         waitpid(pid, NULL, 0);
         RESTARTED = 0;
     }
-    int64_t end = now_ms() + 10000;
-    while (!dead(pid) && now_ms() < end)
-        pause_ms(10);
+    int64_t end = tu_now_ms() + 10000;
+    while (!dead(pid) && tu_now_ms() < end)
+        tu_pause_ms(10);
     ck_assert(dead(pid));
     int cport = url_port(url), pport = url_port(peer);
-    end = now_ms() + 15000;
-    while (!(port_free(cport) && port_free(pport)) && now_ms() < end)
-        pause_ms(10);
+    end = tu_now_ms() + 15000;
+    while (!(port_free(cport) && port_free(pport)) && tu_now_ms() < end)
+        tu_pause_ms(10);
     ck_assert_msg(port_free(cport) && port_free(pport), "ports %d/%d still held after SIGKILL",
                   cport, pport);
     char log[1100];
@@ -1101,9 +1066,9 @@ static void kill_and_restart(void)
         fclose(f);
         int st = 0;
         pid_t gone = 0;
-        end = now_ms() + patient(30000);
-        while (!(up = healthy()) && now_ms() < end && (gone = waitpid(c, &st, WNOHANG)) == 0)
-            pause_ms(20);
+        end = tu_now_ms() + tu_patient(30000);
+        while (!(up = healthy()) && tu_now_ms() < end && (gone = waitpid(c, &st, WNOHANG)) == 0)
+            tu_pause_ms(20);
         if (!up) { /* say why: the directory goes with the run */
             fprintf(stderr, "check_etcd: restarted member %s (exit status %d); log tail:\n",
                     gone == c ? "exited" : "is running but not healthy", gone == c ? st : 0);
@@ -1114,9 +1079,9 @@ static void kill_and_restart(void)
                 kill(c, SIGKILL);
                 waitpid(c, NULL, 0);
             }
-            end = now_ms() + 5000;
-            while (!(port_free(cport) && port_free(pport)) && now_ms() < end)
-                pause_ms(10);
+            end = tu_now_ms() + 5000;
+            while (!(port_free(cport) && port_free(pport)) && tu_now_ms() < end)
+                tu_pause_ms(10);
         }
     }
     RESTARTED = c;
@@ -1175,7 +1140,7 @@ static json_t *etcd_call(const char *path, const char *body)
         json_decref(a);
         ck_assert_msg(st == -1 || st >= 500, "%s %s: HTTP %ld", path, body, st);
         next_member();
-        pause_ms(50);
+        tu_pause_ms(50);
     }
     ck_abort_msg("%s: no answer", path);
     return NULL;
@@ -1420,9 +1385,9 @@ static int compare_watch(wcache_watch *w, const json_t *hist, int64_t from)
         x->vl = vl;
         free(k), free(v);
     }
-    int64_t end = now_ms() + patient(20000);
+    int64_t end = tu_now_ms() + tu_patient(20000);
     int bad = 0;
-    while (ng < ne && now_ms() < end) {
+    while (ng < ne && tu_now_ms() < end) {
         wcache_watch_event evs[64];
         size_t k;
         ck_assert_ok(wcache_watch_wait(w, evs, 64, &k, 200));
@@ -1506,7 +1471,7 @@ static void live_add(wcache_cache *c, wcache_etcd *s)
 static void log_fn(int level, const char *msg, size_t len, void *ud)
 {
     (void)ud;
-    fprintf(stderr, "[%lld] log %d: %.*s\n", (long long)now_ms(), level, (int)len, msg);
+    fprintf(stderr, "[%lld] log %d: %.*s\n", (long long)tu_now_ms(), level, (int)len, msg);
 }
 
 /* A cache fed by an etcd source on PFX. */
@@ -1553,7 +1518,7 @@ static int synced(void *ud)
 static void wait_synced(wcache_etcd *s)
 {
     SYNC_SRC = s;
-    ck_assert_msg(wait_for(synced, NULL, 30000), "the source did not sync");
+    ck_assert_msg(tu_wait_for(synced, NULL, 30000), "the source did not sync");
 }
 
 /* Waits until the cache has applied rev (events arrive at once; a
@@ -1562,7 +1527,7 @@ static void caught_up(wcache_cache *c, int64_t rev)
 {
     wcache_view *v;
     ck_assert_ok(wcache_view_create(c, &v));
-    ck_assert_ok(wcache_view_begin_fresh(v, rev, patient(30000)));
+    ck_assert_ok(wcache_view_begin_fresh(v, rev, tu_patient(30000)));
     wcache_view_free(v);
 }
 
@@ -1592,21 +1557,21 @@ START_TEST(etcd_differential)
     int64_t r0 = wcache_cache_compacted_revision(c);
     ck_assert_int_ge(r0, w.rev);
     int n = workload_ops(3000);
-    int64_t t0 = now_ms();
+    int64_t t0 = tu_now_ms();
     for (int i = 0; i < n; i++)
         wl_step(&w);
-    int64_t t1 = now_ms();
+    int64_t t1 = tu_now_ms();
     /* The last write is outside the prefix: the cache can only learn that
      * revision from progress notifications (an idle etcd from here on). */
     wl_put(&w, "/u/outside");
-    int64_t fr = fresh(c, patient(20000));
+    int64_t fr = fresh(c, tu_patient(20000));
     ck_assert_int_ge(fr, w.rev);
     wcache_etcd_stats st = {.size = sizeof st};
     ck_assert_ok(wcache_etcd_stat(s, &st));
     ck_assert_uint_ge(st.progress_applied, 1);
     ck_assert_uint_ge(st.lists, 1);
 
-    int64_t t2 = now_ms();
+    int64_t t2 = tu_now_ms();
     json_t *h = etcd_history(r0, w.last_in);
     int64_t revs[24];
     int nr = 0, bad = 0;
@@ -1627,7 +1592,7 @@ START_TEST(etcd_differential)
             "%lld\n",
             (unsigned long long)w.ops, (unsigned long long)w.txns, (long long)r0,
             (long long)w.rev, json_array_size(h), nr, bad, (long long)(t1 - t0),
-            (long long)(t2 - t1), (long long)(now_ms() - t2));
+            (long long)(t2 - t1), (long long)(tu_now_ms() - t2));
     ck_assert_int_eq(bad, 0);
     json_decref(h);
     source_down(c, s);
@@ -1864,8 +1829,8 @@ START_TEST(etcd_compaction_relist)
      * each key once, and applied to the cache's state at the stop they
      * give etcd's, metadata included. */
     int seen[NKEYS] = {0}, nev = 0;
-    int64_t last = before, end = now_ms() + patient(20000);
-    for (size_t k = 1; (last < lr || k > 0) && now_ms() < end;) {
+    int64_t last = before, end = tu_now_ms() + tu_patient(20000);
+    for (size_t k = 1; (last < lr || k > 0) && tu_now_ms() < end;) {
         wcache_watch_event evs[64]; /* until the re-list's batch is drained */
         ck_assert_ok(wcache_watch_wait(wt, evs, 64, &k, last < lr ? 200 : 0));
         for (size_t i = 0; i < k; i++) {
@@ -1970,8 +1935,9 @@ START_TEST(etcd_compaction_follow)
     for (int i = 0; i < 2; i++) {
         CMP_C = both[i];
         CMP_WANT = R;
-        ck_assert_msg(wait_for(compacted_to, NULL, 10000), "cache %d did not follow: at %lld",
-                      i, (long long)wcache_cache_compacted_revision(CMP_C));
+        ck_assert_msg(tu_wait_for(compacted_to, NULL, 10000),
+                      "cache %d did not follow: at %lld", i,
+                      (long long)wcache_cache_compacted_revision(CMP_C));
         ck_assert_int_eq(wcache_cache_compacted_revision(both[i]), R);
         ck_assert_wc(begin_at(both[i], R - 1), WCACHE_ECOMPACTED);
         ck_assert_wc(begin_at(both[i], r1), WCACHE_ECOMPACTED);
@@ -2000,7 +1966,7 @@ START_TEST(etcd_compaction_follow)
     compact_etcd(R2);
     CMP_C = cb;
     CMP_WANT = R2;
-    ck_assert(wait_for(compacted_to, NULL, 10000));
+    ck_assert(tu_wait_for(compacted_to, NULL, 10000));
     ck_assert_int_eq(wcache_cache_compacted_revision(cb), R2);
     ck_assert_wc(begin_at(cb, R2 - 1), WCACHE_ECOMPACTED);
     ck_assert_int_eq(wcache_cache_compacted_revision(ca), R);
@@ -2033,10 +1999,10 @@ static int loop_synced(void *ud)
  * cond(ud) holds; the number of sockets seen at most. */
 static size_t drive_until(wcache_etcd *s, int (*cond)(void *), void *ud, int64_t ms)
 {
-    int64_t end = now_ms() + patient(ms);
+    int64_t end = tu_now_ms() + tu_patient(ms);
     size_t most = 0;
     while (!cond(ud)) {
-        ck_assert_msg(now_ms() < end, "the loop-driven source did not get there");
+        ck_assert_msg(tu_now_ms() < end, "the loop-driven source did not get there");
         wcache_etcd_fd fds[8];
         size_t n;
         int64_t to;
@@ -2093,7 +2059,7 @@ static void *cr_reader(void *ud)
             r->errors++;
             continue;
         }
-        if (wcache_view_begin_fresh(v, -1, patient(30000)) != WCACHE_OK)
+        if (wcache_view_begin_fresh(v, -1, tu_patient(30000)) != WCACHE_OK)
             r->errors++;
         else if (wcache_view_revision(v) < before)
             r->stale++;
@@ -2264,7 +2230,8 @@ START_TEST(etcd_leader_kill)
             ck_assert_int_eq(pclose(p), 0);
             ck_assert_msg(killed[0], "no leader was killed");
             if (getenv("WCACHE_ETCD_LOG"))
-                fprintf(stderr, "[%lld] killed %s at op %d\n", (long long)now_ms(), killed, i);
+                fprintf(stderr, "[%lld] killed %s at op %d\n", (long long)tu_now_ms(), killed,
+                        i);
             if (strcmp(EP, killed) == 0)
                 next_member();
         }
@@ -2272,8 +2239,8 @@ START_TEST(etcd_leader_kill)
     }
     if (getenv("WCACHE_ETCD_LOG"))
         fprintf(stderr, "[%lld] ops done: cache at %lld, last_in %lld, rev %lld\n",
-                (long long)now_ms(), (long long)wcache_cache_revision(c), (long long)w.last_in,
-                (long long)w.rev);
+                (long long)tu_now_ms(), (long long)wcache_cache_revision(c),
+                (long long)w.last_in, (long long)w.rev);
     caught_up(c, w.last_in);
     wcache_etcd_stats st = {.size = sizeof st};
     ck_assert_ok(wcache_etcd_stat(s, &st));
@@ -2327,7 +2294,7 @@ static wcache_code tls_source(wcache_cache **c, wcache_etcd **s, int with_ca, in
     o.cert_file = with_cert ? cert : NULL;
     o.key_file = with_cert ? key : NULL;
     o.auth_token = with_token ? TOKEN : NULL;
-    o.connect_timeout_ms = patient(5000); /* the TLS handshake counts */
+    o.connect_timeout_ms = tu_patient(5000); /* the TLS handshake counts */
     o.backoff_min_ms = 20;
     o.backoff_max_ms = 200;
     ck_assert_ok(wcache_etcd_create(s, *c, &o));
@@ -2343,7 +2310,7 @@ static void expect_refused(int with_ca, int with_cert, int with_token, int code)
     wcache_etcd *s;
     ck_assert_ok(tls_source(&c, &s, with_ca, with_cert, with_token));
     ERR_SRC = s;
-    ck_assert(wait_for(failed_tls, NULL, 10000));
+    ck_assert(tu_wait_for(failed_tls, NULL, 10000));
     wcache_etcd_stats st = {.size = sizeof st};
     ck_assert_ok(wcache_etcd_stat(s, &st));
     ck_assert_int_eq(st.synced, 0);

@@ -53,31 +53,6 @@
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void pause_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Poll cond until it holds or ms pass; 1 if it held. */
-static int wait_for(int (*cond)(void *), void *ud, int64_t ms)
-{
-    int64_t end = now_ms() + ms;
-    while (!cond(ud)) {
-        if (now_ms() > end)
-            return 0;
-        pause_ms(2);
-    }
-    return 1;
-}
-
 static int slow(void)
 {
     const char *v = getenv("WCACHE_VALGRIND");
@@ -98,7 +73,7 @@ static int not_running(void *ud)
 
 static void wait_done(wcache_k8s *s)
 {
-    ck_assert_msg(wait_for(not_running, s, 60000), "the source did not end");
+    ck_assert_msg(tu_wait_for(not_running, s, 60000), "the source did not end");
 }
 
 static void log_fn(int level, const char *msg, size_t len, void *ud)
@@ -178,8 +153,8 @@ typedef struct seen {
 
 static void drain(wcache_watch *w, seen *s, int64_t until_rev)
 {
-    int64_t end = now_ms() + 30000, last = 0;
-    while (last < until_rev && now_ms() < end) {
+    int64_t end = tu_now_ms() + 30000, last = 0;
+    while (last < until_rev && tu_now_ms() < end) {
         wcache_watch_event ev[16];
         size_t n = 0;
         ck_assert_ok(wcache_watch_wait(w, ev, 16, &n, 50));
@@ -448,11 +423,11 @@ static void write_split(int fd, wcache_k8s *s, const char *line, uint64_t *sent)
     ck_assert_int_eq(write(fd, line, k), (ssize_t)k);
     *sent += k;
     bytes_at b = {s, *sent};
-    ck_assert(wait_for(read_up_to, &b, 10000));
+    ck_assert(tu_wait_for(read_up_to, &b, 10000));
     ck_assert_int_eq(write(fd, line + k, n - k), (ssize_t)(n - k));
     *sent += n - k;
     b.n = *sent;
-    ck_assert(wait_for(read_up_to, &b, 10000));
+    ck_assert(tu_wait_for(read_up_to, &b, 10000));
 }
 
 START_TEST(k8s_fd_event_types)
@@ -550,7 +525,7 @@ START_TEST(k8s_fd_stop_restart)
     ck_assert_int_eq(write(p[1], l1, n1), (ssize_t)n1);
     ck_assert_int_eq(write(p[1], l2, half), (ssize_t)half);
     bytes_at b = {s, n1 + half};
-    ck_assert(wait_for(read_up_to, &b, 10000));
+    ck_assert(tu_wait_for(read_up_to, &b, 10000));
     ck_assert_ok(wcache_k8s_stop(s));
     ck_assert_int_eq(wcache_cache_revision(c), 5);
     ck_assert_int_eq(kstat(s).ended, 0);
@@ -713,9 +688,9 @@ START_TEST(k8s_relist_unreachable)
     ck_assert_ok(wcache_k8s_create(&s, c, &o));
     ck_assert_ok(wcache_cache_open(c));
     ck_assert_ok(wcache_k8s_start(s));
-    int64_t end = now_ms() + 20000;
-    while (kstat(s).errors < 3 && now_ms() < end)
-        pause_ms(5);
+    int64_t end = tu_now_ms() + 20000;
+    while (kstat(s).errors < 3 && tu_now_ms() < end)
+        tu_pause_ms(5);
     wcache_k8s_stats st = kstat(s);
     ck_assert_uint_ge(st.errors, 3);
     ck_assert_int_eq(st.last_error, WCACHE_ECURL);
@@ -886,7 +861,7 @@ START_TEST(k8s_url_watch_token)
     wcache_watch *w = watch_all(c, 100);
     ck_assert_ok(wcache_k8s_start(s));
     revwait rw = {c, 201};
-    ck_assert(wait_for(rev_reached, &rw, 20000));
+    ck_assert(tu_wait_for(rev_reached, &rw, 20000));
     wcache_k8s_stats st = kstat(s);
     ck_assert_int_eq(st.synced, 1);
     ck_assert_int_eq(st.running, 1);
@@ -933,9 +908,9 @@ START_TEST(k8s_url_watch_token)
     ck_assert_ok(wcache_k8s_create(&s, c, &o));
     ck_assert_ok(wcache_cache_open(c));
     ck_assert_ok(wcache_k8s_start(s));
-    int64_t end = now_ms() + 20000;
-    while (kstat(s).errors < 2 && now_ms() < end)
-        pause_ms(5);
+    int64_t end = tu_now_ms() + 20000;
+    while (kstat(s).errors < 2 && tu_now_ms() < end)
+        tu_pause_ms(5);
     st = kstat(s);
     ck_assert_uint_ge(st.errors, 2);
     ck_assert_int_eq(st.last_error, WCACHE_EHTTP);
@@ -1038,7 +1013,7 @@ static int tls_up(void)
                cert, "-key", key, (char *)NULL);
         _exit(127);
     }
-    ck_assert_msg(wait_for(tls_listening, NULL, 20000), "openssl s_server did not start");
+    ck_assert_msg(tu_wait_for(tls_listening, NULL, 20000), "openssl s_server did not start");
     return 1;
 }
 
@@ -1092,7 +1067,7 @@ START_TEST(k8s_https)
         wcache_cache *c;
         wcache_k8s *s = tls_source(&c, mode == 0 ? ca : NULL, mode == 1);
         revwait rw = {c, 110};
-        ck_assert_msg(wait_for(rev_reached, &rw, 20000), "mode %d: revision %lld", mode,
+        ck_assert_msg(tu_wait_for(rev_reached, &rw, 20000), "mode %d: revision %lld", mode,
                       (long long)wcache_cache_revision(c));
         wcache_k8s_stats st = kstat(s);
         ck_assert_int_eq(st.lists, 1);
@@ -1107,7 +1082,7 @@ START_TEST(k8s_https)
     /* the system's CAs do not know the test's: refused, nothing applied */
     wcache_cache *c;
     wcache_k8s *s = tls_source(&c, NULL, 0);
-    ck_assert(wait_for(errors_seen, s, 20000));
+    ck_assert(tu_wait_for(errors_seen, s, 20000));
     wcache_k8s_stats st = kstat(s);
     ck_assert_int_eq(st.last_error, WCACHE_ECURL);
     ck_assert_int_eq(st.synced, 0);
@@ -1413,8 +1388,8 @@ START_TEST(k8s_synthetic_restore_catch_up)
     seen sa_seen = {{0}, 0}, sb_seen = {{0}, 0};
     (void)sa_seen, (void)sb_seen;
     uint64_t na = 0, nb = 0;
-    int64_t end = now_ms() + 30000, la = 0, lb = 0;
-    while ((la < 16800 || lb < 16800) && now_ms() < end) {
+    int64_t end = tu_now_ms() + 30000, la = 0, lb = 0;
+    while ((la < 16800 || lb < 16800) && tu_now_ms() < end) {
         wcache_watch_event ev[64];
         size_t n = 0;
         ck_assert_ok(wcache_watch_wait(wa, ev, 64, &n, 10));

@@ -228,7 +228,7 @@ static inline void tu_expect_meta(wcache_cache *c, int64_t rev, const char *key,
 
 #define TU_NS_PER_S INT64_C(1000000000)
 
-/* ---- tu_http.c: stand-ins for HTTP peers, temporary directories ---- */
+/* ---- tu_http.c: stand-ins for HTTP peers, temporary directories, waits ---- */
 
 /* A loopback HTTP server: a thread a connection, each handed to serve,
  * which answers and returns (the server closes fd). */
@@ -255,6 +255,16 @@ int tu_send_all(int fd, const char *p, size_t n);
 int tu_send_chunked(int fd, const char *text, tu_rng *r);
 /* Wait until the peer hangs up or the server stops (at most 60 s). */
 void tu_hold(tu_srv *sv, int fd);
+
+/* CLOCK_MONOTONIC in milliseconds; a pause of ms. */
+int64_t tu_now_ms(void);
+void tu_pause_ms(int ms);
+/* A deadline of ms on a plain build, longer where everything is slower
+ * (valgrind serialises threads and runs OpenSSL's handshake 50 times
+ * slower; the sanitizers less so).  Deadlines only bound a wait. */
+int64_t tu_patient(int64_t ms);
+/* Poll cond(ud) until it holds (1) or tu_patient(ms) pass (0). */
+int tu_wait_for(int (*cond)(void *), void *ud, int64_t ms);
 
 /* A new directory $TMPDIR/stem-XXXXXX (default /tmp) into buf. */
 void tu_tmpdir(char *buf, size_t cap, const char *stem);

@@ -1,8 +1,8 @@
 /*
  * tu_http.c - what the suites that stand in for a peer share: a loopback
  * HTTP server (an acceptor thread and a thread a connection, each
- * connection handed to the suite's serve function), chunked sends, and
- * temporary directories.
+ * connection handed to the suite's serve function), chunked sends,
+ * temporary directories, and waits for a condition with a deadline.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -18,11 +18,35 @@
 #include <time.h>
 #include <unistd.h>
 
-static int64_t mono_ms(void)
+int64_t tu_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void tu_pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int64_t tu_patient(int64_t ms)
+{
+    if (getenv("WCACHE_VALGRIND") || getenv("WCACHE_TSAN"))
+        return ms * 6;
+    return getenv("WCACHE_ASAN") ? ms * 3 : ms;
+}
+
+int tu_wait_for(int (*cond)(void *), void *ud, int64_t ms)
+{
+    int64_t end = tu_now_ms() + tu_patient(ms);
+    while (!cond(ud)) {
+        if (tu_now_ms() > end)
+            return 0;
+        tu_pause_ms(2);
+    }
+    return 1;
 }
 
 int tu_send_all(int fd, const char *p, size_t n)
@@ -56,8 +80,8 @@ int tu_send_chunked(int fd, const char *text, tu_rng *r)
 
 void tu_hold(tu_srv *sv, int fd)
 {
-    int64_t end = mono_ms() + 60000;
-    while (!atomic_load(&sv->stop) && mono_ms() < end) {
+    int64_t end = tu_now_ms() + 60000;
+    while (!atomic_load(&sv->stop) && tu_now_ms() < end) {
         struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, 20) > 0) {
             char tmp[256];
