@@ -122,7 +122,8 @@ typedef struct lazy_labels {
 static const wci_labels *labels_of(wcache_cache *c, lazy_labels *ll)
 {
     if (ll->state == 0)
-        ll->state = wci_labels_from_json(&c->al, ll->v->value, ll->v->vlen, &ll->l) == 0 ? 1 : -1;
+        ll->state =
+            wci_labels_from_json(&c->al, ll->v->value, ll->v->vlen, &ll->l) == 0 ? 1 : -1;
     return ll->state == 1 ? &ll->l : NULL;
 }
 
@@ -581,7 +582,7 @@ static bool fan_attach(wcache_cache *c, wci_bucket *b, wcache_watch *w)
         f->cap = nc;
     }
     if (pthread_mutex_trylock(&w->rmu) != 0)
-        return false; /* its consumer is in next(): another time */
+        return false;                /* its consumer is in next(): another time */
     if (atomic_load(&w->end_code)) { /* stopped meanwhile: stays off */
         pthread_mutex_unlock(&w->rmu);
         return false;
@@ -818,7 +819,7 @@ static void reg_del_prefix(wcache_cache *c, wcache_watch *w)
             (w->plen && memcmp(b->prefix, w->prefix, w->plen)))
             continue;
         if (w->fan) {
-            pthread_mutex_lock(&w->rmu); /* its consumer is not in next(): no wait */
+            pthread_mutex_lock(&w->rmu);           /* its consumer is not in next(): no wait */
             (void)fan_detach(c, w->fan, w, false); /* settled: nothing lent */
             pthread_mutex_unlock(&w->rmu);
         } else {
@@ -1120,8 +1121,11 @@ void wci_dispatch(wcache_cache *c, wci_key *k, wci_ver *v, wci_ver *prev, int64_
     if (ix)
         wci_index_change(c, ixo, ixn);
     bool now = ver_live(v), was = ver_live(prev);
-    dctx d = {rev, now ? (was ? WCACHE_EV_MODIFIED : WCACHE_EV_ADDED) : (was ? WCACHE_EV_DELETED : 0),
-              {v, 0, {0}, ix ? ixn : NULL}, {was ? prev : NULL, 0, {0}, ix ? ixo : NULL}};
+    dctx d = {rev,
+              now ? (was ? WCACHE_EV_MODIFIED : WCACHE_EV_ADDED)
+                  : (was ? WCACHE_EV_DELETED : 0),
+              {v, 0, {0}, ix ? ixn : NULL},
+              {was ? prev : NULL, 0, {0}, ix ? ixo : NULL}};
     recipients(c, &d, k->key, k->klen, ix ? ixo : NULL, ix ? ixn : NULL);
     labels_done(c, &d.cur);
     labels_done(c, &d.old);
@@ -1130,8 +1134,8 @@ void wci_dispatch(wcache_cache *c, wci_key *k, wci_ver *v, wci_ver *prev, int64_
         deliveries += r->fcand[i]->n;
     if (refs == 0)
         return;
-    wcache_event *e = event_new(c, now ? EVK_PUT : EVK_DELETE, rev, k->key, k->klen, v,
-                                was ? prev : NULL);
+    wcache_event *e =
+        event_new(c, now ? EVK_PUT : EVK_DELETE, rev, k->key, k->klen, v, was ? prev : NULL);
     if (!e) {
         for (size_t i = 0; i < m; i++)
             end_watch(r->cand[i].w, WCACHE_ENOMEM);
@@ -1439,8 +1443,8 @@ static size_t queue_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap, bo
 }
 
 /* A one-watcher event (initial object, bookmark) straight into the queue. */
-static int push_own(wcache_watch *w, uint32_t kind, uint32_t type, int64_t rev, const wci_key *k,
-                    wci_ver *v)
+static int push_own(wcache_watch *w, uint32_t kind, uint32_t type, int64_t rev,
+                    const wci_key *k, wci_ver *v)
 {
     wcache_event *e = event_new(w->c, kind, rev, k ? k->key : NULL, k ? k->klen : 0, v, NULL);
     if (!e)
@@ -1657,7 +1661,8 @@ static wcache_code take(wcache_watch *w, wcache_watch_event *evs, size_t cap, si
         if (*n == 0 && end)
             *n = queue_pop(w, evs, cap, lend);
         if (*n) {
-            w->last_rev = evs[*n - 1].revision > w->last_rev ? evs[*n - 1].revision : w->last_rev;
+            w->last_rev =
+                evs[*n - 1].revision > w->last_rev ? evs[*n - 1].revision : w->last_rev;
             return WCACHE_OK;
         }
         if (end) {
@@ -1881,7 +1886,8 @@ wcache_code wcache_watchset_next(wcache_watchset *s, wcache_watch **w, void **us
         atomic_thread_fence(memory_order_seq_cst);
         if (!atomic_load(&s->ready))
             return WCACHE_OK;
-        (void)atomic_exchange(&s->armed, 0); /* 0: a pusher writes the fd: one spurious wake-up */
+        (void)atomic_exchange(&s->armed,
+                              0); /* 0: a pusher writes the fd: one spurious wake-up */
         set_collect(s);
     }
     wcache_watch *x = s->batch;

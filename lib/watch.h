@@ -64,8 +64,8 @@ typedef struct wci_bucket {
     uint64_t hash;
     wcache_watch **w; /* not attached to the fan */
     size_t n, cap;
-    size_t nfan_ok;   /* watchers (attached or not) that may use a fan */
-    wci_fan *fan;     /* made when a second such watcher comes */
+    size_t nfan_ok; /* watchers (attached or not) that may use a fan */
+    wci_fan *fan;   /* made when a second such watcher comes */
     size_t plen;
     char prefix[];
 } wci_bucket;
@@ -87,7 +87,7 @@ typedef struct wci_wreg {
     uint64_t *pfbits; /* pfilt[i] != 0 */
     size_t pfmask;
     size_t nbuckets;
-    wci_len *lens;    /* distinct prefix lengths, ascending */
+    wci_len *lens; /* distinct prefix lengths, ascending */
     size_t nlens, caplens;
     /* watchers by index value (index.c): chained like tab, keyed by the
      * value with the index id mixed into the hash */
@@ -96,9 +96,9 @@ typedef struct wci_wreg {
     size_t nixwatch;
     wcache_watch **ranged; /* [start, end) watchers */
     size_t nranged, capranged;
-    wci_cand *cand;   /* dispatch scratch */
+    wci_cand *cand; /* dispatch scratch */
     size_t ncand, capcand;
-    wci_fan **fcand;  /* ... fans a change goes to */
+    wci_fan **fcand; /* ... fans a change goes to */
     size_t nfcand, capfcand;
     size_t nwatch;
 } wci_wreg;
@@ -114,8 +114,8 @@ struct wcache_watch {
     char *ixval;
     size_t ixlen;
     int prev_value;
-    int plain;         /* no selector, no index: the type depends on the change only */
-    int fan_ok;        /* plain, in a prefix bucket, queue big enough to share a fan */
+    int plain;          /* no selector, no index: the type depends on the change only */
+    int fan_ok;         /* plain, in a prefix bucket, queue big enough to share a fan */
     wci_bucket *bucket; /* its prefix bucket, if any */
     /* Attached to the bucket's fan: fan and rseg change under wmu and rmu;
      * the consumer holds rmu while it reads the fan. */
@@ -139,7 +139,7 @@ struct wcache_watch {
     int64_t start_rev; /* deliver revisions above this */
     /* phase; changed under wmu */
     int phase;
-    uint64_t cursor;   /* REPLAY: next ring position */
+    uint64_t cursor;    /* REPLAY: next ring position */
     wcache_view *iview; /* INITIAL: pinned at start_rev */
     wci_iter iit;
     struct wci_ixmatch *im; /* INITIAL by index value: the matches, sorted */
@@ -169,9 +169,9 @@ struct wcache_watch {
      * instead of efd.  set changes under wmu and rmu; every wake-up holds
      * one of them or runs on the watch's own thread. */
     struct wcache_watchset *set;
-    size_t set_idx;   /* in set->m */
+    size_t set_idx; /* in set->m */
     void *set_ud;
-    _Atomic int sready;       /* on the set's ready list (or its batch) */
+    _Atomic int sready;         /* on the set's ready list (or its batch) */
     struct wcache_watch *rnext; /* link of that list, written by its pusher */
 };
 

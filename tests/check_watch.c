@@ -185,8 +185,8 @@ START_TEST(test_watch_initial_events)
     put("/q/x", "3", 3);
     put("/p/c", "4", 4);
     del("/p/c", 5);
-    wcache_watch_opts o = {.size = sizeof o, .prefix = "/p/", .prefix_len = 3,
-                           .initial_events = 1};
+    wcache_watch_opts o = {
+        .size = sizeof o, .prefix = "/p/", .prefix_len = 3, .initial_events = 1};
     wcache_watch *w;
     ck_assert_ok(wcache_watch_open(C, &o, &w));
     put("/p/d", "5", 6);
@@ -213,8 +213,10 @@ static const char *pod(const char *app)
 START_TEST(test_watch_selector_transitions)
 {
     put("/pods/x", pod("web"), 1);
-    wcache_watch_opts o = {.size = sizeof o, .label_selector = "app=web",
-                           .label_selector_len = 7, .prev_value = 1};
+    wcache_watch_opts o = {.size = sizeof o,
+                           .label_selector = "app=web",
+                           .label_selector_len = 7,
+                           .prev_value = 1};
     wcache_watch *w;
     ck_assert_ok(wcache_watch_open(C, &o, &w));
     put("/pods/x", pod("db"), 2);  /* moves out: DELETED with the previous object */
@@ -284,8 +286,12 @@ END_TEST
  */
 static wcache_watch *open_fan(int64_t from, uint32_t qs, int prev, int64_t bm_ms)
 {
-    wcache_watch_opts o = {.size = sizeof o, .start_revision = from, .prefix = "/f/",
-                           .prefix_len = 3, .queue_size = qs, .prev_value = prev,
+    wcache_watch_opts o = {.size = sizeof o,
+                           .start_revision = from,
+                           .prefix = "/f/",
+                           .prefix_len = 3,
+                           .queue_size = qs,
+                           .prev_value = prev,
                            .bookmark_interval_ms = bm_ms};
     wcache_watch *w = NULL;
     ck_assert_ok(wcache_watch_open(C, &o, &w));
@@ -397,7 +403,7 @@ START_TEST(test_watch_shared_fan)
     wcache_wait_stat ws = {.size = sizeof ws};
     ck_assert_ok(wcache_cache_wait_stat(C, &ws));
     ck_assert_uint_eq(ws.overflows, 3); /* slow, lender, and gone past 1,024 */
-    wcache_watch_close(gone); /* 1,024 undelivered: their references go with it */
+    wcache_watch_close(gone);           /* 1,024 undelivered: their references go with it */
     /* an idle fan watcher gets its bookmark after what the fan holds */
     wcache_watch *bm = open_fan(0, 1024, 0, 1000);
     fan_write(1101, 1102);
@@ -540,7 +546,8 @@ START_TEST(test_watch_fan_threads)
     ck_assert_uint_eq(n, 0); /* the end stays the last word */
     ck_assert(slow[0].end == WCACHE_OK || slow[0].end == WCACHE_EOVERFLOW);
     if (getenv("WCACHE_VERBOSE"))
-        fprintf(stderr, "fan threads: stop at %lld, ended at %lld of %lld, slow one %s at %lld\n",
+        fprintf(stderr,
+                "fan threads: stop at %lld, ended at %lld of %lld, slow one %s at %lld\n",
                 (long long)stopped_at, (long long)fast[2].next, (long long)FT_N,
                 wcache_strerror(slow[0].end), (long long)slow[0].next);
     for (int i = 0; i < 3; i++)
@@ -604,8 +611,8 @@ START_TEST(test_watchset_wakeups)
     ck_assert_int_ge(sfd, 0);
     ck_assert_int_eq(fd_ready(sfd), 0);
     /* 0: own queue, 1 and 2: one fan, 3: replaying from 5, 4: stopped */
-    wcache_watch *w[5] = {open_watch("/a/", 0), open_fan(0, 1024, 0, 0), open_fan(0, 1024, 0, 0),
-                          open_watch("/r/", 5), open_watch(NULL, 0)};
+    wcache_watch *w[5] = {open_watch("/a/", 0), open_fan(0, 1024, 0, 0),
+                          open_fan(0, 1024, 0, 0), open_watch("/r/", 5), open_watch(NULL, 0)};
     for (uintptr_t i = 0; i < 5; i++)
         ck_assert_ok(wcache_watchset_add(s, w[i], (void *)i));
     ck_assert_wc(wcache_watchset_add(s2, w[0], NULL), WCACHE_EBUSY);
@@ -778,8 +785,8 @@ START_TEST(test_watchset_threads)
     for (int t = 0; t < 2; t++) {
         ws_consumer *c = &cs[t];
         ck_assert_ok(wcache_watchset_create(C, &c->s));
-        wcache_watch_opts o = {.size = sizeof o, .prefix = "/s/", .prefix_len = 3,
-                               .queue_size = 1024};
+        wcache_watch_opts o = {
+            .size = sizeof o, .prefix = "/s/", .prefix_len = 3, .queue_size = 1024};
         for (int k = 0; k < 2; k++) { /* the fan of /s/, shared by all four */
             wcache_watch *w;
             ck_assert_ok(wcache_watch_open(C, &o, &w));
@@ -835,8 +842,8 @@ END_TEST
 START_TEST(test_watch_bookmarks)
 {
     put("/a/1", "v", 1);
-    wcache_watch_opts o = {.size = sizeof o, .prefix = "/a/", .prefix_len = 3,
-                           .bookmark_interval_ms = 1000};
+    wcache_watch_opts o = {
+        .size = sizeof o, .prefix = "/a/", .prefix_len = 3, .bookmark_interval_ms = 1000};
     wcache_watch *w;
     ck_assert_ok(wcache_watch_open(C, &o, &w));
     wcache_watch_event evs[4];
