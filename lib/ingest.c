@@ -455,8 +455,11 @@ static void ahead_head(wcache_cache *c, const wcache_change *x, uint64_t hv)
     if (!change_key_ok(c, x))
         return;
     wci_key *k = find(c, x->key, x->key_len, hv);
-    if (k)
+    if (k) {
         __builtin_prefetch(atomic_load_explicit(&k->head, memory_order_relaxed));
+        if (k->lslot) /* the leaf slot linking stores the new version in */
+            __builtin_prefetch(k->lslot, 1);
+    }
 }
 
 /* Everything a single call checks, without reporting; last: the revision
