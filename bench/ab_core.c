@@ -11,7 +11,8 @@
  *   wcache_ingest_changes of 64, each chunk applied to A then B.  PHASES
  *   (default "ugl") then measures, ROUNDS times each, alternating which
  *   library goes first: u(pdate) ns/event (the timed chunks above),
- *   g(et) ns per wcache_view_get of 200,000 random keys with one view held,
+ *   g(et) ns per wcache_view_get of 200,000 random keys with one view held
+ *   (and per key of wcache_view_get_many, 64 keys a call),
  *   l(ist) ns/item of a LIST of everything and of the prefix /registry/pods/
  *   at the latest revision and at one 5,000 revisions back.
  *   Times are the thread's CPU time (time spent descheduled does not count;
@@ -38,6 +39,8 @@ typedef struct lib {
     wcache_code (*vcreate)(wcache_cache *, wcache_view **);
     wcache_code (*vbegin)(wcache_view *, int64_t);
     wcache_code (*vget)(wcache_view *, const void *, size_t, wcache_kv *);
+    wcache_code (*vget_many)(wcache_view *, const void *const *, const size_t *, size_t,
+                             wcache_kv *, wcache_code *);
     wcache_code (*vlist)(wcache_view *, const wcache_list_opts *, wcache_kv *, size_t,
                          wcache_list_result *);
     int64_t (*rev)(const wcache_cache *);
@@ -82,6 +85,7 @@ static void load(lib *L, const char *path)
     SYM(vcreate, "wcache_view_create");
     SYM(vbegin, "wcache_view_begin");
     SYM(vget, "wcache_view_get");
+    SYM(vget_many, "wcache_view_get_many");
     SYM(vlist, "wcache_view_list");
     SYM(rev, "wcache_cache_revision");
     /* as bench_core: the last 10,000 revisions kept, no age bound */
@@ -237,6 +241,25 @@ int main(int argc, char **argv)
                     fail("GET read no bytes");
             }
         report("get ns", res, rounds, "ns");
+        for (int q = 0; q < rounds; q++) /* wcache_view_get_many, 64 keys a call */
+            for (int l0 = 0; l0 < 2; l0++) {
+                int l = (q & 1) ? 1 - l0 : l0;
+                double t = now();
+                uint64_t sum = 0;
+                for (int i = 0; i + 64 <= 200000; i += 64) {
+                    wcache_kv kv[64];
+                    wcache_code codes[64];
+                    if (L[l].vget_many(v[l], (const void *const *)(kp + i), kl + i, 64, kv,
+                                       codes))
+                        fail("wcache_view_get_many");
+                    for (int j = 0; j < 64; j++)
+                        sum += codes[j] == WCACHE_OK ? kv[j].value_len : 0;
+                }
+                res[l][q] = (now() - t) * 1e9 / (200000 / 64 * 64);
+                if (!sum)
+                    fail("get_many read no bytes");
+            }
+        report("get_many ns", res, rounds, "ns");
     }
     if (strchr(what, 'l')) {
         for (int old = 0; old < 2; old++) {
