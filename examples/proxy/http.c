@@ -221,10 +221,14 @@ static int metrics(struct MHD_Connection *c)
                "wcache_proxy_etcd_synced{resource=\"%s\"} %d\n"
                "wcache_proxy_etcd_lists_total{resource=\"%s\"} %llu\n"
                "wcache_proxy_etcd_reconnects_total{resource=\"%s\"} %llu\n"
-               "wcache_proxy_etcd_events_total{resource=\"%s\"} %llu\n",
+               "wcache_proxy_etcd_events_total{resource=\"%s\"} %llu\n"
+               "wcache_proxy_etcd_consistent_reads_total{resource=\"%s\"} %llu\n"
+               "wcache_proxy_etcd_revision_probes_total{resource=\"%s\"} %llu\n",
                G.res[i].name, es.synced, G.res[i].name, (unsigned long long)es.lists,
                G.res[i].name, (unsigned long long)es.reconnects, G.res[i].name,
-               (unsigned long long)es.events);
+               (unsigned long long)es.events, G.res[i].name,
+               (unsigned long long)es.revision_reads, G.res[i].name,
+               (unsigned long long)es.revision_probes);
     }
     pb_str(&b, "# HELP wcache_proxy_requests_total Requests by verb and HTTP code.\n"
                "# TYPE wcache_proxy_requests_total counter\n");
