@@ -113,6 +113,10 @@ eq "DELETED carries the deletion's revision" "$DEL_RV" "$(curl -s "$U/pods" | py
 curl -s "http://$P/metrics" >"$T/m"
 check "/metrics: request counters and latency histogram" grep -q '^wcache_proxy_request_duration_seconds_bucket{verb="list",le="+Inf"}' "$T/m"
 check "/metrics: 410 counted" grep -q 'wcache_proxy_requests_total{verb="list",code="410"}' "$T/m"
+check "/metrics: consistent reads and the etcd ranges they shared, at most one each" awk '
+    /^wcache_proxy_etcd_consistent_reads_total\{resource="pods"\}/ {r = $2}
+    /^wcache_proxy_etcd_revision_probes_total\{resource="pods"\}/ {p = $2}
+    END {exit !(r > 0 && p >= 1 && p <= r)}' "$T/m"
 
 # 429 + Retry-After until synced: a proxy whose etcd is not there
 stop_proxy
