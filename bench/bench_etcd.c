@@ -13,6 +13,10 @@
  *                                    follows; the rate etcd accepted and
  *                                    the rate the cache applied, and how far
  *                                    behind the cache ended
+ *   bench_etcd currev EP N [T]       T (16) threads, and 1, 2, 4 ... below it,
+ *                                    each asking N times for etcd's current
+ *                                    revision as consistent reads do: calls/s
+ *                                    and the etcd ranges sent per call
  *
  * Output: one "name value unit" line per figure, on stdout.
  */
@@ -287,10 +291,49 @@ static int cmd_ingest(double secs, int nw)
     return b.events - a.events >= puts ? 0 : 1;
 }
 
+/* ---- current revision (consistent reads) ---- */
+
+static void *currev_thread(void *ud)
+{
+    (void)ud;
+    int64_t r;
+    for (uint64_t i = 0; i < N; i++)
+        if (wcache_etcd_current_revision(S, &r) != WCACHE_OK) {
+            fprintf(stderr, "bench_etcd: current revision failed\n");
+            exit(1);
+        }
+    return NULL;
+}
+
+static int cmd_currev(int maxt)
+{
+    source_up(0);
+    wait_synced(600);
+    for (int t = 1; t <= maxt && t <= 256; t *= 2) {
+        pthread_t th[256];
+        wcache_etcd_stats a = {.size = sizeof a}, b = {.size = sizeof b};
+        wcache_etcd_stat(S, &a);
+        double t0 = now_s();
+        for (int i = 0; i < t; i++)
+            if (pthread_create(&th[i], NULL, currev_thread, NULL) != 0)
+                exit(1);
+        for (int i = 0; i < t; i++)
+            pthread_join(th[i], NULL);
+        double dt = now_s() - t0;
+        wcache_etcd_stat(S, &b);
+        printf("currev_calls_per_s_t%d %.0f calls/s\n", t, (double)t * (double)N / dt);
+        printf("currev_ranges_per_call_t%d %.3f ranges\n", t,
+               (double)(b.revision_probes - a.revision_probes) /
+                   (double)(b.revision_reads - a.revision_reads));
+    }
+    source_down();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: bench_etcd load|sync|ingest ENDPOINT N [...]\n");
+        fprintf(stderr, "usage: bench_etcd load|sync|ingest|currev ENDPOINT N [...]\n");
         return 2;
     }
     EP = argv[2];
@@ -304,6 +347,8 @@ int main(int argc, char **argv)
         rc = cmd_sync(argc > 4 ? (uint32_t)atoi(argv[4]) : 0);
     else if (strcmp(argv[1], "ingest") == 0 && argc > 5)
         rc = cmd_ingest(atof(argv[4]), atoi(argv[5]));
+    else if (strcmp(argv[1], "currev") == 0)
+        rc = cmd_currev(argc > 4 ? atoi(argv[4]) : 16);
     curl_global_cleanup();
     return rc;
 }
