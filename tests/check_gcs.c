@@ -196,15 +196,6 @@ static int open_sessions(void)
 /* caches, snapshots, stores                                            */
 /* ------------------------------------------------------------------ */
 
-static wcache_cache *new_cache(void)
-{
-    wcache_cache *c = NULL;
-    ck_assert_int_eq(wcache_cache_create(&c, NULL), WCACHE_OK);
-    ck_assert_int_eq(wcache_cache_set_param(c, WCACHE_P_AUTO_COMPACT, 0), WCACHE_OK);
-    ck_assert_int_eq(wcache_cache_open(c), WCACHE_OK);
-    return c;
-}
-
 /* n keys of vbytes poorly compressible bytes, revisions from *rev + 1. */
 static void fill(wcache_cache *c, int n, size_t vbytes, int64_t *rev)
 {
@@ -347,7 +338,7 @@ static int cache_size(void)
  * its snapshot takes a few. */
 static wcache_cache *filled(int n, int64_t *rev)
 {
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, n, 400, rev);
     return c;
 }
@@ -398,7 +389,7 @@ START_TEST(json_roundtrip)
 
     pull_equals(st, key, c, id);
 
-    wcache_cache *d = new_cache();
+    wcache_cache *d = tu_new_cache();
     wcache_snapshot_read_opts ro = {
         .size = sizeof ro, .expect_source_id = id, .expect_source_id_len = strlen(id)};
     ck_assert_msg(wcache_store_restore(st, NULL, d, &ro, NULL) == WCACHE_OK, "%s", errbuf);
@@ -416,7 +407,7 @@ END_TEST
 START_TEST(json_small_env)
 {
     int64_t rev = 0;
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, 20, 50, &rev);
     setenv("STORAGE_EMULATOR_HOST", EP + 7, 1);
     setenv("GOOGLE_OAUTH_ACCESS_TOKEN", TOKEN, 1);
@@ -571,7 +562,7 @@ START_TEST(streamed_restore)
     snprintf(path, sizeof path, "%s/s.pulled", TDIR);
     ck_assert_msg(wcache_store_get_file(st, "s.wcsnap", path, 1, NULL) == WCACHE_OK, "%s",
                   errbuf);
-    wcache_cache *byfile = new_cache(), *d = new_cache();
+    wcache_cache *byfile = tu_new_cache(), *d = tu_new_cache();
     ck_assert_int_eq(wcache_snapshot_restore(byfile, path, NULL, NULL), WCACHE_OK);
     ck_assert_msg(wcache_store_restore(st, "s.wcsnap", d, NULL, NULL) == WCACHE_OK, "%s",
                   errbuf);
@@ -581,7 +572,7 @@ START_TEST(streamed_restore)
 
     fault("{\"match\":\"GET /storage/v1/b/snaps/o/s.wcsnap?alt=media\",\"action\":\"truncate\","
           "\"count\":2}");
-    d = new_cache();
+    d = tu_new_cache();
     ck_assert_msg(wcache_store_restore(st, "s.wcsnap", d, NULL, NULL) == WCACHE_OK, "%s",
                   errbuf);
     same_content(c, d);
@@ -596,7 +587,7 @@ START_TEST(streamed_restore)
         "{\"match\":\"GET /storage/v1/b/snaps/o/s.wcsnap?alt=media\",\"action\":\"truncate\"}");
     char reb[512] = "";
     wcache_snapshot_read_opts ro = {.size = sizeof ro, .errbuf = reb, .errbuf_len = sizeof reb};
-    d = new_cache();
+    d = tu_new_cache();
     ck_assert_int_eq(wcache_store_restore(sr, "s.wcsnap", d, &ro, NULL), WCACHE_ECORRUPT);
     ck_assert_int_eq(replaced, 1);
     ck_assert_msg(strstr(reb, "replaced"), "%s", reb);
@@ -663,7 +654,7 @@ START_TEST(download_faults)
 
     /* A restore through a corrupted body leaves the cache untouched. */
     fault("{\"match\":\"alt=media\",\"action\":\"corrupt\"}");
-    wcache_cache *d = new_cache();
+    wcache_cache *d = tu_new_cache();
     ck_assert_int_ne(wcache_store_restore(st, "d.wcsnap", d, NULL, NULL), WCACHE_OK);
     ck_assert_int_eq(wcache_cache_revision(d), 0);
     ck_assert_int_eq(wcache_store_restore(st, "d.wcsnap", d, NULL, NULL), WCACHE_OK);
@@ -697,7 +688,7 @@ END_TEST
 START_TEST(auth_failures)
 {
     int64_t rev = 0;
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, 10, 20, &rev);
     char bad[320];
     snprintf(bad, sizeof bad, "%s/bad-token", TDIR);
@@ -765,7 +756,7 @@ END_TEST
 START_TEST(list_newest_retention)
 {
     int64_t rev = 0;
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     wcache_store_opts o;
     base_opts(&o);
     wcache_store *st = open_gs("gs://snaps/cluster", &o);
@@ -845,7 +836,7 @@ START_TEST(xml_hmac)
     ck_assert_int_eq(wcache_store_newest(st, id, strlen(id), key, sizeof key, &r), WCACHE_OK);
     ck_assert_int_eq(r, rev);
     ck_assert_int_ge(log_count("continuation-token=", " 200"), 1);
-    wcache_cache *d = new_cache();
+    wcache_cache *d = tu_new_cache();
     wcache_snapshot_read_opts ro = {
         .size = sizeof ro, .expect_source_id = id, .expect_source_id_len = strlen(id)};
     ck_assert_msg(wcache_store_restore(st, NULL, d, &ro, NULL) == WCACHE_OK, "%s", errbuf);

@@ -42,15 +42,6 @@ static void tmp_teardown(void)
     tu_rm_rf(tdir);
 }
 
-static wcache_cache *new_cache(void)
-{
-    wcache_cache *c = NULL;
-    ck_assert_int_eq(wcache_cache_create(&c, NULL), WCACHE_OK);
-    ck_assert_int_eq(wcache_cache_set_param(c, WCACHE_P_AUTO_COMPACT, 0), WCACHE_OK);
-    ck_assert_int_eq(wcache_cache_open(c), WCACHE_OK);
-    return c;
-}
-
 /* n keys with values of vbytes bytes, revisions 1..n. */
 static void fill(wcache_cache *c, int n, size_t vbytes)
 {
@@ -155,7 +146,7 @@ static int count_objects(wcache_store *st, const char *prefix)
 static void layout_cycle(wcache_store *st, int n, size_t vbytes)
 {
     const char *id = "cluster-1:/registry/";
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, n, vbytes);
     int64_t rev = wcache_cache_revision(c);
     wcache_snapshot_write_opts w = wopts(id);
@@ -182,7 +173,7 @@ static void layout_cycle(wcache_store *st, int n, size_t vbytes)
     ck_assert_uint_eq(removed, 1);
     ck_assert_int_eq(count_objects(st, NULL), 2);
 
-    wcache_cache *r = new_cache();
+    wcache_cache *r = tu_new_cache();
     wcache_snapshot_read_opts ro;
     memset(&ro, 0, sizeof ro);
     ro.size = sizeof ro;
@@ -217,7 +208,7 @@ START_TEST(file_push_pull_ls)
     snprintf(url, sizeof url, "file://%s", tdir);
     snprintf(src, sizeof src, "%s/src.wcsnap", tdir);
     snprintf(dst, sizeof dst, "%s/dst.wcsnap", tdir);
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, 50, 40);
     wcache_snapshot_write_opts w = wopts("x");
     ck_assert_int_eq(wcache_snapshot_write(c, src, &w, NULL), WCACHE_OK);
@@ -649,7 +640,7 @@ static void write_file(const char *path, size_t n, uint64_t seed)
 
 static void snap_file(const char *path, int n)
 {
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, n, 64);
     wcache_snapshot_write_opts w = wopts("snapfile");
     ck_assert_int_eq(wcache_snapshot_write(c, path, &w, NULL), WCACHE_OK);
@@ -695,10 +686,10 @@ START_TEST(s3_awscli_both_ways)
                         ">/dev/null%s",
                         a, ""),
                      0);
-    wcache_cache *r = new_cache();
+    wcache_cache *r = tu_new_cache();
     int rc = wcache_store_restore(st, "from-aws/s.wcsnap", r, NULL, NULL);
     ck_assert_msg(rc == WCACHE_OK, "restore: %s: %s", wcache_strerror(rc), errbuf);
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, 60000, 64);
     same_content(c, r, 60000);
     wcache_cache_close(c);
@@ -916,7 +907,7 @@ START_TEST(s3_damaged_object_refused)
     ck_assert_int_eq(wcache_store_put_file(st, "d.wcsnap", a, NULL), WCACHE_OK);
     ck_assert_int_eq(wcache_store_get_file(st, "d.wcsnap", b, 1, NULL), WCACHE_ECORRUPT);
     ck_assert_int_eq(access(b, F_OK), -1);
-    wcache_cache *r = new_cache();
+    wcache_cache *r = tu_new_cache();
     ck_assert_int_eq(wcache_store_restore(st, "d.wcsnap", r, NULL, NULL), WCACHE_ECORRUPT);
     ck_assert_int_eq(wcache_cache_revision(r), 0);
     /* A valid snapshot cut short, and one with its end missing only. */
@@ -984,7 +975,7 @@ START_TEST(s3_restore_streams)
     snprintf(a, sizeof a, "%s/s.wcsnap", tdir);
     snprintf(b, sizeof b, "%s/s.pulled", tdir);
     snprintf(other, sizeof other, "%s/other.wcsnap", tdir);
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, n, 300);
     wcache_snapshot_write_opts w = wopts("stream-src");
     w.block_bytes = 64 << 10; /* many blocks, so a cut lands inside the stream */
@@ -997,9 +988,9 @@ START_TEST(s3_restore_streams)
     ck_assert_int_eq(wcache_store_put_file(st, "s.wcsnap", a, NULL), WCACHE_OK);
 
     ck_assert_int_eq(wcache_store_get_file(st, "s.wcsnap", b, 1, NULL), WCACHE_OK);
-    wcache_cache *byfile = new_cache();
+    wcache_cache *byfile = tu_new_cache();
     restore_file(b, byfile);
-    wcache_cache *r = new_cache();
+    wcache_cache *r = tu_new_cache();
     wcache_snapshot_info in;
     memset(&in, 0, sizeof in);
     in.size = sizeof in;
@@ -1022,7 +1013,7 @@ START_TEST(s3_restore_streams)
     ro.errbuf = errbuf;
     ro.errbuf_len = sizeof errbuf;
     int before = atomic_load(&px.requests);
-    r = new_cache();
+    r = tu_new_cache();
     ck_assert_int_eq(wcache_store_restore(st, "s.wcsnap", r, &ro, NULL), WCACHE_EINVAL);
     ck_assert_msg(strstr(errbuf, "another-src"), "%s", errbuf);
     ck_assert_int_eq(wcache_cache_revision(r), 0);
@@ -1033,7 +1024,7 @@ START_TEST(s3_restore_streams)
     /* Cut twice: two resumes with Range from the byte reached. */
     atomic_store(&resumes, 0);
     px_set(F_TRUNCATE, 2, "GET", "/streams/s.wcsnap");
-    r = new_cache();
+    r = tu_new_cache();
     rc = wcache_store_restore(st, "s.wcsnap", r, NULL, NULL);
     ck_assert_msg(rc == WCACHE_OK, "restore through cuts: %s: %s", wcache_strerror(rc), errbuf);
     ck_assert_int_eq(atomic_load(&px.injected), 2);
@@ -1046,7 +1037,7 @@ START_TEST(s3_restore_streams)
      * honour If-Match, S3 would answer 412): never two objects mixed. */
     char bigger[400];
     snprintf(bigger, sizeof bigger, "%s/bigger.wcsnap", tdir);
-    wcache_cache *cb = new_cache();
+    wcache_cache *cb = tu_new_cache();
     fill(cb, n, 400);
     ck_assert_int_eq(wcache_snapshot_write(cb, bigger, &w, NULL), WCACHE_OK);
     wcache_store_opts d = s3opts(endpoint);
@@ -1067,7 +1058,7 @@ START_TEST(s3_restore_streams)
         ro.size = sizeof ro;
         ro.errbuf = reb;
         ro.errbuf_len = sizeof reb;
-        r = new_cache();
+        r = tu_new_cache();
         rc = wcache_store_restore(sw, "s.wcsnap", r, &ro, NULL);
         ck_assert_int_eq(swap.rc, WCACHE_OK);
         ck_assert_msg(rc == WCACHE_ECORRUPT, "replaced: %s: %s", wcache_strerror(rc), reb);
@@ -1174,7 +1165,7 @@ Suite *s3_suite(void)
 
 static void snap_file_at(const char *path, int n)
 {
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, n, 32);
     wcache_snapshot_write_opts w = wopts("oom");
     ck_assert_int_eq(wcache_snapshot_write(c, path, &w, NULL), WCACHE_OK);

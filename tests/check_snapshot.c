@@ -43,15 +43,6 @@ static void rm_tmp(void)
     tu_rm_rf(dir);
 }
 
-static wcache_cache *new_cache(void)
-{
-    wcache_cache *c = NULL;
-    ck_assert_int_eq(wcache_cache_create(&c, NULL), WCACHE_OK);
-    ck_assert_int_eq(wcache_cache_set_param(c, WCACHE_P_AUTO_COMPACT, 0), WCACHE_OK);
-    ck_assert_int_eq(wcache_cache_open(c), WCACHE_OK);
-    return c;
-}
-
 /* n pod-like keys, some updated twice and some deleted, plus binary ones. */
 static void fill(wcache_cache *c, int n, int64_t *rev)
 {
@@ -132,7 +123,7 @@ static wcache_snapshot_read_opts ropts(void)
 static void roundtrip(int n, wcache_snapshot_write_opts *o)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache(), *b = new_cache();
+    wcache_cache *a = tu_new_cache(), *b = tu_new_cache();
     fill(a, n, &rev);
     wcache_snapshot_info wi = {.size = sizeof wi}, ri = {.size = sizeof ri};
     ck_assert_msg(wcache_snapshot_write(a, path, o, &wi) == WCACHE_OK, "%s", errbuf);
@@ -169,7 +160,7 @@ END_TEST
 START_TEST(rt_big_values)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache(), *b = new_cache();
+    wcache_cache *a = tu_new_cache(), *b = tu_new_cache();
     size_t big = 300000;
     char *v = malloc(big);
     for (size_t i = 0; i < big; i++)
@@ -194,7 +185,7 @@ END_TEST
 START_TEST(rt_past_writeback_steps)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache(), *b = new_cache();
+    wcache_cache *a = tu_new_cache(), *b = tu_new_cache();
     /* 20 MiB, two steps and a half; under valgrind 10 MiB, one step. */
     const char *vg = getenv("WCACHE_VALGRIND");
     size_t each = 512 * 1024, n = vg && *vg && strcmp(vg, "0") ? 20 : 40;
@@ -232,7 +223,7 @@ END_TEST
 
 START_TEST(rt_empty)
 {
-    wcache_cache *a = new_cache(), *b = new_cache();
+    wcache_cache *a = tu_new_cache(), *b = tu_new_cache();
     wcache_snapshot_info ri = {.size = sizeof ri};
     ck_assert_int_eq(wcache_snapshot_write(a, path, NULL, NULL), WCACHE_OK);
     ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, &ri), WCACHE_OK);
@@ -243,7 +234,7 @@ START_TEST(rt_empty)
     /* Everything deleted: empty, but at a revision. */
     ck_assert_int_eq(wcache_ingest_put(a, "k", 1, "v", 1, 5), WCACHE_OK);
     ck_assert_int_eq(wcache_ingest_delete(a, "k", 1, 6), WCACHE_OK);
-    b = new_cache();
+    b = tu_new_cache();
     ck_assert_int_eq(wcache_snapshot_write(a, path, NULL, NULL), WCACHE_OK);
     ck_assert_int_eq(wcache_snapshot_restore(b, path, NULL, &ri), WCACHE_OK);
     ck_assert_int_eq(ri.revision, 6);
@@ -271,7 +262,7 @@ static int ingest_during(int st, uint64_t bytes, uint64_t objs, uint64_t total, 
 START_TEST(rt_ingest_goes_on)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache(), *b = new_cache();
+    wcache_cache *a = tu_new_cache(), *b = tu_new_cache();
     fill(a, 400, &rev);
     wcache_snapshot_write_opts o = wopts();
     o.block_bytes = 4096;
@@ -313,7 +304,7 @@ static void *feed_main(void *arg)
 START_TEST(rt_concurrent_feed)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache(), *b = new_cache();
+    wcache_cache *a = tu_new_cache(), *b = tu_new_cache();
     fill(a, 500, &rev);
     feed f = {.c = a};
     pthread_t th;
@@ -367,7 +358,7 @@ static membuf snap_bytes(wcache_cache *c, int workers)
 START_TEST(deterministic_workers)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache();
+    wcache_cache *a = tu_new_cache();
     fill(a, 600, &rev);
     membuf m0 = snap_bytes(a, 0), m3 = snap_bytes(a, 3);
     ck_assert_uint_eq(m0.n, m3.n);
@@ -385,7 +376,7 @@ END_TEST
 START_TEST(iterate_in_order)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache();
+    wcache_cache *a = tu_new_cache();
     fill(a, 300, &rev);
     ck_assert_int_eq(wcache_snapshot_write(a, path, NULL, NULL), WCACHE_OK);
     wcache_snapshot *s;
@@ -417,7 +408,7 @@ static int failing_sink(const void *buf, size_t len, void *ud)
 START_TEST(sink_errors)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache();
+    wcache_cache *a = tu_new_cache();
     fill(a, 200, &rev);
     wcache_snapshot_write_opts o = wopts();
     o.block_bytes = 4096;
@@ -487,7 +478,7 @@ static void chaos_free(void *p, void *ud)
 START_TEST(reader_out_of_memory)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache();
+    wcache_cache *a = tu_new_cache();
     fill(a, 150, &rev);
     membuf m = snap_bytes(a, 0);
     int ok = 0;
@@ -528,7 +519,7 @@ static int count_snaps(void)
 
 START_TEST(tick_policy)
 {
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     wcache_snapshot_policy p = {.size = sizeof p, .dir = dir, .keep = 2};
     p.interval_ms = 1000;
     p.every_revisions = 10;
@@ -639,7 +630,7 @@ static int restore_any(wcache_cache *b)
 /* The file at path holds exactly the state of c at rev. */
 static void assert_holds(wcache_cache *c, int64_t rev)
 {
-    wcache_cache *b = new_cache();
+    wcache_cache *b = tu_new_cache();
     ck_assert_int_eq(restore_any(b), WCACHE_OK);
     ck_assert_int_eq(wcache_cache_revision(b), rev);
     compare(c, rev, b, rev);
@@ -689,7 +680,7 @@ static void crash_at(wcache_cache *old, int64_t old_rev, wcache_cache *c, int64_
     else if (!hard)
         assert_holds(old, old_rev);
     else {
-        wcache_cache *b = new_cache();
+        wcache_cache *b = tu_new_cache();
         ck_assert_int_eq(restore_any(b), WCACHE_OK);
         int64_t r = wcache_cache_revision(b);
         ck_assert(r == old_rev || r == rev);
@@ -714,9 +705,9 @@ static void crash_at(wcache_cache *old, int64_t old_rev, wcache_cache *c, int64_
 static void crash_points(int hard, int delta)
 {
     int64_t r1 = 0, r2;
-    wcache_cache *old = new_cache();
+    wcache_cache *old = tu_new_cache();
     fill(old, 50, &r1);
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     r2 = 0;
     fill(c, 300, &r2);
     crash_base = NULL;
@@ -787,7 +778,7 @@ END_TEST
 
 START_TEST(write_errors)
 {
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     wcache_snapshot_write_opts o = wopts();
     snprintf(path, sizeof path, "%s/no/such/dir/x.wcsnap", dir);
     ck_assert_int_eq(wcache_snapshot_write(c, path, &o, NULL), WCACHE_ESYS);
@@ -813,7 +804,7 @@ static void good_setup(void)
 {
     int64_t rev = 0;
     mkdir_tmp();
-    wcache_cache *a = new_cache();
+    wcache_cache *a = tu_new_cache();
     fill(a, 120, &rev);
     good = snap_bytes(a, 0);
     wcache_cache_close(a);
@@ -889,7 +880,7 @@ static void restore_fails(const void *p, size_t n, int code)
     FILE *f = fopen(path, "wb");
     ck_assert_uint_eq(fwrite(p, 1, n, f), n);
     fclose(f);
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     wcache_snapshot_read_opts o = ropts();
     errbuf[0] = 0;
     ck_assert_int_eq(wcache_snapshot_restore(c, path, &o, NULL), code);
@@ -1021,7 +1012,7 @@ static void rehash_block(unsigned char *p, size_t off)
 /* A small file that decompresses to far more than the reader allows. */
 START_TEST(damage_bomb)
 {
-    wcache_cache *a = new_cache();
+    wcache_cache *a = tu_new_cache();
     size_t big = 3u << 20;
     char *v = calloc(1, big);
     ck_assert_int_eq(wcache_ingest_put(a, "zeros", 5, v, big, 1), WCACHE_OK);
@@ -1060,11 +1051,11 @@ END_TEST
 START_TEST(restore_refusals)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache();
+    wcache_cache *a = tu_new_cache();
     fill(a, 30, &rev);
     wcache_snapshot_write_opts w = wopts();
     ck_assert_int_eq(wcache_snapshot_write(a, path, &w, NULL), WCACHE_OK);
-    wcache_cache *b = new_cache();
+    wcache_cache *b = tu_new_cache();
     wcache_snapshot_read_opts r = ropts();
     r.expect_source_id = "etcd:cluster-2:/registry/";
     r.expect_source_id_len = strlen(r.expect_source_id);
@@ -1079,7 +1070,7 @@ START_TEST(restore_refusals)
     ck_assert_int_eq(wcache_snapshot_restore(a, path, NULL, NULL), WCACHE_ESTATE);
     ck_assert_int_eq(wcache_cache_revision(a), rev);
     snprintf(path, sizeof path, "%s/missing.wcsnap", dir);
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     ck_assert_int_eq(wcache_snapshot_restore(c, path, NULL, NULL), WCACHE_ESYS);
     wcache_cache_close(a);
     wcache_cache_close(b);
@@ -1089,7 +1080,7 @@ END_TEST
 
 START_TEST(prune_keeps_newest)
 {
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     char p[400];
     for (int i = 1; i <= 5; i++) {
         ck_assert_int_eq(wcache_ingest_put(c, "k", 1, "v", 1, i * 10), WCACHE_OK);
@@ -1209,7 +1200,7 @@ static void churn(wcache_cache *c, int round, int64_t *rev)
 static wcache_cache *make_chain(int64_t r[3], wcache_snapshot_info di[3], int workers)
 {
     int64_t rev = 0;
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, 300, &rev);
     for (int i = 0; i < 3; i++) {
         snprintf(dpath[i], sizeof dpath[i], "%s/chain-%d.wcsnap", dir, i);
@@ -1282,7 +1273,7 @@ START_TEST(delta_chain_roundtrip)
     ck_assert_uint_eq(tombs, di[1].tombstones);
     wcache_snapshot_close(s);
     for (size_t n = 1; n <= 3; n++) {
-        wcache_cache *b = new_cache();
+        wcache_cache *b = tu_new_cache();
         wcache_snapshot_info ri = {.size = sizeof ri};
         const char *v[3] = {dpath[0], dpath[1], dpath[2]};
         wcache_snapshot_read_opts o = ropts();
@@ -1304,7 +1295,7 @@ END_TEST
 START_TEST(delta_empty_and_live)
 {
     int64_t rev = 0;
-    wcache_cache *c = new_cache(), *b = new_cache();
+    wcache_cache *c = tu_new_cache(), *b = tu_new_cache();
     fill(c, 200, &rev);
     wcache_snapshot_write_opts o = wopts();
     ck_assert_int_eq(wcache_snapshot_write(c, path, &o, NULL), WCACHE_OK);
@@ -1328,7 +1319,7 @@ START_TEST(delta_empty_and_live)
     ck_assert_msg(wcache_snapshot_write(c, p1, &o, &di) == WCACHE_OK, "%s", errbuf);
     ck_assert_int_eq(di.revision, at);
     ck_assert_int_gt(wcache_cache_revision(c), at);
-    b = new_cache();
+    b = tu_new_cache();
     ck_assert_int_eq(restore_n(b, path, p1, NULL, 2), WCACHE_OK);
     compare(c, at, b, at);
     wcache_snapshot_close(base);
@@ -1341,7 +1332,7 @@ START_TEST(delta_broken_chains)
 {
     int64_t r[3];
     wcache_snapshot_info di[3];
-    wcache_cache *c = make_chain(r, di, 0), *b = new_cache();
+    wcache_cache *c = make_chain(r, di, 0), *b = tu_new_cache();
     /* A delta alone, or first. */
     wcache_snapshot_read_opts o = ropts();
     ck_assert_int_eq(wcache_snapshot_restore(b, dpath[1], &o, NULL), WCACHE_EINVAL);
@@ -1359,7 +1350,7 @@ START_TEST(delta_broken_chains)
     ck_assert_ptr_nonnull(strstr(errbuf, "not a delta"));
     untouched(b);
     /* The base rewritten: same revision, other bytes (creation time). */
-    wcache_cache *c0 = new_cache();
+    wcache_cache *c0 = tu_new_cache();
     ck_assert_int_eq(restore_n(c0, dpath[0], NULL, NULL, 1), WCACHE_OK);
     wcache_snapshot_write_opts w = wopts();
     w.created_unix_ns = FIXED_NS + 1;
@@ -1379,7 +1370,7 @@ START_TEST(delta_broken_chains)
     ck_assert_int_eq(wcache_snapshot_write(c0, dpath[0], &w, NULL), WCACHE_OK);
     ck_assert_int_eq(restore_n(b, dpath[0], dpath[1], NULL, 2), WCACHE_OK);
     wcache_cache_close(b);
-    b = new_cache();
+    b = tu_new_cache();
     FILE *f = fopen(dpath[2], "r+b");
     ck_assert_ptr_nonnull(f);
     fseek(f, (long)di[2].file_bytes / 2, SEEK_SET);
@@ -1402,7 +1393,7 @@ END_TEST
 START_TEST(delta_write_refusals)
 {
     int64_t rev = 0;
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, 50, &rev);
     wcache_snapshot_write_opts o = wopts();
     ck_assert_int_eq(wcache_snapshot_write(c, path, &o, NULL), WCACHE_OK);
@@ -1441,7 +1432,7 @@ END_TEST
 /* Prune keeps the base of a kept delta, and that base's base. */
 START_TEST(delta_prune_keeps_chains)
 {
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     char p[5][400];
     const int revs[5] = {10, 30, 20, 25, 40}; /* F, D1 on F, G, H, D2 on D1 */
     wcache_snapshot *base = NULL;
@@ -1469,7 +1460,7 @@ START_TEST(delta_prune_keeps_chains)
     ck_assert_int_eq(access(p[4], F_OK), 0);
     ck_assert_int_ne(access(p[2], F_OK), 0);
     ck_assert_int_ne(access(p[3], F_OK), 0);
-    wcache_cache *b = new_cache();
+    wcache_cache *b = tu_new_cache();
     ck_assert_int_eq(restore_n(b, p[0], p[1], p[4], 3), WCACHE_OK);
     ck_assert_int_eq(wcache_cache_revision(b), 40);
     wcache_cache_close(b);
@@ -1481,7 +1472,7 @@ END_TEST
 START_TEST(delta_old_struct_sizes)
 {
     int64_t rev = 0;
-    wcache_cache *c = new_cache();
+    wcache_cache *c = tu_new_cache();
     fill(c, 20, &rev);
     wcache_snapshot_write_opts o = wopts();
     o.size = (uint32_t)offsetof(wcache_snapshot_write_opts, base);
@@ -1529,7 +1520,7 @@ START_TEST(golden_v1_1)
     ck_assert_int_eq(wcache_snapshot_verify(s), WCACHE_OK);
     wcache_snapshot_close(s);
     wcache_snapshot_close(d);
-    wcache_cache *b = new_cache();
+    wcache_cache *b = tu_new_cache();
     ck_assert_int_eq(restore_n(b, pf, pd, NULL, 2), WCACHE_OK);
     ck_assert_int_eq(wcache_cache_revision(b), 17);
     wcache_view *v;
@@ -1553,7 +1544,7 @@ END_TEST
 START_TEST(rt_relist_meta)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache(), *b = new_cache(), *d = new_cache();
+    wcache_cache *a = tu_new_cache(), *b = tu_new_cache(), *d = tu_new_cache();
     fill(a, 100, &rev);
     wcache_snapshot_write_opts o = wopts();
     ck_assert_int_eq(wcache_snapshot_write(a, path, &o, NULL), WCACHE_OK);
@@ -1623,7 +1614,7 @@ static int slow_pass(void)
 START_TEST(stream_roundtrip)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache();
+    wcache_cache *a = tu_new_cache();
     fill(a, slow_pass() ? 250 : 700, &rev);
     membuf m = snap_bytes(a, 1); /* 4 KiB blocks: many of them */
     FILE *f = fopen(path, "wb");
@@ -1636,7 +1627,7 @@ START_TEST(stream_roundtrip)
     wcache_snapshot_close(s);
     static const unsigned steps[] = {1, 2, 3, 31, 4097, 0};
     for (size_t i = slow_pass() ? 2 : 0; i < sizeof steps / sizeof steps[0]; i++) {
-        wcache_cache *b = new_cache();
+        wcache_cache *b = tu_new_cache();
         wcache_snapshot_read_opts o = ropts();
         wcache_snapshot_info si = {.size = sizeof si};
         int rc = restore_stream(b, m.p, m.n, steps[i], &o, &si);
@@ -1669,7 +1660,7 @@ END_TEST
 START_TEST(stream_failures)
 {
     int64_t rev = 0;
-    wcache_cache *a = new_cache(), *b = new_cache();
+    wcache_cache *a = tu_new_cache(), *b = tu_new_cache();
     fill(a, slow_pass() ? 100 : 300, &rev);
     membuf m = snap_bytes(a, 0);
     wcache_snapshot_read_opts o = ropts();

@@ -228,6 +228,16 @@ static inline void tu_expect_meta(wcache_cache *c, int64_t rev, const char *key,
 
 #define TU_NS_PER_S INT64_C(1000000000)
 
+/* An open cache that compacts only when asked (a snapshot's revisions stay). */
+static inline wcache_cache *tu_new_cache(void)
+{
+    wcache_cache *c = NULL;
+    ck_assert_int_eq(wcache_cache_create(&c, NULL), WCACHE_OK);
+    ck_assert_int_eq(wcache_cache_set_param(c, WCACHE_P_AUTO_COMPACT, 0), WCACHE_OK);
+    ck_assert_int_eq(wcache_cache_open(c), WCACHE_OK);
+    return c;
+}
+
 /* ---- tu_http.c: stand-ins for HTTP peers, temporary directories, waits ---- */
 
 /* A loopback HTTP server: a thread a connection, each handed to serve,
