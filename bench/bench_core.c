@@ -559,7 +559,8 @@ int main(int argc, char **argv)
         int64_t old = wcache_cache_revision(c) - RETAIN / 2;
         metric("list_latest", best_list(c, WCACHE_REV_LATEST, items, n_objects + 1, secs),
                "ns/item");
-        if (old >= wcache_cache_compacted_revision(c))
+        /* ... and holds every key only once the load is past it */
+        if (old >= wcache_cache_compacted_revision(c) && old >= (int64_t)n_objects)
             metric("list_old_rev", best_list(c, old, items, n_objects + 1, secs), "ns/item");
     }
     free(items);
