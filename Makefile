@@ -9,8 +9,8 @@
 #   make check-style      clang-format --dry-run -Werror
 #   make check-proxy      tests/proxy/test-*.sh (wcache-proxy with kubectl, curl, etcd)
 #   make serve            run wcache-proxy over a throw-away etcd until ^C
-#   make bench            bench/run.sh, s3.sh, etcd.sh, watch.sh (examples/go and examples/rust: make bench
-#                         there for the binding overhead, vs bench/bench_bindings.c)
+#   make bench            bench/run.sh, s3.sh, proxy.sh, snapshot.sh, watch.sh, etcd.sh, bindings.sh
+#                         (Go and Rust bindings against C per call, a sweep of N)
 #   make examples         C examples, plus Go / Rust when present
 #   make install / uninstall   PREFIX=/usr/local DESTDIR=
 #   make clean
@@ -508,6 +508,7 @@ bench: all
 	@if [ -x bench/snapshot.sh ]; then bench/snapshot.sh; fi
 	@if [ -x bench/watch.sh ]; then bench/watch.sh; fi
 	@if [ -x bench/etcd.sh ]; then bench/etcd.sh; fi
+	@if [ -x bench/bindings.sh ]; then bench/bindings.sh; fi
 
 # --- install -------------------------------------------------------------------------
 # Directories under the prefix are written relative to ${prefix} in the .pc

@@ -1,44 +1,133 @@
 #!/usr/bin/env bash
 # bindings.sh - the per-call cost of GET and LIST through the Go and Rust
-# bindings against C, on one workload (bench/bench_bindings.c says which),
-# in process CPU time per call, best of 3 runs each.  Prints a table with
-# the ratio of each binding to C.
+# bindings against C, in process CPU time per call, best of 3 runs each:
+# the "hot" workload (10k keys of 256 B, all in cache: the pure overhead),
+# then ~1 KiB podgen pods at each N of a sweep (bench/bench_bindings.c
+# says how).  Prints a table with the ratio of each binding to C, writes
+# the raw figures and a plot (bench/bindings.gp) under bench/results/.
 #
-#   bench/bindings.sh [SECONDS]     (seconds per run, default 1)
+#   bench/bindings.sh [SECONDS]     (seconds per run, default 0.3)
+#   bench/bindings.sh --table FILE  (re-print the table of a run's .tsv)
 #
-# Needs `make` done (lib/), go and cargo.  CPU time rather than wall time
-# because the machine may be shared: other processes' load stays out.
+# Environment:
+#   BENCH_BIND_NS  sizes of the pods sweep, ascending (default
+#                  "10000 100000 1000000"; "" for the hot workload only)
+#   BENCH_OUT      results directory (default bench/results)
+#
+# The three sides load the same pods file, written once by podgen_dump
+# (bench/build/pods-1-<max N>.txt, ~1.1 KiB per pod, kept for the next
+# run), and print a hash of what they loaded and of their request
+# stream: the run stops if the three differ.  Each side loads every pod
+# once (the cache grows from one N to the next); about 1.5 GiB of memory
+# per side at 1M, one side at a time.
+#
+# Needs `make` done (lib/), go, cargo; gnuplot for the plot.  CPU time
+# rather than wall time because the machine may be shared: other
+# processes' load stays out.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-secs=${1:-1}
-mkdir -p bench/build
-${CC:-cc} -std=c11 -O2 -Iinclude bench/bench_bindings.c -Llib -lwatchcache \
-    -Wl,-rpath,"$root/lib" -o bench/build/bench_bindings
-bench/build/bench_bindings "$secs" >bench/build/bindings-c.tsv
-make -s -C examples/go bench-cpu BENCH_SECS="$secs" >bench/build/bindings-go.tsv
-CARGO_TARGET_DIR="$root/build/rust" cargo run --offline -q --release \
-    --manifest-path examples/rust/Cargo.toml --example bench_bindings -- "$secs" \
-    >bench/build/bindings-rust.tsv
-awk -F'\t' '
-    FILENAME ~ /-c\.tsv$/ { c[$1] = $2; next }
-    FILENAME ~ /-go\.tsv$/ { g[$1] = $2; next }
-    { r[$1] = $2 }
-    END {
-        printf "%-14s %10s %10s %7s %10s %7s\n", "CPU ns/call", "C", "Go", "Go/C", "Rust", "Rust/C"
-        n = split("cgo_call get get_append get_many get_borrowed list100 list100_func get_raw_ffi get_safe_same_run", m, " ")
-        for (i = 1; i <= n; i++) {
-            k = m[i]; base = (k ~ /^get/) ? "get" : "list100"
-            if (k == "get_borrowed") base = k
-            if (k == "cgo_call" || k ~ /_ffi$|_run$/) base = "none"
-            cv = c[base]
-            printf "%-14s %10s %10s %7s %10s %7s\n", k, (k in c) ? c[k] : "", (k in g) ? g[k] : "",
-                (k in g && cv) ? sprintf("%.2f", g[k] / cv) : "", (k in r) ? r[k] : "",
-                (k in r && cv) ? sprintf("%.2f", r[k] / cv) : ""
-        }
-        print "(cgo_call: one bare cgo call, the floor of every Go call;"
-        print " get_append, get_many: Go against C get, which copies the value too;"
-        print " list100_func: Go ListFunc, no copies, against C list100;"
-        print " get_raw_ffi / get_safe_same_run: Rust, the raw extern call and the safe"
-        print " View::get alternating in one process, the noise-free overhead ratio)"
-    }' bench/build/bindings-c.tsv bench/build/bindings-go.tsv bench/build/bindings-rust.tsv
+secs=${1:-0.3}
+ns=${BENCH_BIND_NS-10000 100000 1000000}
+out=${BENCH_OUT:-bench/results}
+build=bench/build
+stamp=$(date -u +%Y-%m-%d-%H%M)
+tsv=$out/$stamp-bindings.tsv
+png=$out/$stamp-bindings.png
+mkdir -p "$build" "$out"
+
+# --- table: each binding against the C call it wraps ----------------------
+table() {
+    awk -F'\t' '
+        /^#/ { next }
+        $3 != "check" { v[$1, $2, $3] = $4; if (!($2 in seen)) { seen[$2] = 1; w[++nw] = $2 } }
+        function cell(impl, wl, m) { return ((impl, wl, m) in v) ? v[impl, wl, m] : "" }
+        function ratio(x, base) { return (x != "" && base != "") ? sprintf("%.2f", x / base) : "" }
+        END {
+            printf "%-8s %-18s %9s %9s %6s %9s %6s\n", "workload", "CPU ns/call", "C", "Go", "Go/C", "Rust", "Rust/C"
+            n = split("cgo_call get get_append get_many get_borrowed list100 list100_func get_raw_ffi get_safe_same_run", m, " ")
+            for (j = 1; j <= nw; j++) for (i = 1; i <= n; i++) {
+                k = m[i]; wl = w[j]
+                base = (k ~ /^get/) ? "get" : "list100"
+                if (k == "get_borrowed") base = k
+                if (k == "cgo_call" || k ~ /_ffi$|_run$/) base = "none"
+                cb = cell("c", wl, base); c = cell("c", wl, k); g = cell("go", wl, k); r = cell("rust", wl, k)
+                if (c == "" && g == "" && r == "") continue
+                printf "%-8s %-18s %9s %9s %6s %9s %6s\n", wl, k, c, g, ratio(g, cb), r, ratio(r, cb)
+            }
+            for (j = 1; j <= nw; j++) {
+                s = cell("rust", w[j], "get_safe_same_run"); f = cell("rust", w[j], "get_raw_ffi")
+                if (s != "" && f != "") printf "%-8s Rust View::get / raw extern call, same process: %s\n", w[j], ratio(s, f)
+            }
+            print "(cgo_call: one bare cgo call, the floor of every Go call;"
+            print " get: C copies the value out; Go Get copies into a new slice;"
+            print " get_append, get_many: Go into a reused buffer, against C get;"
+            print " list100_func: Go ListFunc, no copies, against C list100;"
+            print " get_raw_ffi / get_safe_same_run: Rust, the raw extern call and the safe"
+            print " View::get alternating in one process, the noise-free overhead ratio)"
+        }' "$1"
+}
+if [ "${1:-}" = --table ]; then
+    table "$2"
+    exit 0
+fi
+
+${CC:-cc} -std=c11 -O2 -Wall -Wextra -Iinclude bench/bench_bindings.c -Llib -lwatchcache \
+    -Wl,-rpath,"$root/lib" -o "$build/bench_bindings"
+pods=
+if [ -n "$ns" ]; then
+    max=$(printf '%s\n' $ns | sort -n | tail -n 1)
+    pods=$root/$build/pods-1-$max.txt
+    if [ ! -s "$pods" ]; then
+        ${CC:-cc} -std=c11 -O2 -Wall -Wextra -o "$build/podgen_dump" bench/podgen_dump.c
+        echo "bindings.sh: writing $pods ..." >&2
+        "$build/podgen_dump" 1 "$max" 1 >"$pods.tmp"
+        mv "$pods.tmp" "$pods"
+    fi
+fi
+
+{
+    echo "# watchcache binding benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "# machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); $(uname -sr)"
+    echo "# commit: $(git describe --always --dirty 2>/dev/null || echo unknown); $(go version | cut -d' ' -f3), $(rustc --version | cut -d' ' -f1-2), $(${CC:-cc} --version | head -n 1)"
+    echo "# command: bench/bindings.sh $secs; pods N: ${ns:-none}; CPU ns per call, best of 3 runs of ${secs} s"
+} >"$tsv"
+side() { # impl command...
+    local impl=$1
+    shift
+    echo "# $impl start $(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$tsv"
+    echo "bindings.sh: $impl ..." >&2
+    "$@" | sed "s/^/$impl\t/" >>"$tsv"
+}
+# shellcheck disable=SC2086 # $ns is a list of sizes
+side c "$build/bench_bindings" "$secs" $pods $ns
+side go make -s -C examples/go bench-cpu BENCH_SECS="$secs" BENCH_PODS="$pods" BENCH_NS="$ns"
+# shellcheck disable=SC2086
+side rust env CARGO_TARGET_DIR="$root/build/rust" cargo run --offline -q --release \
+    --manifest-path examples/rust/Cargo.toml --example bench_bindings -- "$secs" $pods $ns
+echo "# end $(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$tsv"
+
+# The three sides must have measured the same bytes and the same keys.
+if ! awk -F'\t' '$3 == "check" { if (($2 in h) && h[$2] != $4) bad = bad " " $2; h[$2] = $4; n[$2]++ }
+        END { for (w in n) if (n[w] != 3) bad = bad " " w; exit bad != "" }' "$tsv"; then
+    echo "bindings.sh: the sides loaded different data or streams (check lines in $tsv)" >&2
+    exit 1
+fi
+
+table "$tsv" | tee "$out/$stamp-bindings-table.txt"
+
+if command -v gnuplot >/dev/null && [ -n "$ns" ]; then
+    dat=$build/bindings.dat
+    # columns: N, C get, Go AppendValue, Go GetMany, Go Get, Rust get,
+    # C list100, Go ListFunc, Go List, Rust list100, cgo_call (hot)
+    awk -F'\t' '/^#/ { next }
+        $3 == "cgo_call" { cgo = $4 }
+        $2 != "hot" && $3 != "check" { v[$1, $3, $2] = $4; if (!($2 in seen)) { seen[$2] = 1; n[++nn] = $2 } }
+        END { split("c get go get_append go get_many go get rust get c list100 go list100_func go list100 rust list100", m, " ")
+              for (j = 1; j <= nn; j++) { printf "%s", n[j]
+                  for (i = 1; i < 19; i += 2) { k = m[i] SUBSEP m[i + 1] SUBSEP n[j]; printf " %s", (k in v) ? v[k] : "NaN" }
+                  printf " %s\n", cgo } }' "$tsv" >"$dat"
+    gnuplot -e "dat='$dat'; out='$png'; stamp='$stamp UTC'" bench/bindings.gp
+    echo "bindings.sh: plot in $png" >&2
+fi
+echo "bindings.sh: results in $tsv" >&2

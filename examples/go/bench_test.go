@@ -1,10 +1,13 @@
 package watchcache
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -168,8 +171,101 @@ func cpuMeasure(secs float64, op func(i int)) float64 {
 	return best
 }
 
+// fnv is FNV-1a 64, the check hash of bench/bench_bindings.c.
+func fnv(h uint64, b []byte) uint64 {
+	for _, c := range b {
+		h = (h ^ uint64(c)) * 0x100000001b3
+	}
+	return h
+}
+
+// streamOf returns the request stream of bench/bench_bindings.c: nq keys
+// picked with the LCG, index (x>>33)%len(keys), copied end to end into one
+// string (walked in order, so the harness's own reads stay sequential),
+// and the bytes themselves for the check hash.
+func streamOf(keys []string, nq int) ([]string, []byte) {
+	buf := make([]byte, 0, nq*64)
+	lens := make([]int, nq)
+	x := uint64(1)
+	for q := range lens {
+		x = x*6364136223846793005 + 1442695040888963407
+		k := keys[(x>>33)%uint64(len(keys))]
+		buf = append(buf, k...)
+		lens[q] = len(k)
+	}
+	all := string(buf)
+	out := make([]string, nq)
+	off := 0
+	for q, n := range lens {
+		out[q] = all[off : off+n]
+		off += n
+	}
+	return out, buf
+}
+
+// cpuRows prints the Go figures of one workload ("workload TAB metric TAB
+// CPU ns per call"): the GETs of stream and LIST pages of 100 from its keys.
+func cpuRows(t *testing.T, label string, v *View, stream []string, secs float64) {
+	n := len(stream)
+	buf := make([]byte, 0, 4096)
+	var err error
+	only := os.Getenv("WCACHE_BENCH_ONLY") // one metric, e.g. under perf
+	row := func(metric string, op func(i int)) {
+		if only != "" && metric != only {
+			return
+		}
+		fmt.Printf("%s\t%s\t%.1f\n", label, metric, cpuMeasure(secs, op))
+	}
+	row("get", func(i int) {
+		kv, err := v.Get(stream[i%n])
+		if err != nil || len(kv.Value) == 0 {
+			t.Fatal(err)
+		}
+	})
+	row("get_append", func(i int) {
+		if buf, err = v.AppendValue(buf[:0], stream[i%n]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	row("get_many", func(i int) {
+		if i%getManyBatch != 0 {
+			return
+		}
+		off := i % n
+		m := getManyBatch
+		if off+m > n {
+			m = n - off
+		}
+		v.GetMany(stream[off:off+m], func(_ int, kv *KV, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf = append(buf[:0], kv.Value...)
+		})
+	})
+	row("list100", func(i int) {
+		p, err := v.List(ListOptions{Start: stream[i%n], Limit: benchPage})
+		if err != nil || len(p.Items) == 0 {
+			t.Fatal(err)
+		}
+	})
+	row("list100_func", func(i int) {
+		m := 0
+		_, err := v.ListFunc(ListOptions{Start: stream[i%n], Limit: benchPage},
+			func(key, value []byte, kv *KV) { m += len(value) })
+		if err != nil || m == 0 {
+			t.Fatal(err)
+		}
+	})
+}
+
+// streamKeys is STREAM_KEYS of bench/bench_bindings.c.
+const streamKeys = 1 << 20
+
 // TestCPUCost prints the figures of bench/bench_bindings.c for Go, in CPU
-// time (make bench-cpu; skipped unless WCACHE_BENCH_SECS is set).
+// time (make bench-cpu; skipped unless WCACHE_BENCH_SECS is set): the hot
+// workload, then, with WCACHE_BENCH_PODS (the podgen_dump file) and
+// WCACHE_BENCH_NS (sizes, ascending), the pods workload at each size.
 func TestCPUCost(t *testing.T) {
 	s := os.Getenv("WCACHE_BENCH_SECS")
 	if s == "" {
@@ -179,7 +275,6 @@ func TestCPUCost(t *testing.T) {
 	must(t, err)
 	c, err := New(nil)
 	must(t, err)
-	defer c.Close()
 	val := make([]byte, benchValue)
 	for i := range val {
 		val[i] = byte('a' + i%26)
@@ -189,57 +284,52 @@ func TestCPUCost(t *testing.T) {
 		keys[i] = benchKey(i)
 		must(t, c.Put(keys[i], val, int64(i+1)))
 	}
-	order := make([]string, benchN)
-	x := uint64(1)
-	for i := range order {
-		x = x*6364136223846793005 + 1442695040888963407
-		order[i] = keys[(x>>33)%benchN]
-	}
 	v, err := c.View(RevLatest)
 	must(t, err)
-	defer v.Close()
-	buf := make([]byte, 0, benchValue)
-	fmt.Printf("cgo_call\t%.1f\n", cpuMeasure(secs, func(i int) {
-		if versionNumber() == 0 {
-			t.Fatal("version")
+	if only := os.Getenv("WCACHE_BENCH_ONLY"); only == "" || only == "cgo_call" {
+		fmt.Printf("hot\tcgo_call\t%.1f\n", cpuMeasure(secs, func(i int) {
+			if versionNumber() == 0 {
+				t.Fatal("version")
+			}
+		}))
+	}
+	stream, _ := streamOf(keys, benchN)
+	cpuRows(t, "hot", v, stream, secs)
+	v.Close()
+	must(t, c.Close())
+
+	path := os.Getenv("WCACHE_BENCH_PODS")
+	if path == "" {
+		return
+	}
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	rd := bufio.NewReaderSize(f, 1<<20)
+	c, err = New(nil)
+	must(t, err)
+	defer c.Close()
+	keys = keys[:0]
+	h := uint64(0xcbf29ce484222325)
+	for _, ns := range strings.Fields(os.Getenv("WCACHE_BENCH_NS")) {
+		n, err := strconv.Atoi(ns)
+		must(t, err)
+		for len(keys) < n {
+			line, err := rd.ReadSlice('\n')
+			tab := bytes.IndexByte(line, '\t')
+			if err != nil || tab < 0 {
+				t.Fatalf("%s: line %d: not key TAB value (%v)", path, len(keys)+1, err)
+			}
+			key, value := line[:tab], line[tab+1:len(line)-1]
+			h = fnv(fnv(h, key), value)
+			keys = append(keys, string(key))
+			must(t, c.Put(keys[len(keys)-1], value, int64(len(keys))))
 		}
-	}))
-	fmt.Printf("get\t%.1f\n", cpuMeasure(secs, func(i int) {
-		kv, err := v.Get(order[i%benchN])
-		if err != nil || len(kv.Value) != benchValue {
-			t.Fatal(err)
-		}
-	}))
-	fmt.Printf("get_append\t%.1f\n", cpuMeasure(secs, func(i int) {
-		if buf, err = v.AppendValue(buf[:0], order[i%benchN]); err != nil {
-			t.Fatal(err)
-		}
-	}))
-	fmt.Printf("get_many\t%.1f\n", cpuMeasure(secs, func(i int) {
-		if i%256 != 0 {
-			return
-		}
-		off := i % benchN
-		n := 256
-		if off+n > benchN {
-			n = benchN - off
-		}
-		v.GetMany(order[off:off+n], func(_ int, kv *KV, err error) {
-			buf = append(buf[:0], kv.Value...)
-		})
-	}))
-	fmt.Printf("list100\t%.1f\n", cpuMeasure(secs, func(i int) {
-		p, err := v.List(ListOptions{Start: order[i%benchN], Limit: benchPage})
-		if err != nil || len(p.Items) == 0 {
-			t.Fatal(err)
-		}
-	}))
-	fmt.Printf("list100_func\t%.1f\n", cpuMeasure(secs, func(i int) {
-		n := 0
-		_, err := v.ListFunc(ListOptions{Start: order[i%benchN], Limit: benchPage},
-			func(key, value []byte, kv *KV) { n += len(value) })
-		if err != nil || n == 0 {
-			t.Fatal(err)
-		}
-	}))
+		stream, sbytes := streamOf(keys, streamKeys)
+		fmt.Printf("%d\tcheck\t%016x\n", n, fnv(h, sbytes))
+		v, err := c.View(RevLatest)
+		must(t, err)
+		cpuRows(t, ns, v, stream, secs)
+		v.Close()
+	}
 }
