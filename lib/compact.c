@@ -3,10 +3,9 @@
  *
  * Every applied put or delete appends (revision, key, version) to a ring,
  * oldest first.  The ring is what makes compaction cheap: compacting to
- * revision P only needs the keys written at or below P, so it pops those
- * events and truncates each one's key chain below the version visible at
- * P, instead of scanning a million keys.  (The watch subsystem will replay
- * the same ring.)
+ * revision P only needs the events at or below P: it pops them and frees
+ * the version each one superseded, instead of scanning a million keys.
+ * (The watch subsystem replays the same ring.)
  *
  * Two compaction revisions exist.  The logical one (compact_rev) is what
  * reads are checked against and moves as soon as compaction is asked for.
@@ -53,14 +52,6 @@ void wci_ring_push(wcache_cache *c, int64_t rev, int64_t now, wci_key *k, wci_ve
     wci_stat_add(&c->st_history, 1);
 }
 
-static wci_ver *visible_at(wci_key *k, int64_t rev)
-{
-    wci_ver *w = atomic_load_explicit(&k->head, memory_order_relaxed);
-    while (w && w->mod_rev > rev)
-        w = atomic_load_explicit(&w->next, memory_order_relaxed);
-    return w;
-}
-
 static void free_chain(wcache_cache *c, wci_ver *v)
 {
     while (v) {
@@ -79,38 +70,34 @@ static void remove_key(wcache_cache *c, wci_key *k)
         return;
     wci_hash_remove(&c->hash, k);
     k->flags |= WCI_KEY_REMOVED;
+    c->keys_removed++;
     wci_retire(c, k, WCI_RETIRE_KEY);
 }
 
-/* Drop what no revision >= P can see of k, given its event wrote ev. */
-static void truncate_key(wcache_cache *c, wci_key *k, wci_ver *ev, int64_t P)
+/*
+ * Compact one event at or below P.  What it superseded (the version below
+ * the one it wrote) no revision >= P can see, and nothing else frees it:
+ * each version is freed by the event that superseded it, so a pass in ring
+ * order frees every version below what P sees, and touches only the
+ * event's own version and the one below it, never the key (but for a
+ * delete).  The event's version is alive here: only its successor's event
+ * frees it, and that comes later in the ring.  The version below may be a
+ * tombstone: no reader at or above P reaches it, so it is freed at once.
+ */
+static void truncate_event(wcache_cache *c, const wci_event *e)
 {
-    if (k->flags & WCI_KEY_REMOVED)
-        return;
-    wci_ver *w = visible_at(k, P);
-    if (!w)
-        return;
-    wci_ver *below = atomic_load_explicit(&w->next, memory_order_relaxed);
-    atomic_store_explicit(&w->next, NULL, memory_order_release);
-    free_chain(c, below);
-    if (!(w->flags & WCI_VER_TOMBSTONE))
-        return;
-    wci_ver *head = atomic_load_explicit(&k->head, memory_order_relaxed);
-    if (w == head) {
-        if (w == ev)
-            remove_key(c, k);
-        return;
+    wci_ver *v = e->ver;
+    wci_ver *below = atomic_load_explicit(&v->next, memory_order_relaxed);
+    if (below) {
+        atomic_store_explicit(&v->next, NULL, memory_order_release);
+        free_chain(c, below);
     }
-    /* A tombstone under newer versions reads the same as nothing: unlink
-     * it, but readers between P and its successor may be on it. */
-    wci_ver *p = head;
-    while (atomic_load_explicit(&p->next, memory_order_relaxed) != w)
-        p = atomic_load_explicit(&p->next, memory_order_relaxed);
-    if (wci_retire_reserve(c, 1) != 0)
+    if (!(v->flags & WCI_VER_TOMBSTONE))
         return;
-    atomic_store_explicit(&p->next, NULL, memory_order_release);
-    wci_stat_add(&c->st_versions, -1);
-    wci_retire(c, w, WCI_RETIRE_VER);
+    wci_key *k = e->key; /* a delete that is still the key's last word ends it */
+    if (!(k->flags & WCI_KEY_REMOVED) &&
+        atomic_load_explicit(&k->head, memory_order_relaxed) == v)
+        remove_key(c, k);
 }
 
 /* Keys left empty by a failed batch hold nothing; drop them. */
@@ -128,29 +115,25 @@ static void drop_zombies(wcache_cache *c)
     c->nzombies = keep;
 }
 
-/* Truncating a key usually waits on three misses in a row: the key, its
- * newest version, and the version below it, which is freed.  Events a few
- * positions ahead go through the same steps as prefetches.  Keys in the
- * ring are alive for the whole pass (removed ones are only retired), and
- * so is a head and what it links to; an event's own version may not be
- * (a later event of the same key may have truncated it), so it is never
- * loaded. */
-#define AHEAD_KEY 24 /* truncating one key is quick: the look-ahead is long */
-#define AHEAD_HEAD 16
-#define AHEAD_NEXT 8
+/* Compacting an event waits on two misses in a row: its version, and the
+ * version below it, which is freed.  Events a few positions ahead go
+ * through the same steps as prefetches; both versions are alive until
+ * their event is compacted (see truncate_event). */
+#define AHEAD_VER 16 /* compacting one event is quick: the look-ahead is long */
+#define AHEAD_BELOW 8
 
 static void ahead(const wci_ring *r, int64_t P)
 {
     uint64_t h = r->head;
     const wci_event *e;
-    if (h + AHEAD_KEY < r->tail && (e = &r->ev[(h + AHEAD_KEY) & r->mask])->rev <= P)
-        __builtin_prefetch(e->key);
-    if (h + AHEAD_HEAD < r->tail && (e = &r->ev[(h + AHEAD_HEAD) & r->mask])->rev <= P)
-        __builtin_prefetch(atomic_load_explicit(&e->key->head, memory_order_relaxed));
-    if (h + AHEAD_NEXT < r->tail && (e = &r->ev[(h + AHEAD_NEXT) & r->mask])->rev <= P) {
-        wci_ver *w = atomic_load_explicit(&e->key->head, memory_order_relaxed);
-        if (w)
-            __builtin_prefetch(atomic_load_explicit(&w->next, memory_order_relaxed));
+    if (h + AHEAD_VER < r->tail && (e = &r->ev[(h + AHEAD_VER) & r->mask])->rev <= P)
+        __builtin_prefetch(e->ver);
+    if (h + AHEAD_BELOW < r->tail && (e = &r->ev[(h + AHEAD_BELOW) & r->mask])->rev <= P) {
+        wci_ver *b = atomic_load_explicit(&e->ver->next, memory_order_relaxed);
+        if (b)
+            __builtin_prefetch(b, 1);
+        if (e->ver->flags & WCI_VER_TOMBSTONE)
+            __builtin_prefetch(e->key);
     }
 }
 
@@ -166,7 +149,7 @@ void wci_compact_phys(wcache_cache *c)
     while (r->head < r->tail && r->ev[r->head & r->mask].rev <= P) {
         wci_event *e = &r->ev[r->head & r->mask];
         ahead(r, P);
-        truncate_key(c, e->key, e->ver, P);
+        truncate_event(c, e);
         r->head++;
         n++;
     }

@@ -450,16 +450,17 @@ static void ahead_key(const wcache_cache *c, const wcache_change *x, uint64_t hv
     wci_hash_prefetch(t, hv);
 }
 
-static void ahead_head(wcache_cache *c, const wcache_change *x, uint64_t hv)
+static wci_key *ahead_head(wcache_cache *c, const wcache_change *x, uint64_t hv)
 {
     if (!change_key_ok(c, x))
-        return;
+        return NULL;
     wci_key *k = find(c, x->key, x->key_len, hv);
     if (k) {
         __builtin_prefetch(atomic_load_explicit(&k->head, memory_order_relaxed));
         if (k->lslot) /* the leaf slot linking stores the new version in */
             __builtin_prefetch(k->lslot, 1);
     }
+    return k;
 }
 
 /* Everything a single call checks, without reporting; last: the revision
@@ -503,6 +504,13 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
     if (!ch && n)
         return wci_err(c, WCACHE_EINVAL, "NULL changes");
     uint64_t hv[AHEAD_RING] = {0};
+    /* The key the look-ahead found for a change, and c->keys_removed then:
+     * still the change's key when it is applied unless a compaction
+     * removed a key meanwhile (it may have been this one, and freed).  A
+     * key the look-ahead did not find may be created by a change in
+     * between, so that is looked up again. */
+    wci_key *kp[AHEAD_RING] = {0};
+    uint64_t kgen[AHEAD_RING] = {0};
     for (size_t j = 0; j < n && j < AHEAD_SLOT; j++)
         ahead_slot(c, &ch[j], &hv[j % AHEAD_RING]);
     /* The revision is published once per group, not per change: its
@@ -517,17 +525,23 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
             ahead_slot(c, &ch[i + AHEAD_SLOT], &hv[(i + AHEAD_SLOT) % AHEAD_RING]);
         if (i + AHEAD_KEY < n)
             ahead_key(c, &ch[i + AHEAD_KEY], hv[(i + AHEAD_KEY) % AHEAD_RING]);
-        if (i + AHEAD_HEAD < n)
-            ahead_head(c, &ch[i + AHEAD_HEAD], hv[(i + AHEAD_HEAD) % AHEAD_RING]);
+        if (i + AHEAD_HEAD < n) {
+            size_t j = (i + AHEAD_HEAD) % AHEAD_RING;
+            kp[j] = ahead_head(c, &ch[i + AHEAD_HEAD], hv[j]);
+            kgen[j] = c->keys_removed;
+        }
         const wcache_change *x = &ch[i];
         if (!change_ok(c, x, last)) {
             rc = WCACHE_EINVAL; /* reported below, outside wmu */
             break;
         }
         uint64_t h = hv[i % AHEAD_RING];
+        wci_key *known = i >= AHEAD_HEAD && kgen[i % AHEAD_RING] == c->keys_removed
+                             ? kp[i % AHEAD_RING]
+                             : NULL;
         prep p = {0};
         if (x->type == WCACHE_CHANGE_DELETE) {
-            p.k = find(c, x->key, x->key_len, h);
+            p.k = known ? known : find(c, x->key, x->key_len, h);
             if (!live(p.k)) {
                 rc = WCACHE_ENOTFOUND;
                 break;
@@ -535,7 +549,7 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
             if ((p.v = ver_new(c, NULL, 0)) != NULL)
                 p.v->flags = WCI_VER_TOMBSTONE;
         } else if ((p.v = ver_new(c, x->value, x->value_len)) != NULL &&
-                   prep_key(c, &p, x->key, x->key_len, h) != 0) {
+                   (known ? (p.k = known, 0) : prep_key(c, &p, x->key, x->key_len, h)) != 0) {
             ver_del(c, p.v);
             p.v = NULL;
         }

@@ -202,6 +202,7 @@ struct wcache_cache {
     wci_reclaim rc;
     wci_key **zombies; /* empty keys left by a failed batch (writer) */
     size_t nzombies, capzombies;
+    uint64_t keys_removed; /* remove_key() calls (writer): see wcache_ingest_changes */
 
     /* Watchers and the history ring they replay from.  The writer holds
      * wmu for a whole commit (ring, dispatch, publication, compaction); a
