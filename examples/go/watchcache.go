@@ -450,6 +450,13 @@ type View struct {
 	keybuf []byte
 	lens   []C.size_t
 	rcs    []C.int
+	// The KV GetMany and ListFunc hand their callbacks: a local would
+	// escape (the callback is unknown) and cost an allocation per call.
+	meta KV
+	// Set while GetMany or ListFunc run their callback: a List, ListFunc
+	// or GetMany of the same view from there would overwrite (or free,
+	// when it grows them) the C items the outer call is still reading.
+	inCallback bool
 }
 
 // View pins a new view at revision rev (RevLatest: the latest).  Errors:
@@ -498,13 +505,14 @@ func (v *View) Close() {
 
 // cbytes copies n bytes of C memory into a new Go slice.  C.GoBytes does
 // the same but passes its pointer through cgo's pointer check first.
+// append rather than make+copy: growslice leaves the bytes the copy
+// overwrites uncleared, make zeroes them first (Go 1.19 elides that only
+// for make([]T, len(s)) followed by copy from that same s).
 func cbytes(p unsafe.Pointer, n C.size_t) []byte {
 	if n == 0 {
 		return []byte{}
 	}
-	b := make([]byte, int(n))
-	copy(b, unsafe.Slice((*byte)(p), int(n)))
-	return b
+	return append([]byte(nil), unsafe.Slice((*byte)(p), int(n))...)
 }
 
 func goKV(kv *C.wcache_kv) KV {
@@ -584,8 +592,14 @@ func (v *View) AppendValue(dst []byte, key string) ([]byte, error) {
 // the call over them: fn(i, kv, err) is called for keys[i] in order, with
 // kv.Value a slice of the cache's memory valid only during the call (copy
 // it to keep it) and kv.Key empty; err is ErrNotFound for a missing key.
+// kv itself is reused for every key.  fn must not call List, ListFunc or
+// GetMany on the same view (they panic: the outer call's results would be
+// overwritten); Get, AppendValue and other views are fine.
 func (v *View) GetMany(keys []string, fn func(i int, kv *KV, err error)) {
-	for len(keys) > 0 {
+	v.notInCallback()
+	v.inCallback = true
+	defer v.leaveCallback()
+	for base := 0; len(keys) > 0; {
 		n := len(keys)
 		if n > getManyBatch {
 			n = getManyBatch
@@ -608,10 +622,11 @@ func (v *View) GetMany(keys []string, fn func(i int, kv *KV, err error)) {
 		C.wcgo_get_many(cptr(unsafe.Pointer(v.v)), kb, &lens[0], C.size_t(n),
 			cptr(unsafe.Pointer(v.items)), &rcs[0])
 		items := unsafe.Slice(v.items, n)
-		var kv KV
+		kv := &v.meta
+		kv.Key = ""
 		for i := range items {
 			if rcs[i] != C.WCACHE_OK {
-				fn(i, nil, mkerr("get", C.wcache_code(rcs[i])))
+				fn(base+i, nil, mkerr("get", C.wcache_code(rcs[i])))
 				continue
 			}
 			it := &items[i]
@@ -619,19 +634,23 @@ func (v *View) GetMany(keys []string, fn func(i int, kv *KV, err error)) {
 			kv.CreateRevision = int64(it.create_revision)
 			kv.ModRevision = int64(it.mod_revision)
 			kv.Version = int64(it.version)
-			fn(i, &kv, nil)
+			fn(base+i, kv, nil)
 		}
 		keys = keys[n:]
-		fn = shift(fn, n)
+		base += n
 	}
+	v.meta = KV{} // drop the last value's reference to C memory
 }
 
 const getManyBatch = 256
 
-// shift renumbers fn's index for the next chunk of GetMany.
-func shift(fn func(int, *KV, error), by int) func(int, *KV, error) {
-	return func(i int, kv *KV, err error) { fn(i+by, kv, err) }
+func (v *View) notInCallback() {
+	if v.inCallback {
+		panic("watchcache: List, ListFunc or GetMany called from a callback of the same View")
+	}
 }
+
+func (v *View) leaveCallback() { v.inCallback = false }
 
 func (v *View) ensureItems(n int) {
 	if n > v.icap {
@@ -675,6 +694,7 @@ func (v *View) List(o ListOptions) (Page, error) {
 }
 
 func (v *View) list(o ListOptions) (int, error) {
+	v.notInCallback()
 	limit := o.Limit
 	if limit <= 0 {
 		limit = defaultLimit
@@ -703,20 +723,25 @@ func (v *View) pageMeta(p *Page) {
 
 // ListFunc reads one page like List but copies nothing: fn sees each item's
 // key and value as slices of the cache's memory, valid only during the call
-// (they must not be kept or modified).  The returned Page has no Items.
+// (they must not be kept or modified), and kv (revisions only) is reused
+// for every item.  fn must not call List, ListFunc or GetMany on the same
+// view (they panic).  The returned Page has no Items.
 func (v *View) ListFunc(o ListOptions, fn func(key, value []byte, kv *KV)) (Page, error) {
 	n, err := v.list(o)
 	if err != nil {
 		return Page{}, err
 	}
-	var meta KV
+	v.inCallback = true
+	defer v.leaveCallback()
+	meta := &v.meta
+	*meta = KV{}
 	for i := range unsafe.Slice(v.items, n) {
 		it := &unsafe.Slice(v.items, n)[i]
 		meta.CreateRevision = int64(it.create_revision)
 		meta.ModRevision = int64(it.mod_revision)
 		meta.Version = int64(it.version)
 		fn(unsafe.Slice((*byte)(it.key), int(it.key_len)),
-			unsafe.Slice((*byte)(it.value), int(it.value_len)), &meta)
+			unsafe.Slice((*byte)(it.value), int(it.value_len)), meta)
 	}
 	var p Page
 	v.pageMeta(&p)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -408,6 +409,63 @@ func TestGetManyAndListFunc(t *testing.T) {
 	must(t, err)
 	if len(got) != 10 || got[0] != "/m/0001" || !p.More || p.Continue == "" {
 		t.Fatalf("%v %+v", got, p)
+	}
+	// Neither allocates per call (their KV is the view's), and a page
+	// bigger than the last one reallocates the C items only outside a
+	// callback: a List, ListFunc or GetMany on the same view from a
+	// callback panics instead of freeing the items the outer call reads;
+	// a second view is fine inside.
+	present := make([]string, 0, 400)
+	for i := range keys {
+		if i%3 != 0 {
+			present = append(present, keys[i])
+		}
+	}
+	if n := testing.AllocsPerRun(20, func() {
+		v.GetMany(present, func(int, *KV, error) {})
+		// The whole prefix: no More, so no Continue token (a Go string)
+		_, _ = v.ListFunc(ListOptions{Prefix: "/m/", Limit: 500}, func([]byte, []byte, *KV) {})
+	}); n != 0 {
+		t.Errorf("GetMany + ListFunc: %v allocations per call", n)
+	}
+	nested := func(name string, outer func(inner func())) {
+		defer func() {
+			if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "same View") {
+				t.Errorf("%s: nested call on the same view: recovered %v", name, r)
+			}
+		}()
+		outer(func() { _, _ = v.ListFunc(ListOptions{Prefix: "/m/", Limit: 500}, func([]byte, []byte, *KV) {}) })
+	}
+	nested("GetMany", func(inner func()) {
+		v.GetMany(keys[:2], func(int, *KV, error) { inner() })
+	})
+	nested("ListFunc", func(inner func()) {
+		_, _ = v.ListFunc(ListOptions{Prefix: "/m/", Limit: 2}, func([]byte, []byte, *KV) { inner() })
+	})
+	nested("List in GetMany", func(func()) {
+		v.GetMany(keys[1:2], func(int, *KV, error) { _, _ = v.List(ListOptions{Limit: 1000}) })
+	})
+	nested("GetMany in ListFunc", func(func()) {
+		_, _ = v.ListFunc(ListOptions{Prefix: "/m/", Limit: 2}, func([]byte, []byte, *KV) {
+			v.GetMany(keys[1:2], func(int, *KV, error) {})
+		})
+	})
+	// After a panic the view is usable again.
+	if _, err := v.Get(keys[1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.List(ListOptions{Prefix: "/m/", Limit: 2}); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := c.View(RevLatest)
+	must(t, err)
+	defer v2.Close()
+	inner := 0
+	v.GetMany(keys[1:3], func(int, *KV, error) {
+		v2.GetMany(keys[1:3], func(_ int, kv *KV, err error) { inner += len(kv.Value) })
+	})
+	if inner != 4*len(keys[1]) {
+		t.Errorf("nested GetMany on another view: %d bytes", inner)
 	}
 }
 
