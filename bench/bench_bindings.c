@@ -32,6 +32,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,28 @@ static void op_get(wcache_view *v, const stream *s, size_t i)
     sink += (unsigned char)buf[i % kv.value_len];
 }
 
+/*
+ * The C GET and copy bracketed by the locked read-modify-writes a cgo call
+ * makes (Go 1.19: entersyscall's casgstatus and P status store, then
+ * exitsyscall's P status CAS and casgstatus; x86 `lock` instructions).
+ * Each is a full barrier: the core cannot start the next GET's cache
+ * misses while the previous GET's are outstanding, which plain C, with
+ * nothing between two GETs, does.  The row shows what the barriers alone
+ * cost at each N, beside the bare cgo call's cost in the hot row.
+ */
+static void op_get_fenced(wcache_view *v, const stream *s, size_t i)
+{
+    static _Atomic unsigned long word;
+    unsigned long e = atomic_load_explicit(&word, memory_order_relaxed);
+    atomic_compare_exchange_strong(&word, &e, e + 1);
+    atomic_exchange(&word, e + 2);
+    op_get(v, s, i);
+    e = e + 2;
+    atomic_compare_exchange_strong(&word, &e, e + 1);
+    e = e + 1;
+    atomic_compare_exchange_strong(&word, &e, e + 1);
+}
+
 static void op_get_borrow(wcache_view *v, const stream *s, size_t i)
 {
     wcache_kv kv;
@@ -156,6 +179,7 @@ static void run(wcache_cache *c, const stream *s, const char *label, double secs
     check(wcache_view_create(c, &v), "view create");
     check(wcache_view_begin(v, WCACHE_REV_LATEST), "view begin");
     printf("%s\tget\t%.1f\n", label, measure(v, s, op_get, secs));
+    printf("%s\tget_fenced\t%.1f\n", label, measure(v, s, op_get_fenced, secs));
     printf("%s\tget_borrowed\t%.1f\n", label, measure(v, s, op_get_borrow, secs));
     printf("%s\tlist100\t%.1f\n", label, measure(v, s, op_list, secs));
     fflush(stdout);

@@ -45,7 +45,7 @@ table() {
         function ratio(x, base) { return (x != "" && base != "") ? sprintf("%.2f", x / base) : "" }
         END {
             printf "%-8s %-18s %9s %9s %6s %9s %6s\n", "workload", "CPU ns/call", "C", "Go", "Go/C", "Rust", "Rust/C"
-            n = split("cgo_call get get_append get_many get_borrowed list100 list100_func get_raw_ffi get_safe_same_run", m, " ")
+            n = split("cgo_call get get_fenced get_append get_many get_borrowed list100 list100_func get_raw_ffi get_safe_same_run", m, " ")
             for (j = 1; j <= nw; j++) for (i = 1; i <= n; i++) {
                 k = m[i]; wl = w[j]
                 base = (k ~ /^get/) ? "get" : "list100"
@@ -61,6 +61,7 @@ table() {
             }
             print "(cgo_call: one bare cgo call, the floor of every Go call;"
             print " get: C copies the value out; Go Get copies into a new slice;"
+            print " get_fenced: C get between the four locked instructions of a cgo call;"
             print " get_append, get_many: Go into a reused buffer, against C get;"
             print " list100_func: Go ListFunc, no copies, against C list100;"
             print " get_raw_ffi / get_safe_same_run: Rust, the raw extern call and the safe"
