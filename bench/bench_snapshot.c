@@ -17,8 +17,14 @@
  *                      (the process's CPU time less the ingest thread's)
  *   *_sync_s_wW*       of the write's wall time, the fsync/rename/dir fsync
  *   ingest_wW*         events/s the ingest thread applied during the write;
- *                      ingest_cpu_*: its CPU microseconds per event (pod
- *                      generation included); ingest_lag_*: the most the
+ *                      ingest_cpu_*: its CPU microseconds per event (the
+ *                      library's put: the events are made beforehand, and
+ *                      feed_gen_us says what podgen took per event);
+ *                      ingest_cpu_cold: the feed during the first write
+ *                      with ingest (a warm-up to a null sink, whose pinned
+ *                      view makes the slab take fresh pages from the
+ *                      kernel; later writes reuse what compaction freed);
+ *                      ingest_lag_*: the most the
  *                      paced feed fell behind its schedule; ingest_kept_*:
  *                      1 when it applied >= 99% of its rate
  *   ingest_alone       the feed flat out for a second with no write beside
@@ -39,7 +45,10 @@
  * BENCH_ETCD: the endpoints of an etcd started for the run (bench/snapshot.sh
  * starts one with a large --quota-backend-bytes); its keys under
  * /registry/pods/ are replaced.  BENCH_SNAP_WRITE_ONLY=1 stops after the
- * writes (for A/B runs of the writer); BENCH_SNAP_BLOCK sets block_bytes.
+ * writes (for A/B runs of the writer); BENCH_SNAP_ONLY=paced|stream runs
+ * that one case four times (profiles, A/B runs); BENCH_SNAP_BLOCK sets
+ * block_bytes; BENCH_SNAP_RETAIN the revisions the cache keeps (default
+ * 100000: 1 s of the paced feed).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -47,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,7 +85,15 @@ static wcache_cache *open_cache(void)
 {
     wcache_cache *c;
     check(wcache_cache_create(&c, NULL), "create", NULL);
+    /* A window of revisions, not of time, so that the history is as long
+     * on a slow run as on a fast one.  Not both bounds 0: that keeps every
+     * version forever, and each event would then take fresh memory from the
+     * kernel (page faults, zeroing) as no long-running cache does. */
+    const char *rr = getenv("BENCH_SNAP_RETAIN");
     check(wcache_cache_set_param(c, WCACHE_P_RETAIN_SECONDS, 0), "param", NULL);
+    check(wcache_cache_set_param(c, WCACHE_P_RETAIN_REVISIONS,
+                                 rr && *rr ? strtoll(rr, NULL, 10) : 100000),
+          "param", NULL);
     check(wcache_cache_open(c), "open", NULL);
     return c;
 }
@@ -105,25 +123,79 @@ static int null_sink(const void *buf, size_t len, void *ud)
     return WCACHE_OK;
 }
 
+/* The feed's events, generated before any clock starts: a deployment's
+ * events arrive from a socket already made, so only the library's ingest
+ * is measured, not podgen.  FEED_EVENTS distinct random pods (about 300 MB)
+ * outlast a paced write at 100,000 events/s; a longer feed cycles through
+ * them again at later revisions. */
+#define FEED_EVENTS (1u << 18)
+
+typedef struct events {
+    char *buf;        /* key then value of each event, back to back */
+    size_t *off;      /* FEED_EVENTS + 1 offsets into buf */
+    uint32_t *klen;   /* key length of each event */
+    double gen_us;    /* podgen's CPU microseconds per event, for the record */
+} events;
+
+static double cpu_now(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Updates of random pods (generation 2).  The resourceVersion inside a pod
+ * is the event's index, not the revision the cache will give it: the cache
+ * never reads values, so that costs nothing and changes nothing. */
+static void events_make(events *e, const podgen *g, uint64_t n)
+{
+    podgen_rng r = {42};
+    size_t cap = (size_t)FEED_EVENTS * (PODGEN_KEY_MAX + PODGEN_POD_MAX), at = 0;
+    e->buf = malloc(cap);
+    e->off = malloc(((size_t)FEED_EVENTS + 1) * sizeof *e->off);
+    e->klen = malloc((size_t)FEED_EVENTS * sizeof *e->klen);
+    if (!e->buf || !e->off || !e->klen) {
+        fprintf(stderr, "bench_snapshot: out of memory for the feed's events\n");
+        exit(1);
+    }
+    double c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
+    for (uint32_t j = 0; j < FEED_EVENTS; j++) {
+        uint64_t i = podgen_next(&r) % n;
+        e->off[j] = at;
+        e->klen[j] = (uint32_t)podgen_key(g, i, e->buf + at, PODGEN_KEY_MAX);
+        at += e->klen[j];
+        at += podgen_pod(g, i, 2, (int64_t)j + 1, e->buf + at, PODGEN_POD_MAX);
+    }
+    e->off[FEED_EVENTS] = at;
+    e->gen_us = (cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0) * 1e6 / FEED_EVENTS;
+}
+
+static void events_free(events *e)
+{
+    free(e->buf);
+    free(e->off);
+    free(e->klen);
+}
+
 typedef struct feeder {
     wcache_cache *c;
-    const podgen *g;
-    uint64_t n;
+    const events *ev;
     double rate; /* events/s; 0: flat out */
     atomic_int stop, measuring;
     atomic_ullong puts;
     double max_lag; /* seconds the paced feed fell behind its schedule */
 } feeder;
 
-/* The one ingest thread: updates random pods until told to stop, flat out
- * or at f->rate events/s.  A paced feed sleeps until its next event is due
- * and then applies every event that is due, the way a source drains what
- * its socket holds after a late wakeup; its lag is how far it fell behind. */
+/* The one ingest thread: applies the pre-made events one put each, as a
+ * source does, until told to stop, flat out or at f->rate events/s.  A
+ * paced feed sleeps until its next event is due and then applies every
+ * event that is due, the way a source drains what its socket holds after a
+ * late wakeup; its lag is how far it fell behind. */
 static void *feed(void *arg)
 {
     feeder *f = arg;
-    char key[PODGEN_KEY_MAX], pod[PODGEN_POD_MAX];
-    podgen_rng r = {42};
+    const events *e = f->ev;
+    prctl(PR_SET_NAME, "feed"); /* for perf and top */
     int64_t rev = wcache_cache_revision(f->c);
     double t0 = now();
     uint64_t done = 0;
@@ -138,20 +210,13 @@ static void *feed(void *arg)
             if (atomic_load(&f->measuring) && t - due > f->max_lag)
                 f->max_lag = t - due;
         }
-        uint64_t i = podgen_next(&r) % f->n;
-        size_t kl = podgen_key(f->g, i, key, sizeof key);
-        size_t vl = podgen_pod(f->g, i, 2, rev + 1, pod, sizeof pod);
-        check(wcache_ingest_put(f->c, key, kl, pod, vl, ++rev), "put", NULL);
+        uint32_t j = (uint32_t)(done % FEED_EVENTS);
+        const char *k = e->buf + e->off[j];
+        size_t kl = e->klen[j], vl = e->off[j + 1] - e->off[j] - kl;
+        check(wcache_ingest_put(f->c, k, kl, k + kl, vl, ++rev), "put", NULL);
         atomic_store(&f->puts, ++done);
     }
     return NULL;
-}
-
-static double cpu_now(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* What one write measured. */
@@ -178,7 +243,7 @@ static int on_step(int step, uint64_t bytes, uint64_t objects, uint64_t total, v
  * when path is NULL) with W workers; ingest < 0: none, 0: a feed thread
  * flat out, > 0: a feed at that many events/s. */
 static run write_snap(wcache_cache *c, const char *path, int workers, double ingest,
-                      const podgen *g, uint64_t n, wcache_snapshot_info *in)
+                      const events *ev, wcache_snapshot_info *in)
 {
     char eb[256] = "";
     uint64_t sunk = 0;
@@ -193,7 +258,7 @@ static run write_snap(wcache_cache *c, const char *path, int workers, double ing
     double sync_at = 0;
     o.progress = on_step;
     o.userdata = &sync_at;
-    feeder f = {.c = c, .g = g, .n = n, .rate = ingest > 0 ? ingest : 0};
+    feeder f = {.c = c, .ev = ev, .rate = ingest > 0 ? ingest : 0};
     pthread_t th;
     clockid_t fcpu = CLOCK_PROCESS_CPUTIME_ID;
     if (ingest >= 0) {
@@ -255,9 +320,9 @@ static void report(const char *kind, int w, const char *tag, run r, double rate,
 
 /* The feed flat out for about a second with no write beside it: what an
  * event costs the ingest thread alone (pod generation included). */
-static void ingest_alone(wcache_cache *c, const podgen *g, uint64_t n, unsigned long long N)
+static void ingest_alone(wcache_cache *c, const events *ev, unsigned long long N)
 {
-    feeder f = {.c = c, .g = g, .n = n};
+    feeder f = {.c = c, .ev = ev};
     pthread_t th;
     clockid_t fcpu;
     pthread_create(&th, NULL, feed, &f);
@@ -463,19 +528,44 @@ int main(int argc, char **argv)
     const char *rs_env = getenv("BENCH_SNAP_RATE");
     double rate = rs_env && *rs_env ? strtod(rs_env, NULL) : 100000;
     printf("ingest_rate_target\t%llu\t%.0f\tevents/s\n", N, rate);
-    ingest_alone(c, &g, n, N);
+    events ev;
+    events_make(&ev, &g, n);
+    printf("feed_gen_us\t%llu\t%.2f\tcpu-us/event\n", N, ev.gen_us);
+    ingest_alone(c, &ev, N);
+    /* The first write with ingest beside it takes fresh memory for the
+     * versions its pinned view holds back; later ones reuse what the
+     * compaction after the previous write freed, as in a cache that writes
+     * snapshots periodically.  That first write, to a null sink, is the
+     * warm-up; its feed's cost is printed apart. */
+    run cold = write_snap(c, NULL, 2, rate, &ev, &in);
+    printf("ingest_cpu_cold\t%llu\t%.2f\tcpu-us/event\n", N, cold.ingest_us);
+    /* For profiles and A/B runs of one case: "paced" is case (a) four
+     * times, "stream" the no-worker write to a null sink (the writer's CPU
+     * per byte, no disk) four times. */
+    const char *only = getenv("BENCH_SNAP_ONLY");
+    if (only && *only) {
+        int paced = strcmp(only, "paced") == 0;
+        for (int k = 0; k < 4; k++)
+            report(paced ? "write" : "stream", paced ? 2 : 0, paced ? "_paced" : "",
+                   write_snap(c, paced ? path : NULL, paced ? 2 : 0, paced ? rate : -1, &ev, &in),
+                   paced ? rate : -1, N);
+        printf("ratio\t%llu\t%.3f\tx\n", N, (double)in.raw_bytes / (double)in.file_bytes);
+        unlink(path);
+        return 0;
+    }
     for (int w = 0; w <= 2; w += 2)
-        report("stream", w, "", write_snap(c, NULL, w, -1, &g, n, &in), -1, N);
+        report("stream", w, "", write_snap(c, NULL, w, -1, &ev, &in), -1, N);
     for (int w = 0; w <= 2; w++)
-        report("write", w, "", write_snap(c, path, w, -1, &g, n, &in), -1, N);
+        report("write", w, "", write_snap(c, path, w, -1, &ev, &in), -1, N);
     /* (a) ingest at a steady rate, as a source delivers it; (b) a feed
      * thread flat out, which takes one of the two cores for itself. */
     for (int w = 2; w >= 1; w--)
-        report("write", w, "_paced", write_snap(c, path, w, rate, &g, n, &in), rate, N);
+        report("write", w, "_paced", write_snap(c, path, w, rate, &ev, &in), rate, N);
     for (int w = 2; w >= 1; w--)
-        report("write", w, "_ingest_max", write_snap(c, path, w, 0, &g, n, &in), 0, N);
+        report("write", w, "_ingest_max", write_snap(c, path, w, 0, &ev, &in), 0, N);
     printf("kv_bytes\t%llu\t%llu\tbytes\n", N, (unsigned long long)in.kv_bytes);
     printf("ratio\t%llu\t%.2f\tx\n", N, (double)in.raw_bytes / (double)in.file_bytes);
+    events_free(&ev);
     const char *wo = getenv("BENCH_SNAP_WRITE_ONLY");
     if (wo && *wo == '1') { /* A/B runs of the writer alone */
         wcache_cache_close(c);
