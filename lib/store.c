@@ -7,9 +7,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include "store.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +86,60 @@ int wci_store_max_retries(const wcache_store *st)
     return st->o.max_retries ? st->o.max_retries : 5;
 }
 
-void wci_store_backoff(const wcache_store *st, int attempt, int64_t after_ms)
+int wci_store_halt_init(wci_store_halt *h)
+{
+    atomic_init(&h->raised, 0);
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0)
+        return WCACHE_ESYS;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int bad = pthread_cond_init(&h->cv, &ca) != 0;
+    pthread_condattr_destroy(&ca);
+    if (bad)
+        return WCACHE_ESYS;
+    if (pthread_mutex_init(&h->mu, NULL) != 0) {
+        pthread_cond_destroy(&h->cv);
+        return WCACHE_ESYS;
+    }
+    return WCACHE_OK;
+}
+
+void wci_store_halt_destroy(wci_store_halt *h)
+{
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+}
+
+void wci_store_halt_raise(wci_store_halt *h)
+{
+    pthread_mutex_lock(&h->mu);
+    atomic_store(&h->raised, 1);
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+int wci_store_halted(wci_store_halt *h)
+{
+    return h && atomic_load_explicit(&h->raised, memory_order_acquire);
+}
+
+static int halt_xferinfo(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    return wci_store_halted(ud);
+}
+
+void wci_store_halt_curl(void *curl, wci_store_halt *h)
+{
+    if (!h)
+        return;
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, halt_xferinfo);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, h);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+}
+
+int wci_store_backoff(const wcache_store *st, wci_store_halt *halt, int attempt,
+                      int64_t after_ms)
 {
     int64_t base = st->o.backoff_ms > 0 ? st->o.backoff_ms : 100;
     int64_t cap = st->o.backoff_max_ms > 0 ? st->o.backoff_max_ms : 10000;
@@ -105,9 +160,29 @@ void wci_store_backoff(const wcache_store *st, int attempt, int64_t after_ms)
     int64_t ms = (int64_t)(rand_r(&seed) % (unsigned)(lim + 1));
     if (after_ms > ms)
         ms = after_ms < cap ? after_ms : cap;
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    if (!halt) {
+        /* Nobody can stop this transfer from outside: its caller's own
+         * thread runs it. */
+        struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        return WCACHE_OK;
     }
+    struct timespec end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += (time_t)(ms / 1000);
+    end.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&halt->mu);
+    while (!atomic_load(&halt->raised) &&
+           pthread_cond_timedwait(&halt->cv, &halt->mu, &end) != ETIMEDOUT) {
+    }
+    int raised = atomic_load(&halt->raised);
+    pthread_mutex_unlock(&halt->mu);
+    return raised ? WCACHE_ESTOPPED : WCACHE_OK;
 }
 
 int wci_store_status_retryable(long status)
@@ -670,7 +745,7 @@ wcache_code wcache_store_get(wcache_store *st, const char *key, wcache_snap_sink
         return WCACHE_ENOMEM;
     wci_store_obj o;
     memset(&o, 0, sizeof o);
-    rc = full[0] ? st->ops->get(st, full, sink, sink_userdata, &o)
+    rc = full[0] ? st->ops->get(st, full, sink, sink_userdata, NULL, &o)
                  : wci_store_err(st, WCACHE_EINVAL, "store: download needs an object key");
     if (rc == WCACHE_OK)
         fill_obj(st, full, &o, obj);
@@ -824,6 +899,9 @@ typedef struct spipe {
     int done, rc; /* the get returned rc */
     int rc_read;  /* the restore was handed rc: the download failed first */
     int closed;   /* the restore stopped reading: the get must stop */
+    /* Raised with closed: the get may be in a retry's backoff, or waiting
+     * on a server, where no sink call would tell it. */
+    wci_store_halt halt;
     wcache_store *st;
     const char *key;
 } spipe;
@@ -896,7 +974,7 @@ static void *download_main(void *arg)
     spipe *q = arg;
     wci_store_obj o;
     memset(&o, 0, sizeof o);
-    int rc = q->st->ops->get(q->st, q->key, pipe_sink, q, &o);
+    int rc = q->st->ops->get(q->st, q->key, pipe_sink, q, &q->halt, &o);
     pthread_mutex_lock(&q->mu);
     q->done = 1;
     q->rc = rc;
@@ -939,6 +1017,10 @@ static int restore_stream(wcache_store *st, const char *full, wcache_cache *c,
     q.buf = wci_malloc(&st->a, PIPE_BYTES);
     if (!q.buf)
         return WCACHE_ENOMEM;
+    if (wci_store_halt_init(&q.halt) != WCACHE_OK) {
+        wci_free(&st->a, q.buf);
+        return wci_store_err(st, WCACHE_ESYS, "store: cannot set up the download's stop");
+    }
     pthread_mutex_init(&q.mu, NULL);
     pthread_cond_init(&q.cv, NULL);
     pthread_t th;
@@ -951,6 +1033,7 @@ static int restore_stream(wcache_store *st, const char *full, wcache_cache *c,
         q.closed = 1; /* a restore that failed early stops the download */
         pthread_cond_broadcast(&q.cv);
         pthread_mutex_unlock(&q.mu);
+        wci_store_halt_raise(&q.halt);
         pthread_join(th, NULL);
         if (rc != WCACHE_OK && q.rc_read) {
             rc = q.rc; /* the download's own error, worded in the store's errbuf */
@@ -963,6 +1046,7 @@ static int restore_stream(wcache_store *st, const char *full, wcache_cache *c,
     }
     pthread_cond_destroy(&q.cv);
     pthread_mutex_destroy(&q.mu);
+    wci_store_halt_destroy(&q.halt);
     wci_free(&st->a, q.buf);
     return rc;
 }

@@ -34,6 +34,8 @@ typedef struct wci_store_obj {
 typedef int (*wci_store_list_cb)(const char *key, size_t key_len, const wci_store_obj *o,
                                  void *ud);
 
+typedef struct wci_store_halt wci_store_halt; /* below */
+
 typedef struct wci_store_ops {
     const char *scheme; /* "file", "s3", "gs" */
     /* Set up st->be from st->bucket, st->base and st->o; may read the
@@ -45,9 +47,10 @@ typedef struct wci_store_ops {
     int (*up_write)(wcache_store_upload *up, const void *buf, size_t len);
     int (*up_commit)(wcache_store_upload *up, wci_store_obj *o);
     void (*up_abort)(wcache_store_upload *up);
-    /* Whole object to sink in order; resumes internally on a break. */
+    /* Whole object to sink in order; resumes internally on a break.  halt
+     * (NULL: none) stops it, backoff waits included: WCACHE_ESTOPPED. */
     int (*get)(wcache_store *st, const char *key, wcache_snap_sink_fn sink, void *ud,
-               wci_store_obj *o);
+               wci_store_halt *halt, wci_store_obj *o);
     /* Every object whose full key begins with prefix, in byte order. */
     int (*list)(wcache_store *st, const char *prefix, wci_store_list_cb cb, void *ud);
     int (*del)(wcache_store *st, const char *key); /* missing: WCACHE_OK */
@@ -100,9 +103,35 @@ int wci_store_progress(wcache_store *st, uint64_t done, uint64_t total);
 
 /* Retry policy from the options. */
 int wci_store_max_retries(const wcache_store *st);
+
+/*
+ * The stop of a transfer that runs on a thread of the store's (a
+ * restore's download, a multipart upload's parts) while another thread
+ * waits to join it.  Raising it ends a backoff wait at once and aborts a
+ * request in flight at curl's next progress call (about once a second
+ * when nothing moves), so the joiner never sits out a backoff_max_ms wait
+ * nor a server that answers slowly.
+ */
+struct wci_store_halt {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* on CLOCK_MONOTONIC, for the backoff's deadline */
+    _Atomic int raised;
+};
+
+int wci_store_halt_init(wci_store_halt *h); /* WCACHE_OK or WCACHE_ESYS */
+void wci_store_halt_destroy(wci_store_halt *h);
+void wci_store_halt_raise(wci_store_halt *h); /* any thread */
+int wci_store_halted(wci_store_halt *h);      /* NULL: never */
+/* Makes a curl easy handle's transfer abort (CURLE_ABORTED_BY_CALLBACK)
+ * once h is raised; h NULL: nothing. */
+void wci_store_halt_curl(void *curl, wci_store_halt *h);
+
 /* Wait before retry number attempt (1-based): full jitter over an
- * exponentially growing cap.  after_ms > 0 (a Retry-After) is a floor. */
-void wci_store_backoff(const wcache_store *st, int attempt, int64_t after_ms);
+ * exponentially growing cap.  after_ms > 0 (a Retry-After) is a floor.
+ * WCACHE_OK after the wait; WCACHE_ESTOPPED as soon as halt (NULL: none)
+ * is raised, before or during it. */
+int wci_store_backoff(const wcache_store *st, wci_store_halt *halt, int attempt,
+                      int64_t after_ms);
 /* 1 when an HTTP status is worth retrying (5xx, 429, 408). */
 int wci_store_status_retryable(long status);
 

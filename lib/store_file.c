@@ -181,8 +181,9 @@ static void fup_abort(wcache_store_upload *up)
 }
 
 static int fget(wcache_store *st, const char *key, wcache_snap_sink_fn sink, void *ud,
-                wci_store_obj *o)
+                wci_store_halt *halt, wci_store_obj *o)
 {
+    (void)halt; /* no retries here, and the sink's stop ends the reads */
     int rc = key_safe(st, key);
     if (rc != WCACHE_OK)
         return rc;

@@ -358,6 +358,7 @@ typedef struct gcs_req {
     int (*sink)(const void *buf, size_t len, void *ud);
     void *sink_ud;
     uint64_t from;
+    wci_store_halt *halt; /* NULL, or the stop of a transfer on our thread */
 } gcs_req;
 
 typedef struct gcs_resp {
@@ -555,6 +556,7 @@ static int perform(wcache_store *st, const gcs_req *q, gcs_resp *r)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &io);
+    wci_store_halt_curl(e, q->halt);
     r->cc = curl_easy_perform(e);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
     /* The handle keeps a pointer to the list and to the signing secret. */
@@ -669,7 +671,7 @@ static int request(wcache_store *st, const gcs_req *q, gcs_resp *r, const char *
         wci_store_log(st, WCACHE_LOG_INFO, "gcs: %s gs://%s/%.300s: %s %ld, retry %d of %d",
                       what, st->bucket, key, r->cc ? curl_easy_strerror(r->cc) : "HTTP",
                       r->status, attempt + 1, max);
-        wci_store_backoff(st, attempt + 1, r->retry_after_ms);
+        (void)wci_store_backoff(st, NULL, attempt + 1, r->retry_after_ms);
     }
 }
 
@@ -1071,7 +1073,7 @@ static int send_chunk(wcache_store_upload *up, int final, int *done)
                           st->bucket, up->key, u->base,
                           u->r.cc ? curl_easy_strerror(u->r.cc) : "HTTP", u->r.status, failures,
                           max);
-            wci_store_backoff(st, failures, u->r.retry_after_ms);
+            (void)wci_store_backoff(st, NULL, failures, u->r.retry_after_ms);
             if (final)
                 snprintf(cr, sizeof cr, "bytes */%" PRIu64, total);
             else
@@ -1203,8 +1205,15 @@ static int get_sink(const void *buf, size_t len, void *ud)
     return g->sink(buf, len, g->ud);
 }
 
+static int stopped(wcache_store *st, const char *key, uint64_t off)
+{
+    return wci_store_err(st, WCACHE_ESTOPPED,
+                         "gcs: download of gs://%s/%.300s stopped at byte %" PRIu64, st->bucket,
+                         key, off);
+}
+
 static int gcs_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, void *ud,
-                   wci_store_obj *o)
+                   wci_store_halt *halt, wci_store_obj *o)
 {
     gcs_be *be = st->be;
     char *url = obj_url(st, 0, key);
@@ -1250,9 +1259,14 @@ static int gcs_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, 
                      .range = off ? range : NULL,
                      .sink = get_sink,
                      .sink_ud = &g,
-                     .from = off};
+                     .from = off,
+                     .halt = halt};
         perform(st, &q, &r);
         wci_free(&st->a, b.p);
+        if (wci_store_halted(halt)) {
+            rc = stopped(st, key, off);
+            break;
+        }
         if (r.status / 100 == 2 && !gen[0]) {
             /* The first answer fixes the object: its generation, size and
              * checksum. */
@@ -1309,7 +1323,10 @@ static int gcs_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, 
                           " (%s %ld), resuming, retry %d of %d",
                           st->bucket, key, off, r.cc ? curl_easy_strerror(r.cc) : "HTTP",
                           r.status, failures, max);
-            wci_store_backoff(st, failures, r.retry_after_ms);
+            if (wci_store_backoff(st, halt, failures, r.retry_after_ms) != WCACHE_OK) {
+                rc = stopped(st, key, off);
+                break;
+            }
         }
         if (wci_store_progress(st, off, size)) {
             rc = wci_store_err(st, WCACHE_ESTOPPED, "gcs: download stopped by progress");

@@ -177,6 +177,7 @@ typedef struct req {
     uint64_t resume_from;
     const char *resume_etag;
     int checked, bad_resume;
+    wci_store_halt *halt; /* NULL, or the stop of a transfer on our thread */
     /* results */
     long status;
     buf reply; /* any body that is not sunk */
@@ -385,6 +386,7 @@ static CURLcode perform(wcache_store *st, CURL *curl, req *q)
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, q);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, q);
+    wci_store_halt_curl(curl, q->halt);
     if (!strcmp(q->method, "PUT")) {
         curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(curl, CURLOPT_READFUNCTION, on_read);
@@ -446,6 +448,12 @@ static int request_timeout(const req *q)
            !strcmp(r.code, "RequestTimeout");
 }
 
+static int stopped(wcache_store *st, const req *q)
+{
+    return wci_store_err(st, WCACHE_ESTOPPED, "s3: %s s3://%s/%s: stopped after %d tries",
+                         q->method, st->bucket, q->key ? q->key : "", q->tries);
+}
+
 /* Perform q with retries.  WCACHE_OK on a 2xx (or on allow_404 and a 404,
  * with q->status telling which). */
 static int do_req(wcache_store *st, CURL *curl, req *q)
@@ -454,6 +462,8 @@ static int do_req(wcache_store *st, CURL *curl, req *q)
     for (int attempt = 0;; attempt++) {
         q->tries = attempt + 1;
         CURLcode cc = perform(st, curl, q);
+        if (wci_store_halted(q->halt))
+            return stopped(st, q);
         if (cc == CURLE_OUT_OF_MEMORY)
             return WCACHE_ENOMEM;
         if (q->sink_rc != WCACHE_OK)
@@ -479,7 +489,8 @@ static int do_req(wcache_store *st, CURL *curl, req *q)
                       q->method, st->bucket, q->key ? q->key : "",
                       cc != CURLE_OK ? curl_easy_strerror(cc) : "HTTP", q->status, attempt + 1,
                       max);
-        wci_store_backoff(st, attempt + 1, q->retry_after_ms);
+        if (wci_store_backoff(st, q->halt, attempt + 1, q->retry_after_ms) != WCACHE_OK)
+            return stopped(st, q);
     }
 }
 
@@ -751,8 +762,12 @@ typedef struct s3up {
     int cap_parts;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int busy; /* parts in flight */
-    int err;  /* first failure of a part */
+    /* Raised when the upload fails or is aborted: parts in a backoff
+     * wait or a request stop at once, so the join does not wait them out. */
+    wci_store_halt halt;
+    int halt_ok; /* halt initialised */
+    int busy;    /* parts in flight */
+    int err;     /* first failure of a part */
     char errmsg[512];
 } s3up;
 
@@ -771,9 +786,9 @@ static uint64_t part_size(const wcache_store *st, int number, uint64_t total)
     return sz < MAX_PART ? sz : MAX_PART;
 }
 
-static int part_put(wcache_store *st, CURL *curl, const char *key, const char *upload_id,
-                    int number, const void *data, size_t len, char *etag_out,
-                    unsigned char *md5)
+static int part_put(wcache_store *st, CURL *curl, wci_store_halt *halt, const char *key,
+                    const char *upload_id, int number, const void *data, size_t len,
+                    char *etag_out, unsigned char *md5)
 {
     buf qs = {st, NULL, 0, 0, 0};
     char num[16];
@@ -787,6 +802,7 @@ static int part_put(wcache_store *st, CURL *curl, const char *key, const char *u
     q.body = data;
     q.body_len = len;
     q.sign_body = 1;
+    q.halt = halt;
     int rc = do_req(st, curl, &q);
     char hx[33];
     digest("md5", data, len, md5);
@@ -809,14 +825,16 @@ static void *part_main(void *arg)
     wcache_store *st = u->up->st;
     char etag[WCI_STORE_ETAG_MAX];
     unsigned char md5[16];
-    int rc = part_put(st, sl->curl, u->up->key, u->upload_id, sl->number, sl->data, sl->len,
-                      etag, md5);
+    int rc = part_put(st, sl->curl, &u->halt, u->up->key, u->upload_id, sl->number, sl->data,
+                      sl->len, etag, md5);
     pthread_mutex_lock(&u->mu);
     if (rc == WCACHE_OK) {
         memcpy(u->etags[sl->number - 1], etag, sizeof etag);
         memcpy(u->md5s[sl->number - 1], md5, 16);
     } else if (!u->err) {
         u->err = rc;
+        /* The upload is lost: the other parts stop retrying for it. */
+        wci_store_halt_raise(&u->halt);
     }
     u->busy--;
     sl->finished = 1;
@@ -982,6 +1000,8 @@ static void s3up_free(s3up *u)
         EVP_MD_CTX_free(u->whole);
     pthread_mutex_destroy(&u->mu);
     pthread_cond_destroy(&u->cv);
+    if (u->halt_ok)
+        wci_store_halt_destroy(&u->halt);
     wci_free(&st->a, u);
 }
 
@@ -994,6 +1014,11 @@ static int s3up_begin(wcache_store_upload *up)
     u->up = up;
     pthread_mutex_init(&u->mu, NULL);
     pthread_cond_init(&u->cv, NULL);
+    if (wci_store_halt_init(&u->halt) != WCACHE_OK) {
+        s3up_free(u);
+        return wci_store_err(st, WCACHE_ESYS, "s3: cannot set up the upload's stop");
+    }
+    u->halt_ok = 1;
     u->whole = EVP_MD_CTX_new();
     if (!u->whole || EVP_DigestInit_ex(u->whole, EVP_md5(), NULL) != 1) {
         s3up_free(u);
@@ -1073,6 +1098,8 @@ static void s3up_abort(wcache_store_upload *up)
     s3up *u = up->be;
     if (!u)
         return;
+    if (u->halt_ok)
+        wci_store_halt_raise(&u->halt);
     join_all(u);
     if (u->upload_id[0])
         (void)abort_mpu(up->st, u);
@@ -1211,6 +1238,8 @@ static int s3up_commit(wcache_store_upload *up, wci_store_obj *o)
         rc = put_single(st, u, etag);
     } else {
         rc = u->cur_len ? send_part(u) : WCACHE_OK;
+        if (rc != WCACHE_OK)
+            wci_store_halt_raise(&u->halt);
         join_all(u);
         if (rc == WCACHE_OK)
             rc = u->err;
@@ -1292,7 +1321,7 @@ static int is_md5_etag(const char *e)
 }
 
 static int s3_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, void *ud,
-                  wci_store_obj *o)
+                  wci_store_halt *halt, wci_store_obj *o)
 {
     s3 *s = st->be;
     get_ctx g = {st, sink, ud, EVP_MD_CTX_new(), 0, 0};
@@ -1310,6 +1339,7 @@ static int s3_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, v
         req_init(&q, st, "GET", key);
         q.sink = get_sink;
         q.sink_ud = &g;
+        q.halt = halt;
         if (g.off) {
             snprintf(range, sizeof range, "bytes=%llu-", (unsigned long long)g.off);
             q.range = range;
@@ -1320,7 +1350,10 @@ static int s3_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, v
         uint64_t before = g.off;
         CURLcode cc = perform(st, s->curl, &q);
         int retry = 0;
-        if (cc == CURLE_OUT_OF_MEMORY) {
+        if (wci_store_halted(halt)) {
+            q.tries = attempt + 1;
+            rc = stopped(st, &q);
+        } else if (cc == CURLE_OUT_OF_MEMORY) {
             rc = WCACHE_ENOMEM;
         } else if (q.sink_rc != WCACHE_OK) {
             rc = q.sink_rc;
@@ -1382,7 +1415,11 @@ static int s3_get(wcache_store *st, const char *key, wcache_snap_sink_fn sink, v
             attempt = 0;
         wci_store_log(st, WCACHE_LOG_INFO, "s3: GET s3://%s/%s broke at byte %llu; resuming",
                       st->bucket, key, (unsigned long long)g.off);
-        wci_store_backoff(st, attempt + 1, after);
+        if (wci_store_backoff(st, halt, attempt + 1, after) != WCACHE_OK) {
+            q.tries = attempt + 1;
+            rc = stopped(st, &q);
+            break;
+        }
     }
     unsigned char d[16];
     unsigned dl = 0;

@@ -1141,6 +1141,224 @@ START_TEST(s3_virtual_hosted)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------ */
+/* Tcase "halt" of suite "store": stops that must not wait out a backoff     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A fault server on loopback that stands in for S3 and GCS alike, as far
+ * as a download and a multipart upload go: the first GET is answered 200
+ * with the object's first bytes only (the connection closes early, so the
+ * client must resume), every later GET and every part PUT 503 -- and every
+ * answer carries "Retry-After: 120", which wci_store_backoff() takes as
+ * the floor of its wait (capped by backoff_max_ms, set to 120 s here).
+ * Each request is counted by kind, so a test can tell that its call
+ * returned because it was stopped (no retry was ever sent) and not
+ * because the retries ran out.
+ */
+#define HALT_WAIT_S 120
+static struct {
+    tu_srv sv;
+    const unsigned char *obj;
+    size_t len, prefix;
+    _Atomic int gets, parts, others;
+} hs;
+
+static void halt_reply(int fd, int code, const char *extra, const void *body, size_t n,
+                       size_t clen)
+{
+    char hdr[512];
+    int hl = snprintf(hdr, sizeof hdr,
+                      "HTTP/1.1 %d Test\r\nContent-Length: %zu\r\nRetry-After: %d\r\n%s"
+                      "Connection: close\r\n\r\n",
+                      code, clen, HALT_WAIT_S, extra);
+    (void)tu_send_all(fd, hdr, (size_t)hl);
+    if (n)
+        (void)tu_send_all(fd, body, n);
+}
+
+static void halt_serve(tu_srv *sv, int fd)
+{
+    (void)sv;
+    char *req = NULL;
+    if (read_request(fd, &req) <= 0)
+        return;
+    static const char busy[] = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>"
+                               "<Message>503 forever</Message></Error>";
+    if (!strncmp(req, "GET ", 4)) {
+        if (atomic_fetch_add(&hs.gets, 1) == 0) {
+            char extra[256];
+            snprintf(extra, sizeof extra,
+                     "ETag: \"halt-test\"\r\nx-goog-generation: 7\r\n"
+                     "x-goog-stored-content-length: %zu\r\n",
+                     hs.len);
+            halt_reply(fd, 200, extra, hs.obj, hs.prefix, hs.len);
+        } else {
+            halt_reply(fd, 503, "", busy, strlen(busy), strlen(busy));
+        }
+    } else if (!strncmp(req, "POST ", 5) && strstr(req, "uploads")) {
+        static const char init[] =
+            "<?xml version=\"1.0\"?><InitiateMultipartUploadResult><Bucket>snaps</Bucket>"
+            "<Key>k</Key><UploadId>halt-upload</UploadId></InitiateMultipartUploadResult>";
+        atomic_fetch_add(&hs.others, 1);
+        halt_reply(fd, 200, "", init, strlen(init), strlen(init));
+    } else if (!strncmp(req, "PUT ", 4) && strstr(req, "partNumber")) {
+        atomic_fetch_add(&hs.parts, 1);
+        halt_reply(fd, 503, "", busy, strlen(busy), strlen(busy));
+    } else {
+        atomic_fetch_add(&hs.others, 1); /* the abort's DELETE */
+        halt_reply(fd, 204, "", NULL, 0, 0);
+    }
+    free(req);
+}
+
+static unsigned char *halt_snap;
+
+static void halt_up(void)
+{
+    tmp_setup();
+    /* A snapshot several times larger than the prefix sent, whose header
+     * (in the prefix) names source "right". */
+    char path[400];
+    snprintf(path, sizeof path, "%s/halt.wcsnap", tdir);
+    wcache_cache *c = tu_new_cache();
+    fill(c, 2000, 100);
+    wcache_snapshot_write_opts w = wopts("right");
+    ck_assert_int_eq(wcache_snapshot_write(c, path, &w, NULL), WCACHE_OK);
+    wcache_cache_close(c);
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    halt_snap = malloc((size_t)n);
+    ck_assert_uint_eq(fread(halt_snap, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    memset(&hs, 0, sizeof hs);
+    hs.obj = halt_snap;
+    hs.len = (size_t)n;
+    hs.prefix = 4096;
+    ck_assert_uint_gt(hs.len, 4 * hs.prefix);
+    tu_srv_start(&hs.sv, halt_serve, NULL);
+}
+
+static void halt_down(void)
+{
+    tu_srv_stop(&hs.sv);
+    free(halt_snap);
+    halt_snap = NULL;
+    tmp_teardown();
+}
+
+static wcache_store *halt_store(const char *scheme)
+{
+    static char ep[64], tok[400];
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", hs.sv.port);
+    snprintf(tok, sizeof tok, "%s/token", tdir);
+    FILE *f = fopen(tok, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("halt-test-token\n", f);
+    fclose(f);
+    wcache_store_opts o;
+    memset(&o, 0, sizeof o);
+    o.size = sizeof o;
+    o.endpoint = ep;
+    o.style = WCACHE_STORE_STYLE_PATH;
+    o.access_key_id = "halt";
+    o.secret_access_key = "halt-secret";
+    o.region = "us-east-1";
+    o.gcs_token_file = tok;
+    o.max_retries = 100; /* ran out, they would take 100 waits of 120 s */
+    o.backoff_ms = HALT_WAIT_S * 1000;
+    o.backoff_max_ms = HALT_WAIT_S * 1000;
+    o.part_bytes = 64 * 1024;
+    o.allow_small_parts = 1;
+    o.parallel_parts = 3;
+    char url[64];
+    snprintf(url, sizeof url, "%s://snaps/halt", scheme);
+    return open_store(url, &o);
+}
+
+/*
+ * The restorer refuses the stream (a snapshot of another source) once the
+ * header is in, while the download thread has just lost its connection
+ * and waits Retry-After's 120 s before it resumes.  The restore must
+ * return the restorer's refusal at once: the first GET is the only
+ * request the server ever sees (without the stop the download would send
+ * its resume after 120 s, then 99 more), and the call is far from the
+ * 120 s wait.  Check's timeout (60 s) fails the test if the wait is
+ * sat out.
+ */
+static void restore_stopped(const char *scheme)
+{
+    wcache_store *st = halt_store(scheme);
+    wcache_cache *c = tu_new_cache();
+    char reb[512] = "";
+    wcache_snapshot_read_opts ro;
+    memset(&ro, 0, sizeof ro);
+    ro.size = sizeof ro;
+    ro.expect_source_id = "wrong";
+    ro.expect_source_id_len = 5;
+    ro.errbuf = reb;
+    ro.errbuf_len = sizeof reb;
+    int64_t t0 = tu_now_ms();
+    int rc = wcache_store_restore(st, "obj.wcsnap", c, &ro, NULL);
+    int64_t took = tu_now_ms() - t0;
+    ck_assert_msg(rc == WCACHE_EINVAL, "%s: %s: %s", scheme, wcache_strerror(rc), reb);
+    ck_assert_msg(strstr(reb, "not the expected") != NULL, "%s", reb);
+    ck_assert_int_eq(atomic_load(&hs.gets), 1);
+    ck_assert_int_eq(wcache_cache_revision(c), 0);
+    ck_assert_int_lt(took, HALT_WAIT_S * 1000 / 2);
+    wcache_cache_close(c);
+    wcache_store_close(st);
+}
+
+START_TEST(halt_restore_s3)
+{
+    restore_stopped("s3");
+}
+END_TEST
+
+START_TEST(halt_restore_gcs)
+{
+    restore_stopped("gs");
+}
+END_TEST
+
+static int parts_refused(void *ud)
+{
+    return atomic_load(&hs.parts) >= *(int *)ud;
+}
+
+/*
+ * A multipart upload whose parts are all answered 503 with Retry-After:
+ * 120, aborted while its part threads wait to retry: the abort must join
+ * them at once (one PUT each, none retried) and still send its DELETE.
+ */
+START_TEST(halt_upload_abort_s3)
+{
+    wcache_store *st = halt_store("s3");
+    wcache_store_upload *up;
+    ck_assert_int_eq(wcache_store_upload_begin(st, "big.bin", &up), WCACHE_OK);
+    static unsigned char chunk[64 * 1024];
+    memset(chunk, 'x', sizeof chunk);
+    /* Three full parts go up while the writer goes on; the fourth waits
+     * in the buffer for the commit. */
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(wcache_store_upload_sink(chunk, sizeof chunk, up), WCACHE_OK);
+    int want = 3;
+    ck_assert_msg(tu_wait_for(parts_refused, &want, 20000), "%d part PUTs",
+                  atomic_load(&hs.parts));
+    int64_t t0 = tu_now_ms();
+    wcache_store_upload_abort(up);
+    int64_t took = tu_now_ms() - t0;
+    ck_assert_int_eq(atomic_load(&hs.parts), 3);
+    ck_assert_int_eq(atomic_load(&hs.others), 2); /* initiate, abort */
+    ck_assert_int_lt(took, HALT_WAIT_S * 1000 / 2);
+    wcache_store_close(st);
+}
+END_TEST
+
 Suite *s3_suite(void)
 {
     Suite *s = suite_create("s3");
@@ -1238,6 +1456,13 @@ Suite *store_suite(void)
     tcase_add_test(t, file_push_pull_ls);
     tcase_add_test(t, file_layout_cycle);
     tcase_add_test(t, file_out_of_memory);
+    suite_add_tcase(s, t);
+    t = tcase_create("halt");
+    tcase_add_checked_fixture(t, halt_up, halt_down);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, halt_restore_s3);
+    tcase_add_test(t, halt_restore_gcs);
+    tcase_add_test(t, halt_upload_abort_s3);
     suite_add_tcase(s, t);
     return s;
 }
