@@ -241,23 +241,21 @@ static inline wcache_cache *tu_new_cache(void)
 /* ---- tu_http.c: stand-ins for HTTP peers, temporary directories, waits ---- */
 
 /* A loopback HTTP server: a thread a connection, each handed to serve,
- * which answers and returns (the server closes fd). */
-#define TU_SRV_MAX_CONNS 64
+ * which answers and returns (the server closes fd).  Connection threads
+ * are detached and counted, so a relay can carry thousands of them. */
 typedef struct tu_srv {
     int lfd, port;
     pthread_t acceptor;
-    pthread_t conns[TU_SRV_MAX_CONNS];
-    int nconns;
+    _Atomic int active; /* connection threads still running */
     _Atomic int stop;
-    pthread_mutex_t mu;
     void (*serve)(struct tu_srv *sv, int fd);
     void *ud; /* the suite's */
 } tu_srv;
 
 /* Listen on 127.0.0.1, a port of the kernel's (sv->port). */
 void tu_srv_start(tu_srv *sv, void (*serve)(tu_srv *sv, int fd), void *ud);
-/* Stop accepting, then join every connection (a serve function waiting
- * on the peer watches sv->stop). */
+/* Stop accepting, then wait (60 s at most) until every connection's
+ * serve function has returned (one waiting on the peer watches sv->stop). */
 void tu_srv_stop(tu_srv *sv);
 /* All of p, or -1. */
 int tu_send_all(int fd, const char *p, size_t n);

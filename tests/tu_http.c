@@ -104,12 +104,16 @@ static void *conn_main(void *arg)
     free(ca);
     sv->serve(sv, fd);
     close(fd);
+    atomic_fetch_sub(&sv->active, 1);
     return NULL;
 }
 
 static void *acceptor_main(void *arg)
 {
     tu_srv *sv = arg;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     while (!atomic_load(&sv->stop)) {
         struct pollfd p = {sv->lfd, POLLIN, 0};
         if (poll(&p, 1, 20) <= 0)
@@ -120,16 +124,15 @@ static void *acceptor_main(void *arg)
         conn_arg *ca = malloc(sizeof *ca);
         ca->sv = sv;
         ca->fd = fd;
-        pthread_mutex_lock(&sv->mu);
-        if (sv->nconns < TU_SRV_MAX_CONNS &&
-            pthread_create(&sv->conns[sv->nconns], NULL, conn_main, ca) == 0)
-            sv->nconns++;
-        else {
+        pthread_t th;
+        atomic_fetch_add(&sv->active, 1);
+        if (pthread_create(&th, &at, conn_main, ca) != 0) {
+            atomic_fetch_sub(&sv->active, 1);
             close(fd);
             free(ca);
         }
-        pthread_mutex_unlock(&sv->mu);
     }
+    pthread_attr_destroy(&at);
     return NULL;
 }
 
@@ -138,27 +141,30 @@ void tu_srv_start(tu_srv *sv, void (*serve)(tu_srv *sv, int fd), void *ud)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     sv->serve = serve;
     sv->ud = ud;
-    sv->nconns = 0;
+    atomic_store(&sv->active, 0);
     atomic_store(&sv->stop, 0);
     sv->lfd = socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(sv->lfd, 0);
     ck_assert_int_eq(bind(sv->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(listen(sv->lfd, 16), 0);
+    ck_assert_int_eq(listen(sv->lfd, 64), 0);
     socklen_t al = sizeof a;
     getsockname(sv->lfd, (struct sockaddr *)&a, &al);
     sv->port = ntohs(a.sin_port);
-    pthread_mutex_init(&sv->mu, NULL);
     ck_assert_int_eq(pthread_create(&sv->acceptor, NULL, acceptor_main, sv), 0);
+}
+
+static int srv_idle(void *ud)
+{
+    return atomic_load(&((tu_srv *)ud)->active) == 0;
 }
 
 void tu_srv_stop(tu_srv *sv)
 {
     atomic_store(&sv->stop, 1);
     pthread_join(sv->acceptor, NULL);
-    for (int i = 0; i < sv->nconns; i++)
-        pthread_join(sv->conns[i], NULL);
+    if (!tu_wait_for(srv_idle, sv, 60000))
+        fprintf(stderr, "tu_srv_stop: %d connections still open\n", atomic_load(&sv->active));
     close(sv->lfd);
-    pthread_mutex_destroy(&sv->mu);
 }
 
 void tu_tmpdir(char *buf, size_t cap, const char *stem)
