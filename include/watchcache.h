@@ -1132,8 +1132,8 @@ typedef struct wcache_etcd_stats {
     uint64_t progress_ignored; /* ... ignored by the #15220 guard */
     uint64_t probes;           /* compaction probes sent */
     /* Since 0.1, after probes: wcache_etcd_current_revision() calls (every
-     * consistent read), and the ranges sent for them (concurrent calls
-     * share one). */
+     * consistent read; each counted once it has its place in line for a
+     * range), and the ranges sent for them (concurrent calls share one). */
     uint64_t revision_reads;
     uint64_t revision_probes;
 } wcache_etcd_stats;

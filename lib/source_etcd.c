@@ -1794,11 +1794,14 @@ wcache_code wcache_etcd_current_revision(wcache_etcd *s, int64_t *rev)
 {
     if (!s || s->magic != WCI_ETCD_MAGIC || !rev)
         return WCACHE_EINVAL;
-    atomic_fetch_add_explicit(&s->rev_reads, 1, memory_order_relaxed);
     pthread_mutex_lock(&s->rev_mu);
     /* the first range sent from now on answers this call; a range in
      * flight now was sent before it and does not */
     uint64_t need = s->rev_sent + 1;
+    /* Counted once its place in line is fixed: a test that holds a range
+     * and sees N reads counted knows that N - 1 of them wait for the next
+     * one, without guessing how long a thread takes to get here. */
+    atomic_fetch_add_explicit(&s->rev_reads, 1, memory_order_relaxed);
     wcache_code rc = WCACHE_OK;
     for (;;) {
         if (s->rev_ok_n >= need) {
