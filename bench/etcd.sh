@@ -56,7 +56,17 @@ for n in $ns; do
         tests/peers/etcd-local start "$dir" >"$dir/env.out" 2>"$dir/start.log"
     ep=$(sed -n 's/^ETCD_ENDPOINTS=//p' "$dir/env.out")
     echo "# N=$n load before: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$tsv"
+    # bench_etcd load sizes its transactions to etcd's limits (the flags
+    # above raise them; a bare etcd refuses more than 128 puts in one) and
+    # says what etcd answered when it stops; the count is checked so that
+    # no figure below is taken on a partial load.
     "$build/bench_etcd" load "$ep" "$n" | sed "s/^/# /" >>"$tsv"
+    have=$(etcdctl --endpoints "$ep" get --prefix /registry/pods/ --limit=1 -w json |
+        sed -n 's/.*"count":\([0-9]*\).*/\1/p')
+    if [ "$have" != "$n" ]; then
+        echo "etcd.sh: etcd holds ${have:-no} pods after loading $n" >&2
+        exit 1
+    fi
     for r in $(seq "$reps"); do
         t0=$(now)
         etcdctl --endpoints "$ep" --command-timeout=600s get --prefix /registry/pods/ >/dev/null
