@@ -3,6 +3,7 @@
 #   gnuplot -e "dat='bench/build/bindings.dat'; out='x.png'; stamp='...'" bench/bindings.gp
 # dat columns: N, C get, Go AppendValue, Go GetMany (per key), Go Get,
 # Rust get, C list100, Go ListFunc, Go List, Rust list100, one bare cgo call
+# (hot), C GET loop run inside the Go process, Go AppendValue beside it
 set terminal pngcairo size 1500,520 noenhanced font ",10"
 set output out
 set multiplot layout 1,3 title "watchcache bindings: GET and LIST of ~1 KiB pods, CPU ns per call, ".stamp
@@ -27,6 +28,7 @@ unset logscale y
 set yrange [0:*]
 plot dat using 1:($3/$2) with linespoints lw 2 pt 5 lc 2 title "Go AppendValue / C", \
      "" using 1:($4/$2) with linespoints lw 2 pt 9 lc 3 title "Go GetMany / C", \
+     "" using 1:($13/$12) with linespoints lw 2 pt 4 lc 7 title "Go AppendValue / C, same process", \
      "" using 1:($6/$2) with linespoints lw 2 pt 13 lc 5 title "Rust / C", \
      2 with lines dt 2 lc rgb "red" title "Go target 2x", \
      1.1 with lines dt 3 lc rgb "dark-violet" title "Rust target 1.1x"

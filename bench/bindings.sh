@@ -50,15 +50,21 @@ table() {
         function ratio(x, base) { return (x != "" && base != "") ? sprintf("%.2f", x / base) : "" }
         END {
             printf "%-8s %-18s %9s %9s %6s %9s %6s\n", "workload", "CPU ns/call", "C", "Go", "Go/C", "Rust", "Rust/C"
-            n = split("cgo_call get get_fenced get_append get_many get_borrowed list100 list100_func get_raw_ffi get_safe_same_run", m, " ")
+            n = split("cgo_call get get_fenced get_append get_many get_borrowed list100 list100_func get_c_same_run get_append_same_run get_raw_ffi get_safe_same_run", m, " ")
             for (j = 1; j <= nw; j++) for (i = 1; i <= n; i++) {
                 k = m[i]; wl = w[j]
                 base = (k ~ /^get/) ? "get" : "list100"
                 if (k == "get_borrowed") base = k
                 if (k == "cgo_call" || k ~ /_ffi$|_run$/) base = "none"
+                if (k == "get_c_same_run") { c = cell("go", wl, k); g = ""; r = ""
+                    printf "%-8s %-18s %9s %9s %6s %9s %6s\n", wl, k, c, "", "", "", ""; continue }
                 cb = cell("c", wl, base); c = cell("c", wl, k); g = cell("go", wl, k); r = cell("rust", wl, k)
                 if (c == "" && g == "" && r == "") continue
                 printf "%-8s %-18s %9s %9s %6s %9s %6s\n", wl, k, c, g, ratio(g, cb), r, ratio(r, cb)
+            }
+            for (j = 1; j <= nw; j++) {
+                s = cell("go", w[j], "get_append_same_run"); f = cell("go", w[j], "get_c_same_run")
+                if (s != "" && f != "") printf "%-8s Go AppendValue / C GET loop, same process: %s\n", w[j], ratio(s, f)
             }
             for (j = 1; j <= nw; j++) {
                 s = cell("rust", w[j], "get_safe_same_run"); f = cell("rust", w[j], "get_raw_ffi")
@@ -69,6 +75,8 @@ table() {
             print " get_fenced: C get between the four locked instructions of a cgo call;"
             print " get_append, get_many: Go into a reused buffer, against C get;"
             print " list100_func: Go ListFunc, no copies, against C list100;"
+            print " get_c_same_run / get_append_same_run: C GET loop (in the C column) and"
+            print " Go AppendValue alternating in the Go process, the noise-free Go/C ratio;"
             print " get_raw_ffi / get_safe_same_run: Rust, the raw extern call and the safe"
             print " View::get alternating in one process, the noise-free overhead ratio)"
         }' "$1"
@@ -128,15 +136,18 @@ table "$tsv" | tee "$out/$stamp-bindings-table.txt"
 if command -v gnuplot >/dev/null && [ -n "$ns" ]; then
     dat=$build/bindings.dat
     # columns: N, C get, Go AppendValue, Go GetMany, Go Get, Rust get,
-    # C list100, Go ListFunc, Go List, Rust list100, cgo_call (hot)
+    # C list100, Go ListFunc, Go List, Rust list100, cgo_call (hot), then the
+    # same-process pair: C GET loop in the Go process, Go AppendValue
     awk -F'\t' '/^#/ { next }
         $3 == "cgo_call" { if (cgo == "" || $4 + 0 < cgo + 0) cgo = $4 }
         $2 != "hot" && $3 != "check" { k = $1 SUBSEP $3 SUBSEP $2; if (!(k in v) || $4 + 0 < v[k] + 0) v[k] = $4
                                        if (!($2 in seen)) { seen[$2] = 1; n[++nn] = $2 } }
-        END { split("c get go get_append go get_many go get rust get c list100 go list100_func go list100 rust list100", m, " ")
+        END { split("c get go get_append go get_many go get rust get c list100 go list100_func go list100 rust list100 go get_c_same_run go get_append_same_run", m, " ")
               for (j = 1; j <= nn; j++) { printf "%s", n[j]
-                  for (i = 1; i < 19; i += 2) { k = m[i] SUBSEP m[i + 1] SUBSEP n[j]; printf " %s", (k in v) ? v[k] : "NaN" }
-                  printf " %s\n", cgo } }' "$tsv" >"$dat"
+                  for (i = 1; i < 23; i += 2) { k = m[i] SUBSEP m[i + 1] SUBSEP n[j]
+                      if (i == 19) printf " %s", cgo
+                      printf " %s", (k in v) ? v[k] : "NaN" }
+                  printf "\n" } }' "$tsv" >"$dat"
     gnuplot -e "dat='$dat'; out='$png'; stamp='$stamp UTC'" bench/bindings.gp
     echo "bindings.sh: plot in $png" >&2
 fi

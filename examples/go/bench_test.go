@@ -237,6 +237,9 @@ func cpuRows(t *testing.T, label string, v *View, stream *reqStream, secs float6
 			t.Fatal(err)
 		}
 	})
+	if cGetLoop != nil && (only == "" || only == "same_run") {
+		sameRun(t, label, v, stream, secs)
+	}
 	row("get_many", func(i int) {
 		if i%getManyBatch != 0 {
 			return
@@ -270,6 +273,35 @@ func cpuRows(t *testing.T, label string, v *View, stream *reqStream, secs float6
 			t.Fatal(err)
 		}
 	})
+}
+
+// cGetLoop runs count GETs of C's op_get inside this process (benchc.go,
+// built with -tags wcachebench); nil without the tag.
+var cGetLoop func(v *View, all string, ends []uint32, start, count int) bool
+
+// sameRun alternates Go's AppendValue with C's GET loop in this process, 5
+// rounds of secs/5 each, best of each: the Go/C ratio without the spread
+// between processes (whose memory layouts differ: at 100k keys and more a
+// C GET varies by up to 2x from one process to the next).
+func sameRun(t *testing.T, label string, v *View, stream *reqStream, secs float64) {
+	n := len(stream.end)
+	buf := make([]byte, 0, 4096)
+	var err error
+	goNs, cNs := math.MaxFloat64, math.MaxFloat64
+	for r := 0; r < 5; r++ {
+		goNs = math.Min(goNs, cpuMeasure(secs/5, func(i int) {
+			if buf, err = v.AppendValue(buf[:0], stream.key(i%n)); err != nil {
+				t.Fatal(err)
+			}
+		}))
+		// One cgo call per 1000 GETs: its cost is in the noise.
+		cNs = math.Min(cNs, cpuMeasure(secs/5, func(i int) {
+			if i%1000 == 0 && !cGetLoop(v, stream.all, stream.end, i, 1000) {
+				t.Fatal("C get loop failed")
+			}
+		}))
+	}
+	fmt.Printf("%s\tget_c_same_run\t%.1f\n%s\tget_append_same_run\t%.1f\n", label, cNs, label, goNs)
 }
 
 // streamKeys is STREAM_KEYS of bench/bench_bindings.c.
