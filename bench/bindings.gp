@@ -3,7 +3,8 @@
 #   gnuplot -e "dat='bench/build/bindings.dat'; out='x.png'; stamp='...'" bench/bindings.gp
 # dat columns: N, C get, Go AppendValue, Go GetMany (per key), Go Get,
 # Rust get, C list100, Go ListFunc, Go List, Rust list100, one bare cgo call
-# (hot), C GET loop run inside the Go process, Go AppendValue beside it
+# (hot), C GET loop run inside the Go process, Go AppendValue beside it,
+# Rust's raw extern call, Rust's View::get beside it
 set terminal pngcairo size 1500,520 noenhanced font ",10"
 set output out
 set multiplot layout 1,3 title "watchcache bindings: GET and LIST of ~1 KiB pods, CPU ns per call, ".stamp
@@ -25,17 +26,20 @@ plot dat using 1:2 with linespoints lw 2 pt 7 title "C wcache_view_get + memcpy"
 set title "GET, binding / C (targets: Go 2x, Rust 1.1x)"
 set ylabel "ratio to C"
 unset logscale y
-set yrange [0:*]
+set yrange [0:3.5]
+set key top left box opaque
 plot dat using 1:($3/$2) with linespoints lw 2 pt 5 lc 2 title "Go AppendValue / C", \
      "" using 1:($4/$2) with linespoints lw 2 pt 9 lc 3 title "Go GetMany / C", \
      "" using 1:($13/$12) with linespoints lw 2 pt 4 lc 7 title "Go AppendValue / C, same process", \
      "" using 1:($6/$2) with linespoints lw 2 pt 13 lc 5 title "Rust / C", \
+     "" using 1:($15/$14) with linespoints lw 2 pt 12 lc 8 title "Rust / raw call, same process", \
      2 with lines dt 2 lc rgb "red" title "Go target 2x", \
      1.1 with lines dt 3 lc rgb "dark-violet" title "Rust target 1.1x"
 set title "LIST, page of 100 from a random key (ns/call)"
 set ylabel "CPU ns per LIST"
 set logscale y
 set yrange [*:*]
+set key top left nobox noopaque
 plot dat using 1:7 with linespoints lw 2 pt 7 lc 1 title "C wcache_view_list", \
      "" using 1:8 with linespoints lw 2 pt 5 lc 2 title "Go ListFunc (no copy)", \
      "" using 1:9 with linespoints lw 2 pt 11 lc 4 title "Go List (copied to Go)", \

@@ -137,14 +137,15 @@ if command -v gnuplot >/dev/null && [ -n "$ns" ]; then
     dat=$build/bindings.dat
     # columns: N, C get, Go AppendValue, Go GetMany, Go Get, Rust get,
     # C list100, Go ListFunc, Go List, Rust list100, cgo_call (hot), then the
-    # same-process pair: C GET loop in the Go process, Go AppendValue
+    # same-process pairs: C GET loop in the Go process, Go AppendValue; Rust
+    # raw extern call, Rust View::get
     awk -F'\t' '/^#/ { next }
         $3 == "cgo_call" { if (cgo == "" || $4 + 0 < cgo + 0) cgo = $4 }
         $2 != "hot" && $3 != "check" { k = $1 SUBSEP $3 SUBSEP $2; if (!(k in v) || $4 + 0 < v[k] + 0) v[k] = $4
                                        if (!($2 in seen)) { seen[$2] = 1; n[++nn] = $2 } }
-        END { split("c get go get_append go get_many go get rust get c list100 go list100_func go list100 rust list100 go get_c_same_run go get_append_same_run", m, " ")
+        END { split("c get go get_append go get_many go get rust get c list100 go list100_func go list100 rust list100 go get_c_same_run go get_append_same_run rust get_raw_ffi rust get_safe_same_run", m, " ")
               for (j = 1; j <= nn; j++) { printf "%s", n[j]
-                  for (i = 1; i < 23; i += 2) { k = m[i] SUBSEP m[i + 1] SUBSEP n[j]
+                  for (i = 1; i < 27; i += 2) { k = m[i] SUBSEP m[i + 1] SUBSEP n[j]
                       if (i == 19) printf " %s", cgo
                       printf " %s", (k in v) ? v[k] : "NaN" }
                   printf "\n" } }' "$tsv" >"$dat"
