@@ -77,32 +77,15 @@ void wci_free(const wci_alloc *a, void *p)
 #include <sys/mman.h>
 #include <stdbool.h>
 
-#if defined(__has_include)
-#if __has_include(<valgrind/memcheck.h>)
-#include <valgrind/memcheck.h>
-#define WCI_HAVE_VALGRIND 1
-#endif
-#endif
-#ifndef WCI_HAVE_VALGRIND
-#define VALGRIND_MALLOCLIKE_BLOCK(p, n, rz, z) ((void)0)
-#define VALGRIND_FREELIKE_BLOCK(p, rz) ((void)0)
-#define VALGRIND_MAKE_MEM_NOACCESS(p, n) ((void)0)
-#define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)0)
-#define VALGRIND_MAKE_MEM_UNDEFINED(p, n) ((void)0)
-#endif
+#include "memcheck.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define WCI_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define WCI_ASAN 1
-#endif
-#endif
-#ifdef WCI_ASAN
-#include <sanitizer/asan_interface.h>
-#else
-#define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
-#define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#ifdef WCI_HAVE_VALGRIND
+bool wci_vg;
+
+__attribute__((constructor)) static void vg_init(void)
+{
+    wci_vg = RUNNING_ON_VALGRIND;
+}
 #endif
 
 /* The grain is the caller's choice (see alloc.h); this is the least, which
@@ -174,7 +157,7 @@ void wci_slab_destroy(wci_slab *s)
     for (char *b = s->blocks; b;) {
         void *next, *raw;
         ASAN_UNPOISON_MEMORY_REGION(b, BLOCK);
-        VALGRIND_MAKE_MEM_DEFINED(b, 2 * sizeof next);
+        VG_DEFINED(b, 2 * sizeof next);
         memcpy(&next, b, sizeof next);
         memcpy(&raw, b + sizeof next, sizeof raw);
         wci_free(&s->a, raw);
@@ -205,7 +188,7 @@ static void *pop(void **head)
     void *p = *head;
     if (p) {
         ASAN_UNPOISON_MEMORY_REGION(p, sizeof(void *));
-        VALGRIND_MAKE_MEM_DEFINED(p, sizeof(void *));
+        VG_DEFINED(p, sizeof(void *));
         memcpy(head, p, sizeof(void *));
         if (*head)
             __builtin_prefetch(*head, 1);
@@ -215,12 +198,12 @@ static void *pop(void **head)
 
 static void push(void **head, void *p, size_t sz)
 {
-    VALGRIND_FREELIKE_BLOCK(p, 0);
-    VALGRIND_MAKE_MEM_UNDEFINED(p, sizeof(void *));
+    VG_FREELIKE(p);
+    VG_UNDEFINED(p, sizeof(void *));
     memcpy(p, head, sizeof(void *));
     *head = p;
     ASAN_POISON_MEMORY_REGION(p, sz);
-    VALGRIND_MAKE_MEM_NOACCESS(p, sz);
+    VG_NOACCESS(p, sz);
 }
 
 /* A new object from pool p's block, NULL when out of memory.  Objects are
@@ -253,7 +236,7 @@ static void *bump(wci_slab *s, pool *p, size_t cls, bool locked)
         p->cur = b + BLOCK_HDR;
         p->left = BLOCK - BLOCK_HDR;
         ASAN_POISON_MEMORY_REGION(b, BLOCK);
-        VALGRIND_MAKE_MEM_NOACCESS(b, BLOCK);
+        VG_NOACCESS(b, BLOCK);
     }
     void *o = p->cur;
     p->cur += sz;
@@ -265,7 +248,7 @@ static void *handed_out(const wci_slab *s, void *o, size_t cls)
 {
     if (o) {
         ASAN_UNPOISON_MEMORY_REGION(o, cls * s->grain);
-        VALGRIND_MALLOCLIKE_BLOCK(o, cls * s->grain, 0, 0);
+        VG_MALLOCLIKE(o, cls * s->grain);
     }
     return o;
 }
