@@ -88,9 +88,10 @@ __attribute__((constructor)) static void vg_init(void)
 }
 #endif
 
-/* The grain is the caller's choice (see alloc.h); this is the least, which
- * keeps objects aligned for any type and leaves hash.c its tag bits. */
-#define GRAIN_MIN 16
+/* The grain is the caller's choice (see alloc.h); this is the least: objects
+ * are 8-aligned, enough for keys (pointers and 64-bit fields) and for the
+ * three tag bits hash.c keeps in a key pointer. */
+#define GRAIN_MIN 8
 #define NCLASS (WCI_SLAB_MAX / GRAIN_MIN + 1)
 #define BLOCK_HDR 64 /* a block's first bytes: the next block, then its allocation */
 /* 4 MiB, so that a block holds at least one whole 2 MiB huge page

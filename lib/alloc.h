@@ -43,7 +43,7 @@ void wci_advise_huge(void *p, size_t n);
  */
 #define WCI_SLAB_MAX 16384
 /* huge: a is the C library's; back blocks with huge pages where possible.
- * grain: sizes are rounded up to a multiple of it (at least 16). */
+ * grain: sizes are rounded up to a multiple of it (at least 8). */
 wci_slab *wci_slab_create(const wci_alloc *a, bool huge, size_t grain); /* NULL: ENOMEM */
 void wci_slab_destroy(wci_slab *s); /* every object must be freed */
 void *wci_slab_alloc_w(wci_slab *s, size_t n);
