@@ -140,7 +140,8 @@ typedef enum wcache_log_level {
 /*
  * Log callback.  msg is NUL-terminated and valid only during the call.
  * It runs on the thread that made the call being logged, and must not call
- * back into the same cache (such calls fail with WCACHE_ERECURSIVE).
+ * back into the same cache (such calls fail with WCACHE_ERECURSIVE; other
+ * threads' calls meanwhile are not affected).
  */
 typedef void (*wcache_log_fn)(int level, const char *msg, size_t msg_len, void *userdata);
 

@@ -138,7 +138,7 @@ wcache_code wcache_cache_set_errbuf(wcache_cache *c, char *buf, size_t len)
 {
     if (!wci_cache_ok(c) || (buf && !len))
         return WCACHE_EINVAL;
-    if (atomic_load_explicit(&c->in_callback, memory_order_relaxed))
+    if (wci_in_callback(c))
         return WCACHE_ERECURSIVE;
     c->errbuf = buf;
     c->errlen = buf ? len : 0;

@@ -175,7 +175,7 @@ wcache_code wcache_cache_compact(wcache_cache *c, int64_t rev)
         return WCACHE_EINVAL;
     if (!c->open)
         return WCACHE_ESTATE;
-    if (atomic_load_explicit(&c->in_callback, memory_order_relaxed))
+    if (wci_in_callback(c))
         return WCACHE_ERECURSIVE; /* a log callback inside a commit: wmu is held */
     int64_t cur = atomic_load_explicit(&c->rev, memory_order_relaxed);
     if (rev > cur)

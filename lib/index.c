@@ -563,9 +563,10 @@ static int prep_one(wcache_cache *c, wci_index *ix, ixrec *rec, wci_key *k, cons
 {
     const void *val;
     size_t len;
-    atomic_store_explicit(&c->in_callback, 1, memory_order_relaxed);
+    const wcache_cache *outer = wci_cb_cache;
+    wci_cb_cache = c;
     int has = extract(ix, k, v, &val, &len);
-    atomic_store_explicit(&c->in_callback, 0, memory_order_relaxed);
+    wci_cb_cache = outer;
     if (has < 0 || (has && !val && len))
         return -1;
     spos cur = isnew ? (spos){NULL, NULL, 0} : side_find(&ix->sd, k);

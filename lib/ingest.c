@@ -176,7 +176,7 @@ static wcache_code check_writer(wcache_cache *c)
         return WCACHE_EINVAL;
     if (!c->open)
         return WCACHE_ESTATE;
-    if (atomic_load_explicit(&c->in_callback, memory_order_relaxed))
+    if (wci_in_callback(c))
         return WCACHE_ERECURSIVE;
     return WCACHE_OK;
 }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <time.h>
 
+_Thread_local const wcache_cache *wci_cb_cache;
+
 static void vlog(wcache_cache *c, int level, const char *fmt, va_list ap)
 {
     if (!c->log_fn || level > c->log_level)
@@ -17,9 +19,10 @@ static void vlog(wcache_cache *c, int level, const char *fmt, va_list ap)
     if (n < 0)
         return;
     size_t len = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
-    atomic_fetch_add(&c->in_callback, 1);
+    const wcache_cache *outer = wci_cb_cache;
+    wci_cb_cache = c;
     c->log_fn(level, msg, len, c->log_ud);
-    atomic_fetch_sub(&c->in_callback, 1);
+    wci_cb_cache = outer;
 }
 
 void wci_log(wcache_cache *c, int level, const char *fmt, ...)

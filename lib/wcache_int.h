@@ -187,7 +187,6 @@ struct wcache_cache {
     char *errbuf;
     size_t errlen;
     int last_errno;
-    _Atomic int in_callback;
 
     _Atomic int64_t rev;         /* latest applied revision */
     _Atomic int64_t compact_rev; /* logical: reads below fail */
@@ -379,6 +378,19 @@ static inline void wci_stat_add(_Atomic uint64_t *x, int64_t d)
 static inline bool wci_cache_ok(const wcache_cache *c)
 {
     return c && c->magic == WCI_CACHE_MAGIC;
+}
+
+/* The cache whose callback (log, index extractor) this thread is inside,
+ * or NULL.  Per thread: a writer call made from inside a callback would
+ * wait on the lock its own caller holds, so it fails with
+ * WCACHE_ERECURSIVE, while any other thread simply waits its turn.  (A
+ * counter in the cache refused every thread's writes while one thread
+ * logged.) */
+extern _Thread_local const wcache_cache *wci_cb_cache;
+
+static inline bool wci_in_callback(const wcache_cache *c)
+{
+    return wci_cb_cache == c;
 }
 
 #endif

@@ -9,6 +9,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -2483,6 +2484,74 @@ static void reenter_log(int level, const char *msg, size_t len, void *ud)
     r->depth--;
 }
 
+/* A log callback running on one thread does not refuse another thread's
+ * writes: only calls from inside the callback itself are recursive.  (The
+ * etcd source's writes failed with WCACHE_ERECURSIVE while the embedder's
+ * thread was logging.)  The logging thread is held inside its callback
+ * while this thread writes. */
+typedef struct held_log {
+    pthread_t logger;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int inside, release;
+} held_log;
+
+static void hold_log(int level, const char *msg, size_t len, void *ud)
+{
+    (void)level, (void)msg, (void)len;
+    held_log *h = ud;
+    if (!pthread_equal(pthread_self(), h->logger))
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->inside = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->release)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *log_from_thread(void *arg)
+{
+    wcache_cache *c = arg;
+    wcache_watch_opts o = {.size = 1}; /* invalid: logged, then refused */
+    wcache_watch *w = NULL;
+    int rc = wcache_watch_open(c, &o, &w);
+    return rc == WCACHE_EINVAL ? c : NULL;
+}
+
+START_TEST(test_log_other_thread)
+{
+    held_log h = {.inside = 0};
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    wcache_cache *c = NULL;
+    ck_assert_ok(wcache_cache_create(&c, NULL));
+    ck_assert_ok(wcache_cache_set_log(c, hold_log, WCACHE_LOG_DEBUG, &h));
+    ck_assert_ok(wcache_cache_open(c));
+    pthread_mutex_lock(&h.mu); /* h.logger is set before the thread can log */
+    ck_assert_int_eq(pthread_create(&h.logger, NULL, log_from_thread, c), 0);
+    while (!h.inside)
+        pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    /* the other thread is inside the log callback now */
+    ck_assert_ok(put_s(c, "a", "1", 1));
+    ck_assert_ok(put_s(c, "a", "2", 2));
+    ck_assert_ok(wcache_cache_compact(c, 2));
+    ck_assert_ok(wcache_ingest_progress(c, 3));
+    pthread_mutex_lock(&h.mu);
+    h.release = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    void *ret = NULL;
+    ck_assert_int_eq(pthread_join(h.logger, &ret), 0);
+    ck_assert_ptr_eq(ret, c);
+    EXPECT_S(c, 3, "a", "2", 1, 2, 2);
+    wcache_cache_close(c);
+    pthread_cond_destroy(&h.cv);
+    pthread_mutex_destroy(&h.mu);
+}
+END_TEST
+
 START_TEST(test_log_reentry)
 {
     reentry r = {0};
@@ -2640,6 +2709,7 @@ Suite *api_suite(void)
     tcase_add_test(tc, test_errbuf);
     tcase_add_test(tc, test_log);
     tcase_add_test(tc, test_log_reentry);
+    tcase_add_test(tc, test_log_other_thread);
     tcase_add_test(tc, test_misc_args);
     tcase_set_timeout(tc, tu_timeout(60));
     suite_add_tcase(s, tc);
