@@ -362,11 +362,13 @@ static wcache_code commit(wcache_cache *c, prep *p, size_t n, int64_t rev)
     return WCACHE_OK;
 }
 
-/* Find key, or allocate a new (not yet inserted) one. */
-static int prep_key(wcache_cache *c, prep *p, const void *key, size_t klen, uint64_t hv)
+/* p's key: found, the key the hash holds for these bytes (NULL: none), or a
+ * new (not yet inserted) one. */
+static int prep_key(wcache_cache *c, prep *p, wci_key *found, const void *key, size_t klen,
+                    uint64_t hv)
 {
-    p->k = find(c, key, klen, hv);
-    p->isnew = p->k == NULL;
+    p->k = found;
+    p->isnew = found == NULL;
     if (p->isnew)
         p->k = key_new(c, key, klen, hv, true);
     return p->k ? 0 : -1;
@@ -385,8 +387,9 @@ wcache_code wcache_ingest_put(wcache_cache *c, const void *key, size_t klen, con
     if (rc != WCACHE_OK)
         return rc;
     prep p = {0};
+    uint64_t hv = wci_hash_bytes(key, klen);
     p.v = ver_new(c, val, vlen);
-    if (!p.v || prep_key(c, &p, key, klen, wci_hash_bytes(key, klen)) != 0) {
+    if (!p.v || prep_key(c, &p, find(c, key, klen, hv), key, klen, hv) != 0) {
         ver_del(c, p.v);
         return wci_err(c, WCACHE_ENOMEM, "out of memory for a put at %lld", (long long)rev);
     }
@@ -536,12 +539,14 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
             break;
         }
         uint64_t h = hv[i % AHEAD_RING];
-        wci_key *known = i >= AHEAD_HEAD && kgen[i % AHEAD_RING] == c->keys_removed
-                             ? kp[i % AHEAD_RING]
-                             : NULL;
+        wci_key *k = i >= AHEAD_HEAD && kgen[i % AHEAD_RING] == c->keys_removed
+                         ? kp[i % AHEAD_RING]
+                         : NULL;
+        if (!k)
+            k = find(c, x->key, x->key_len, h);
         prep p = {0};
         if (x->type == WCACHE_CHANGE_DELETE) {
-            p.k = known ? known : find(c, x->key, x->key_len, h);
+            p.k = k;
             if (!live(p.k)) {
                 rc = WCACHE_ENOTFOUND;
                 break;
@@ -549,7 +554,7 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
             if ((p.v = ver_new(c, NULL, 0)) != NULL)
                 p.v->flags = WCI_VER_TOMBSTONE;
         } else if ((p.v = ver_new(c, x->value, x->value_len)) != NULL &&
-                   (known ? (p.k = known, 0) : prep_key(c, &p, x->key, x->key_len, h)) != 0) {
+                   prep_key(c, &p, k, x->key, x->key_len, h) != 0) {
             ver_del(c, p.v);
             p.v = NULL;
         }
