@@ -284,6 +284,58 @@ void wci_slab_free_w(wci_slab *s, void *p, size_t n)
     push(&s->w.free[class_of(s, n)], p, class_of(s, n) * s->grain);
 }
 
+/* See alloc.h.  A version that outgrows its key's previous one would
+ * otherwise leave that one's memory to versions of exactly its old size,
+ * which may never come: taking a free object a few grains too large costs
+ * those grains while it lives, a new one costs all of it for good. */
+/* The classes wci_slab_fit may take from, lowest first; false: n is not
+ * slabbed.  Room that would leave the slab is not given. */
+static bool fit_classes(const wci_slab *s, size_t n, size_t want, size_t max, size_t *lo,
+                        size_t *hi)
+{
+    if (!slabbed(n))
+        return false;
+    if (!slabbed(want))
+        want = max = n;
+    *lo = class_of(s, want);
+    *hi = (slabbed(max) ? max : WCI_SLAB_MAX) / s->grain;
+    if (*hi < *lo)
+        *hi = *lo;
+    return true;
+}
+
+void *wci_slab_fit_w(wci_slab *s, size_t n, size_t want, size_t max, size_t *got)
+{
+    size_t lo, hi;
+    if (!fit_classes(s, n, want, max, &lo, &hi)) {
+        *got = n;
+        return wci_slab_alloc_w(s, n);
+    }
+    size_t cls = lo;
+    while (cls <= hi && !s->w.free[cls] &&
+           !atomic_load_explicit(&s->nshared[cls], memory_order_relaxed))
+        cls++;
+    *got = (cls <= hi ? cls : lo) * s->grain;
+    return wci_slab_alloc_w(s, *got);
+}
+
+void *wci_slab_fit(wci_slab *s, size_t n, size_t want, size_t max, size_t *got)
+{
+    size_t lo, hi;
+    if (!fit_classes(s, n, want, max, &lo, &hi)) {
+        *got = n;
+        return wci_slab_alloc(s, n);
+    }
+    size_t cls = lo;
+    pthread_mutex_lock(&s->mu);
+    while (cls <= hi && !s->s.free[cls])
+        cls++;
+    pthread_mutex_unlock(&s->mu);
+    /* if another thread took it meanwhile, this makes a new one */
+    *got = (cls <= hi ? cls : lo) * s->grain;
+    return wci_slab_alloc(s, *got);
+}
+
 void *wci_slab_alloc(wci_slab *s, size_t n)
 {
     if (!slabbed(n))

@@ -50,5 +50,11 @@ void *wci_slab_alloc_w(wci_slab *s, size_t n);
 void wci_slab_free_w(wci_slab *s, void *p, size_t n);
 void *wci_slab_alloc(wci_slab *s, size_t n);
 void wci_slab_free(wci_slab *s, void *p, size_t n);
+/* An object of at least n bytes: a free one whose size is in [want, max]
+ * (want rounded up to the grain, smallest first), else a new one of want
+ * bytes; n <= want <= max, and want is n where it would not be slabbed.
+ * *got receives its size, which is what the free calls must be given. */
+void *wci_slab_fit_w(wci_slab *s, size_t n, size_t want, size_t max, size_t *got);
+void *wci_slab_fit(wci_slab *s, size_t n, size_t want, size_t max, size_t *got);
 
 #endif

@@ -76,7 +76,7 @@ wcache_code wcache_cache_create(wcache_cache **out, const wcache_allocator *allo
      * Keys never change size, so they take the finest grain (8: 4.4 bytes
      * less per key than 16 at 1M pods), and a slab of their own puts them
      * on huge pages too (a GET reads one at random). */
-    c->slab = wci_slab_create(&al, c->libc_al, 64);
+    c->slab = wci_slab_create(&al, c->libc_al, WCI_VER_GRAIN);
     c->kslab = c->slab ? wci_slab_create(&al, c->libc_al, 8) : NULL;
     if (!c->kslab) {
         wci_slab_destroy(c->slab);

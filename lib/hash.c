@@ -85,7 +85,7 @@ wci_key *wci_hash_find(const wci_htab *t, const void *key, size_t len, uint64_t 
             continue;
         if ((s & TAG_MASK) != want)
             continue;
-        __builtin_prefetch(atomic_load_explicit(&x->hint, memory_order_relaxed));
+        wci_prefetch_ver(atomic_load_explicit(&x->hint, memory_order_relaxed));
         wci_key *k = decode(s);
         if (k->hash == hv && k->klen == len && !memcmp(k->key, key, len))
             return k;

@@ -1046,7 +1046,7 @@ static void fill(wcache_kv *out, const wci_ixmatch *m)
     out->value_len = m->w->vlen;
     out->create_revision = m->w->create_rev;
     out->mod_revision = m->w->mod_rev;
-    out->version = m->w->version;
+    out->version = wci_ver_version(m->w);
 }
 
 wcache_code wcache_view_list_index(wcache_view *v, int id, const void *value, size_t value_len,

@@ -22,7 +22,7 @@
 static void ver_init(wci_ver *v, const void *val, size_t vlen)
 {
     atomic_init(&v->next, NULL);
-    v->mod_rev = v->create_rev = v->version = 0;
+    v->mod_rev = v->create_rev = 0;
     v->vlen = (uint32_t)vlen & 0x7fffffffu;
     v->flags = 0;
     atomic_init(&v->refs, 1);
@@ -30,19 +30,44 @@ static void ver_init(wci_ver *v, const void *val, size_t vlen)
         memcpy(v->value, val, vlen);
 }
 
-/* w: called by the writer (see alloc.h). */
-static wci_ver *ver_new_x(wcache_cache *c, const void *val, size_t vlen, bool w)
+/*
+ * Where a version's memory comes from decides how much of the heap is
+ * left over.  Objects grow after they are created (status is filled in,
+ * counters and timestamps gain digits), and a version freed by compaction
+ * can only be reused by one no larger.  If every key's first version were
+ * exactly as large as it needs, the memory of first versions would suit
+ * none of the larger versions that replace them, and stay unused: with
+ * podgen's pods, which grow ~13 bytes at their first update, 5-25% of the
+ * heap (bench/slabsim.c).  So a key's first version gets 1/64 more room
+ * (its successor then fits where it lived), and any version may take a
+ * free object up to FIT_GRAINS larger than its own size rounds to.
+ */
+#define FIT_GRAINS 4
+#define FIRST_ROOM(n) ((n) / 64)
+
+/* w: called by the writer (see alloc.h).  first: the key's first version
+ * (a create, or the first after a delete). */
+static wci_ver *ver_new_x(wcache_cache *c, const void *val, size_t vlen, bool w, bool first)
 {
-    size_t n = sizeof(wci_ver) + vlen;
-    wci_ver *v = w ? wci_slab_alloc_w(c->slab, n) : wci_slab_alloc(c->slab, n);
-    if (v)
+    size_t n = sizeof(wci_ver) + vlen, got;
+    size_t want = n + (first ? FIRST_ROOM(n) : 0);
+    size_t max = (want + WCI_VER_GRAIN - 1) / WCI_VER_GRAIN * WCI_VER_GRAIN +
+                 FIT_GRAINS * WCI_VER_GRAIN;
+    wci_ver *v = w ? wci_slab_fit_w(c->slab, n, want, max, &got)
+                   : wci_slab_fit(c->slab, n, want, max, &got);
+    if (v) {
         ver_init(v, val, vlen);
+        /* grains beyond the class of n; 0 for memory outside the slab */
+        size_t extra = got > n ? got / WCI_VER_GRAIN - (n + WCI_VER_GRAIN - 1) / WCI_VER_GRAIN
+                               : 0;
+        v->vx = extra;
+    }
     return v;
 }
 
-static wci_ver *ver_new(wcache_cache *c, const void *val, size_t vlen)
+static wci_ver *ver_new(wcache_cache *c, const void *val, size_t vlen, bool first)
 {
-    return ver_new_x(c, val, vlen, true);
+    return ver_new_x(c, val, vlen, true, first);
 }
 
 /* A version not (or no longer) referenced by anything. */
@@ -51,9 +76,9 @@ static void ver_del_x(wcache_cache *c, wci_ver *v, bool w)
     if (!v)
         return;
     if (w)
-        wci_slab_free_w(c->slab, v, sizeof *v + v->vlen);
+        wci_slab_free_w(c->slab, v, wci_ver_size(v));
     else
-        wci_slab_free(c->slab, v, sizeof *v + v->vlen);
+        wci_slab_free(c->slab, v, wci_ver_size(v));
 }
 
 static void ver_del(wcache_cache *c, wci_ver *v)
@@ -61,13 +86,13 @@ static void ver_del(wcache_cache *c, wci_ver *v)
     ver_del_x(c, v, true);
 }
 
-static wci_ver *ver_copy(wcache_cache *c, const wci_ver *src)
+static wci_ver *ver_copy(wcache_cache *c, const wci_ver *src, bool first)
 {
-    wci_ver *v = ver_new(c, src->value, src->vlen);
+    wci_ver *v = ver_new(c, src->value, src->vlen, first);
     if (v) {
         v->create_rev = src->create_rev;
         v->mod_rev = src->mod_rev;
-        v->version = src->version;
+        wci_ver_set_version(v, wci_ver_version(src));
         v->flags = src->flags;
     }
     return v;
@@ -249,13 +274,14 @@ static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev, b
     if (!meta) {
         v->mod_rev = rev;
         if (v->flags & WCI_VER_TOMBSTONE) {
-            v->create_rev = v->version = 0;
+            v->create_rev = 0;
+            wci_ver_set_version(v, 0);
         } else if (was_live) {
             v->create_rev = head->create_rev;
-            v->version = head->version + 1;
+            wci_ver_set_version(v, wci_ver_version(head) + 1);
         } else {
             v->create_rev = rev;
-            v->version = 1;
+            wci_ver_set_version(v, 1);
         }
     }
     atomic_store_explicit(&v->next, head, memory_order_relaxed);
@@ -388,8 +414,9 @@ wcache_code wcache_ingest_put(wcache_cache *c, const void *key, size_t klen, con
         return rc;
     prep p = {0};
     uint64_t hv = wci_hash_bytes(key, klen);
-    p.v = ver_new(c, val, vlen);
-    if (!p.v || prep_key(c, &p, find(c, key, klen, hv), key, klen, hv) != 0) {
+    wci_key *found = find(c, key, klen, hv);
+    p.v = ver_new(c, val, vlen, !live(found));
+    if (!p.v || prep_key(c, &p, found, key, klen, hv) != 0) {
         ver_del(c, p.v);
         return wci_err(c, WCACHE_ENOMEM, "out of memory for a put at %lld", (long long)rev);
     }
@@ -409,7 +436,7 @@ wcache_code wcache_ingest_delete(wcache_cache *c, const void *key, size_t klen, 
     if (!live(p.k))
         return wci_err(c, WCACHE_ENOTFOUND, "delete at %lld of a key that is not present",
                        (long long)rev);
-    p.v = ver_new(c, NULL, 0);
+    p.v = ver_new(c, NULL, 0, false);
     if (!p.v)
         return wci_err(c, WCACHE_ENOMEM, "out of memory for a delete at %lld", (long long)rev);
     p.v->flags = WCI_VER_TOMBSTONE;
@@ -459,7 +486,7 @@ static wci_key *ahead_head(wcache_cache *c, const wcache_change *x, uint64_t hv)
         return NULL;
     wci_key *k = find(c, x->key, x->key_len, hv);
     if (k) {
-        __builtin_prefetch(atomic_load_explicit(&k->head, memory_order_relaxed));
+        wci_prefetch_ver(atomic_load_explicit(&k->head, memory_order_relaxed));
         if (k->lslot) /* the leaf slot linking stores the new version in */
             __builtin_prefetch(k->lslot, 1);
     }
@@ -551,9 +578,9 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
                 rc = WCACHE_ENOTFOUND;
                 break;
             }
-            if ((p.v = ver_new(c, NULL, 0)) != NULL)
+            if ((p.v = ver_new(c, NULL, 0, false)) != NULL)
                 p.v->flags = WCI_VER_TOMBSTONE;
-        } else if ((p.v = ver_new(c, x->value, x->value_len)) != NULL &&
+        } else if ((p.v = ver_new(c, x->value, x->value_len, !live(k))) != NULL &&
                    prep_key(c, &p, k, x->key, x->key_len, h) != 0) {
             ver_del(c, p.v);
             p.v = NULL;
@@ -683,7 +710,7 @@ static wcache_code batch_add(wcache_batch *b, uint32_t type, const void *key, si
     }
     wci_op op = {type, key_new(c, key, klen, wci_hash_bytes(key, klen), false), NULL};
     if (op.k && type != WCI_OP_DELETE)
-        op.v = ver_new_x(c, val, vlen, false);
+        op.v = ver_new_x(c, val, vlen, false, false); /* copied by prep_batch */
     if (!op.k || (type != WCI_OP_DELETE && !op.v)) {
         wci_key_release(c, op.k, false);
         return WCACHE_ENOMEM;
@@ -712,14 +739,15 @@ wcache_code wcache_batch_put_meta(wcache_batch *b, const void *key, size_t klen,
                                   const void *val, size_t vlen, int64_t create_rev,
                                   int64_t mod_rev, int64_t version)
 {
-    if (!batch_ok(b) || create_rev < 1 || mod_rev < create_rev || version < 1)
+    if (!batch_ok(b) || create_rev < 1 || mod_rev < create_rev || version < 1 ||
+        version > WCI_VERSION_MAX)
         return WCACHE_EINVAL;
     wcache_code rc = batch_add(b, WCI_OP_META, key, klen, val, vlen);
     if (rc == WCACHE_OK) {
         wci_ver *v = b->ops[b->n - 1].v;
         v->create_rev = create_rev;
         v->mod_rev = mod_rev;
-        v->version = version;
+        wci_ver_set_version(v, version);
     }
     return rc;
 }
@@ -773,7 +801,7 @@ static wcache_code prep_batch(wcache_cache *c, const wcache_batch *b, prep *p)
         p[i].meta = op->type == WCI_OP_META;
         if (p[i].isnew)
             p[i].k = key_new(c, op->k->key, op->k->klen, op->k->hash, true);
-        p[i].v = op->v ? ver_copy(c, op->v) : ver_new(c, NULL, 0);
+        p[i].v = op->v ? ver_copy(c, op->v, !live(p[i].k)) : ver_new(c, NULL, 0, false);
         if (p[i].v && op->type == WCI_OP_DELETE)
             p[i].v->flags = WCI_VER_TOMBSTONE;
         if (!p[i].k || !p[i].v) {
@@ -855,12 +883,12 @@ static wcache_code check_relist_meta(wcache_cache *c, const wci_op *op, int64_t 
 {
     const wci_ver *v = op->v;
     int n = (int)(op->k->klen > 200 ? 200 : op->k->klen);
-    if (v->create_rev < 1 || v->mod_rev < v->create_rev || v->version < 1)
+    if (v->create_rev < 1 || v->mod_rev < v->create_rev || wci_ver_version(v) < 1)
         return wci_err(c, WCACHE_EINVAL,
                        "re-list: key %.*s: create_revision %lld, mod_revision %lld, version "
                        "%lld",
                        n, op->k->key, (long long)v->create_rev, (long long)v->mod_rev,
-                       (long long)v->version);
+                       (long long)wci_ver_version(v));
     if (v->mod_rev > rev || v->mod_rev <= cur)
         return wci_err(c, WCACHE_EINVAL,
                        "re-list at %lld: key %.*s: mod_revision %lld is not in (%lld, %lld]",

@@ -117,7 +117,7 @@ static void fill(wcache_kv *out, const wci_key *k, const wci_ver *w)
     out->value_len = w->vlen;
     out->create_revision = w->create_rev;
     out->mod_revision = w->mod_rev;
-    out->version = w->version;
+    out->version = wci_ver_version(w);
 }
 
 wcache_code wcache_view_get(wcache_view *v, const void *key, size_t klen, wcache_kv *out)
@@ -178,7 +178,7 @@ wcache_code wcache_view_get_many(wcache_view *v, const void *const *keys,
             const wci_key *k = wci_hash_find(t, keys[j], key_lens[j], hv[j % GET_RING]);
             kp[j % GET_RING] = k;
             if (k)
-                __builtin_prefetch(
+                wci_prefetch_ver(
                     atomic_load_explicit(&((wci_key *)k)->head, memory_order_relaxed));
         }
         const wci_key *k = i >= GET_HEAD
@@ -309,7 +309,7 @@ static void ls_init(lscan *s, const wci_iter *it, const wci_range *r, int64_t re
     ls_take(s, 0);
     ls_enter(s, 0);
     for (size_t j = 0; j < s->n[0]; j++)
-        __builtin_prefetch(s->buf[0][j].v);
+        wci_prefetch_ver(s->buf[0][j].v);
     ls_take(s, 1);
 }
 
@@ -329,7 +329,7 @@ static inline __attribute__((always_inline)) const wci_ent *ls_next(lscan *s, co
         }
         const wci_ent *e = &s->buf[c][s->pos];
         if (s->pos < s->n[1 - c])
-            __builtin_prefetch(s->buf[1 - c][s->pos].v);
+            wci_prefetch_ver(s->buf[1 - c][s->pos].v);
         s->pos++;
         if (!s->in[c] && !below_end(s->r, e->k)) {
             s->done = true;
@@ -384,7 +384,7 @@ wcache_code wcache_view_list(wcache_view *v, const wcache_list_opts *o, wcache_k
         out->value_len = w->vlen;
         out->create_revision = w->create_rev;
         out->mod_revision = w->mod_rev;
-        out->version = w->version;
+        out->version = wci_ver_version(w);
         last = e->k;
     }
     res->count = n;

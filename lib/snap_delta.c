@@ -177,7 +177,7 @@ void wci_changes_get(const wci_changes *ch, size_t i, wcache_kv *kv)
         kv->value_len = e->v->vlen;
         kv->create_revision = e->v->create_rev;
         kv->mod_revision = e->v->mod_rev;
-        kv->version = e->v->version;
+        kv->version = wci_ver_version(e->v);
     } else {
         kv->value = "";
         kv->mod_revision = e->del_rev;

@@ -1397,7 +1397,7 @@ static void fill_kv(wcache_kv *kv, const char *key, size_t klen, const wci_ver *
     kv->value_len = v->vlen;
     kv->create_revision = v->create_rev;
     kv->mod_revision = v->mod_rev;
-    kv->version = v->version;
+    kv->version = wci_ver_version(v);
 }
 
 static void to_delivery(const wcache_watch *w, wci_qslot s, wcache_watch_event *out)

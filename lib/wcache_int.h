@@ -39,7 +39,10 @@ typedef struct wci_ver {
     struct wci_ver *_Atomic next; /* older version, or NULL */
     int64_t mod_rev;
     int64_t create_rev; /* 0 for a tombstone */
-    int64_t version;    /* 0 for a tombstone */
+    /* The version (modification count; 0 for a tombstone) above 8 bits
+     * saying how many grains the version's memory has beyond what its
+     * value needs (ingest.c, ver_new_x); see the accessors below. */
+    uint64_t vx;
     uint32_t vlen : 31;
     uint32_t flags : 1;
     _Atomic uint32_t refs;
@@ -47,6 +50,35 @@ typedef struct wci_ver {
 } wci_ver;
 
 #define WCI_VER_TOMBSTONE 1u
+/* The grain of the version slab (cache.c).  16: a version's memory is at
+ * most 15 bytes more than it needs, beyond the grains it was given. */
+#define WCI_VER_GRAIN 16u
+/* A version count fits 56 bits: it is at most the number of revisions. */
+#define WCI_VERSION_MAX (INT64_MAX >> 8)
+
+static inline int64_t wci_ver_version(const wci_ver *v)
+{
+    return (int64_t)(v->vx >> 8);
+}
+
+static inline void wci_ver_set_version(wci_ver *v, int64_t n)
+{
+    v->vx = (uint64_t)n << 8 | (v->vx & 0xffu);
+}
+
+/* Versions start at any multiple of WCI_VER_GRAIN, so a header may span two
+ * cache lines: a read that is about to need one asks for both. */
+static inline void wci_prefetch_ver(const void *v)
+{
+    __builtin_prefetch(v);
+    __builtin_prefetch((const char *)v + sizeof(wci_ver) - 1);
+}
+
+/* The size its memory was allocated with, as the slab's free calls want. */
+static inline size_t wci_ver_size(const wci_ver *v)
+{
+    return sizeof *v + v->vlen + (size_t)(v->vx & 0xffu) * WCI_VER_GRAIN;
+}
 
 /* A key.  Lives while it is in the tree; removed keys are retired. */
 typedef struct wci_key {

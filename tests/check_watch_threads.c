@@ -628,8 +628,12 @@ static int serve(cons *c, tw *t)
     }
     /* Until the queue is empty (n < cap), so that everything up to the
      * revision read before this round is taken: the writer's flow control
-     * counts on it.  A queue holds at most BIG_QUEUE, so this is bounded. */
-    for (int it = 0; it < 2 * BIG_QUEUE / EVCAP; it++) {
+     * counts on it.  Not a bounded number of pulls: a watcher with initial
+     * events may replay a backlog of up to a full queue, go live with it,
+     * and then overflow before the next round if it were left there.  It
+     * ends: the backlog is finite and the writer stalls within LAG
+     * revisions of the progress this consumer last stored. */
+    for (;;) {
         long n = pull(t, EVCAP);
         if (n < EVCAP)
             break;

@@ -189,6 +189,23 @@ static inline wcache_allocator tu_allocator(tu_alloc_state *st)
     return a;
 }
 
+#ifdef WCI_ALLOC_H
+/* For suites of lib/ internals (wb_*.c): a fresh counting wci_alloc for
+ * one test, and the check at its end that everything went back. */
+static inline wci_alloc tu_wci_alloc(tu_alloc_state *st)
+{
+    memset(st, 0, sizeof *st);
+    st->fail_at = -1;
+    return (wci_alloc){tu_alloc_fn, tu_free_fn, st};
+}
+
+static inline void tu_wci_alloc_done(const tu_alloc_state *st)
+{
+    ck_assert_msg(st->live == 0, "%ld blocks leaked", st->live);
+    ck_assert_int_eq(st->bad_frees, 0);
+}
+#endif
+
 /* Fail the allocation at index n counted from now (-1: never). */
 static inline void tu_alloc_arm(tu_alloc_state *st, long n)
 {

@@ -20,15 +20,12 @@ static wci_alloc AL;
 
 static void setup(void)
 {
-    memset(&ST, 0, sizeof ST);
-    ST.fail_at = -1;
-    AL = (wci_alloc){tu_alloc_fn, tu_free_fn, &ST};
+    AL = tu_wci_alloc(&ST);
 }
 
 static void teardown(void)
 {
-    ck_assert_msg(ST.live == 0, "%ld blocks leaked", ST.live);
-    ck_assert_int_eq(ST.bad_frees, 0);
+    tu_wci_alloc_done(&ST);
 }
 
 /* {"metadata":{"labels":{...}}} from "k=v,k2=v2" (no quoting needed). */
