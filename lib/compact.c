@@ -132,7 +132,7 @@ static void ahead(const wci_ring *r, int64_t P)
         wci_ver *b = atomic_load_explicit(&e->ver->next, memory_order_relaxed);
         if (b) {
             __builtin_prefetch(b, 1);
-            __builtin_prefetch((const char *)b + sizeof *b - 1); /* its size: wci_ver_size */
+            wci_prefetch_ver(b); /* its size too: wci_ver_size */
         }
         if (e->ver->flags & WCI_VER_TOMBSTONE)
             __builtin_prefetch(e->key);

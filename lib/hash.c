@@ -63,9 +63,17 @@ static uintptr_t tag_of(uint64_t hv)
     return (uintptr_t)(hv >> 61);
 }
 
-static uintptr_t encode(wci_key *k)
+static uintptr_t encode(const wci_key *k, uint64_t hv)
 {
-    return (uintptr_t)k | tag_of(k->hash);
+    return (uintptr_t)k | tag_of(hv);
+}
+
+/* Keys do not keep their hash (8 bytes an object): what needs it again,
+ * a rebuild, a removal or a hint, hashes the key again (XXH3 of a ~56-byte
+ * key is a few ns) unless the caller has it. */
+static uint64_t key_hash(const wci_key *k)
+{
+    return wci_hash_bytes(k->key, k->klen);
 }
 
 static wci_key *decode(uintptr_t s)
@@ -87,7 +95,7 @@ wci_key *wci_hash_find(const wci_htab *t, const void *key, size_t len, uint64_t 
             continue;
         wci_prefetch_ver(atomic_load_explicit(&x->hint, memory_order_relaxed));
         wci_key *k = decode(s);
-        if (k->hash == hv && k->klen == len && !memcmp(k->key, key, len))
+        if (k->klen == len && !memcmp(k->key, key, len))
             return k;
     }
 }
@@ -105,14 +113,14 @@ void wci_hash_prefetch(const wci_htab *t, uint64_t hv)
     }
 }
 
-static void place(wci_htab *t, wci_key *k)
+static void place(wci_htab *t, wci_key *k, uint64_t hv)
 {
-    size_t i = k->hash & t->mask;
+    size_t i = hv & t->mask;
     while (atomic_load_explicit(&t->s[i].k, memory_order_relaxed))
         i = (i + 1) & t->mask;
     atomic_store_explicit(&t->s[i].hint, atomic_load_explicit(&k->head, memory_order_relaxed),
                           memory_order_relaxed);
-    atomic_store_explicit(&t->s[i].k, encode(k), memory_order_release);
+    atomic_store_explicit(&t->s[i].k, encode(k, hv), memory_order_release);
 }
 
 /* Rebuild at a capacity fitting live + more at <= 50% load. */
@@ -133,7 +141,7 @@ static int rebuild(wcache_cache *c, size_t more)
     for (size_t i = 0; i <= old->mask; i++) {
         uintptr_t x = atomic_load_explicit(&old->s[i].k, memory_order_relaxed);
         if (x && x != WCI_HT_DEL)
-            place(t, decode(x));
+            place(t, decode(x), key_hash(decode(x)));
     }
     atomic_store_explicit(&h->tab, t, memory_order_release);
     h->used = h->live;
@@ -151,9 +159,9 @@ int wci_hash_reserve(wcache_cache *c, size_t more)
     return rebuild(c, more);
 }
 
-void wci_hash_insert(wci_hash *h, wci_key *k)
+void wci_hash_insert(wci_hash *h, wci_key *k, uint64_t hv)
 {
-    place(atomic_load_explicit(&h->tab, memory_order_relaxed), k);
+    place(atomic_load_explicit(&h->tab, memory_order_relaxed), k, hv);
     h->used++;
     h->live++;
 }
@@ -161,7 +169,7 @@ void wci_hash_insert(wci_hash *h, wci_key *k)
 void wci_hash_remove(wci_hash *h, wci_key *k)
 {
     wci_htab *t = atomic_load_explicit(&h->tab, memory_order_relaxed);
-    for (size_t i = k->hash & t->mask;; i = (i + 1) & t->mask) {
+    for (size_t i = key_hash(k) & t->mask;; i = (i + 1) & t->mask) {
         uintptr_t x = atomic_load_explicit(&t->s[i].k, memory_order_relaxed);
         if (!x)
             return;
@@ -173,11 +181,11 @@ void wci_hash_remove(wci_hash *h, wci_key *k)
     }
 }
 
-void wci_hash_hint(wci_hash *h, const wci_key *k, const wci_ver *v)
+void wci_hash_hint(wci_hash *h, const wci_key *k, uint64_t hv, const wci_ver *v)
 {
     wci_htab *t = atomic_load_explicit(&h->tab, memory_order_relaxed);
-    uintptr_t want = encode((wci_key *)k);
-    for (size_t i = k->hash & t->mask;; i = (i + 1) & t->mask) {
+    uintptr_t want = encode(k, hv);
+    for (size_t i = hv & t->mask;; i = (i + 1) & t->mask) {
         uintptr_t x = atomic_load_explicit(&t->s[i].k, memory_order_relaxed);
         if (!x)
             return;

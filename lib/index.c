@@ -175,9 +175,19 @@ static void vt_remove(wci_index *ix, wci_vlist *l)
 
 /* ---- open postings by key (writer only) ---- */
 
+/* Keyed by the key's address: keys do not keep their hash. */
+static size_t side_home(const side *s, const wci_key *k)
+{
+    uint64_t x = (uint64_t)(uintptr_t)k;
+    x ^= x >> 33; /* murmur3's finaliser: allocator addresses share low bits */
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return (size_t)x & s->mask;
+}
+
 static size_t side_slot(const side *s, const wci_key *k)
 {
-    size_t i = k->hash & s->mask;
+    size_t i = side_home(s, k);
     while (s->s[i].key && s->s[i].key != k)
         i = (i + 1) & s->mask;
     return i;
@@ -213,7 +223,7 @@ static void side_del(side *s, size_t i)
     s->s[i].key = NULL;
     s->used--;
     for (size_t j = (i + 1) & s->mask; s->s[j].key; j = (j + 1) & s->mask) {
-        size_t home = s->s[j].key->hash & s->mask;
+        size_t home = side_home(s, s->s[j].key);
         if (((j - home) & s->mask) >= ((j - i) & s->mask)) {
             s->s[i] = s->s[j];
             s->s[j].key = NULL;

@@ -42,7 +42,7 @@ static void ver_init(wci_ver *v, const void *val, size_t vlen)
  * (its successor then fits where it lived), and any version may take a
  * free object up to FIT_GRAINS larger than its own size rounds to.
  */
-#define FIT_GRAINS 4
+#define FIT_GRAINS 8
 #define FIRST_ROOM(n) ((n) / 64)
 
 /* w: called by the writer (see alloc.h).  first: the key's first version
@@ -99,7 +99,7 @@ static wci_ver *ver_copy(wcache_cache *c, const wci_ver *src, bool first)
 }
 
 /* w: called by the writer. */
-static wci_key *key_new(wcache_cache *c, const void *key, size_t klen, uint64_t hv, bool w)
+static wci_key *key_new(wcache_cache *c, const void *key, size_t klen, bool w)
 {
     size_t n = sizeof(wci_key) + klen;
     wci_key *k = w ? wci_slab_alloc_w(c->kslab, n) : wci_slab_alloc(c->kslab, n);
@@ -107,7 +107,6 @@ static wci_key *key_new(wcache_cache *c, const void *key, size_t klen, uint64_t 
         return NULL;
     atomic_init(&k->head, NULL);
     k->lslot = NULL;
-    k->hash = hv;
     k->klen = (uint32_t)klen;
     k->flags = 0;
     memcpy(k->key, key, klen);
@@ -211,6 +210,7 @@ static wcache_code check_writer(wcache_cache *c)
 typedef struct prep {
     wci_key *k;
     wci_ver *v; /* with flags set; revisions filled in at link time */
+    uint64_t hv; /* wci_hash_bytes of k's key */
     bool isnew; /* k was allocated here and is not yet in the cache */
     bool meta;  /* v carries the metadata to report (a re-list's put_meta) */
 } prep;
@@ -258,7 +258,7 @@ static int insert_new_keys(wcache_cache *c, prep *p, size_t n)
             }
             return -1;
         }
-        wci_hash_insert(&c->hash, p[i].k);
+        wci_hash_insert(&c->hash, p[i].k, p[i].hv);
         wci_stat_add(&c->st_key_bytes, p[i].k->klen);
     }
     return 0;
@@ -267,7 +267,8 @@ static int insert_new_keys(wcache_cache *c, prep *p, size_t n)
 /* meta: v carries the source's own metadata (wcache_ingest_relist checked
  * it), which is kept: only the versions the cache numbers itself get it
  * from rev and the chain. */
-static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev, bool meta)
+static void link_version(wcache_cache *c, wci_key *k, uint64_t hv, wci_ver *v, int64_t rev,
+                         bool meta)
 {
     wci_ver *head = atomic_load_explicit(&k->head, memory_order_relaxed);
     bool was_live = head && !(head->flags & WCI_VER_TOMBSTONE);
@@ -288,7 +289,7 @@ static void link_version(wcache_cache *c, wci_key *k, wci_ver *v, int64_t rev, b
     atomic_store_explicit(&k->head, v, memory_order_release);
     if (k->lslot) /* set for every key in the tree, which a linked key is */
         atomic_store_explicit(k->lslot, v, memory_order_release);
-    wci_hash_hint(&c->hash, k, v);
+    wci_hash_hint(&c->hash, k, hv, v);
     bool now_live = !(v->flags & WCI_VER_TOMBSTONE);
     if (now_live != was_live) {
         if (now_live)
@@ -355,7 +356,7 @@ static int commit_locked(wcache_cache *c, prep *p, size_t n, int64_t rev, bool p
     int64_t now = need_time(c) ? wci_now(c) : 0;
     for (size_t i = 0; i < n; i++) {
         wci_ver *prev = atomic_load_explicit(&p[i].k->head, memory_order_relaxed);
-        link_version(c, p[i].k, p[i].v, rev, p[i].meta);
+        link_version(c, p[i].k, p[i].hv, p[i].v, rev, p[i].meta);
         if (c->ix)
             wci_index_link(c, i, p[i].k, rev); /* before dispatch: it reads the values */
         wci_ring_push(c, rev, now, p[i].k, p[i].v);
@@ -394,9 +395,10 @@ static int prep_key(wcache_cache *c, prep *p, wci_key *found, const void *key, s
                     uint64_t hv)
 {
     p->k = found;
+    p->hv = hv;
     p->isnew = found == NULL;
     if (p->isnew)
-        p->k = key_new(c, key, klen, hv, true);
+        p->k = key_new(c, key, klen, true);
     return p->k ? 0 : -1;
 }
 
@@ -432,7 +434,8 @@ wcache_code wcache_ingest_delete(wcache_cache *c, const void *key, size_t klen, 
         rc = check_rev(c, rev);
     if (rc != WCACHE_OK)
         return rc;
-    prep p = {.k = find(c, key, klen, wci_hash_bytes(key, klen))};
+    uint64_t hv = wci_hash_bytes(key, klen);
+    prep p = {.k = find(c, key, klen, hv), .hv = hv};
     if (!live(p.k))
         return wci_err(c, WCACHE_ENOTFOUND, "delete at %lld of a key that is not present",
                        (long long)rev);
@@ -574,6 +577,7 @@ wcache_code wcache_ingest_changes(wcache_cache *c, const wcache_change *ch, size
         prep p = {0};
         if (x->type == WCACHE_CHANGE_DELETE) {
             p.k = k;
+            p.hv = h;
             if (!live(p.k)) {
                 rc = WCACHE_ENOTFOUND;
                 break;
@@ -708,9 +712,9 @@ static wcache_code batch_add(wcache_batch *b, uint32_t type, const void *key, si
         b->ops = ops;
         b->cap = cap;
     }
-    wci_op op = {type, key_new(c, key, klen, wci_hash_bytes(key, klen), false), NULL};
-    if (op.k && type != WCI_OP_DELETE)
-        op.v = ver_new_x(c, val, vlen, false, false); /* copied by prep_batch */
+    wci_op op = {type, key_new(c, key, klen, false), NULL, wci_hash_bytes(key, klen)};
+    if (op.k && type != WCI_OP_DELETE) /* room: load_sorted takes it as a first version */
+        op.v = ver_new_x(c, val, vlen, false, true);
     if (!op.k || (type != WCI_OP_DELETE && !op.v)) {
         wci_key_release(c, op.k, false);
         return WCACHE_ENOMEM;
@@ -791,7 +795,8 @@ static wcache_code prep_batch(wcache_cache *c, const wcache_batch *b, prep *p)
 {
     for (size_t i = 0; i < b->n; i++) {
         const wci_op *op = &b->ops[i];
-        p[i].k = find(c, op->k->key, op->k->klen, op->k->hash);
+        p[i].k = find(c, op->k->key, op->k->klen, op->hv);
+        p[i].hv = op->hv;
         if (op->type == WCI_OP_DELETE && !live(p[i].k)) {
             prep_free(c, p, i);
             return wci_err(c, WCACHE_ENOTFOUND, "batch deletes absent key %.*s",
@@ -800,7 +805,7 @@ static wcache_code prep_batch(wcache_cache *c, const wcache_batch *b, prep *p)
         p[i].isnew = p[i].k == NULL;
         p[i].meta = op->type == WCI_OP_META;
         if (p[i].isnew)
-            p[i].k = key_new(c, op->k->key, op->k->klen, op->k->hash, true);
+            p[i].k = key_new(c, op->k->key, op->k->klen, true);
         p[i].v = op->v ? ver_copy(c, op->v, !live(p[i].k)) : ver_new(c, NULL, 0, false);
         if (p[i].v && op->type == WCI_OP_DELETE)
             p[i].v->flags = WCI_VER_TOMBSTONE;
@@ -963,7 +968,7 @@ static wcache_code load_sorted(wcache_cache *c, wcache_batch *b, const wci_op **
     if (c->ix)
         wci_index_end(c);
     for (size_t i = 0; i < b->n; i++) {
-        wci_hash_insert(&c->hash, keys[i]);
+        wci_hash_insert(&c->hash, keys[i], s[i]->hv);
         kb += keys[i]->klen;
         vb += s[i]->v->vlen;
     }

@@ -12,7 +12,7 @@
 # output of a passing step goes only to its log (build/check/logs/NAME.log);
 # a failing step's log is printed, so CI output is enough to diagnose it.
 # Set CHECK_VERBOSE=1 to stream every step's output as it runs.
-# A step that runs longer than STEP_TIMEOUT seconds (default 1200) is killed
+# A step that runs longer than STEP_TIMEOUT seconds (default 2400) is killed
 # and fails, so a hung test cannot hold CI until its global limit.
 set -uo pipefail
 
@@ -40,7 +40,7 @@ cmd_step() {
     local t0 t1 rc
     t0=$(date +%s)
     [ -t 1 ] && printf '%-28s ...\n' "$name"
-    local limit=${STEP_TIMEOUT:-1200}
+    local limit=${STEP_TIMEOUT:-2400}
     if [ "${CHECK_VERBOSE:-0}" = 1 ]; then
         timeout -k 10 "$limit" "$@" 2>&1 </dev/null | tee "$log"
         rc=${PIPESTATUS[0]}
