@@ -421,7 +421,7 @@ WCACHE_API wcache_code wcache_batch_delete(wcache_batch *b, const void *key, siz
  *        (the result of an etcd range, or a snapshot) or
  *        wcache_ingest_relist().
  * @return WCACHE_OK, WCACHE_EINVAL (create_rev < 1, mod_rev < create_rev,
- *         version < 1), WCACHE_ETOOBIG, WCACHE_ENOMEM.
+ *         version < 1 or >= 2^55), WCACHE_ETOOBIG, WCACHE_ENOMEM.
  * Ownership: copies key and value.  Since: 0.1
  */
 WCACHE_API wcache_code wcache_batch_put_meta(wcache_batch *b, const void *key, size_t key_len,
