@@ -124,7 +124,7 @@ report(not list_bad and list_ok[0] == 20 * nlist, "%d concurrent LISTs while wri
 
 # every healthy watcher gets every event, in order
 bufs = [b""] * nwatch
-deadline = time.time() + 60
+deadline = time.time() + 240  # a guard, not a timing claim: CI hosts vary 3x
 for i, s in enumerate(socks):
     s.setblocking(False)
 pending = set(range(nwatch))
