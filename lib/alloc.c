@@ -284,11 +284,11 @@ void wci_slab_free_w(wci_slab *s, void *p, size_t n)
     push(&s->w.free[class_of(s, n)], p, class_of(s, n) * s->grain);
 }
 
-/* See alloc.h.  A version that outgrows its key's previous one would
- * otherwise leave that one's memory to versions of exactly its old size,
- * which may never come: taking a free object a few grains too large costs
- * those grains while it lives, a new one costs all of it for good. */
-/* The classes wci_slab_fit may take from, lowest first; false: n is not
+/* wci_slab_fit (alloc.h): a version that outgrows its key's previous one
+ * would otherwise leave that one's memory to versions of exactly its old
+ * size, which may never come: taking a free object a few grains too large
+ * costs those grains while it lives, a new one costs all of it for good.
+ * fit_classes: the classes it may take from, lowest first; false: n is not
  * slabbed.  Room that would leave the slab is not given. */
 static bool fit_classes(const wci_slab *s, size_t n, size_t want, size_t max, size_t *lo,
                         size_t *hi)

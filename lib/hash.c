@@ -140,8 +140,10 @@ static int rebuild(wcache_cache *c, size_t more)
     }
     for (size_t i = 0; i <= old->mask; i++) {
         uintptr_t x = atomic_load_explicit(&old->s[i].k, memory_order_relaxed);
-        if (x && x != WCI_HT_DEL)
-            place(t, decode(x), key_hash(decode(x)));
+        if (x && x != WCI_HT_DEL) {
+            wci_key *k = decode(x);
+            place(t, k, key_hash(k));
+        }
     }
     atomic_store_explicit(&h->tab, t, memory_order_release);
     h->used = h->live;

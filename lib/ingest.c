@@ -57,10 +57,7 @@ static wci_ver *ver_new_x(wcache_cache *c, const void *val, size_t vlen, bool w,
                    : wci_slab_fit(c->slab, n, want, max, &got);
     if (v) {
         ver_init(v, val, vlen);
-        /* grains beyond the class of n; 0 for memory outside the slab */
-        size_t extra = got > n ? got / WCI_VER_GRAIN - (n + WCI_VER_GRAIN - 1) / WCI_VER_GRAIN
-                               : 0;
-        v->vx = extra;
+        v->vx = (got - n) / WCI_VER_GRAIN; /* grains beyond n's class (wci_ver_size) */
     }
     return v;
 }
