@@ -84,6 +84,8 @@ if [ "${1:-}" = --table ]; then # re-print the table of an earlier run
 fi
 
 # --- build -----------------------------------------------------------------
+# the Go peer's google/btree comes from Debian, like everything else
+[ -d /usr/share/gocode/src/github.com/google/btree ] || tools/bootstrap-deps.sh bench >&2
 make -s lib >&2
 cflags=(-std=c11 -O2 -g -Wall -Wextra)
 ${CC:-cc} "${cflags[@]}" -Iinclude -Ibench -o "$build/bench_core" bench/bench_core.c \

@@ -5,7 +5,8 @@
 #   tools/bootstrap-deps.sh check   also the tools `make check` runs
 #                                   (clang + sanitizer runtimes, valgrind, ...)
 #   tools/bootstrap-deps.sh ci      also the test peers (etcd, zstd, gnuplot)
-#   tools/bootstrap-deps.sh bench   what make bench needs beyond the build (wrk)
+#   tools/bootstrap-deps.sh bench   what make bench needs beyond the build (wrk,
+#                                   etcd, gnuplot, Go and google/btree for the peer)
 #   tools/bootstrap-deps.sh go | rust   the toolchain of examples/go or
 #                                   examples/rust, only when its command is
 #                                   missing (a rustup or upstream Go install
@@ -33,7 +34,7 @@ S3_CMDS=(node:nodejs npm:npm aws:awscli)
 # tests/proxy/test-kubectl.sh as the image's newer one does.
 KUBE_CMDS=(kubectl:kubernetes-client)
 # make bench: wrk drives the proxy's GET/LIST rates (bench/proxy.sh).
-BENCH_PKGS=(wrk etcd-server etcd-client curl python3 gnuplot-nox)
+BENCH_PKGS=(wrk etcd-server etcd-client curl python3 gnuplot-nox golang-go golang-github-google-btree-dev)
 CI_PKGS=(zstd etcd-server etcd-client openssl gnuplot-nox curl ca-certificates git golang-go)
 
 # The packages of the toolchains whose command is missing.
