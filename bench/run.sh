@@ -84,13 +84,13 @@ if [ "${1:-}" = --table ]; then # re-print the table of an earlier run
 fi
 
 # --- build -----------------------------------------------------------------
-# the Go peer's google/btree comes from Debian, like everything else
-[ -d /usr/share/gocode/src/github.com/google/btree ] || tools/bootstrap-deps.sh bench >&2
 make -s lib >&2
 cflags=(-std=c11 -O2 -g -Wall -Wextra)
 ${CC:-cc} "${cflags[@]}" -Iinclude -Ibench -o "$build/bench_core" bench/bench_core.c \
     lib/libwatchcache.a -Wl,--as-needed -lzstd -lcurl -ljansson -lyaml -lxxhash -lpthread -lm
 export GOPATH=/usr/share/gocode GO111MODULE=off
+# the Go peer's google/btree comes from Debian, like everything else
+[ -d "$GOPATH/src/github.com/google/btree" ] || tools/bootstrap-deps.sh bench >&2
 export GOCACHE=${GOCACHE:-$root/$build/gocache} GOFLAGS=
 (cd bench/peers/go-btree && go build -o "$root/$build/go-btree" .)
 # Both sides must see the same objects, or the comparison means nothing.
