@@ -354,10 +354,11 @@ define run-runners
 	$(if $(CHECK_INTERNAL),$(call run-one,$(CHECK_INTERNAL),$(1),$(2),$(WB_SUITE_NAMES))) \
 	exit $$rc
 endef
-# $(call run-one,RUNNER,COMMAND PREFIX,SELECTED,RUNNER'S SUITES)
-run-one = $(if $(3),$(foreach n,$(filter $(3),$(4)),$(call run-cmd,$(1),$(2),CK_RUN_SUITE=$(n))),\
-	$(call run-cmd,$(1),$(2),))
-run-cmd = echo "== $(1) ($(VARIANT)) $(3)"; env $(3) $(2) ./$(1) || rc=1;
+# $(call run-one,RUNNER,COMMAND PREFIX,SELECTED,RUNNER'S SUITES): one
+# process per suite, so that the log gives each suite's wall time.
+run-one = $(foreach n,$(if $(3),$(filter $(3),$(4)),$(4)),$(call run-cmd,$(1),$(2),CK_RUN_SUITE=$(n)))
+run-cmd = echo "== $(1) ($(VARIANT)) $(3)"; t0=$$(date +%s); env $(3) $(2) ./$(1) || rc=1; \
+	echo "== $(3) took $$(( $$(date +%s) - t0 ))s";
 
 run-unit: tests
 	$(call run-runners,$(RUN_ENV_$(VARIANT)),$(RUN_SUITES))
@@ -372,14 +373,21 @@ VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full \
 VALGRIND_JOBS ?= 2
 VG_SEL = $(or $(VALGRIND_SUITES),$(SUITES))
 vg_pick = $(if $(VG_SEL),$(filter $(VG_SEL),$(1)),$(1))
-VG_PAIRS = $(foreach n,$(call vg_pick,$(PUB_SUITE_NAMES)),$(CHECK_PUBLIC):$(n)) \
+# The longest suites under valgrind (1.5-3 minutes each on the CI box)
+# start first, so that two jobs end together instead of one long suite
+# running alone at the end.
+VALGRIND_FIRST ?= watch_threads etcd k8s model snapshot
+VG_ALL = $(foreach n,$(call vg_pick,$(PUB_SUITE_NAMES)),$(CHECK_PUBLIC):$(n)) \
     $(if $(CHECK_INTERNAL),$(foreach n,$(call vg_pick,$(WB_SUITE_NAMES)),$(CHECK_INTERNAL):$(n)))
+VG_HEAD = $(foreach n,$(VALGRIND_FIRST),$(filter %:$(n),$(VG_ALL)))
+VG_PAIRS = $(VG_HEAD) $(filter-out $(VG_HEAD),$(VG_ALL))
 check-valgrind-run: tests
 	@d=$(B)/valgrind; rm -rf $$d; mkdir -p $$d; \
 	printf '%s\n' $(VG_PAIRS) | xargs -P $(VALGRIND_JOBS) -I{} sh -c \
 	    't=$${1%%:*}; s=$${1##*:}; l=$$2/$$(basename $$t)-$$s; \
+	     t0=$$(date +%s); \
 	     env CK_RUN_SUITE=$$s CK_FORK=no WCACHE_VALGRIND=1 $(VALGRIND) ./$$t >$$l.log 2>&1 \
-	     || touch $$l.failed' _ {} $$d; \
+	     || touch $$l.failed; echo "== $$s took $$(( $$(date +%s) - t0 ))s" >>$$l.log' _ {} $$d; \
 	for f in $$d/*.log; do echo "== valgrind $$f"; cat $$f; done; \
 	if ls $$d/*.failed >/dev/null 2>&1; then \
 	    echo "valgrind failed: $$(cd $$d && ls *.failed | sed 's/.failed//' | tr '\n' ' ')"; exit 1; fi
