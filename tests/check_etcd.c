@@ -1228,6 +1228,8 @@ static int workload_ops(int dflt)
         return 20000;
     if (getenv("WCACHE_VALGRIND") || getenv("WCACHE_TSAN"))
         return dflt / 8;
+    if (getenv("WCACHE_ASAN")) /* the same op mix; the plain pass runs it whole */
+        return dflt / 3;
     return dflt;
 }
 
