@@ -674,7 +674,8 @@ typedef struct wcache_watch_opts {
     /* > 0: deliver a WCACHE_EV_BOOKMARK at most this often when idle. */
     int64_t bookmark_interval_ms;
     /* Queued deliveries before the watcher counts as slow and is ended
-     * with WCACHE_EOVERFLOW (it must re-list).  0: 1024. */
+     * with WCACHE_EOVERFLOW (it must re-list).  0: 1024.  Rounded up to a
+     * power of two and allocated at open: 8 bytes a slot. */
     uint32_t queue_size;
     /* Watch by index value (see wcache_index(3)): when index_value is not
      * NULL, only changes whose new or previous object has this value in
