@@ -23,7 +23,7 @@
 # CI=true adds -Werror.
 #
 # make check knobs:
-#   FUZZ_TIME=15          seconds per fuzz target
+#   FUZZ_TIME=10          seconds per fuzz target
 #   SUITES="a b"          only these Check suites (suite_create names)
 #   TSAN_SUITES, VALGRIND_SUITES   the same, for one pass
 #   TSAN_SKIP=model       suites the TSan pass leaves out
@@ -396,7 +396,7 @@ check-valgrind-run: tests
 # --- fuzzing -------------------------------------------------------------------
 # Fuzz targets link the asan variant's static library (whose objects carry
 # the coverage hooks); they may include lib/ private headers.
-FUZZ_TIME ?= 15
+FUZZ_TIME ?= 10
 fuzz-bins:
 	@$(MAKE) --no-print-directory VARIANT=asan $(FUZZ_BINS)
 
