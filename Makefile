@@ -345,8 +345,8 @@ TSAN_SUITES ?= $(filter-out $(TSAN_SKIP),$(or $(SUITES),$(PUB_SUITE_NAMES) $(WB_
 VALGRIND_SUITES ?=
 RUN_SUITES = $(if $(filter tsan,$(VARIANT)),$(TSAN_SUITES),$(SUITES))
 
-# $(call run-runners,COMMAND PREFIX,SUITES): every runner, once for all its
-# suites or once per selected suite it holds; every runner runs even when
+# $(call run-runners,COMMAND PREFIX,SUITES): every runner, once per suite
+# it holds (or per selected suite it holds); every runner runs even when
 # an earlier one failed.
 define run-runners
 	@rc=0; \
