@@ -51,8 +51,8 @@ static wci_ver *ver_new_x(wcache_cache *c, const void *val, size_t vlen, bool w,
 {
     size_t n = sizeof(wci_ver) + vlen, got;
     size_t want = n + (first ? FIRST_ROOM(n) : 0);
-    size_t max = (want + WCI_VER_GRAIN - 1) / WCI_VER_GRAIN * WCI_VER_GRAIN +
-                 FIT_GRAINS * WCI_VER_GRAIN;
+    size_t max =
+        (want + WCI_VER_GRAIN - 1) / WCI_VER_GRAIN * WCI_VER_GRAIN + FIT_GRAINS * WCI_VER_GRAIN;
     wci_ver *v = w ? wci_slab_fit_w(c->slab, n, want, max, &got)
                    : wci_slab_fit(c->slab, n, want, max, &got);
     if (v) {
@@ -206,10 +206,10 @@ static wcache_code check_writer(wcache_cache *c)
 
 typedef struct prep {
     wci_key *k;
-    wci_ver *v; /* with flags set; revisions filled in at link time */
+    wci_ver *v;  /* with flags set; revisions filled in at link time */
     uint64_t hv; /* wci_hash_bytes of k's key */
-    bool isnew; /* k was allocated here and is not yet in the cache */
-    bool meta;  /* v carries the metadata to report (a re-list's put_meta) */
+    bool isnew;  /* k was allocated here and is not yet in the cache */
+    bool meta;   /* v carries the metadata to report (a re-list's put_meta) */
 } prep;
 
 static void prep_free(wcache_cache *c, prep *p, size_t n)

@@ -33,8 +33,8 @@
  * expansion, so this covers them all.
  */
 #undef ck_assert_msg
-#define ck_assert_msg(expr, ...)                                                   \
-    ((expr) ? (void)0                                                              \
+#define ck_assert_msg(expr, ...)                                                    \
+    ((expr) ? (void)0                                                               \
             : _ck_assert_failed(__FILE__, __LINE__, "Assertion '" #expr "' failed", \
                                 ##__VA_ARGS__))
 
