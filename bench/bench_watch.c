@@ -86,10 +86,15 @@
  *    delivery may have lost its time: the put's own duration (ingest and
  *    dispatch, p99 / max) and how late a consumer's round began after its
  *    nap (p99 / max; a thread waiting for a core shows there).
+ *  - Memory of the watchers: the C heap in use (mallinfo2(), every arena)
+ *    before and after opening them, and what closing them gives back at
+ *    the end (their queues as the runs left them, registry, fans, events
+ *    only they still held), per watcher.
  */
 #define _GNU_SOURCE
 
 #include <pthread.h>
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -512,6 +517,12 @@ static void open_watchers(const podgen *g, uint64_t n, size_t want, size_t nall)
     free(set.len);
 }
 
+static double heap_in_use(void)
+{
+    struct mallinfo2 m = mallinfo2();
+    return (double)m.uordblks + (double)m.hblkhd;
+}
+
 static void start_consumers(consumer *cs, int nc)
 {
     for (int t = 0; t < nc; t++) {
@@ -813,9 +824,11 @@ int main(int argc, char **argv)
     make_pool(&g, n_objects);
     fprintf(stderr, "bench_watch: %llu pods loaded and %d updates generated in %.1f s\n",
             (unsigned long long)n_objects, POOL, ((double)now_ns() - t) * 1e-9);
+    double heap0 = heap_in_use();
     t = (double)now_ns();
     open_watchers(&g, n_objects, (size_t)nprefix, (size_t)nall);
     metric("watch_open_rate", (double)S.nw / (((double)now_ns() - t) * 1e-9), "watches/s");
+    metric("watch_heap_open", (heap_in_use() - heap0) / (double)S.nw, "bytes/watcher");
 
     fprintf(stderr, "bench_watch: each consumer waits on %s\n",
             S.per_fd ? "an epoll set of its watches' own fds (-E)" : "one wcache_watchset");
@@ -833,8 +846,10 @@ int main(int argc, char **argv)
     if (ws.overflows)
         fprintf(stderr, "bench_watch: %llu watchers overflowed: the figures are not valid\n",
                 (unsigned long long)ws.overflows);
+    double heap1 = heap_in_use();
     for (size_t j = 0; j < S.nw; j++)
         wcache_watch_close(S.w[j].w);
+    metric("watch_heap_end", (heap1 - heap_in_use()) / (double)S.nw, "bytes/watcher");
     wcache_cache_close(S.c);
     free(S.w);
     free(S.all_idx);

@@ -675,7 +675,9 @@ typedef struct wcache_watch_opts {
     int64_t bookmark_interval_ms;
     /* Queued deliveries before the watcher counts as slow and is ended
      * with WCACHE_EOVERFLOW (it must re-list).  0: 1024.  Rounded up to a
-     * power of two and allocated at open: 8 bytes a slot. */
+     * power of two.  Memory follows the backlog, not this limit: 8 bytes
+     * a slot, from 32 slots, doubling up to queue_size as deliveries back
+     * up (a watch that cannot grow it ends with WCACHE_ENOMEM). */
     uint32_t queue_size;
     /* Watch by index value (see wcache_index(3)): when index_value is not
      * NULL, only changes whose new or previous object has this value in

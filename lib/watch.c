@@ -197,21 +197,11 @@ static void end_watch(wcache_watch *w, wcache_code why)
     efd_signal(w);
 }
 
+/* Logical fullness, against queue_size: the array grows below it. */
 static bool queue_full(const wcache_watch *w)
 {
     uint64_t h = atomic_load_explicit(&w->qhead, memory_order_acquire);
     return atomic_load_explicit(&w->qtail, memory_order_relaxed) - h >= w->qcap;
-}
-
-/* queue_full() for the writer in dispatch: reads the consumer's index
- * only when the room it saw last time is used up. */
-static bool queue_room(wcache_watch *w)
-{
-    uint64_t t = atomic_load_explicit(&w->qtail, memory_order_relaxed);
-    if (t - w->qhead_seen < w->qcap)
-        return true;
-    w->qhead_seen = atomic_load_explicit(&w->qhead, memory_order_acquire);
-    return t - w->qhead_seen < w->qcap;
 }
 
 static wcache_event *slot_event(wci_qslot s)
@@ -219,12 +209,90 @@ static wcache_event *slot_event(wci_qslot s)
     return (wcache_event *)(s & ~(uintptr_t)WCI_QSLOT_TYPE);
 }
 
-/* Producer side; the caller holds wmu and checked for room. */
+#define QUEUE_FIRST 32u /* slots of a first array: 256 bytes */
+
+/* The producer: move the queue to an array of at least need slots
+ * (need <= qcap).  The slots from the consumer's head on are copied; the
+ * old array stays readable until the consumer frees it (queue_cur()). */
+static bool queue_grow(wcache_watch *w, uint64_t need)
+{
+    wci_qarr *a = atomic_load_explicit(&w->q, memory_order_relaxed);
+    uint32_t cap = w->qpcap ? w->qpcap * 2 : QUEUE_FIRST;
+    while (cap < need)
+        cap *= 2;
+    cap = cap < w->qcap ? cap : w->qcap;
+    wci_qarr *na = wci_malloc(&w->c->al, sizeof *na + (size_t)cap * sizeof na->s[0]);
+    if (!na)
+        return false;
+    na->old = a;
+    na->cap = cap;
+    uint64_t t = atomic_load_explicit(&w->qtail, memory_order_relaxed);
+    uint64_t h = atomic_load_explicit(&w->qhead, memory_order_acquire);
+    for (uint64_t p = h; p < t; p++)
+        na->s[p & (cap - 1)] = a->s[p & (w->qpcap - 1)];
+    w->qhead_seen = h;
+    w->qpcap = cap;
+    atomic_store_explicit(&w->q, na, memory_order_release);
+    return true;
+}
+
+/* The producer (under wmu, or the consumer itself while INITIAL): room
+ * for n more slots?  1 yes (the array grown if it had to), 0 the queue is
+ * at queue_size, -1 no memory to grow it.  Reads the consumer's index
+ * only when the room it saw last time is used up. */
+static int queue_room_n(wcache_watch *w, uint64_t n)
+{
+    uint64_t t = atomic_load_explicit(&w->qtail, memory_order_relaxed);
+    if (t - w->qhead_seen + n <= w->qpcap)
+        return 1;
+    w->qhead_seen = atomic_load_explicit(&w->qhead, memory_order_acquire);
+    uint64_t used = t - w->qhead_seen;
+    if (used + n <= w->qpcap)
+        return 1;
+    if (used + n > w->qcap)
+        return 0;
+    return queue_grow(w, used + n) ? 1 : -1;
+}
+
+static int queue_room(wcache_watch *w)
+{
+    return queue_room_n(w, 1);
+}
+
+/* Producer side; the caller holds wmu (or is INITIAL's consumer) and
+ * made room with queue_room(). */
 static void queue_push(wcache_watch *w, wcache_event *e, uint32_t type)
 {
     uint64_t t = atomic_load_explicit(&w->qtail, memory_order_relaxed);
-    w->q[t & (w->qcap - 1)] = (uintptr_t)e | type;
+    wci_qarr *a = atomic_load_explicit(&w->q, memory_order_relaxed);
+    a->s[t & (w->qpcap - 1)] = (uintptr_t)e | type; /* qpcap: a's header is a line away */
     atomic_store_explicit(&w->qtail, t + 1, memory_order_release);
+}
+
+/* The consumer's array, read after qtail (acquire), so that it holds
+ * every slot up to that tail.  Arrays the producer replaced are freed
+ * here: the consumer is the only thread that could still be reading
+ * them, and it holds no slot pointer between two looks. */
+static wci_qarr *queue_cur(wcache_watch *w)
+{
+    wci_qarr *a = atomic_load_explicit(&w->q, memory_order_acquire);
+    if (a && a->old) {
+        for (wci_qarr *o = a->old, *n; o; o = n) {
+            n = o->old;
+            wci_free(&w->c->al, o);
+        }
+        a->old = NULL;
+    }
+    return a;
+}
+
+static void queue_free(wcache_watch *w)
+{
+    for (wci_qarr *o = atomic_load_explicit(&w->q, memory_order_relaxed), *n; o; o = n) {
+        n = o->old;
+        wci_free(&w->c->al, o);
+    }
+    atomic_store_explicit(&w->q, NULL, memory_order_relaxed);
 }
 
 /* ---- registry: watchers by key prefix ---- */
@@ -531,6 +599,14 @@ static bool fan_detach(wcache_cache *c, wci_fan *f, wcache_watch *w, bool copy)
     uint64_t pos = atomic_load_explicit(&w->rpos, memory_order_relaxed), t = f->wtail;
     uint64_t cut = atomic_load_explicit(&w->rcut, memory_order_relaxed);
     wci_seg *s = w->rseg;
+    if (copy) { /* room for the whole copy first: nothing half done */
+        uint64_t from = w->lent_fan && w->lent_pos > pos ? w->lent_pos : pos;
+        uint64_t end = t < cut ? t : cut, used = queued_own(w);
+        uint64_t n = end > from ? end - from : 0;
+        n = used + n > w->qcap ? w->qcap - used : n;
+        if (n && queue_room_n(w, n) < 0)
+            return false;
+    }
     if (w->lent_fan && w->lent_pos > pos) {
         w->hold = wci_malloc(&c->al, (size_t)(w->lent_pos - pos) * sizeof *w->hold);
         if (!w->hold)
@@ -748,8 +824,9 @@ static void settle(wcache_watch *w)
 {
     if (w->lent_own) {
         uint64_t h = atomic_load_explicit(&w->qhead, memory_order_relaxed);
+        const wci_qarr *a = queue_cur(w); /* holds the slots it lent */
         for (size_t i = 0; i < w->lent_own; i++)
-            wcache_event_unref(slot_event(w->q[(h + i) & (w->qcap - 1)]));
+            wcache_event_unref(slot_event(a->s[(h + i) & (a->cap - 1)]));
         atomic_store_explicit(&w->qhead, h + w->lent_own, memory_order_release);
         w->lent_own = 0;
     }
@@ -1010,9 +1087,11 @@ static void consider(wcache_cache *c, dctx *d, wcache_watch *w)
     uint32_t t = w->plain ? d->plain_type : classify(c, w, &d->cur, &d->old);
     if (!t)
         return;
-    if (!queue_room(w)) {
-        atomic_fetch_add_explicit(&c->st_overflows, 1, memory_order_relaxed);
-        end_watch(w, WCACHE_EOVERFLOW);
+    int room = queue_room(w);
+    if (room <= 0) {
+        if (!room)
+            atomic_fetch_add_explicit(&c->st_overflows, 1, memory_order_relaxed);
+        end_watch(w, room ? WCACHE_ENOMEM : WCACHE_EOVERFLOW); /* must re-list */
         return;
     }
     if (r->ncand == r->capcand && cand_grow(c, r) != 0) {
@@ -1216,7 +1295,7 @@ static void watch_free(wcache_watch *w)
     wci_free(&c->al, w->prefix);
     wci_free(&c->al, w->start);
     wci_free(&c->al, w->end);
-    wci_free(&c->al, w->q);
+    queue_free(w);
     if (w->rmu_ok)
         pthread_mutex_destroy(&w->rmu);
     w->magic = 0;
@@ -1253,9 +1332,8 @@ static wcache_code watch_alloc(wcache_cache *c, const wcache_watch_opts *o, wcac
         w->ixval = dup_opt(c, o->index_value, o->index_value_len, &w->ixlen, &err);
     }
     w->qcap = pow2_at_least(o && o->queue_size ? o->queue_size : DEFAULT_QUEUE);
-    w->q = err ? NULL : wci_calloc(&c->al, w->qcap, sizeof *w->q);
     *out = w;
-    if (!w->q)
+    if (err)
         return WCACHE_ENOMEM;
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->efd < 0) {
@@ -1427,9 +1505,10 @@ static size_t queue_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap, bo
 {
     uint64_t h = atomic_load_explicit(&w->qhead, memory_order_relaxed);
     uint64_t t = atomic_load_explicit(&w->qtail, memory_order_acquire);
+    const wci_qarr *a = queue_cur(w);
     size_t n = 0;
     while (h < t && n < cap) {
-        to_delivery(w, w->q[h & (w->qcap - 1)], &evs[n]);
+        to_delivery(w, a->s[h & (a->cap - 1)], &evs[n]);
         if (lend)
             evs[n].ev = NULL;
         n++;
@@ -1446,6 +1525,8 @@ static size_t queue_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap, bo
 static int push_own(wcache_watch *w, uint32_t kind, uint32_t type, int64_t rev,
                     const wci_key *k, wci_ver *v)
 {
+    if (queue_room(w) <= 0) /* the callers saw room: no memory to grow */
+        return -1;
     wcache_event *e = event_new(w->c, kind, rev, k ? k->key : NULL, k ? k->klen : 0, v, NULL);
     if (!e)
         return -1;
@@ -1529,7 +1610,9 @@ static wcache_code replay_locked(wcache_watch *w)
     wci_ring *r = &c->ring;
     if (w->cursor < r->head)
         return WCACHE_ECOMPACTED; /* history it needed is gone: re-list */
-    for (int n = 0; w->cursor < r->tail && n < REPLAY_BATCH && !queue_full(w); n++) {
+    int room = 1;
+    for (int n = 0; w->cursor < r->tail && n < REPLAY_BATCH && (room = queue_room(w)) > 0;
+         n++) {
         wci_event *e = &r->ev[w->cursor & r->mask];
         w->cursor++;
         if (e->rev <= w->start_rev || !key_in(w, e->key->key, e->key->klen))
@@ -1552,6 +1635,8 @@ static wcache_code replay_locked(wcache_watch *w)
             return WCACHE_ENOMEM;
         queue_push(w, ev, t);
     }
+    if (room < 0)
+        return WCACHE_ENOMEM;
     if (w->cursor == r->tail)
         w->phase = PHASE_LIVE;
     return WCACHE_OK;
@@ -1765,8 +1850,9 @@ void wcache_watch_close(wcache_watch *w)
     }
     pthread_mutex_unlock(&c->wmu);
     uint64_t h = atomic_load(&w->qhead), t = atomic_load(&w->qtail);
+    const wci_qarr *a = queue_cur(w);
     for (; h < t; h++)
-        wcache_event_unref(slot_event(w->q[h & (w->qcap - 1)]));
+        wcache_event_unref(slot_event(a->s[h & (a->cap - 1)]));
     atomic_fetch_sub_explicit(&c->st_watchers, 1, memory_order_relaxed);
     watch_free(w);
 }

@@ -15,6 +15,22 @@ struct wci_selector;
 typedef uintptr_t wci_qslot;
 #define WCI_QSLOT_TYPE 7u
 
+/*
+ * A watcher's slots.  The array starts small and doubles, up to the
+ * watch's queue_size, only when the producer finds it full: a watcher
+ * pays for the backlog it has had, not for the one it is allowed (10,000
+ * watchers of queue_size 65536 would otherwise hold 5 GB of empty slots;
+ * one reading a fan has no array at all).  The producer moves the slots
+ * to the new array and publishes it; the consumer may still be reading
+ * the old one, so the old one hangs off the new (old) until the consumer
+ * next looks at the queue and frees it.
+ */
+typedef struct wci_qarr {
+    struct wci_qarr *old; /* replaced by this one, not yet freed */
+    uint32_t cap;         /* a power of two */
+    wci_qslot s[];
+} wci_qarr;
+
 typedef struct wci_cand {
     wcache_watch *w;
     uint32_t type;
@@ -147,11 +163,12 @@ struct wcache_watch {
     /* queue: producer holds wmu, consumer is the watch's thread.  The
      * consumer's index and the producer's fields sit on different cache
      * lines, so a push and a pop do not bounce one line between cores. */
-    wci_qslot *q;
-    uint32_t qcap;
-    /* The writer's last look at qhead (dispatch, under wmu): the queue has
-     * at least qcap - (qtail - qhead_seen) free slots, so the consumer's
-     * line is read only when that runs out. */
+    _Atomic(wci_qarr *) q; /* NULL until the first push */
+    uint32_t qcap;         /* queue_size: the most slots it may grow to */
+    uint32_t qpcap;        /* the producer's: q's cap, 0 without q */
+    /* The producer's last look at qhead: the array has at least
+     * qpcap - (qtail - qhead_seen) free slots, so the consumer's line is
+     * read only when that runs out. */
     uint64_t qhead_seen;
     char pad0[64];
     _Atomic uint64_t qhead;

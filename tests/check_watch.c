@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1013,6 +1014,145 @@ START_TEST(test_fresh_read_without_source)
 }
 END_TEST
 
+/*
+ * A watch's queue grows with its backlog, up to queue_size, instead of
+ * being allocated whole at open (lib/watch.h, wci_qarr): thousands of
+ * watchers with a generous queue_size cost little while they keep up.
+ * Growth must not lose, repeat or reorder a slot, also while deliveries
+ * are lent across it, and the overflow limit stays exactly queue_size.
+ */
+static _Atomic long long qg_live; /* bytes the cache holds */
+
+static void *qg_alloc(size_t n, void *ud)
+{
+    (void)ud;
+    size_t *p = malloc(n + 16); /* 16: keeps the caller's alignment */
+    if (!p)
+        return NULL;
+    p[0] = n;
+    atomic_fetch_add(&qg_live, (long long)n);
+    return (char *)p + 16;
+}
+
+static void qg_free(void *q, void *ud)
+{
+    (void)ud;
+    if (!q)
+        return;
+    size_t *p = (size_t *)((char *)q - 16);
+    atomic_fetch_sub(&qg_live, (long long)p[0]);
+    free(p);
+}
+
+START_TEST(test_watch_queue_grows)
+{
+    wcache_allocator al = {sizeof al, qg_alloc, qg_free, NULL};
+    wcache_cache *c;
+    ck_assert_ok(wcache_cache_create(&c, &al));
+    ck_assert_ok(wcache_cache_set_param(c, WCACHE_P_RETAIN_SECONDS, 0));
+    ck_assert_ok(wcache_cache_open(c));
+    char v[64];
+    int64_t rev = 0;
+    ck_assert_ok(wcache_ingest_put(c, "/g/0", 4, "v", 1, ++rev));
+
+    /* 200 idle watchers, queue_size 65536 (512 KiB of slots each if
+     * allocated at open): half share the prefix's fan, half have their
+     * own queue (a [start, end) range never shares one). */
+    enum { NW = 200 };
+    static wcache_watch *ws[NW];
+    long long before = atomic_load(&qg_live);
+    for (int i = 0; i < NW; i++) {
+        wcache_watch_opts o = {.size = sizeof o, .queue_size = 65536};
+        if (i % 2)
+            o.prefix = "/g/", o.prefix_len = 3;
+        else
+            o.start = "/g/", o.start_len = 3, o.end = "/g0", o.end_len = 3;
+        ck_assert_ok(wcache_watch_open(c, &o, &ws[i]));
+    }
+    ck_assert_ok(wcache_ingest_put(c, "/g/1", 4, "v", 1, ++rev));
+    wcache_watch_event evs[512];
+    size_t n;
+    for (int i = 0; i < NW; i++) {
+        ck_assert_ok(wcache_watch_next(ws[i], evs, 512, &n));
+        ck_assert_uint_eq(n, 1);
+        release(evs, n);
+    }
+    long long per = (atomic_load(&qg_live) - before) / NW;
+    ck_assert_msg(per < 2048, "%lld bytes per idle watcher", per);
+    for (int i = 0; i < NW; i++)
+        wcache_watch_close(ws[i]);
+
+    /* One watcher, queue_size 4096, far behind: 3,000 changes queue up
+     * (the array doubles from 32 slots), 10 are lent, 1,000 more come
+     * (it grows again under the lent ones), then all 4,000 come out in
+     * order, borrowed and owned calls mixed. */
+    wcache_watch_opts o = {.size = sizeof o,
+                           .queue_size = 4096,
+                           .start = "/g/",
+                           .start_len = 3,
+                           .end = "/g0",
+                           .end_len = 3};
+    wcache_watch *w;
+    ck_assert_ok(wcache_watch_open(c, &o, &w));
+    int64_t first = rev + 1;
+    for (int i = 0; i < 3000; i++) {
+        snprintf(v, sizeof v, "%d", i);
+        ck_assert_ok(wcache_ingest_put(c, "/g/2", 4, v, strlen(v), ++rev));
+    }
+    ck_assert_ok(wcache_watch_next_borrowed(w, evs, 10, &n));
+    ck_assert_uint_eq(n, 10);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(evs[i].revision, first + (int64_t)i);
+    for (int i = 3000; i < 4000; i++) {
+        snprintf(v, sizeof v, "%d", i);
+        ck_assert_ok(wcache_ingest_put(c, "/g/2", 4, v, strlen(v), ++rev));
+    }
+    /* the lent 10 are still readable: their memory moved, not their events */
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(evs[i].revision, first + (int64_t)i);
+        snprintf(v, sizeof v, "%zu", i);
+        ck_assert_uint_eq(evs[i].kv.value_len, strlen(v));
+        ck_assert(memcmp(evs[i].kv.value, v, strlen(v)) == 0);
+    }
+    int64_t want = first + 10;
+    for (int call = 0; want <= rev; call++) {
+        bool lend = call % 2;
+        ck_assert_ok(lend ? wcache_watch_next_borrowed(w, evs, 300, &n)
+                          : wcache_watch_next(w, evs, 300, &n));
+        ck_assert_uint_gt(n, 0);
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_int_eq(evs[i].revision, want);
+            snprintf(v, sizeof v, "%lld", (long long)(want - first));
+            ck_assert(evs[i].kv.value_len == strlen(v) &&
+                      memcmp(evs[i].kv.value, v, strlen(v)) == 0);
+            want++;
+        }
+        if (!lend)
+            release(evs, n);
+    }
+    ck_assert_ok(wcache_watch_next(w, evs, 300, &n));
+    ck_assert_uint_eq(n, 0);
+
+    /* Exactly queue_size fit; one more ends it, after all 4096. */
+    first = rev + 1;
+    for (int i = 0; i < 4097; i++)
+        ck_assert_ok(wcache_ingest_put(c, "/g/3", 4, "x", 1, ++rev));
+    size_t total = 0;
+    wcache_code rc;
+    while ((rc = wcache_watch_next(w, evs, 512, &n)) == WCACHE_OK && n) {
+        for (size_t i = 0; i < n; i++)
+            ck_assert_int_eq(evs[i].revision, first + (int64_t)(total + i));
+        total += n;
+        release(evs, n);
+    }
+    ck_assert_uint_eq(total, 4096);
+    ck_assert_wc(rc, WCACHE_EOVERFLOW);
+    wcache_watch_close(w);
+    wcache_cache_close(c);
+    ck_assert_int_eq(atomic_load(&qg_live), 0);
+}
+END_TEST
+
 Suite *watch_suite(void)
 {
     Suite *s = suite_create("watch");
@@ -1024,6 +1164,7 @@ Suite *watch_suite(void)
     tcase_add_test(tc, test_watch_initial_events);
     tcase_add_test(tc, test_watch_selector_transitions);
     tcase_add_test(tc, test_watch_slow_watcher_ends);
+    tcase_add_test(tc, test_watch_queue_grows);
     tcase_add_test(tc, test_watch_shared_fan);
     tcase_add_test(tc, test_watch_fan_threads);
     tcase_add_test(tc, test_watchset_wakeups);
