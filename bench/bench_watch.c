@@ -89,11 +89,14 @@
  *  - Memory of the watchers: the C heap in use (mallinfo2(), every arena)
  *    before and after opening them, and what closing them gives back at
  *    the end (their queues as the runs left them, registry, fans, events
- *    only they still held), per watcher.
+ *    only they still held), per watcher; and the file descriptors the
+ *    process holds at the end beyond those before opening them, per
+ *    watcher (the consumers' epoll sets or watch sets included).
  */
 #define _GNU_SOURCE
 
 #include <pthread.h>
+#include <dirent.h>
 #include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -517,6 +520,18 @@ static void open_watchers(const podgen *g, uint64_t n, size_t want, size_t nall)
     free(set.len);
 }
 
+static int open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
 static double heap_in_use(void)
 {
     struct mallinfo2 m = mallinfo2();
@@ -825,6 +840,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "bench_watch: %llu pods loaded and %d updates generated in %.1f s\n",
             (unsigned long long)n_objects, POOL, ((double)now_ns() - t) * 1e-9);
     double heap0 = heap_in_use();
+    int fds0 = open_fds();
     t = (double)now_ns();
     open_watchers(&g, n_objects, (size_t)nprefix, (size_t)nall);
     metric("watch_open_rate", (double)S.nw / (((double)now_ns() - t) * 1e-9), "watches/s");
@@ -847,6 +863,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_watch: %llu watchers overflowed: the figures are not valid\n",
                 (unsigned long long)ws.overflows);
     double heap1 = heap_in_use();
+    metric("watch_fds_end", (double)(open_fds() - fds0) / (double)S.nw, "fds/watcher");
     for (size_t j = 0; j < S.nw; j++)
         wcache_watch_close(S.w[j].w);
     metric("watch_heap_end", (heap1 - heap_in_use()) / (double)S.nw, "bytes/watcher");

@@ -709,7 +709,8 @@ typedef struct wcache_watch_event {
  *         revision: the Kubernetes 410 "too old resource version"),
  *         WCACHE_EFUTURE (initial_events above the current revision),
  *         WCACHE_ESTATE, WCACHE_EBUSY (initial_events and no reader slot),
- *         WCACHE_ESYS (eventfd), WCACHE_ENOMEM.
+ *         WCACHE_ENOMEM.  No file descriptor is made here: see
+ *         wcache_watch_fd().
  * Ownership: new (*out); close with wcache_watch_close() before closing c.
  * Thread safety: any thread.  Since: 0.1
  */
@@ -753,7 +754,8 @@ WCACHE_API wcache_code wcache_watch_next_borrowed(wcache_watch *w, wcache_watch_
 /*
  * @brief As wcache_watch_next(), but wait up to timeout_ms (-1: forever)
  *        for at least one delivery; *n = 0 on timeout.  WCACHE_ESTATE for
- *        a watch in a watch set (wait on the set's fd).
+ *        a watch in a watch set (wait on the set's fd); WCACHE_ESYS when
+ *        its eventfd cannot be made (see wcache_watch_fd()) or poll fails.
  * Thread safety: the watch's thread.  Since: 0.1
  */
 WCACHE_API wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *evs, size_t cap,
@@ -765,8 +767,13 @@ WCACHE_API wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *ev
  *        returns *n = 0.  Not woken while the watch is in a watch set
  *        (wcache_watchset_add()).  Do not read, write or close it.  Bookmarks are made
  *        when next() finds nothing queued; a loop wanting them while idle
- *        calls next() at least every bookmark interval.
- * Thread safety: any thread.  Since: 0.1
+ *        calls next() at least every bookmark interval.  The eventfd is
+ *        made by the first call (or by a wcache_watch_wait() that sleeps),
+ *        not at open, so watches served through a watch set hold none; a
+ *        wake-up that came before shows on it at once.
+ * @return the fd, or -1 for an invalid w or when no fd could be made
+ *         (errno set, e.g. EMFILE: the watch is unharmed, ask again).
+ * Thread safety: any thread, but not from a log callback.  Since: 0.1
  */
 WCACHE_API int wcache_watch_fd(const wcache_watch *w);
 

@@ -504,13 +504,49 @@ static void set_push(wcache_watchset *s, wcache_watch *w)
         fd_signal(s->efd);
 }
 
-/* The caller holds wmu or rmu, or is the watch's thread: set is stable. */
+/* The caller holds wmu or rmu, or is the watch's thread: set is stable.
+ * Every caller made its wake-up visible (armed cleared or end_code set,
+ * seq_cst) before this load of efd: see watch_efd() for the other side. */
 static void efd_signal(wcache_watch *w)
 {
-    if (w->set)
+    if (w->set) {
         set_push(w->set, w);
-    else
-        fd_signal(w->efd);
+        return;
+    }
+    int fd = atomic_load(&w->efd);
+    if (fd >= 0)
+        fd_signal(fd);
+}
+
+/*
+ * The watch's own fd, made when first asked for: a watch served through a
+ * watch set, or only ever polled with next(), holds none (10,000 eventfds
+ * would need RLIMIT_NOFILE raised above the usual 1024).  A wake-up that
+ * came while there was no fd left armed at 0 or end_code set, and a
+ * producer loads efd only after making that store (seq_cst both sides):
+ * either it saw the fd or this sees its store.  -1: no fd (errno).
+ * Any thread, but not under rmu.
+ */
+static int watch_efd(wcache_watch *w)
+{
+    int fd = atomic_load(&w->efd);
+    if (fd >= 0)
+        return fd;
+    int nfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (nfd < 0)
+        return -1;
+    if (!atomic_compare_exchange_strong(&w->efd, &fd, nfd)) {
+        close(nfd); /* another thread made it first */
+        return fd;
+    }
+    /* under rmu, w->set is stable: a set's member leaves its fd quiet
+     * (wcache_watchset_remove() wakes it) */
+    pthread_mutex_lock(&w->rmu);
+    bool due = !w->set && (!atomic_load(&w->armed) || atomic_load(&w->end_code));
+    pthread_mutex_unlock(&w->rmu);
+    if (due)
+        fd_signal(nfd);
+    return nfd;
 }
 
 static wci_seg *seg_new(wcache_cache *c, wci_fan *f, uint64_t base)
@@ -1286,8 +1322,8 @@ static uint32_t pow2_at_least(uint32_t n)
 static void watch_free(wcache_watch *w)
 {
     wcache_cache *c = w->c;
-    if (w->efd >= 0)
-        close(w->efd);
+    if (atomic_load(&w->efd) >= 0)
+        close(atomic_load(&w->efd));
     wcache_view_free(w->iview);
     wci_free(&c->al, w->im);
     wci_free(&c->al, w->ixval);
@@ -1309,7 +1345,7 @@ static wcache_code watch_alloc(wcache_cache *c, const wcache_watch_opts *o, wcac
         return WCACHE_ENOMEM;
     w->magic = WCI_WATCH_MAGIC;
     w->c = c;
-    w->efd = -1;
+    atomic_init(&w->efd, -1);
     atomic_init(&w->rcut, UINT64_MAX);
     if (pthread_mutex_init(&w->rmu, NULL) != 0) {
         *out = w;
@@ -1333,14 +1369,7 @@ static wcache_code watch_alloc(wcache_cache *c, const wcache_watch_opts *o, wcac
     }
     w->qcap = pow2_at_least(o && o->queue_size ? o->queue_size : DEFAULT_QUEUE);
     *out = w;
-    if (err)
-        return WCACHE_ENOMEM;
-    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->efd < 0) {
-        c->last_errno = errno;
-        return wci_err(c, WCACHE_ESYS, "watch: eventfd: %s", strerror(errno));
-    }
-    return WCACHE_OK;
+    return err ? WCACHE_ENOMEM : WCACHE_OK;
 }
 
 static wcache_code parse_selector(wcache_cache *c, const wcache_watch_opts *o, wcache_watch *w)
@@ -1455,11 +1484,8 @@ wcache_code wcache_watch_open(wcache_cache *c, const wcache_watch_opts *o, wcach
         return rc;
     }
     atomic_fetch_add_explicit(&c->st_watchers, 1, memory_order_relaxed);
-    if (w->phase != PHASE_LIVE) { /* readable until caught up */
-        uint64_t one = 1;
-        ssize_t wr = write(w->efd, &one, sizeof one);
-        (void)wr;
-    }
+    if (w->phase != PHASE_LIVE) /* readable until caught up: a wake-up is due */
+        atomic_store(&w->armed, 0);
     w->next_bm = w->bm_ns ? wci_now(c) + w->bm_ns : 0;
     *out = w;
     return WCACHE_OK;
@@ -1695,8 +1721,9 @@ static bool arm(wcache_watch *w)
             set_push(w->set, w); /* a set hands it out again instead */
         return false;
     }
-    if (!w->set) {
-        ssize_t r = read(w->efd, &drain, sizeof drain);
+    int fd = atomic_load(&w->efd);
+    if (!w->set && fd >= 0) {
+        ssize_t r = read(fd, &drain, sizeof drain);
         (void)r;
     }
     pthread_mutex_lock(&w->rmu);
@@ -1798,7 +1825,11 @@ wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *evs, size_t c
             int64_t bm = (w->next_bm - wci_now(w->c)) / 1000000 + 1;
             left = left < 0 || bm < left ? (bm > 0 ? bm : 1) : left;
         }
-        struct pollfd p = {.fd = w->efd, .events = POLLIN};
+        struct pollfd p = {.fd = watch_efd(w), .events = POLLIN};
+        if (p.fd < 0) {
+            w->c->last_errno = errno;
+            return wci_err(w->c, WCACHE_ESYS, "watch: eventfd: %s", strerror(errno));
+        }
         if (poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left) < 0 && errno != EINTR) {
             w->c->last_errno = errno;
             return WCACHE_ESYS;
@@ -1808,7 +1839,8 @@ wcache_code wcache_watch_wait(wcache_watch *w, wcache_watch_event *evs, size_t c
 
 int wcache_watch_fd(const wcache_watch *w)
 {
-    return watch_ok(w) ? w->efd : -1;
+    /* const for the caller: the fd made on first use is not its state */
+    return watch_ok(w) ? watch_efd((wcache_watch *)(uintptr_t)w) : -1;
 }
 
 void wcache_watch_stop(wcache_watch *w)
@@ -1933,6 +1965,9 @@ wcache_code wcache_watchset_remove(wcache_watchset *s, wcache_watch *w)
     pthread_mutex_lock(&c->wmu);
     pthread_mutex_lock(&w->rmu);
     w->set = NULL; /* every pusher holds one of the locks: none of w now */
+    /* a wake-up is due: on the fd if it has one, else when it is made */
+    if (atomic_exchange(&w->armed, 0) && w->fan)
+        atomic_fetch_sub(&w->fan->narmed, 1);
     s->m[w->set_idx] = s->m[--s->n];
     s->m[w->set_idx]->set_idx = w->set_idx;
     pthread_mutex_unlock(&w->rmu);
@@ -1944,7 +1979,9 @@ wcache_code wcache_watchset_remove(wcache_watchset *s, wcache_watch *w)
             break;
         }
     atomic_store(&w->sready, 0);
-    fd_signal(w->efd); /* back on its own fd, which may have missed a wake-up */
+    int fd = atomic_load(&w->efd); /* back on its own fd, which may have missed one */
+    if (fd >= 0)
+        fd_signal(fd);
     return WCACHE_OK;
 }
 

@@ -177,7 +177,7 @@ struct wcache_watch {
     _Atomic uint64_t qtail;
     _Atomic int end_code;
     _Atomic int armed;
-    int efd;
+    _Atomic int efd; /* -1 until first asked for (watch_efd()) */
     int registered;
     /* bookmarks (consumer only) */
     int64_t bm_ns, next_bm, last_rev;

@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <watchcache.h>
 
@@ -485,21 +487,30 @@ static int fan_read_once(fan_reader *r)
     return r->next > FT_N;
 }
 
+/* Polls without an fd: an empty next() makes no system call, so a round
+ * that found nothing yields, or valgrind (one thread at a time, switched
+ * at system calls or after a long slice) would spin it for a whole slice
+ * while the writer waits for a core. */
 static void *fan_consumer(void *arg)
 {
     fan_reader *rs = arg;
     for (int live = 1; live;) {
         live = 0;
+        int64_t before = 0, after = 0;
         for (fan_reader *r = rs; r->w; r++) {
             if (atomic_load(&r->done))
                 continue;
+            before += r->next;
             if (fan_read_once(r))
                 atomic_store(&r->done, 1);
             else
                 live = 1;
+            after += r->next;
             for (int y = 0; r->slow && y < 50; y++)
                 sched_yield();
         }
+        if (after == before)
+            sched_yield();
     }
     return NULL;
 }
@@ -1153,6 +1164,105 @@ START_TEST(test_watch_queue_grows)
 }
 END_TEST
 
+/*
+ * A watch makes its eventfd when first asked for it (wcache_watch_fd(),
+ * wcache_watch_wait()): thousands of watchers served through watch sets
+ * hold no fd each, under the usual RLIMIT_NOFILE of 1024.  A wake-up that
+ * came before the fd existed must show on it when it is made; an idle
+ * watch's new fd must not be readable; running out of fds is an error
+ * code, never a crash.
+ */
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++)
+        n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+START_TEST(test_watch_fd_made_on_first_use)
+{
+    struct rlimit old;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int base = open_fds();
+    enum { NW = 2000 };
+    static wcache_watch *ws[NW];
+    wcache_watchset *set;
+    ck_assert_ok(wcache_watchset_create(C, &set));
+    for (uintptr_t i = 0; i < NW; i++) {
+        char p[32];
+        snprintf(p, sizeof p, "/n/%04u/", (unsigned)i);
+        ws[i] = open_watch(i % 2 ? p : "/n/", 0); /* half own queue, half one fan */
+        ck_assert_ok(wcache_watchset_add(set, ws[i], (void *)i));
+    }
+    ck_assert_int_le(open_fds() - base, 8); /* the set's one, not 2,000 */
+    put("/n/0001/a", "v", 1);
+    size_t got = 0;
+    wcache_watch *w;
+    void *ud;
+    while (wcache_watchset_next(set, &w, &ud) == WCACHE_OK && w) {
+        int64_t last = 0;
+        wcache_code end;
+        got += set_drain(w, &last, &end);
+    }
+    ck_assert_uint_eq(got, NW / 2 + 1); /* the fan's 1,000 and /n/0001/'s */
+    wcache_watchset_free(set);
+
+    /* Out of the set, without fds: its fd, made now, is readable once
+     * (wcache_watchset_free(3)), then quiet. */
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(ws[3])), 1);
+    wcache_watch_event evs[4];
+    size_t n;
+    ck_assert_ok(wcache_watch_next(ws[3], evs, 4, &n));
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(ws[3])), 0);
+    /* Never in a set, no fd yet: a change reaches wa and not wb, and the
+     * fds made after it say so. */
+    wcache_watch *wa = open_watch("/m/", 0), *wb = open_watch("/q/", 0);
+    put("/m/x", "v", 2);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(wb)), 0);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(wa)), 1);
+    ck_assert_int_eq(wcache_watch_fd(wa), wcache_watch_fd(wa)); /* made once */
+    ck_assert_ok(wcache_watch_wait(wa, evs, 4, &n, 1000));
+    ck_assert_uint_eq(n, 1);
+    release(evs, n);
+    ck_assert_ok(wcache_watch_next(wa, evs, 4, &n));
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(wa)), 0);
+    put("/q/x", "v", 3);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(wb)), 1);
+    wcache_watch_close(wa);
+    wcache_watch_close(wb);
+    /* a replaying watch is readable at once; a stopped one too */
+    wcache_watch *r = open_watch("/n/", 1);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(r)), 1);
+    wcache_watch_stop(ws[4]);
+    ck_assert_int_eq(fd_ready(wcache_watch_fd(ws[4])), 1);
+
+    /* No fds left: -1 and WCACHE_ESYS, and the watches still work. */
+    struct rlimit low = old;
+    low.rlim_cur = (rlim_t)open_fds() + 2;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    int bad = -1;
+    for (int i = 6; i < 40 && bad < 0; i += 2)
+        if (wcache_watch_fd(ws[i]) < 0)
+            bad = i;
+    ck_assert_int_ge(bad, 0);
+    ck_assert_ok(wcache_watch_next(ws[bad], evs, 4, &n)); /* no fd needed */
+    ck_assert_uint_eq(n, 0);
+    ck_assert_wc(wcache_watch_wait(ws[bad], evs, 4, &n, 10), WCACHE_ESYS);
+    ck_assert_ok(setrlimit(RLIMIT_NOFILE, &old) == 0 ? WCACHE_OK : WCACHE_ESYS);
+    put("/n/y", "v", 4);
+    ck_assert_ok(wcache_watch_wait(ws[bad], evs, 4, &n, 1000));
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(evs[0].revision, 4);
+    release(evs, n);
+    wcache_watch_close(r);
+    for (int i = 0; i < NW; i++)
+        wcache_watch_close(ws[i]);
+}
+END_TEST
+
 Suite *watch_suite(void)
 {
     Suite *s = suite_create("watch");
@@ -1172,6 +1282,7 @@ Suite *watch_suite(void)
     tcase_add_test(tc, test_watch_bookmarks);
     tcase_add_test(tc, test_watch_fd_and_stop);
     tcase_add_test(tc, test_watch_fd_wakes_before_first_next);
+    tcase_add_test(tc, test_watch_fd_made_on_first_use);
     tcase_add_test(tc, test_watch_events_outlive_compaction);
     tcase_set_timeout(tc, tu_timeout(60));
     suite_add_tcase(s, tc);

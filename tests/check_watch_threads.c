@@ -542,6 +542,7 @@ typedef struct cons {
     long *mine; /* indexes into W */
     size_t nmine, capmine;
     long opened, rounds;
+    long took; /* deliveries taken, to see an empty round */
 } cons;
 
 static long W_CAP;
@@ -625,7 +626,9 @@ static int serve(cons *c, tw *t)
         if (t->skip-- > 0)
             return 0;
         t->skip = 4;
-        return pull(t, 1) < -1 ? -1 : 0;
+        long n = pull(t, 1);
+        c->took += n > 0 ? n : 0;
+        return n < -1 ? -1 : 0;
     }
     /* Until the queue is empty (n < cap), so that everything up to the
      * revision read before this round is taken: the writer's flow control
@@ -636,6 +639,7 @@ static int serve(cons *c, tw *t)
      * revisions of the progress this consumer last stored. */
     for (;;) {
         long n = pull(t, EVCAP);
+        c->took += n > 0 ? n : 0;
         if (n < EVCAP)
             break;
     }
@@ -698,8 +702,15 @@ static void *consumer_main(void *arg)
     for (;;) {
         int done = atomic_load(&T.writer_done);
         int64_t cur = wcache_cache_revision(T.c);
+        long took = c->took;
         int rc = c->id == NCONS - 1 ? poll_round(c, &pfd, &idx, &pcap) : sweep(c);
         atomic_store(&T.progress[c->id], cur);
+        /* An empty next() makes no system call (a watch without an fd
+         * has none to drain): a sweep that found nothing yields, or under
+         * valgrind, which runs one thread at a time and switches at system
+         * calls, it would spin a whole time slice while the writer waits. */
+        if (c->took == took)
+            sched_yield();
         c->rounds++;
         if (rc != 0 || atomic_load(&T.failed))
             break;

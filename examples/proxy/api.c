@@ -940,6 +940,12 @@ static int do_watch(px_req *q)
                             NULL, NULL, 1);
     }
     wcache_code rc = wcache_watch_open(r->cache, &o, &ws->w);
+    /* the watch makes its eventfd now: out of fds is a failed open */
+    if (rc == WCACHE_OK && (ws->fd = wcache_watch_fd(ws->w)) < 0) {
+        wcache_watch_close(ws->w);
+        ws->w = NULL;
+        rc = WCACHE_ESYS;
+    }
     if (rc != WCACHE_OK) {
         pthread_mutex_lock(&reg.mu);
         reg.slots[slot] = NULL;
@@ -957,7 +963,6 @@ static int do_watch(px_req *q)
             return bad(q, "invalid watch parameters");
         return reply_status(q->conn, 500, "InternalError", wcache_strerror(rc), NULL, NULL, 0);
     }
-    ws->fd = wcache_watch_fd(ws->w);
     struct epoll_event ev = {.events = 0,
                              .data.u64 = (uint64_t)slot | ((uint64_t)ws->gen << 32)};
     pthread_mutex_lock(&reg.mu);

@@ -943,7 +943,9 @@ impl<'c> Watch<'c> {
     }
 
     /// The fd that polls readable when [`Watch::next_batch`] may have
-    /// something (do not read or close it).
+    /// something (do not read or close it).  Made by the first call; -1
+    /// when no fd could be made (errno, e.g. EMFILE), and the watch may
+    /// ask again.
     pub fn fd(&self) -> i32 {
         // SAFETY: any thread.
         unsafe { sys::wcache_watch_fd(self.w.as_ptr()) }
