@@ -826,7 +826,7 @@ int main(int argc, char **argv)
                 PODGEN_MAX_PODS);
         return 2;
     }
-    /* One eventfd per watcher. */
+    /* With -E, one eventfd per watcher (watch sets need none). */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < nprefix + nall + 64) {
         rl.rlim_cur = rl.rlim_max < nprefix + nall + 64 ? rl.rlim_max : nprefix + nall + 64;
