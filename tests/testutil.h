@@ -134,15 +134,16 @@ static inline const char *tu_hex(const void *p, size_t n, char *buf, size_t cap)
 #define TU_ALLOC_DEAD 0xdeadbeefdeadbeefULL
 
 typedef struct tu_alloc_state {
-    long attempts;      /* allocation calls since arming */
-    long fail_at;       /* attempt index to fail; -1 never */
-    int fail_all;       /* 1: every attempt from fail_at on fails */
-    long live;          /* blocks allocated and not yet freed */
-    long total;         /* successful allocations ever */
-    long failed;        /* allocations refused */
-    long bad_frees;     /* frees of pointers we never handed out */
-    int fail_per_mille; /* > 0: also fail this share of allocations at random */
-    uint64_t fail_rng;  /* splitmix64 state for the random failures */
+    long attempts;        /* allocation calls since arming */
+    long fail_at;         /* attempt index to fail; -1 never */
+    int fail_all;         /* 1: every attempt from fail_at on fails */
+    long live;            /* blocks allocated and not yet freed */
+    long long live_bytes; /* their sizes as asked for */
+    long total;           /* successful allocations ever */
+    long failed;          /* allocations refused */
+    long bad_frees;       /* frees of pointers we never handed out */
+    int fail_per_mille;   /* > 0: also fail this share of allocations at random */
+    uint64_t fail_rng;    /* splitmix64 state for the random failures */
 } tu_alloc_state;
 
 typedef union tu_alloc_hdr {
@@ -178,6 +179,7 @@ static inline void *tu_alloc_fn(size_t n, void *ud)
     h->h.magic = TU_ALLOC_MAGIC;
     h->h.n = n;
     st->live++;
+    st->live_bytes += (long long)n;
     st->total++;
     return h + 1;
 }
@@ -194,6 +196,7 @@ static inline void tu_free_fn(void *p, void *ud)
     }
     h->h.magic = TU_ALLOC_DEAD;
     st->live--;
+    st->live_bytes -= (long long)h->h.n;
     free(h);
 }
 
