@@ -304,6 +304,17 @@ static bool fit_classes(const wci_slab *s, size_t n, size_t want, size_t max, si
     return true;
 }
 
+/* The lowest class in [lo, hi] the writer has a free object of (on its own
+ * lists, or with shared: on the others' too), else hi + 1. */
+static size_t fit_class_w(const wci_slab *s, size_t lo, size_t hi, bool shared)
+{
+    size_t cls = lo;
+    while (cls <= hi && !s->w.free[cls] &&
+           !(shared && atomic_load_explicit(&s->nshared[cls], memory_order_relaxed)))
+        cls++;
+    return cls;
+}
+
 void *wci_slab_fit_w(wci_slab *s, size_t n, size_t want, size_t max, size_t *got)
 {
     size_t lo, hi;
@@ -311,12 +322,22 @@ void *wci_slab_fit_w(wci_slab *s, size_t n, size_t want, size_t max, size_t *got
         *got = n;
         return wci_slab_alloc_w(s, n);
     }
-    size_t cls = lo;
-    while (cls <= hi && !s->w.free[cls] &&
-           !atomic_load_explicit(&s->nshared[cls], memory_order_relaxed))
-        cls++;
+    size_t cls = fit_class_w(s, lo, hi, true);
     *got = (cls <= hi ? cls : lo) * s->grain;
     return wci_slab_alloc_w(s, *got);
+}
+
+void wci_slab_fit_prefetch_w(const wci_slab *s, size_t n, size_t want, size_t max)
+{
+    size_t lo, hi;
+    if (!fit_classes(s, n, want, max, &lo, &hi))
+        return;
+    size_t cls = fit_class_w(s, lo, hi, false);
+    if (cls > hi)
+        return; /* from the shared list or the block: not worth finding here */
+    const char *o = s->w.free[cls];
+    for (size_t off = 0; off < cls * s->grain; off += 64)
+        __builtin_prefetch(o + off, 1);
 }
 
 void *wci_slab_fit(wci_slab *s, size_t n, size_t want, size_t max, size_t *got)

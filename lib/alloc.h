@@ -56,5 +56,8 @@ void wci_slab_free(wci_slab *s, void *p, size_t n);
  * *got receives its size, which is what the free calls must be given. */
 void *wci_slab_fit_w(wci_slab *s, size_t n, size_t want, size_t max, size_t *got);
 void *wci_slab_fit(wci_slab *s, size_t n, size_t want, size_t max, size_t *got);
+/* Prefetch, for writing, the object wci_slab_fit_w(s, n, want, max) would
+ * hand out now, if it would come from the writer's free lists.  Writer. */
+void wci_slab_fit_prefetch_w(const wci_slab *s, size_t n, size_t want, size_t max);
 
 #endif
