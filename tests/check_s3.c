@@ -355,8 +355,11 @@ static void s3_down(void)
 /* What the proxy does to the requests that match (method, and a substring
  * of the request line): fail N of them with 503/500, drop N (close without
  * an answer), truncate N answers halfway through their bytes, or lose N
- * answers (the server acts on the request, the client never hears). */
-enum { F_NONE, F_5XX, F_DROP, F_TRUNCATE, F_LOSE, F_REQTIMEOUT };
+ * answers (the server acts on the request, the client never hears).
+ * F_CUT_412: truncate a matching request without If-Match, and answer one
+ * with If-Match (a resume) 412 PreconditionFailed, as S3 does when the
+ * object was replaced in between (s3rver ignores If-Match). */
+enum { F_NONE, F_5XX, F_DROP, F_TRUNCATE, F_LOSE, F_REQTIMEOUT, F_CUT_412 };
 static struct {
     int lfd;
     int port;
@@ -456,19 +459,31 @@ static void *px_conn(void *arg)
     while ((n = read_request(cfd, &req)) > 0) {
         atomic_fetch_add(&px.requests, 1);
         int f = take_fault(req);
+        if (f == F_CUT_412) {
+            char *hend = strstr(req, "\r\n\r\n");
+            char *im = strcasestr(req, "\r\nif-match:");
+            if (!im || im > hend)
+                f = F_TRUNCATE; /* not a resume: cut it */
+        }
         if (f == F_DROP) {
             free(req);
             break;
         }
-        if (f == F_5XX || f == F_REQTIMEOUT) {
+        if (f == F_5XX || f == F_REQTIMEOUT || f == F_CUT_412) {
             static const char slow[] = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>"
                                        "<Message>injected by the test proxy</Message></Error>";
             static const char stalled[] = "<Error><Code>RequestTimeout</Code><Message>Your "
                                           "socket connection to the server was not read "
                                           "from or written to</Message></Error>";
-            const char *body = f == F_5XX ? slow : stalled;
+            static const char precond[] = "<Error><Code>PreconditionFailed</Code><Message>At "
+                                          "least one of the pre-conditions you specified did "
+                                          "not hold</Message></Error>";
+            const char *body = f == F_5XX ? slow : f == F_CUT_412 ? precond : stalled;
             char hdr[256];
-            int code = f == F_REQTIMEOUT ? 400 : atomic_load(&px.injected) % 2 ? 503 : 500;
+            int code = f == F_REQTIMEOUT               ? 400
+                       : f == F_CUT_412                ? 412
+                       : atomic_load(&px.injected) % 2 ? 503
+                                                       : 500;
             int hl = snprintf(hdr, sizeof hdr,
                               "HTTP/1.1 %d Injected\r\nContent-Type: application/xml\r\n"
                               "Content-Length: %zu\r\nConnection: close\r\n\r\n",
@@ -1074,6 +1089,24 @@ START_TEST(s3_restore_streams)
         wcache_cache_close(r);
     }
     r = NULL;
+
+    /* Cut, and the resume (Range + If-Match) refused with 412 because the
+     * object changed: a clear error at once, no retry, nothing applied. */
+    ck_assert_int_eq(wcache_store_put_file(st, "s.wcsnap", a, NULL), WCACHE_OK);
+    px_set(F_CUT_412, 2, "GET", "/streams/s.wcsnap");
+    before = atomic_load(&px.requests);
+    r = tu_new_cache();
+    rc = wcache_store_restore(st, "s.wcsnap", r, NULL, NULL);
+    ck_assert_msg(rc == WCACHE_ECORRUPT, "412 on resume: %s: %s", wcache_strerror(rc), errbuf);
+    ck_assert_msg(strstr(errbuf, "changed during the download") && strstr(errbuf, "HTTP 412"),
+                  "%s", errbuf);
+    ck_assert_int_eq(atomic_load(&px.injected), 2);
+    ck_assert_int_eq(atomic_load(&px.requests) - before, 2);
+    ck_assert_int_eq(wcache_cache_revision(r), 0);
+    px_set(F_NONE, 0, "", "");
+    wcache_cache_close(r);
+    r = NULL;
+
     wcache_cache_close(cb);
     wcache_store_close(sw);
     wcache_store_close(swap.direct);
