@@ -1322,8 +1322,9 @@ static uint32_t pow2_at_least(uint32_t n)
 static void watch_free(wcache_watch *w)
 {
     wcache_cache *c = w->c;
-    if (atomic_load(&w->efd) >= 0)
-        close(atomic_load(&w->efd));
+    int fd = atomic_load(&w->efd);
+    if (fd >= 0)
+        close(fd);
     wcache_view_free(w->iview);
     wci_free(&c->al, w->im);
     wci_free(&c->al, w->ixval);

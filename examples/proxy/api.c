@@ -943,7 +943,6 @@ static int do_watch(px_req *q)
     /* the watch makes its eventfd now: out of fds is a failed open */
     if (rc == WCACHE_OK && (ws->fd = wcache_watch_fd(ws->w)) < 0) {
         wcache_watch_close(ws->w);
-        ws->w = NULL;
         rc = WCACHE_ESYS;
     }
     if (rc != WCACHE_OK) {
