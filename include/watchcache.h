@@ -677,7 +677,9 @@ typedef struct wcache_watch_opts {
      * with WCACHE_EOVERFLOW (it must re-list).  0: 1024.  Rounded up to a
      * power of two.  Memory follows the backlog, not this limit: 8 bytes
      * a slot, from 32 slots, doubling up to queue_size as deliveries back
-     * up (a watch that cannot grow it ends with WCACHE_ENOMEM). */
+     * up (a watch that cannot grow it ends with WCACHE_ENOMEM), and given
+     * back at the next delivery after a round that used at most an
+     * eighth of it (see wcache_watch(3)). */
     uint32_t queue_size;
     /* Watch by index value (see wcache_index(3)): when index_value is not
      * NULL, only changes whose new or previous object has this value in

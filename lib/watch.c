@@ -210,17 +210,23 @@ static wcache_event *slot_event(wci_qslot s)
 }
 
 #define QUEUE_FIRST 32u /* slots of a first array: 256 bytes */
+/* An array this large is given back when the consumer drains it after a
+ * round whose backlog used at most an eighth of it: after a burst (a
+ * relist, a bulk update) every watcher that fell behind would otherwise
+ * keep the array it grew, up to queue_size slots, for as long as it
+ * lives.  A watcher whose rounds keep needing the array keeps it, so
+ * steady bursts do not make it shrink and grow again each time.  The
+ * array goes at the producer's next push: a watcher that never gets
+ * another event keeps it. */
+#define QUEUE_SHRINK_AT (8 * QUEUE_FIRST)
 
-/* The producer: move the queue to an array of at least need slots
- * (need <= qcap).  The slots from the consumer's head on are copied; the
- * old array stays readable until the consumer frees it (queue_cur()). */
-static bool queue_grow(wcache_watch *w, uint64_t need)
+/* The producer: move the queue to a new array of cap slots (a power of
+ * two, >= the backlog).  The slots from the consumer's head on are
+ * copied; the old array stays readable until the consumer frees it
+ * (queue_cur()). */
+static bool queue_move(wcache_watch *w, uint32_t cap)
 {
     wci_qarr *a = atomic_load_explicit(&w->q, memory_order_relaxed);
-    uint32_t cap = w->qpcap ? w->qpcap * 2 : QUEUE_FIRST;
-    while (cap < need)
-        cap *= 2;
-    cap = cap < w->qcap ? cap : w->qcap;
     wci_qarr *na = wci_malloc(&w->c->al, sizeof *na + (size_t)cap * sizeof na->s[0]);
     if (!na)
         return false;
@@ -236,12 +242,40 @@ static bool queue_grow(wcache_watch *w, uint64_t need)
     return true;
 }
 
+/* An array of at least need slots (need <= qcap), doubling. */
+static bool queue_grow(wcache_watch *w, uint64_t need)
+{
+    uint32_t cap = w->qpcap ? w->qpcap * 2 : QUEUE_FIRST;
+    while (cap < need)
+        cap *= 2;
+    return queue_move(w, cap < w->qcap ? cap : w->qcap);
+}
+
+/* The consumer asked for a smaller array: take one with room for twice
+ * the backlog plus need, if that is at most a quarter of the current one
+ * (a queue that is busy again keeps its array).  Failing to allocate
+ * keeps the old array, which still works. */
+static void queue_shrink(wcache_watch *w, uint64_t need)
+{
+    atomic_store_explicit(&w->qshrink, false, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&w->qtail, memory_order_relaxed);
+    w->qhead_seen = atomic_load_explicit(&w->qhead, memory_order_acquire);
+    uint64_t want = 2 * (t - w->qhead_seen + need);
+    uint32_t cap = QUEUE_FIRST;
+    while (cap < want)
+        cap *= 2;
+    if (cap <= w->qpcap / 4)
+        (void)queue_move(w, cap);
+}
+
 /* The producer (under wmu, or the consumer itself while INITIAL): room
  * for n more slots?  1 yes (the array grown if it had to), 0 the queue is
  * at queue_size, -1 no memory to grow it.  Reads the consumer's index
- * only when the room it saw last time is used up. */
+ * only when the room it saw last time is used up, or to shrink. */
 static int queue_room_n(wcache_watch *w, uint64_t n)
 {
+    if (atomic_load_explicit(&w->qshrink, memory_order_relaxed))
+        queue_shrink(w, n);
     uint64_t t = atomic_load_explicit(&w->qtail, memory_order_relaxed);
     if (t - w->qhead_seen + n <= w->qpcap)
         return 1;
@@ -1533,6 +1567,8 @@ static size_t queue_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap, bo
     uint64_t h = atomic_load_explicit(&w->qhead, memory_order_relaxed);
     uint64_t t = atomic_load_explicit(&w->qtail, memory_order_acquire);
     const wci_qarr *a = queue_cur(w);
+    if (t - h > w->qhw)
+        w->qhw = t - h;
     size_t n = 0;
     while (h < t && n < cap) {
         to_delivery(w, a->s[h & (a->cap - 1)], &evs[n]);
@@ -1545,6 +1581,12 @@ static size_t queue_pop(wcache_watch *w, wcache_watch_event *evs, size_t cap, bo
         w->lent_own = n;
     else
         atomic_store_explicit(&w->qhead, h, memory_order_release);
+    if (n && h == t) { /* drained: was the array far too large for this round? */
+        if (a && a->cap >= QUEUE_SHRINK_AT && w->qhw <= a->cap / 8 &&
+            !atomic_load_explicit(&w->qshrink, memory_order_relaxed))
+            atomic_store_explicit(&w->qshrink, true, memory_order_relaxed);
+        w->qhw = 0;
+    }
     return n;
 }
 

@@ -170,10 +170,18 @@ struct wcache_watch {
      * qpcap - (qtail - qhead_seen) free slots, so the consumer's line is
      * read only when that runs out. */
     uint64_t qhead_seen;
-    char pad0[64];
+    /* Set by the consumer when it drained an array far larger than its
+     * backlog has lately been: the producer's next push moves the queue
+     * to a small one (queue_room_n()).  On the producer's line, which
+     * reads it at every push; the consumer writes it once per burst. */
+    _Atomic bool qshrink;
+    char pad0[63];
     _Atomic uint64_t qhead;
-    char pad1[64 - sizeof(uint64_t)]; /* padding, not _Alignas: allocators
-                                         promise 16-byte alignment only */
+    /* The consumer's: the largest backlog it found since it last drained
+     * the queue. */
+    uint64_t qhw;
+    char pad1[64 - 2 * sizeof(uint64_t)]; /* padding, not _Alignas: allocators
+                                             promise 16-byte alignment only */
     _Atomic uint64_t qtail;
     _Atomic int end_code;
     _Atomic int armed;

@@ -1122,7 +1122,25 @@ START_TEST(test_watch_queue_grows)
     ck_assert_ok(wcache_watch_next(w, evs, 300, &n));
     ck_assert_uint_eq(n, 0);
 
-    /* Exactly queue_size fit; one more ends it, after all 4096. */
+    /* The 4096-slot array (32 KiB) stays while rounds need it; after a
+     * round that used a few slots of it, the next push moves the queue to
+     * a small array, and the consumer's next look frees the large one. */
+    long long grown = st.live_bytes;
+    for (int i = 0; i < 3; i++) {
+        ck_assert_ok(wcache_ingest_put(c, "/g/2", 4, "y", 1, ++rev));
+        ck_assert_ok(wcache_ingest_put(c, "/g/2", 4, "z", 1, ++rev));
+        ck_assert_ok(wcache_watch_next(w, evs, 300, &n));
+        ck_assert_uint_eq(n, 2);
+        ck_assert_int_eq(evs[1].revision, rev);
+        release(evs, n);
+        if (i == 0) /* the first round after the burst: kept */
+            ck_assert_int_le(grown - st.live_bytes, 1024);
+    }
+    ck_assert_msg(grown - st.live_bytes > 24 * 1024, "%lld bytes before, %lld after", grown,
+                  st.live_bytes);
+
+    /* Exactly queue_size fit (growing again from a small array); one more
+     * ends it, after all 4096. */
     first = rev + 1;
     for (int i = 0; i < 4097; i++)
         ck_assert_ok(wcache_ingest_put(c, "/g/3", 4, "x", 1, ++rev));
