@@ -335,8 +335,11 @@ void wci_slab_fit_prefetch_w(const wci_slab *s, size_t n, size_t want, size_t ma
     size_t cls = fit_class_w(s, lo, hi, false);
     if (cls > hi)
         return; /* from the shared list or the block: not worth finding here */
+    /* The first lines only of a large object: the copy into the rest is
+     * long enough for the hardware's own prefetching to keep ahead. */
     const char *o = s->w.free[cls];
-    for (size_t off = 0; off < cls * s->grain; off += 64)
+    size_t sz = cls * s->grain < 4096 ? cls * s->grain : 4096;
+    for (size_t off = 0; off < sz; off += 64)
         __builtin_prefetch(o + off, 1);
 }
 
