@@ -28,6 +28,11 @@ void *wci_calloc(const wci_alloc *a, size_t n, size_t size);
 /* Copy of p[0..n), NUL-terminated (one extra byte). */
 void *wci_memdup(const wci_alloc *a, const void *p, size_t n);
 void wci_free(const wci_alloc *a, void *p);
+/* Room for more in an array of *cap elements of size bytes, n of them in
+ * use, whose pointer is at pp (a T **): *cap doubled (first when 0), the n
+ * copied, the old array freed.  false (ENOMEM): nothing changed. */
+bool wci_array_grow(const wci_alloc *a, void *pp, size_t *cap, size_t n, size_t size,
+                    size_t first);
 /* Advise huge pages for the 2 MiB-aligned part of [p, p + n), memory from
  * the C library's allocator. */
 void wci_advise_huge(void *p, size_t n);

@@ -732,17 +732,8 @@ static wcache_code batch_add(wcache_batch *b, uint32_t type, const void *key, si
         rc = check_value(c, val, vlen);
     if (rc != WCACHE_OK)
         return rc;
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 16;
-        wci_op *ops = wci_malloc(&c->al, cap * sizeof *ops);
-        if (!ops)
-            return WCACHE_ENOMEM;
-        if (b->n)
-            memcpy(ops, b->ops, b->n * sizeof *ops);
-        wci_free(&c->al, b->ops);
-        b->ops = ops;
-        b->cap = cap;
-    }
+    if (b->n == b->cap && !wci_array_grow(&c->al, &b->ops, &b->cap, b->n, sizeof *b->ops, 16))
+        return WCACHE_ENOMEM;
     wci_op op = {type, key_new(c, key, klen, false), NULL, wci_hash_bytes(key, klen)};
     if (op.k && type != WCI_OP_DELETE) /* room: load_sorted takes it as a first version */
         op.v = ver_new_x(c, val, vlen, false, true);

@@ -721,17 +721,9 @@ static int kv_cmp(const wcache_kv *x, const wcache_kv *y)
 
 static int keep_buf(overlay *ov, unsigned char *p)
 {
-    if (ov->nbufs == ov->bufcap) {
-        size_t nc = ov->bufcap ? ov->bufcap * 2 : 16;
-        unsigned char **nb = wci_calloc(&ov->a, nc, sizeof *nb);
-        if (!nb)
-            return WCACHE_ENOMEM;
-        if (ov->nbufs)
-            memcpy(nb, ov->bufs, ov->nbufs * sizeof *nb);
-        wci_free(&ov->a, ov->bufs);
-        ov->bufs = nb;
-        ov->bufcap = nc;
-    }
+    if (ov->nbufs == ov->bufcap &&
+        !wci_array_grow(&ov->a, &ov->bufs, &ov->bufcap, ov->nbufs, sizeof *ov->bufs, 16))
+        return WCACHE_ENOMEM;
     ov->bufs[ov->nbufs++] = p;
     return WCACHE_OK;
 }

@@ -716,17 +716,8 @@ static bool fan_attach(wcache_cache *c, wci_bucket *b, wcache_watch *w)
     if (!b->fan && !(b->fan = fan_new(c)))
         return false;
     wci_fan *f = b->fan;
-    if (f->n == f->cap) {
-        size_t nc = f->cap ? f->cap * 2 : 8;
-        wcache_watch **nw = wci_malloc(&c->al, nc * sizeof *nw);
-        if (!nw)
-            return false;
-        if (f->n)
-            memcpy(nw, f->w, f->n * sizeof *nw);
-        wci_free(&c->al, f->w);
-        f->w = nw;
-        f->cap = nc;
-    }
+    if (f->n == f->cap && !wci_array_grow(&c->al, &f->w, &f->cap, f->n, sizeof *f->w, 8))
+        return false;
     if (pthread_mutex_trylock(&w->rmu) != 0)
         return false;                /* its consumer is in next(): another time */
     if (atomic_load(&w->end_code)) { /* stopped meanwhile: stays off */
