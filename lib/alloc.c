@@ -315,9 +315,8 @@ static void reclaim(wci_slab *s)
     pthread_mutex_lock(&s->mu);
     size_t n = 0, bytes = 0;
     for (size_t c = 1; c < NCLASS; c++) {
-        size_t k = atomic_load_explicit(&s->nshared[c], memory_order_relaxed);
-        if (s->w.free[c])
-            k += list_len(s->w.free[c]);
+        /* walked, not taken from nshared: f must hold every object */
+        size_t k = list_len(s->s.free[c]) + list_len(s->w.free[c]);
         n += k;
         bytes += k * c * s->grain;
     }
