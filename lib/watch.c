@@ -1613,13 +1613,25 @@ static bool initial_more(const wcache_watch *w)
     return w->has_ix ? w->impos < w->imn : w->iit.depth >= 0;
 }
 
+/*
+ * How full INITIAL and REPLAY fill the queue: half of it.  Catching up
+ * ends inside a next() call, and from then on the writer pushes every
+ * change; a queue the catch-up had filled to the brim would overflow at
+ * the first few changes, however promptly the consumer reads.  Half
+ * leaves queue_size / 2 changes of slack at the switch to LIVE.
+ */
+static bool catchup_full(const wcache_watch *w)
+{
+    return queued_own(w) >= w->qcap - w->qcap / 2;
+}
+
 /* INITIAL: the next objects of the pinned view, as ADDED. */
 static wcache_code initial_step(wcache_watch *w)
 {
     wcache_cache *c = w->c;
     int64_t rev = w->start_rev;
     const wci_key *k;
-    while (!queue_full(w) && (k = initial_next(w)) != NULL) {
+    while (!catchup_full(w) && (k = initial_next(w)) != NULL) {
         if (!key_in(w, k->key, k->klen)) {
             if (w->plen || w->elen) {
                 w->iit.depth = -1; /* past the range: the tree is ordered */
@@ -1671,7 +1683,8 @@ static wcache_code replay_locked(wcache_watch *w)
     if (w->cursor < r->head)
         return WCACHE_ECOMPACTED; /* history it needed is gone: re-list */
     int room = 1;
-    for (int n = 0; w->cursor < r->tail && n < REPLAY_BATCH && (room = queue_room(w)) > 0;
+    for (int n = 0; w->cursor < r->tail && n < REPLAY_BATCH && !catchup_full(w) &&
+                    (room = queue_room(w)) > 0;
          n++) {
         wci_event *e = &r->ev[w->cursor & r->mask];
         w->cursor++;

@@ -1032,6 +1032,64 @@ END_TEST
  * Growth must not lose, repeat or reorder a slot, also while deliveries
  * are lent across it, and the overflow limit stays exactly queue_size.
  */
+/*
+ * A watcher catching up (initial events, then history) switches to live
+ * delivery inside one of its next() calls.  If catching up had filled its
+ * queue, the first few changes after the switch would overflow it though
+ * the consumer reads one event per call without pause.  Catching up fills
+ * half the queue, so a burst of up to queue_size / 2 - 1 changes between
+ * any two reads fits: tried after every read of a catch-up of 100 events.
+ */
+START_TEST(test_watch_catchup_leaves_room)
+{
+    enum { Q = 64, HIST = 100, BURST = Q / 2 - 1 };
+    for (int initial = 0; initial < 2; initial++)
+        for (int k = 1; k <= HIST + 2; k++) {
+            wcache_cache *c = tu_new_cache();
+            int64_t rev = 0;
+            char key[16];
+            if (initial) /* HIST objects at the start revision */
+                for (int i = 0; i < HIST; i++) {
+                    int kl = snprintf(key, sizeof key, "/c/%03d", i);
+                    ck_assert_ok(wcache_ingest_put(c, key, (size_t)kl, "v", 1, ++rev));
+                }
+            else
+                ck_assert_ok(wcache_ingest_put(c, "/c/start", 8, "v", 1, ++rev));
+            int64_t from = rev;
+            if (!initial) /* HIST changes after the start revision */
+                for (int i = 0; i < HIST; i++)
+                    ck_assert_ok(wcache_ingest_put(c, "/c/h", 4, "v", 1, ++rev));
+            wcache_watch_opts o = {.size = sizeof o,
+                                   .queue_size = Q,
+                                   .prefix = "/c/",
+                                   .prefix_len = 3,
+                                   .start_revision = initial ? 0 : from,
+                                   .initial_events = initial != 0};
+            wcache_watch *w;
+            ck_assert_ok(wcache_watch_open(c, &o, &w));
+            wcache_watch_event ev;
+            size_t n, got = 0, want = HIST + (size_t)initial + BURST; /* + INITIAL_END */
+            for (int i = 0; i < k; i++) {
+                ck_assert_ok(wcache_watch_next(w, &ev, 1, &n));
+                got += n;
+                release(&ev, n);
+            }
+            for (int i = 0; i < BURST; i++)
+                ck_assert_ok(wcache_ingest_put(c, "/c/live", 7, "v", 1, ++rev));
+            wcache_code rc;
+            while ((rc = wcache_watch_next(w, &ev, 1, &n)) == WCACHE_OK && n) {
+                got += n;
+                release(&ev, n);
+            }
+            ck_assert_msg(rc == WCACHE_OK, "initial %d, burst after %d reads: %s", initial, k,
+                          wcache_strerror(rc));
+            ck_assert_uint_eq(got, want);
+            wcache_watch_close(w);
+            wcache_cache_close(c);
+        }
+}
+END_TEST
+
 START_TEST(test_watch_queue_grows)
 {
     tu_alloc_state st = {.fail_at = -1}; /* counts the bytes the cache holds */
@@ -1271,6 +1329,7 @@ Suite *watch_suite(void)
     tcase_add_test(tc, test_watch_initial_events);
     tcase_add_test(tc, test_watch_selector_transitions);
     tcase_add_test(tc, test_watch_slow_watcher_ends);
+    tcase_add_test(tc, test_watch_catchup_leaves_room);
     tcase_add_test(tc, test_watch_queue_grows);
     tcase_add_test(tc, test_watch_shared_fan);
     tcase_add_test(tc, test_watch_fan_threads);
